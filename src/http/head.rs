@@ -1,0 +1,593 @@
+//! Request and response heads: parse, decide framing, and write the head sluice forwards.
+//!
+//! A head is parsed with httparse straight from the connection's buffer and rewritten into a fresh
+//! buffer in one pass: hop-by-hop fields are dropped (RFC 9110 section 7.6.1: Connection, Keep-Alive,
+//! Proxy-Connection, TE, Trailer, Upgrade, and every field the Connection header names), sluice's own
+//! connection handling is written instead, and requests gain X-Forwarded-For and X-Forwarded-Proto.
+//! Everything else passes unchanged. Message framing follows RFC 9112 section 6.3, strictly: anything
+//! that two parsers could read differently (Content-Length with Transfer-Encoding, differing lengths,
+//! a transfer coding that is not a final `chunked`, bare LF line endings) is refused, because a proxy
+//! that guesses is what request smuggling exploits.
+
+use std::io::Write as _;
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+use std::ops::Range;
+
+/// Most header fields a head may carry; the `--max-headers` flag can only lower it.
+pub const MAX_HEADERS: usize = 128;
+/// Bytes a rewrite may add to a head (X-Forwarded-*, Connection); buffers keep this much spare room
+/// while a head is read so the rewritten head always fits.
+pub const REWRITE_RESERVE_BYTES: usize = 512;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Trace,
+    Connect,
+    Other,
+}
+
+impl Method {
+    fn parse(s: &str) -> Method {
+        match s {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "OPTIONS" => Method::Options,
+            "PATCH" => Method::Patch,
+            "TRACE" => Method::Trace,
+            "CONNECT" => Method::Connect,
+            _ => Method::Other,
+        }
+    }
+
+    /// Idempotent methods (RFC 9110 section 9.2.2) may be retried on another backend.
+    pub fn is_idempotent(self) -> bool {
+        matches!(
+            self,
+            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options | Method::Trace
+        )
+    }
+}
+
+/// How a message body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Response bodies only: the body runs until the backend closes.
+    UntilClose,
+}
+
+/// Why a head was refused; [`HeadError::status`] is what the client is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HeadError {
+    Malformed(&'static str),
+    TooLarge,
+    TooManyHeaders,
+    NotImplemented(&'static str),
+}
+
+impl HeadError {
+    pub fn status(self) -> u16 {
+        match self {
+            HeadError::Malformed(_) => 400,
+            HeadError::TooLarge | HeadError::TooManyHeaders => 431,
+            HeadError::NotImplemented(_) => 501,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            HeadError::Malformed(why) | HeadError::NotImplemented(why) => why,
+            HeadError::TooLarge => "request head too large",
+            HeadError::TooManyHeaders => "too many header fields",
+        }
+    }
+}
+
+/// What the worker needs to know about a request it forwards. Ranges index the rewritten head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: Method,
+    pub minor_version: u8,
+    pub framing: Framing,
+    /// The client wants the connection kept open after the response.
+    pub keep_alive: bool,
+    /// A protocol upgrade (WebSocket) was requested; Upgrade fields were kept.
+    pub upgrade: bool,
+    /// Length of the head in the client's bytes.
+    pub head_len: usize,
+    /// Length of the rewritten head.
+    pub out_len: usize,
+    /// Request target (path and query) in the rewritten head.
+    pub target: Range<usize>,
+    /// Value of the Cookie field, when present.
+    pub cookie: Option<Range<usize>>,
+    /// Value of the Idempotency-Key field, when present.
+    pub idempotency_key: Option<Range<usize>>,
+}
+
+/// Facts from the request that shape how its response is forwarded.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseContext {
+    pub method: Method,
+    pub client_minor_version: u8,
+    pub client_keep_alive: bool,
+    pub upgrade_requested: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub framing: Framing,
+    /// The backend connection may carry another request after this response.
+    pub backend_keep_alive: bool,
+    /// The client connection stays open after this response.
+    pub client_keep_alive: bool,
+    pub head_len: usize,
+    pub out_len: usize,
+}
+
+impl ResponseHead {
+    /// 1xx other than 101: another head follows.
+    pub fn is_interim(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// A field sluice treats specially.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    Te,
+    Trailer,
+    Upgrade,
+    TransferEncoding,
+    ContentLength,
+    Host,
+    XForwardedFor,
+    XForwardedProto,
+    Cookie,
+    IdempotencyKey,
+    Other,
+}
+
+/// Classifies a field name, switching on length first so most names cost one comparison.
+fn classify(name: &str) -> Field {
+    let is = |s: &str| name.eq_ignore_ascii_case(s);
+    match name.len() {
+        2 if is("te") => Field::Te,
+        4 if is("host") => Field::Host,
+        6 if is("cookie") => Field::Cookie,
+        7 if is("trailer") => Field::Trailer,
+        7 if is("upgrade") => Field::Upgrade,
+        10 if is("connection") => Field::Connection,
+        10 if is("keep-alive") => Field::KeepAlive,
+        14 if is("content-length") => Field::ContentLength,
+        15 if is("x-forwarded-for") => Field::XForwardedFor,
+        15 if is("idempotency-key") => Field::IdempotencyKey,
+        16 if is("proxy-connection") => Field::ProxyConnection,
+        17 if is("transfer-encoding") => Field::TransferEncoding,
+        17 if is("x-forwarded-proto") => Field::XForwardedProto,
+        _ => Field::Other,
+    }
+}
+
+/// The Connection field's options: close, keep-alive, upgrade, and the other fields it names.
+#[derive(Default)]
+struct ConnectionOptions<'a> {
+    close: bool,
+    keep_alive: bool,
+    upgrade: bool,
+    named: [&'a [u8]; 8],
+    named_len: usize,
+}
+
+impl<'a> ConnectionOptions<'a> {
+    fn add(&mut self, value: &'a [u8]) -> Result<(), HeadError> {
+        for token in value.split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() {
+                continue;
+            }
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"upgrade") {
+                self.upgrade = true;
+            } else if self.named_len < self.named.len() {
+                self.named[self.named_len] = token;
+                self.named_len += 1;
+            } else {
+                return Err(HeadError::Malformed("too many Connection options"));
+            }
+        }
+        Ok(())
+    }
+
+    fn names(&self, name: &str) -> bool {
+        self.named[..self.named_len].iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// Hop-by-hop fields are not forwarded. Framing fields stay whatever Connection says: dropping
+/// Content-Length while forwarding the body would let the next hop read the body as a new request.
+fn is_hop_by_hop(field: Field, name: &str, conn: &ConnectionOptions<'_>) -> bool {
+    match field {
+        Field::Connection
+        | Field::KeepAlive
+        | Field::ProxyConnection
+        | Field::Te
+        | Field::Trailer
+        | Field::Upgrade => true,
+        Field::ContentLength | Field::TransferEncoding | Field::Host => false,
+        _ => conn.named_len > 0 && conn.names(name),
+    }
+}
+
+/// Writes into a fixed slice; running out of room means the head is too large.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Out<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), HeadError> {
+        let end = self.len + bytes.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(HeadError::TooLarge)?;
+        dst.copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+
+    fn field(&mut self, name: &str, value: &[u8]) -> Result<(), HeadError> {
+        self.put(name.as_bytes())?;
+        self.put(b": ")?;
+        self.put(value)?;
+        self.put(b"\r\n")
+    }
+}
+
+/// Refuses line endings other than CRLF: httparse accepts a bare LF, RFC 9112 section 2.2 lets a
+/// recipient do so, and a proxy must not, since the next hop might not.
+fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
+    let mut prev = 0u8;
+    for &b in head {
+        if b == b'\n' && prev != b'\r' {
+            return Err(HeadError::Malformed("bare LF in head"));
+        }
+        if prev == b'\r' && b != b'\n' {
+            return Err(HeadError::Malformed("bare CR in head"));
+        }
+        prev = b;
+    }
+    Ok(())
+}
+
+/// Parses a Content-Length value: digits only (RFC 9110 section 8.6), no sign, no list.
+fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(HeadError::Malformed("bad Content-Length"));
+    }
+    Ok(value.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+}
+
+/// Whether a Transfer-Encoding list ends in `chunked` (the only coding sluice can frame by).
+fn ends_in_chunked(value: &[u8]) -> bool {
+    let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"").trim_ascii();
+    last.eq_ignore_ascii_case(b"chunked")
+}
+
+/// Writes a client address in its usual text form.
+fn write_ip(out: &mut Out<'_>, ip: IpAddr) -> Result<(), HeadError> {
+    let mut text = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.put(b".")?;
+                }
+                let mut digits = [0u8; 3];
+                let mut n = *octet;
+                let mut at = 3;
+                loop {
+                    at -= 1;
+                    digits[at] = b'0' + n % 10;
+                    n /= 10;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                out.put(&digits[at..])?;
+            }
+            return Ok(());
+        }
+        IpAddr::V6(v6) => write!(cursor, "{v6}").map_err(|_| HeadError::TooLarge)?,
+    }
+    let n = cursor.position() as usize;
+    out.put(&text[..n])
+}
+
+/// Settings for forwarding requests.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestOptions {
+    pub client_ip: IpAddr,
+    /// Value of X-Forwarded-Proto.
+    pub proto: &'static str,
+    /// Most header fields accepted (at most [`MAX_HEADERS`]).
+    pub max_headers: usize,
+}
+
+/// Parses the request head at the front of `src` and writes the head to forward into `out`.
+/// `Ok(None)`: the head is not complete yet.
+pub fn forward_request(
+    src: &[u8],
+    opts: &RequestOptions,
+    out: &mut [u8],
+) -> Result<Option<RequestHead>, HeadError> {
+    let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let max = opts.max_headers.clamp(1, MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(src, &mut storage[..max]) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported HTTP version")),
+        Err(_) => return Err(HeadError::Malformed("malformed request head")),
+    };
+    check_line_endings(&src[..head_len])?;
+    let (Some(method_str), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::Malformed("malformed request line"));
+    };
+    let method = Method::parse(method_str);
+    if method == Method::Connect {
+        return Err(HeadError::NotImplemented("CONNECT is not supported"));
+    }
+    let headers = &*req.headers;
+
+    let mut conn = ConnectionOptions::default();
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut hosts = 0;
+    let mut has_upgrade_field = false;
+    for h in headers {
+        match classify(h.name) {
+            Field::Connection => conn.add(h.value)?,
+            Field::ContentLength => {
+                if length.is_some() {
+                    return Err(HeadError::Malformed("more than one Content-Length"));
+                }
+                length = Some(parse_length(h.value)?);
+            }
+            Field::TransferEncoding => {
+                if chunked {
+                    return Err(HeadError::Malformed("chunked applied twice"));
+                }
+                if !ends_in_chunked(h.value) {
+                    return Err(HeadError::NotImplemented("transfer coding other than chunked"));
+                }
+                chunked = true;
+            }
+            Field::Host => hosts += 1,
+            Field::Upgrade => has_upgrade_field = true,
+            _ => {}
+        }
+    }
+    if chunked && length.is_some() {
+        return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
+    }
+    if chunked && minor == 0 {
+        return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if hosts > 1 || (hosts == 0 && minor == 1) {
+        return Err(HeadError::Malformed("a request needs exactly one Host"));
+    }
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(0)) | (false, None) => Framing::None,
+        (false, Some(n)) => Framing::Length(n),
+    };
+    let keep_alive = if minor == 1 { !conn.close } else { conn.keep_alive && !conn.close };
+    let upgrade = conn.upgrade && has_upgrade_field && minor == 1;
+
+    let mut o = Out { buf: out, len: 0 };
+    o.put(method_str.as_bytes())?;
+    o.put(b" ")?;
+    let target_start = o.len;
+    o.put(target.as_bytes())?;
+    let target_range = target_start..o.len;
+    o.put(if minor == 1 { b" HTTP/1.1\r\n" } else { b" HTTP/1.0\r\n" })?;
+
+    let mut cookie = None;
+    let mut idempotency_key = None;
+    let mut forwarded_for = false;
+    for h in headers {
+        let field = classify(h.name);
+        forwarded_for |= field == Field::XForwardedFor;
+        let drop = match field {
+            Field::XForwardedFor | Field::XForwardedProto => true,
+            Field::Upgrade if upgrade => false,
+            _ => is_hop_by_hop(field, h.name, &conn),
+        };
+        if drop {
+            continue;
+        }
+        let value_start = o.len + h.name.len() + 2;
+        o.field(h.name, h.value)?;
+        let value = value_start..value_start + h.value.len();
+        match field {
+            Field::Cookie if cookie.is_none() => cookie = Some(value),
+            Field::IdempotencyKey => idempotency_key = Some(value),
+            _ => {}
+        }
+    }
+    // One X-Forwarded-For: the client's list, then the client itself.
+    o.put(b"X-Forwarded-For: ")?;
+    if forwarded_for {
+        for h in headers.iter().filter(|h| classify(h.name) == Field::XForwardedFor) {
+            o.put(h.value)?;
+            o.put(b", ")?;
+        }
+    }
+    write_ip(&mut o, opts.client_ip)?;
+    o.put(b"\r\n")?;
+    o.field("X-Forwarded-Proto", opts.proto.as_bytes())?;
+    if upgrade {
+        o.put(b"Connection: Upgrade\r\n")?;
+    } else if minor == 0 {
+        // Backend connections are pooled; ask an HTTP/1.0 backend to keep this one.
+        o.put(b"Connection: keep-alive\r\n")?;
+    }
+    o.put(b"\r\n")?;
+
+    Ok(Some(RequestHead {
+        method,
+        minor_version: minor,
+        framing,
+        keep_alive,
+        upgrade,
+        head_len,
+        out_len: o.len,
+        target: target_range,
+        cookie,
+        idempotency_key,
+    }))
+}
+
+/// Parses the response head at the front of `src` and writes the head to send the client into `out`.
+/// `Ok(None)`: the head is not complete yet.
+pub fn forward_response(
+    src: &[u8],
+    ctx: &ResponseContext,
+    out: &mut [u8],
+) -> Result<Option<ResponseHead>, HeadError> {
+    let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
+        [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        src,
+        &mut storage,
+    ) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Malformed("malformed response head")),
+    };
+    check_line_endings(&src[..head_len])?;
+    let (Some(status), Some(minor)) = (resp.code, resp.version) else {
+        return Err(HeadError::Malformed("malformed status line"));
+    };
+    if !(100..=999).contains(&status) {
+        return Err(HeadError::Malformed("bad status code"));
+    }
+    let headers = &*resp.headers;
+
+    let mut conn = ConnectionOptions::default();
+    let mut length: Option<u64> = None;
+    let mut transfer_encoding: Option<bool> = None;
+    for h in headers {
+        match classify(h.name) {
+            Field::Connection => conn.add(h.value)?,
+            Field::ContentLength => {
+                let n = parse_length(h.value)?;
+                if length.is_some_and(|m| m != n) {
+                    return Err(HeadError::Malformed("differing Content-Length values"));
+                }
+                length = Some(n);
+            }
+            Field::TransferEncoding => {
+                if transfer_encoding.is_some() {
+                    return Err(HeadError::Malformed("Transfer-Encoding repeated"));
+                }
+                transfer_encoding = Some(ends_in_chunked(h.value));
+            }
+            _ => {}
+        }
+    }
+    if transfer_encoding.is_some() && length.is_some() {
+        return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
+    }
+    let interim = (100..200).contains(&status);
+    let switching = status == 101 && ctx.upgrade_requested;
+    if status == 101 && !ctx.upgrade_requested {
+        return Err(HeadError::Malformed("101 without an upgrade request"));
+    }
+    // RFC 9112 section 6.3: HEAD, 1xx, 204 and 304 responses end at their head.
+    let framing = if ctx.method == Method::Head || interim || status == 204 || status == 304 {
+        Framing::None
+    } else {
+        match (transfer_encoding, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(0)) => Framing::None,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    let backend_keep_alive = !switching
+        && framing != Framing::UntilClose
+        && if minor == 1 { !conn.close } else { conn.keep_alive && !conn.close };
+    // A chunked body cannot reach an HTTP/1.0 client with its end marked, except by closing.
+    let client_keep_alive = !switching
+        && ctx.client_keep_alive
+        && framing != Framing::UntilClose
+        && !(framing == Framing::Chunked && ctx.client_minor_version == 0);
+
+    let mut o = Out { buf: out, len: 0 };
+    o.put(if minor == 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " })?;
+    let code = [
+        b'0' + (status / 100) as u8,
+        b'0' + (status / 10 % 10) as u8,
+        b'0' + (status % 10) as u8,
+    ];
+    o.put(&code)?;
+    o.put(b" ")?;
+    o.put(resp.reason.unwrap_or("").as_bytes())?;
+    o.put(b"\r\n")?;
+    for h in headers {
+        let field = classify(h.name);
+        if !(field == Field::Upgrade && switching) && is_hop_by_hop(field, h.name, &conn) {
+            continue;
+        }
+        o.field(h.name, h.value)?;
+    }
+    if switching {
+        o.put(b"Connection: Upgrade\r\n")?;
+    } else if interim {
+        // Interim responses say nothing about the connection.
+    } else if !client_keep_alive {
+        o.put(b"Connection: close\r\n")?;
+    } else if ctx.client_minor_version == 0 {
+        o.put(b"Connection: keep-alive\r\n")?;
+    }
+    o.put(b"\r\n")?;
+
+    Ok(Some(ResponseHead {
+        status,
+        framing,
+        backend_keep_alive,
+        client_keep_alive,
+        head_len,
+        out_len: o.len,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+use super::*;
+use std::net::Ipv4Addr;
+
+fn opts() -> RequestOptions {
+    RequestOptions {
+        client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+        proto: "http",
+        max_headers: 64,
+    }
+}
+
+fn req(src: &str) -> Result<Option<(RequestHead, String)>, HeadError> {
+    let mut out = vec![0u8; 4096];
+    Ok(forward_request(src.as_bytes(), &opts(), &mut out)?.map(|h| {
+        let text = String::from_utf8(out[..h.out_len].to_vec()).unwrap();
+        (h, text)
+    }))
+}
+
+fn req_ok(src: &str) -> (RequestHead, String) {
+    req(src).unwrap().unwrap()
+}
+
+fn resp(src: &str, ctx: ResponseContext) -> Result<Option<(ResponseHead, String)>, HeadError> {
+    let mut out = vec![0u8; 4096];
+    Ok(forward_response(src.as_bytes(), &ctx, &mut out)?.map(|h| {
+        let text = String::from_utf8(out[..h.out_len].to_vec()).unwrap();
+        (h, text)
+    }))
+}
+
+fn ctx11() -> ResponseContext {
+    ResponseContext {
+        method: Method::Get,
+        client_minor_version: 1,
+        client_keep_alive: true,
+        upgrade_requested: false,
+    }
+}
+
+#[test]
+fn forwards_request_line_and_fields_and_adds_forwarded_fields() {
+    let (h, out) = req_ok("GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\nrest");
+    assert_eq!(h.method, Method::Get);
+    assert_eq!(h.framing, Framing::None);
+    assert!(h.keep_alive);
+    assert_eq!(h.head_len, "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n".len());
+    assert_eq!(
+        out,
+        "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\
+         X-Forwarded-For: 10.0.0.7\r\nX-Forwarded-Proto: http\r\n\r\n"
+    );
+    assert_eq!(&out[h.target.clone()], "/a/b?x=1&y=2");
+}
+
+#[test]
+fn partial_head_asks_for_more() {
+    assert_eq!(req("GET / HTTP/1.1\r\nHost: a\r\n"), Ok(None));
+    assert_eq!(req("GE"), Ok(None));
+}
+
+#[test]
+fn drops_hop_by_hop_fields_and_those_connection_names() {
+    let (h, out) = req_ok(
+        "POST /p HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+         TE: trailers\r\nTrailer: X-T\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\n\
+         X-Secret: 1\r\nX-Kept: 2\r\nContent-Length: 3\r\n\r\n",
+    );
+    assert_eq!(h.framing, Framing::Length(3));
+    assert!(!h.upgrade, "Upgrade without Connection: upgrade is no upgrade");
+    for gone in ["Connection", "Keep-Alive", "TE:", "Trailer", "Proxy-Connection", "Upgrade", "X-Secret"] {
+        assert!(!out.contains(gone), "{gone} forwarded in {out:?}");
+    }
+    assert!(out.contains("X-Kept: 2\r\n"));
+    assert!(out.contains("Content-Length: 3\r\n"));
+}
+
+#[test]
+fn connection_cannot_strip_framing_fields() {
+    let (h, out) = req_ok("POST / HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n");
+    assert_eq!(h.framing, Framing::Length(2));
+    assert!(out.contains("Content-Length: 2\r\n"));
+}
+
+#[test]
+fn appends_client_to_existing_forwarded_for() {
+    let (_, out) = req_ok(
+        "GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nHost: h\r\nX-Forwarded-For: 5.6.7.8\r\n\
+         X-Forwarded-Proto: https\r\n\r\n",
+    );
+    assert!(out.contains("X-Forwarded-For: 1.2.3.4, 5.6.7.8, 10.0.0.7\r\n"), "{out}");
+    assert_eq!(out.matches("X-Forwarded-For").count(), 1);
+    assert!(out.contains("X-Forwarded-Proto: http\r\n") && !out.contains("https"));
+}
+
+#[test]
+fn ipv6_client_is_written_in_text_form() {
+    let mut o = opts();
+    o.client_ip = "2001:db8::1".parse().unwrap();
+    let mut out = vec![0u8; 512];
+    let h = forward_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &o, &mut out).unwrap().unwrap();
+    let text = std::str::from_utf8(&out[..h.out_len]).unwrap();
+    assert!(text.contains("X-Forwarded-For: 2001:db8::1\r\n"), "{text}");
+}
+
+#[test]
+fn keep_alive_follows_version_and_connection() {
+    assert!(!req_ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").0.keep_alive);
+    assert!(!req_ok("GET / HTTP/1.0\r\n\r\n").0.keep_alive);
+    let (h, out) = req_ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    assert!(h.keep_alive);
+    assert!(out.ends_with("Connection: keep-alive\r\n\r\n"), "asks the backend to keep it: {out}");
+}
+
+#[test]
+fn chunked_and_lengths_are_framed_strictly() {
+    let (h, _) = req_ok("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n");
+    assert_eq!(h.framing, Framing::Chunked);
+    let bad = [
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1x\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ];
+    for b in bad {
+        assert_eq!(req(b).map(|_| ()).unwrap_err().status(), 400, "{b:?}");
+    }
+    let e = req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").unwrap_err();
+    assert_eq!(e.status(), 501);
+}
+
+#[test]
+fn malformed_heads_are_refused() {
+    let bad = [
+        "GET / HTTP/1.1\nHost: h\n\n",
+        "GET / HTTP/1.1\r\nHost: h\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX: a\rb\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n",
+        "GET / HTTP/1.1\r\nBad Name: 1\r\nHost: h\r\n\r\n",
+        "GET  / HTTP/1.1\r\nHost: h\r\n\r\n",
+        "GET / HTTP/2.0\r\nHost: h\r\n\r\n",
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        "\u{1}GET / HTTP/1.1\r\n\r\n",
+    ];
+    for b in bad {
+        let e = req(b).map(|_| ()).unwrap_err();
+        assert_eq!(e.status(), 400, "{b:?}: {e:?}");
+    }
+}
+
+#[test]
+fn too_many_headers_is_431() {
+    let mut src = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+    for i in 0..70 {
+        src.push_str(&format!("X-{i}: v\r\n"));
+    }
+    src.push_str("\r\n");
+    assert_eq!(req(&src).unwrap_err(), HeadError::TooManyHeaders);
+}
+
+#[test]
+fn connect_is_not_implemented() {
+    assert_eq!(req("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err().status(), 501);
+}
+
+#[test]
+fn upgrade_request_keeps_upgrade_fields() {
+    let (h, out) =
+        req_ok("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
+    assert!(h.upgrade);
+    assert!(out.contains("Upgrade: websocket\r\n") && out.contains("Connection: Upgrade\r\n"), "{out}");
+}
+
+#[test]
+fn records_cookie_and_idempotency_key_ranges() {
+    let (h, out) = req_ok("POST / HTTP/1.1\r\nHost: h\r\nCookie: a=1; b=2\r\nIdempotency-Key: abc\r\n\r\n");
+    assert_eq!(&out[h.cookie.unwrap()], "a=1; b=2");
+    assert_eq!(&out[h.idempotency_key.unwrap()], "abc");
+}
+
+#[test]
+fn output_too_small_is_too_large() {
+    let mut out = [0u8; 20];
+    let e = forward_request(b"GET /long/path HTTP/1.1\r\nHost: h\r\n\r\n", &opts(), &mut out).unwrap_err();
+    assert_eq!(e, HeadError::TooLarge);
+}
+
+#[test]
+fn response_framing_follows_rfc_9112() {
+    let cases = [
+        ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", ctx11(), Framing::Length(5)),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", ctx11(), Framing::Chunked),
+        ("HTTP/1.1 200 OK\r\n\r\n", ctx11(), Framing::UntilClose),
+        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ctx11(), Framing::UntilClose),
+        ("HTTP/1.1 204 No Content\r\n\r\n", ctx11(), Framing::None),
+        ("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", ctx11(), Framing::None),
+        ("HTTP/1.1 100 Continue\r\n\r\n", ctx11(), Framing::None),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+            ResponseContext { method: Method::Head, ..ctx11() },
+            Framing::None,
+        ),
+    ];
+    for (src, ctx, framing) in cases {
+        assert_eq!(resp(src, ctx).unwrap().unwrap().0.framing, framing, "{src:?}");
+    }
+}
+
+#[test]
+fn response_connection_handling() {
+    let (h, out) = resp("HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n", ctx11())
+        .unwrap()
+        .unwrap();
+    assert!(h.backend_keep_alive && h.client_keep_alive);
+    assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+
+    let (h, out) = resp("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", ctx11()).unwrap().unwrap();
+    assert!(!h.backend_keep_alive && h.client_keep_alive, "the backend closing does not close the client");
+    assert!(!out.contains("Connection"));
+
+    let (h, out) = resp("HTTP/1.1 200 OK\r\n\r\n", ctx11()).unwrap().unwrap();
+    assert!(!h.client_keep_alive && !h.backend_keep_alive);
+    assert!(out.contains("Connection: close\r\n"));
+
+    let ctx10 = ResponseContext { client_minor_version: 0, ..ctx11() };
+    let (h, out) = resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", ctx10).unwrap().unwrap();
+    assert!(h.client_keep_alive);
+    assert!(out.contains("Connection: keep-alive\r\n"));
+    let (h, _) = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", ctx10).unwrap().unwrap();
+    assert!(!h.client_keep_alive, "chunked to an HTTP/1.0 client ends by closing");
+
+    let (h, _) = resp("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", ctx11()).unwrap().unwrap();
+    assert!(!h.backend_keep_alive);
+}
+
+#[test]
+fn switching_protocols_keeps_upgrade() {
+    let ctx = ResponseContext { upgrade_requested: true, ..ctx11() };
+    let (h, out) = resp("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", ctx)
+        .unwrap()
+        .unwrap();
+    assert_eq!(h.status, 101);
+    assert!(!h.is_interim());
+    assert!(out.contains("Upgrade: websocket\r\n") && out.contains("Connection: Upgrade\r\n"));
+    assert!(resp("HTTP/1.1 101 Switching Protocols\r\n\r\n", ctx11()).is_err());
+}
+
+#[test]
+fn garbage_responses_are_refused() {
+    for bad in [
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "HTTP/1.1 2000 OK\r\n\r\n",
+        "SSH-2.0-OpenSSH\r\n\r\n",
+        "HTTP/1.1 200 OK\nContent-Length: 1\n\n",
+    ] {
+        assert!(resp(bad, ctx11()).is_err(), "{bad:?}");
+    }
+    let (h, _) = resp("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", ctx11()).unwrap().unwrap();
+    assert_eq!(h.framing, Framing::Length(2), "identical repeated lengths are one length");
+}

@@ -1,0 +1,4 @@
+//! HTTP/1.1: head parsing and rewriting, body framing, and the proxy session that uses them.
+
+pub mod chunked;
+pub mod head;
