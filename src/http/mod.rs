@@ -2,3 +2,4 @@
 
 pub mod chunked;
 pub mod head;
+pub mod session;

@@ -1,0 +1,115 @@
+//! Starting and stopping the data plane: one SO_REUSEPORT listener and one worker thread per core,
+//! and the handle the control side uses to publish tables and shut down.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{unbounded, Sender};
+use log::warn;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::backend::BackendTable;
+use crate::config::ProxyConfig;
+use crate::worker::{Worker, WorkerMsg, WAKER};
+
+/// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: i32 = 65_535;
+
+/// A listening socket that other sockets (other workers, another sluice process) may bind too.
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    Ok(sock.into())
+}
+
+struct WorkerLink {
+    tx: Sender<WorkerMsg>,
+    waker: Arc<Waker>,
+}
+
+/// The running workers.
+pub struct DataPlane {
+    local_addr: SocketAddr,
+    links: Vec<WorkerLink>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl DataPlane {
+    /// Binds `listen` once per worker and starts the workers routing by `table`.
+    pub fn start(cfg: ProxyConfig, listen: SocketAddr, table: Arc<BackendTable>) -> io::Result<DataPlane> {
+        let cfg = Arc::new(cfg);
+        // The first bind fixes the port (port 0 picks one); the other workers share it.
+        let first = bind_reuseport(listen)?;
+        let local_addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..cfg.workers {
+            listeners.push(bind_reuseport(local_addr)?);
+        }
+        let mut links = Vec::new();
+        let mut threads = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = unbounded();
+            let worker = Worker::new(
+                i,
+                cfg.clone(),
+                poll,
+                mio::net::TcpListener::from_std(listener),
+                rx,
+                table.clone(),
+            )?;
+            let thread = std::thread::Builder::new().name(format!("sluice-worker-{i}")).spawn(move || worker.run())?;
+            links.push(WorkerLink { tx, waker });
+            threads.push(thread);
+        }
+        Ok(DataPlane {
+            local_addr,
+            links,
+            threads,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sends a new table version to every worker.
+    pub fn publish(&self, table: &Arc<BackendTable>) {
+        for link in &self.links {
+            self.send(link, WorkerMsg::Table(table.clone()));
+        }
+    }
+
+    fn send(&self, link: &WorkerLink, msg: WorkerMsg) {
+        // A worker that is gone (it failed) has nothing left to update.
+        if link.tx.send(msg).is_ok() {
+            if let Err(e) = link.waker.wake() {
+                warn!("waking a worker: {e}");
+            }
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish within `timeout`, and waits for the workers.
+    pub fn shutdown(self, timeout: Duration) {
+        for link in &self.links {
+            self.send(link, WorkerMsg::Shutdown { timeout });
+        }
+        self.join();
+    }
+
+    /// Waits for the workers to exit.
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Byte tunnels: TCP mode, and HTTP connections after `101 Switching Protocols`.
+//!
+//! Each direction has a buffer only while bytes are in flight (it goes back to the pool as soon as
+//! it is empty), a side is read only while its buffer has room (backpressure), and an end of stream
+//! read on one side is passed on as `shutdown(Write)` on the other once everything before it is
+//! written. The tunnel closes when both directions have ended, on an error, or after the idle timeout.
+
+use std::io;
+use std::net::Shutdown;
+
+use mio::net::TcpStream;
+
+use crate::buffer::{Buf, BufPool};
+use crate::conn::{read_into, write_from, Io, Ready};
+use crate::worker::{Core, Next};
+
+/// One direction of a tunnel.
+struct Direction<'a> {
+    from: (&'a mut TcpStream, &'a mut Ready),
+    to: (&'a mut TcpStream, &'a mut Ready),
+    buf: &'a mut Option<Box<Buf>>,
+    eof: &'a mut bool,
+    shut: &'a mut bool,
+}
+
+impl Direction<'_> {
+    /// Moves what it can; returns whether anything happened.
+    fn pump(self, bufs: &mut BufPool) -> io::Result<bool> {
+        let mut progress = false;
+        let cap = bufs.buf_size();
+        if !*self.eof && self.from.1.readable {
+            let buf = self.buf.get_or_insert_with(|| bufs.get());
+            match read_into(self.from.0, self.from.1, buf, cap) {
+                Io::Done(_) => progress = true,
+                Io::Eof => {
+                    *self.eof = true;
+                    progress = true;
+                }
+                Io::Blocked => {}
+                Io::Err(e) => return Err(e),
+            }
+        }
+        if let Some(buf) = self.buf.as_mut() {
+            match write_from(self.to.0, self.to.1, buf.bytes()) {
+                Io::Done(n) => {
+                    buf.consume(n);
+                    progress = true;
+                }
+                Io::Blocked | Io::Eof => {}
+                Io::Err(e) => return Err(e),
+            }
+        }
+        bufs.release_if_empty(self.buf);
+        if *self.eof && self.buf.is_none() && !*self.shut {
+            *self.shut = true;
+            progress = true;
+            // The peer may have gone already; the other direction will find out.
+            let _ = self.to.0.shutdown(Shutdown::Write);
+        }
+        Ok(progress)
+    }
+}
+
+impl Core {
+    /// `Tunnel`: copies bytes both ways until both directions end.
+    pub fn tunnel(&mut self, k: usize) -> Next {
+        let Some(bk) = self.clients[k].ex.as_ref().and_then(|ex| ex.backend) else {
+            return Next::Close;
+        };
+        match self.ensure_connected(k, bk) {
+            Ok(true) => {}
+            Ok(false) => return Next::Wait,
+            Err(next) => return next,
+        }
+        let mut moved = false;
+        loop {
+            let c = &mut self.clients[k];
+            let b = &mut self.backends[bk];
+            let Some(ex) = c.ex.as_mut() else { return Next::Close };
+            let up = Direction {
+                from: (&mut c.sock, &mut c.ready),
+                to: (&mut b.sock, &mut b.ready),
+                buf: &mut ex.req,
+                eof: &mut ex.up_eof,
+                shut: &mut ex.up_shut,
+            }
+            .pump(&mut self.bufs);
+            let down = Direction {
+                from: (&mut b.sock, &mut b.ready),
+                to: (&mut c.sock, &mut c.ready),
+                buf: &mut ex.resp,
+                eof: &mut ex.down_eof,
+                shut: &mut ex.down_shut,
+            }
+            .pump(&mut self.bufs);
+            let (Ok(up), Ok(down)) = (up, down) else { return Next::Close };
+            if ex.up_shut && ex.down_shut {
+                return Next::Close;
+            }
+            if !(up || down) {
+                break;
+            }
+            moved = true;
+        }
+        if moved {
+            self.set_deadline(k, self.cfg.idle_timeout_ms);
+        }
+        Next::Wait
+    }
+}

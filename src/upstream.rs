@@ -1,0 +1,250 @@
+//! Choosing a backend for a request and getting a connection to it: the candidate list, the strategy,
+//! the per-worker idle pool, non-blocking connects, and what happens when an attempt fails.
+//!
+//! A request (or a TCP connection) gets up to `--max-attempts` attempts on distinct backends. Whether
+//! a failed attempt may be retried depends on what the backend could have seen: a failed connect saw
+//! nothing; a reused pooled connection that closes before answering a byte most likely never saw the
+//! request (the backend closed it while idle); anything else is answered with an error.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use log::debug;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use crate::config::Mode;
+use crate::conn::{BackendConn, BackendState, ClientState, Ready, MAX_TRIED};
+use crate::strategy::PickContext;
+use crate::timer::Deadline;
+use crate::worker::{Core, Next, BACKEND_BIT};
+
+/// Why an attempt failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The connection could not be made (refused, unreachable, or connect timeout).
+    Connect,
+    /// The connection broke or closed before the response was complete.
+    Broken,
+    /// The backend answered something that is not HTTP/1.x.
+    Garbage,
+    /// No response within the response timeout.
+    Timeout,
+}
+
+/// Result of checking a connect in progress.
+enum ConnectProgress {
+    Pending,
+    Connected,
+    Failed(io::Error),
+}
+
+impl Core {
+    /// Picks a backend for client `k`'s exchange and binds a connection to it (pooled or new).
+    pub fn dispatch(&mut self, k: usize) -> Next {
+        let Some(c) = self.clients.get_mut(k) else { return Next::Close };
+        let Some(ex) = c.ex.as_mut() else { return Next::Close };
+        let candidates: &[usize] = if ex.attempts == 0 {
+            &self.table.eligible
+        } else {
+            self.scratch.clear();
+            let tried = ex.tried();
+            let backends = &self.table.backends;
+            self.scratch.extend(self.table.eligible.iter().copied().filter(|&i| !tried.contains(&backends[i].id)));
+            &self.scratch
+        };
+        if candidates.is_empty() || usize::from(ex.attempts) >= MAX_TRIED {
+            let tried = ex.attempts > 0;
+            return self.no_backend(k, tried);
+        }
+        let key = match (&ex.req, self.cfg.mode) {
+            (Some(req), Mode::Http) => req.bytes().get(ex.key.clone()).unwrap_or(b""),
+            _ => b"",
+        };
+        let ctx = PickContext { client_ip: c.peer_ip, key };
+        let idx = self.strategy.pick(&self.table.backends, candidates, &ctx);
+        let backend = &self.table.backends[idx];
+        ex.tried[usize::from(ex.attempts)] = backend.id;
+        ex.attempts += 1;
+
+        if let Some(bk) = self.pools[idx].pop() {
+            ex.reused_conn = true;
+            ex.backend = Some(bk);
+            let b = &mut self.backends[bk];
+            b.state = BackendState::Busy;
+            b.client = k;
+            b.deadline.clear();
+            b.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+            self.set_deadline(k, self.cfg.response_timeout_ms);
+            return Next::Again;
+        }
+
+        ex.reused_conn = false;
+        let (addr, backend_id, stats) = (backend.addr, backend.id, backend.stats.clone());
+        let mut sock = match TcpStream::connect(addr) {
+            Ok(sock) => sock,
+            Err(e) => {
+                debug!("connect to {addr}: {e}");
+                return self.attempt_failed(k, Failure::Connect);
+            }
+        };
+        let _ = sock.set_nodelay(true);
+        let entry = self.backends.vacant_entry();
+        let bk = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(bk | BACKEND_BIT), interest) {
+            debug!("register backend connection: {e}");
+            return self.attempt_failed(k, Failure::Connect);
+        }
+        stats.conns.fetch_add(1, Ordering::Relaxed);
+        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        entry.insert(BackendConn {
+            sock,
+            ready: Ready::default(),
+            state: BackendState::Connecting,
+            backend_id,
+            table_index: idx,
+            stats,
+            client: k,
+            deadline: Deadline::default(),
+        });
+        let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else { return Next::Close };
+        ex.backend = Some(bk);
+        self.set_deadline(k, self.cfg.connect_timeout_ms);
+        Next::Again
+    }
+
+    /// Checks the bound backend connection's connect; true once it is usable. On failure the
+    /// attempt is failed and `Err` carries what to do next.
+    pub fn ensure_connected(&mut self, k: usize, bk: usize) -> Result<bool, Next> {
+        match self.connect_progress(bk) {
+            ConnectProgress::Connected => {
+                self.backends[bk].state = BackendState::Busy;
+                let after = match self.cfg.mode {
+                    Mode::Http => self.cfg.response_timeout_ms,
+                    Mode::Tcp => self.cfg.idle_timeout_ms,
+                };
+                self.set_deadline(k, after);
+                Ok(true)
+            }
+            ConnectProgress::Pending => Ok(false),
+            ConnectProgress::Failed(e) => {
+                debug!("connect to backend {}: {e}", self.backends[bk].backend_id);
+                Err(self.attempt_failed(k, Failure::Connect))
+            }
+        }
+    }
+
+    fn connect_progress(&mut self, bk: usize) -> ConnectProgress {
+        let b = &mut self.backends[bk];
+        if b.state != BackendState::Connecting {
+            return ConnectProgress::Connected;
+        }
+        if !b.ready.writable && !b.ready.hup {
+            return ConnectProgress::Pending;
+        }
+        match b.sock.take_error() {
+            Ok(Some(e)) | Err(e) => return ConnectProgress::Failed(e),
+            Ok(None) => {}
+        }
+        match b.sock.peer_addr() {
+            Ok(_) => ConnectProgress::Connected,
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                b.ready.writable = false;
+                ConnectProgress::Pending
+            }
+            Err(e) => ConnectProgress::Failed(e),
+        }
+    }
+
+    /// Fails the current attempt of client `k`: closes its backend connection, then retries on
+    /// another backend when that is safe and attempts remain, or ends the request.
+    pub fn attempt_failed(&mut self, k: usize, failure: Failure) -> Next {
+        let retry = {
+            let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else { return Next::Close };
+            let untouched_reuse = failure == Failure::Broken
+                && ex.reused_conn
+                && !ex.resp_started
+                && ex.resp.as_ref().is_none_or(|r| r.is_empty());
+            let safe = failure == Failure::Connect || untouched_reuse;
+            safe && ex.replayable && usize::from(ex.attempts) < usize::from(self.cfg.max_attempts)
+        };
+        self.unbind_backend(k, false);
+        let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else { return Next::Close };
+        if retry {
+            ex.req_sent = 0;
+            ex.resp_len = 0;
+            ex.resp_phase = crate::conn::RespPhase::Head;
+            if let Some(resp) = ex.resp.as_mut() {
+                resp.clear();
+            }
+            return self.dispatch(k);
+        }
+        if self.cfg.mode == Mode::Tcp || ex.resp_started {
+            return Next::Close;
+        }
+        match failure {
+            Failure::Connect => self.answer(k, 503, "no backend available", false),
+            Failure::Timeout => self.answer(k, 504, "backend timed out", false),
+            Failure::Broken | Failure::Garbage => self.answer(k, 502, "backend failed", false),
+        }
+    }
+
+    /// No candidate is left: 503 in HTTP mode, a closed connection in TCP mode.
+    fn no_backend(&mut self, k: usize, _tried: bool) -> Next {
+        match self.cfg.mode {
+            Mode::Tcp => Next::Close,
+            Mode::Http => self.answer(k, 503, "no backend available", false),
+        }
+    }
+
+    /// The client's deadline passed while a backend connection was bound.
+    pub fn backend_timed_out(&mut self, k: usize) -> Next {
+        let Some(bk) = self.clients.get(k).and_then(|c| c.ex.as_ref()).and_then(|ex| ex.backend) else {
+            return Next::Close;
+        };
+        if self.backends[bk].state == BackendState::Connecting {
+            return self.attempt_failed(k, Failure::Connect);
+        }
+        match self.clients[k].state {
+            ClientState::Proxy => self.attempt_failed(k, Failure::Timeout),
+            _ => Next::Close,
+        }
+    }
+
+    /// Detaches client `k`'s backend connection: back to the idle pool when `reuse` and the backend
+    /// still takes traffic, closed otherwise.
+    pub fn unbind_backend(&mut self, k: usize, reuse: bool) {
+        let Some(bk) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()).and_then(|ex| ex.backend.take()) else {
+            return;
+        };
+        let b = &mut self.backends[bk];
+        b.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if reuse && !self.shutting_down && b.state == BackendState::Busy {
+            let position = self.table.position_hinted(b.backend_id, b.table_index);
+            if let Some(i) = position.filter(|&i| self.table.backends[i].is_eligible()) {
+                if self.pools[i].len() < self.cfg.pool_max_idle {
+                    b.state = BackendState::Idle;
+                    b.table_index = i;
+                    b.deadline.set(self.now_ms + self.cfg.pool_idle_timeout_ms, bk | BACKEND_BIT, &mut self.timers);
+                    self.pools[i].push(bk);
+                    return;
+                }
+            }
+        }
+        self.close_backend(bk);
+    }
+
+    /// Closes a backend connection, taking it out of its pool if it is idle.
+    pub fn close_backend(&mut self, bk: usize) {
+        let Some(b) = self.backends.try_remove(bk) else { return };
+        if b.state == BackendState::Idle {
+            if let Some(i) = self.table.position_hinted(b.backend_id, b.table_index) {
+                if let Some(pool) = self.pools.get_mut(i) {
+                    pool.retain(|&x| x != bk);
+                }
+            }
+        }
+        b.stats.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}

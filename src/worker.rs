@@ -1,0 +1,426 @@
+//! One worker: a thread with its own mio `Poll`, its own SO_REUSEPORT listener, and slabs of client
+//! and backend connections. The kernel spreads new connections over the workers' listeners; after
+//! that a connection lives and dies on one thread, so nothing here is shared but the backend table
+//! (an `Arc` swapped between events) and the per-backend atomics in it.
+//!
+//! The loop is the plain mio shape: poll, dispatch each event by token, then housekeeping (expired
+//! deadlines, paused accepts). Control messages arrive on a crossbeam channel with a `Waker` event.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use log::{debug, error, warn};
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::backend::BackendTable;
+use crate::buffer::{BufPool, DEFAULT_POOL_MAX_FREE};
+use crate::config::{Mode, ProxyConfig};
+use crate::conn::{BackendConn, BackendState, ClientConn, ClientState, Exchange, Ready};
+use crate::strategy::{self, Strategy};
+use crate::timer::{Deadline, TimerEntry, TimerWheel, DEFAULT_SLOTS, DEFAULT_TICK_MS};
+
+pub const LISTENER: Token = Token(usize::MAX - 1);
+pub const WAKER: Token = Token(usize::MAX - 2);
+/// Backend connection tokens are their slab key with this bit set; client tokens are bare keys.
+pub const BACKEND_BIT: usize = 1 << 40;
+
+/// How long accepting pauses after the process runs out of file descriptors.
+const ACCEPT_PAUSE_MS: u64 = 100;
+/// Events handled per `poll` call.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// Messages from the control thread.
+pub enum WorkerMsg {
+    /// Route by this table from now on.
+    Table(Arc<BackendTable>),
+    /// Stop accepting, finish what is in flight within `timeout`, then exit.
+    Shutdown { timeout: Duration },
+}
+
+/// What a connection handler wants next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// State changed: run the handler again.
+    Again,
+    /// Blocked on I/O: wait for the next event.
+    Wait,
+    /// Close the client connection (and its backend connection, if any).
+    Close,
+}
+
+pub struct Worker {
+    events: Events,
+    rx: Receiver<WorkerMsg>,
+    core: Core,
+}
+
+/// Everything a handler may touch; kept apart from `events` so handlers can borrow it whole.
+pub struct Core {
+    pub cfg: Arc<ProxyConfig>,
+    pub poll: Poll,
+    pub listener: Option<TcpListener>,
+    pub clients: Slab<ClientConn>,
+    pub backends: Slab<BackendConn>,
+    pub bufs: BufPool,
+    /// Spare exchanges, so a request does not allocate.
+    pub spare_exchanges: Vec<Box<Exchange>>,
+    pub timers: TimerWheel,
+    fired: Vec<TimerEntry>,
+    pub table: Arc<BackendTable>,
+    pub strategy: Box<dyn Strategy>,
+    /// Idle backend connections per backend, indexed like `table.backends`.
+    pub pools: Vec<Vec<usize>>,
+    /// Candidate list for retries (eligible backends not tried yet).
+    pub scratch: Vec<usize>,
+    seed: u64,
+    clock: Instant,
+    pub now_ms: u64,
+    accept_paused_until_ms: u64,
+    accept_blocked: bool,
+    max_clients: usize,
+    pub shutting_down: bool,
+    shutdown_deadline_ms: u64,
+}
+
+impl Worker {
+    pub fn new(
+        index: usize,
+        cfg: Arc<ProxyConfig>,
+        poll: Poll,
+        mut listener: TcpListener,
+        rx: Receiver<WorkerMsg>,
+        table: Arc<BackendTable>,
+    ) -> io::Result<Worker> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let seed = 0x5eed_0000_u64 + index as u64;
+        let strategy = strategy::build(table.strategy, &table.backends, seed);
+        let max_clients = cfg.max_conns.div_ceil(cfg.workers.max(1)).max(1);
+        let core = Core {
+            bufs: BufPool::new(cfg.buffer_size, DEFAULT_POOL_MAX_FREE),
+            cfg,
+            poll,
+            listener: Some(listener),
+            clients: Slab::new(),
+            backends: Slab::new(),
+            spare_exchanges: Vec::new(),
+            timers: TimerWheel::new(DEFAULT_TICK_MS, DEFAULT_SLOTS),
+            fired: Vec::new(),
+            pools: vec![Vec::new(); table.backends.len()],
+            table,
+            strategy,
+            scratch: Vec::new(),
+            seed,
+            clock: Instant::now(),
+            now_ms: 1,
+            accept_paused_until_ms: 0,
+            accept_blocked: false,
+            max_clients,
+            shutting_down: false,
+            shutdown_deadline_ms: 0,
+        };
+        Ok(Worker {
+            events: Events::with_capacity(EVENTS_CAPACITY),
+            rx,
+            core,
+        })
+    }
+
+    pub fn run(mut self) {
+        loop {
+            let timeout = self.core.poll_timeout();
+            if let Err(e) = self.core.poll.poll(&mut self.events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!("worker poll failed: {e}");
+                return;
+            }
+            self.core.tick();
+            for event in self.events.iter() {
+                match event.token() {
+                    LISTENER => self.core.accept_all(),
+                    WAKER => self.core.drain_messages(&self.rx),
+                    Token(t) if t & BACKEND_BIT != 0 => self.core.backend_event(t & !BACKEND_BIT, event),
+                    Token(k) => self.core.client_event(k, event),
+                }
+            }
+            self.core.housekeeping();
+            if self.core.finished() {
+                return;
+            }
+        }
+    }
+}
+
+impl Core {
+    fn tick(&mut self) {
+        self.now_ms = self.clock.elapsed().as_millis() as u64 + 1;
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        let mut ms = self.timers.poll_timeout_ms(self.now_ms);
+        if self.accept_paused_until_ms != 0 {
+            let wait = self.accept_paused_until_ms.saturating_sub(self.now_ms);
+            ms = Some(ms.map_or(wait, |m| m.min(wait)));
+        }
+        if self.shutting_down {
+            let wait = self.shutdown_deadline_ms.saturating_sub(self.now_ms);
+            ms = Some(ms.map_or(wait, |m| m.min(wait)));
+        }
+        ms.map(Duration::from_millis)
+    }
+
+    fn drain_messages(&mut self, rx: &Receiver<WorkerMsg>) {
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                WorkerMsg::Table(table) => self.install_table(table),
+                WorkerMsg::Shutdown { timeout } => self.begin_shutdown(timeout),
+            }
+        }
+    }
+
+    /// Switches to a new table version: pools follow their backend by id; idle connections to
+    /// backends that left or may no longer take traffic are closed.
+    fn install_table(&mut self, table: Arc<BackendTable>) {
+        let mut pools = vec![Vec::new(); table.backends.len()];
+        let old_pools = std::mem::take(&mut self.pools);
+        let mut to_close = Vec::new();
+        for (i, pool) in old_pools.into_iter().enumerate() {
+            let Some(old) = self.table.backends.get(i) else {
+                to_close.extend(pool);
+                continue;
+            };
+            match table.position(old.id) {
+                Some(j) if table.backends[j].is_eligible() => {
+                    for &bk in &pool {
+                        self.backends[bk].table_index = j;
+                    }
+                    pools[j] = pool;
+                }
+                _ => to_close.extend(pool),
+            }
+        }
+        self.pools = pools;
+        for bk in to_close {
+            self.close_backend(bk);
+        }
+        self.strategy = strategy::build(table.strategy, &table.backends, self.seed);
+        debug!("worker installed backend table version {}", table.version);
+        self.table = table;
+    }
+
+    fn begin_shutdown(&mut self, timeout: Duration) {
+        self.shutting_down = true;
+        self.shutdown_deadline_ms = self.now_ms + timeout.as_millis() as u64;
+        // Dropping the listener closes it; connections still in its backlog go to the other
+        // listeners sharing the port, or are refused.
+        self.listener = None;
+        let idle: Vec<usize> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.state == ClientState::Head && c.ex.as_ref().is_none_or(|ex| ex.req.is_none()))
+            .map(|(k, _)| k)
+            .collect();
+        for k in idle {
+            self.close_client(k);
+        }
+        let pooled: Vec<usize> = self.pools.iter_mut().flat_map(std::mem::take).collect();
+        for bk in pooled {
+            self.close_backend(bk);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.shutting_down && (self.clients.is_empty() || self.now_ms >= self.shutdown_deadline_ms)
+    }
+
+    fn accept_all(&mut self) {
+        if self.accept_paused_until_ms != 0 {
+            return;
+        }
+        loop {
+            if self.clients.len() >= self.max_clients {
+                self.accept_blocked = true;
+                return;
+            }
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((sock, peer)) => self.add_client(sock, peer.ip()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    // Out of descriptors or memory: the pending connection stays in the backlog.
+                    // Pause instead of spinning on an accept that keeps failing.
+                    warn!("accept paused for {ACCEPT_PAUSE_MS} ms: {e}");
+                    self.accept_paused_until_ms = self.now_ms + ACCEPT_PAUSE_MS;
+                    return;
+                }
+                Err(e) => debug!("accept: {e}"),
+            }
+        }
+    }
+
+    fn add_client(&mut self, mut sock: TcpStream, peer_ip: std::net::IpAddr) {
+        let _ = sock.set_nodelay(true);
+        let entry = self.clients.vacant_entry();
+        let k = entry.key();
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE) {
+            warn!("register client: {e}");
+            return;
+        }
+        let mut deadline = Deadline::default();
+        deadline.set(self.now_ms + self.cfg.idle_timeout_ms, k, &mut self.timers);
+        entry.insert(ClientConn {
+            sock,
+            ready: Ready::default(),
+            state: ClientState::Head,
+            peer_ip,
+            deadline,
+            ex: None,
+        });
+        if self.cfg.mode == Mode::Tcp {
+            let ex = self.take_exchange();
+            self.clients[k].ex = Some(ex);
+            self.clients[k].state = ClientState::Tunnel;
+            match self.dispatch(k) {
+                Next::Close => self.close_client(k),
+                _ => self.drive(k),
+            }
+        }
+    }
+
+    fn client_event(&mut self, k: usize, event: &Event) {
+        let Some(c) = self.clients.get_mut(k) else { return };
+        c.ready.update(event);
+        self.drive(k);
+    }
+
+    fn backend_event(&mut self, bk: usize, event: &Event) {
+        let Some(b) = self.backends.get_mut(bk) else { return };
+        b.ready.update(event);
+        match b.state {
+            BackendState::Idle => {
+                // An idle connection has nothing to say: data or a hang-up means it is done.
+                if b.ready.readable || b.ready.hup {
+                    self.close_backend(bk);
+                }
+            }
+            BackendState::Connecting | BackendState::Busy => {
+                let k = b.client;
+                self.drive(k);
+            }
+        }
+    }
+
+    /// Runs a client's handler until it blocks or closes.
+    pub fn drive(&mut self, k: usize) {
+        loop {
+            let Some(c) = self.clients.get(k) else { return };
+            let next = match c.state {
+                ClientState::Head => self.http_head(k),
+                ClientState::Proxy => self.http_proxy(k),
+                ClientState::Answer { then_close } => self.http_answer(k, then_close),
+                ClientState::Tunnel => self.tunnel(k),
+                ClientState::Linger => self.linger(k),
+            };
+            match next {
+                Next::Again => continue,
+                Next::Wait => return,
+                Next::Close => {
+                    self.close_client(k);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let mut fired = std::mem::take(&mut self.fired);
+        self.timers.expire(self.now_ms, &mut fired);
+        for entry in fired.drain(..) {
+            if entry.token & BACKEND_BIT != 0 {
+                let bk = entry.token & !BACKEND_BIT;
+                let Some(b) = self.backends.get_mut(bk) else { continue };
+                if b.deadline.fire(entry, self.now_ms, &mut self.timers) && b.state == BackendState::Idle {
+                    self.close_backend(bk);
+                }
+            } else {
+                let k = entry.token;
+                let Some(c) = self.clients.get_mut(k) else { continue };
+                if c.deadline.fire(entry, self.now_ms, &mut self.timers) {
+                    self.timed_out(k);
+                }
+            }
+        }
+        self.fired = fired;
+        if self.accept_paused_until_ms != 0 && self.now_ms >= self.accept_paused_until_ms {
+            self.accept_paused_until_ms = 0;
+            self.accept_all();
+        }
+        if self.shutting_down && self.now_ms >= self.shutdown_deadline_ms {
+            let all: Vec<usize> = self.clients.iter().map(|(k, _)| k).collect();
+            for k in all {
+                self.close_client(k);
+            }
+        }
+    }
+
+    fn timed_out(&mut self, k: usize) {
+        let Some(c) = self.clients.get(k) else { return };
+        let next = match c.state {
+            ClientState::Head => self.http_head_timed_out(k),
+            ClientState::Proxy | ClientState::Tunnel => self.backend_timed_out(k),
+            ClientState::Answer { .. } | ClientState::Linger => Next::Close,
+        };
+        match next {
+            Next::Close => self.close_client(k),
+            _ => self.drive(k),
+        }
+    }
+
+    /// Sets the client's deadline `after_ms` from now.
+    pub fn set_deadline(&mut self, k: usize, after_ms: u64) {
+        if let Some(c) = self.clients.get_mut(k) {
+            c.deadline.set(self.now_ms + after_ms, k, &mut self.timers);
+        }
+    }
+
+    pub fn take_exchange(&mut self) -> Box<Exchange> {
+        let mut ex = self.spare_exchanges.pop().unwrap_or_default();
+        ex.started_ms = self.now_ms;
+        ex
+    }
+
+    /// Gives an exchange's buffers and the exchange itself back to the worker's free lists.
+    pub fn recycle_exchange(&mut self, mut ex: Box<Exchange>) {
+        self.bufs.release(&mut ex.req);
+        self.bufs.release(&mut ex.resp);
+        ex.reset();
+        self.spare_exchanges.push(ex);
+    }
+
+    pub fn close_client(&mut self, k: usize) {
+        if !self.clients.contains(k) {
+            return;
+        }
+        self.unbind_backend(k, false);
+        let c = self.clients.remove(k);
+        if let Some(ex) = c.ex {
+            self.recycle_exchange(ex);
+        }
+        drop(c.sock);
+        if self.accept_blocked && self.clients.len() < self.max_clients {
+            self.accept_blocked = false;
+            self.accept_all();
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
