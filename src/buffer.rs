@@ -113,6 +113,8 @@ pub const DEFAULT_POOL_MAX_FREE: usize = 1024;
 
 /// A worker's free list of equally sized buffers.
 pub struct BufPool {
+    // Boxed so that handing a buffer to a connection moves one pointer, not the struct.
+    #[allow(clippy::vec_box)]
     free: Vec<Box<Buf>>,
     buf_size: usize,
     max_free: usize,
