@@ -84,7 +84,9 @@ pub struct BackendTable {
 
 impl BackendTable {
     pub fn new(version: u64, backends: Vec<Backend>, strategy: StrategyKind) -> BackendTable {
-        let eligible = (0..backends.len()).filter(|&i| backends[i].is_eligible()).collect();
+        let eligible = (0..backends.len())
+            .filter(|&i| backends[i].is_eligible())
+            .collect();
         BackendTable {
             version,
             backends,
@@ -131,7 +133,11 @@ impl std::str::FromStr for BackendSpec {
         for option in parts {
             match option.trim().split_once('=') {
                 Some(("weight", w)) => weight = parse_weight(w)?,
-                _ => return Err(format!("unknown backend option {option:?} (expected weight=N)")),
+                _ => {
+                    return Err(format!(
+                        "unknown backend option {option:?} (expected weight=N)"
+                    ))
+                }
             }
         }
         Ok(BackendSpec { addr, weight })
@@ -145,15 +151,21 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     }
     use std::net::ToSocketAddrs;
     match text.to_socket_addrs() {
-        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{text:?} resolves to no address")),
-        Err(_) => Err(format!("bad address {text:?} (expected host:port, for example 127.0.0.1:8081)")),
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text:?} resolves to no address")),
+        Err(_) => Err(format!(
+            "bad address {text:?} (expected host:port, for example 127.0.0.1:8081)"
+        )),
     }
 }
 
 pub fn parse_weight(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {
         Ok(w) if w <= MAX_WEIGHT => Ok(w),
-        _ => Err(format!("bad weight {text:?} (expected an integer from 0 to {MAX_WEIGHT})")),
+        _ => Err(format!(
+            "bad weight {text:?} (expected an integer from 0 to {MAX_WEIGHT})"
+        )),
     }
 }
 
@@ -166,7 +178,10 @@ mod tests {
         let s: BackendSpec = "127.0.0.1:81,weight=5".parse().unwrap();
         assert_eq!(s.addr, "127.0.0.1:81".parse().unwrap());
         assert_eq!(s.weight, 5);
-        assert_eq!("[::1]:80".parse::<BackendSpec>().unwrap().weight, DEFAULT_WEIGHT);
+        assert_eq!(
+            "[::1]:80".parse::<BackendSpec>().unwrap().weight,
+            DEFAULT_WEIGHT
+        );
         assert!("127.0.0.1".parse::<BackendSpec>().is_err());
         assert!("127.0.0.1:80,weight=999".parse::<BackendSpec>().is_err());
         assert!("127.0.0.1:80,speed=1".parse::<BackendSpec>().is_err());
@@ -175,7 +190,12 @@ mod tests {
     #[test]
     fn eligible_excludes_disabled_unhealthy_and_zero_weight() {
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let mut b = vec![Backend::new(1, addr, 1), Backend::new(2, addr, 1), Backend::new(3, addr, 0), Backend::new(4, addr, 2)];
+        let mut b = vec![
+            Backend::new(1, addr, 1),
+            Backend::new(2, addr, 1),
+            Backend::new(3, addr, 0),
+            Backend::new(4, addr, 2),
+        ];
         b[0].enabled = false;
         b[1].healthy = false;
         let t = BackendTable::new(1, b, StrategyKind::RoundRobin);

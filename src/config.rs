@@ -154,19 +154,31 @@ impl ProxyConfig {
     /// Checks settings that depend on each other.
     pub fn validate(&self) -> Result<(), String> {
         if self.workers == 0 || self.workers > 1024 {
-            return Err(format!("--workers must be between 1 and 1024, not {}", self.workers));
+            return Err(format!(
+                "--workers must be between 1 and 1024, not {}",
+                self.workers
+            ));
         }
         if !(1..=8).contains(&self.max_attempts) {
-            return Err(format!("--max-attempts must be between 1 and 8, not {}", self.max_attempts));
+            return Err(format!(
+                "--max-attempts must be between 1 and 8, not {}",
+                self.max_attempts
+            ));
         }
         if self.max_conns == 0 {
             return Err("--max-conns must be at least 1".into());
         }
         if !(1..=MAX_HEADERS).contains(&self.max_headers) {
-            return Err(format!("--max-headers must be between 1 and {MAX_HEADERS}, not {}", self.max_headers));
+            return Err(format!(
+                "--max-headers must be between 1 and {MAX_HEADERS}, not {}",
+                self.max_headers
+            ));
         }
         if self.max_header_bytes < 256 {
-            return Err(format!("--max-header-bytes must be at least 256, not {}", self.max_header_bytes));
+            return Err(format!(
+                "--max-header-bytes must be at least 256, not {}",
+                self.max_header_bytes
+            ));
         }
         let needed = self.max_header_bytes + REWRITE_RESERVE_BYTES;
         if self.buffer_size < needed {
@@ -177,7 +189,10 @@ impl ProxyConfig {
             ));
         }
         if self.buffer_size > 16 << 20 {
-            return Err(format!("--buffer-size must be at most 16 MiB, not {}", self.buffer_size));
+            return Err(format!(
+                "--buffer-size must be at most 16 MiB, not {}",
+                self.buffer_size
+            ));
         }
         for (name, ms) in [
             ("--connect-timeout", self.connect_timeout_ms),
@@ -238,7 +253,10 @@ pub fn default_workers() -> usize {
 
 /// Half the open-file limit: each proxied connection may need a second descriptor for its backend.
 pub fn default_max_conns() -> usize {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
     let files = if ok { limit.rlim_cur as usize } else { 1024 };
@@ -265,7 +283,9 @@ impl std::str::FromStr for DurationArg {
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
     let value: f64 = number
         .parse()
@@ -302,9 +322,15 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_checks_catch_conflicts() {
         assert_eq!(ProxyConfig::default().validate(), Ok(()));
-        let small = ProxyConfig { buffer_size: 4096, ..ProxyConfig::default() };
+        let small = ProxyConfig {
+            buffer_size: 4096,
+            ..ProxyConfig::default()
+        };
         assert!(small.validate().unwrap_err().contains("--buffer-size"));
-        let attempts = ProxyConfig { max_attempts: 0, ..ProxyConfig::default() };
+        let attempts = ProxyConfig {
+            max_attempts: 0,
+            ..ProxyConfig::default()
+        };
         assert!(attempts.validate().is_err());
     }
 }

@@ -44,7 +44,11 @@ impl ControlState {
     /// A new table version holding the current state.
     pub fn publish(&mut self) -> Arc<BackendTable> {
         self.version += 1;
-        Arc::new(BackendTable::new(self.version, self.backends.clone(), self.strategy))
+        Arc::new(BackendTable::new(
+            self.version,
+            self.backends.clone(),
+            self.strategy,
+        ))
     }
 }
 
@@ -82,7 +86,10 @@ pub fn run(settings: Settings) -> io::Result<()> {
     let mut signal = 0;
     // SAFETY: both pointers are valid for the call.
     unsafe { libc::sigwait(&signals, &mut signal) };
-    info!("signal {signal}: shutting down, waiting up to {} ms for requests in flight", settings.proxy.shutdown_timeout_ms);
+    info!(
+        "signal {signal}: shutting down, waiting up to {} ms for requests in flight",
+        settings.proxy.shutdown_timeout_ms
+    );
     plane.shutdown(Duration::from_millis(settings.proxy.shutdown_timeout_ms));
     info!("stopped");
     Ok(())

@@ -44,7 +44,11 @@ pub struct DataPlane {
 
 impl DataPlane {
     /// Binds `listen` once per worker and starts the workers routing by `table`.
-    pub fn start(cfg: ProxyConfig, listen: SocketAddr, table: Arc<BackendTable>) -> io::Result<DataPlane> {
+    pub fn start(
+        cfg: ProxyConfig,
+        listen: SocketAddr,
+        table: Arc<BackendTable>,
+    ) -> io::Result<DataPlane> {
         let cfg = Arc::new(cfg);
         // The first bind fixes the port (port 0 picks one); the other workers share it.
         let first = bind_reuseport(listen)?;
@@ -67,7 +71,9 @@ impl DataPlane {
                 rx,
                 table.clone(),
             )?;
-            let thread = std::thread::Builder::new().name(format!("sluice-worker-{i}")).spawn(move || worker.run())?;
+            let thread = std::thread::Builder::new()
+                .name(format!("sluice-worker-{i}"))
+                .spawn(move || worker.run())?;
             links.push(WorkerLink { tx, waker });
             threads.push(thread);
         }

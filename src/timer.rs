@@ -43,7 +43,9 @@ impl TimerWheel {
     /// is earlier than `at_ms` when the deadline lies beyond the wheel's span.
     pub fn schedule(&mut self, at_ms: u64, token: usize) -> u64 {
         let n = self.slots.len() as u64;
-        let tick = at_ms.div_ceil(self.tick_ms).clamp(self.next_tick, self.next_tick + n - 1);
+        let tick = at_ms
+            .div_ceil(self.tick_ms)
+            .clamp(self.next_tick, self.next_tick + n - 1);
         let fire_ms = (tick * self.tick_ms).max(1);
         self.slots[(tick % n) as usize].push(TimerEntry { token, fire_ms });
         self.len += 1;

@@ -76,7 +76,9 @@ impl Core {
         loop {
             let c = &mut self.clients[k];
             let b = &mut self.backends[bk];
-            let Some(ex) = c.ex.as_mut() else { return Next::Close };
+            let Some(ex) = c.ex.as_mut() else {
+                return Next::Close;
+            };
             let up = Direction {
                 from: (&mut c.sock, &mut c.ready),
                 to: (&mut b.sock, &mut b.ready),
@@ -93,7 +95,9 @@ impl Core {
                 shut: &mut ex.down_shut,
             }
             .pump(&mut self.bufs);
-            let (Ok(up), Ok(down)) = (up, down) else { return Next::Close };
+            let (Ok(up), Ok(down)) = (up, down) else {
+                return Next::Close;
+            };
             if ex.up_shut && ex.down_shut {
                 return Next::Close;
             }

@@ -42,15 +42,25 @@ enum ConnectProgress {
 impl Core {
     /// Picks a backend for client `k`'s exchange and binds a connection to it (pooled or new).
     pub fn dispatch(&mut self, k: usize) -> Next {
-        let Some(c) = self.clients.get_mut(k) else { return Next::Close };
-        let Some(ex) = c.ex.as_mut() else { return Next::Close };
+        let Some(c) = self.clients.get_mut(k) else {
+            return Next::Close;
+        };
+        let Some(ex) = c.ex.as_mut() else {
+            return Next::Close;
+        };
         let candidates: &[usize] = if ex.attempts == 0 {
             &self.table.eligible
         } else {
             self.scratch.clear();
             let tried = ex.tried();
             let backends = &self.table.backends;
-            self.scratch.extend(self.table.eligible.iter().copied().filter(|&i| !tried.contains(&backends[i].id)));
+            self.scratch.extend(
+                self.table
+                    .eligible
+                    .iter()
+                    .copied()
+                    .filter(|&i| !tried.contains(&backends[i].id)),
+            );
             &self.scratch
         };
         if candidates.is_empty() || usize::from(ex.attempts) >= MAX_TRIED {
@@ -61,7 +71,10 @@ impl Core {
             (Some(req), Mode::Http) => req.bytes().get(ex.key.clone()).unwrap_or(b""),
             _ => b"",
         };
-        let ctx = PickContext { client_ip: c.peer_ip, key };
+        let ctx = PickContext {
+            client_ip: c.peer_ip,
+            key,
+        };
         let idx = self.strategy.pick(&self.table.backends, candidates, &ctx);
         let backend = &self.table.backends[idx];
         ex.tried[usize::from(ex.attempts)] = backend.id;
@@ -92,7 +105,11 @@ impl Core {
         let entry = self.backends.vacant_entry();
         let bk = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(bk | BACKEND_BIT), interest) {
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut sock, Token(bk | BACKEND_BIT), interest)
+        {
             debug!("register backend connection: {e}");
             return self.attempt_failed(k, Failure::Connect);
         }
@@ -108,7 +125,9 @@ impl Core {
             client: k,
             deadline: Deadline::default(),
         });
-        let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else { return Next::Close };
+        let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else {
+            return Next::Close;
+        };
         ex.backend = Some(bk);
         self.set_deadline(k, self.cfg.connect_timeout_ms);
         Next::Again
@@ -161,7 +180,9 @@ impl Core {
     /// another backend when that is safe and attempts remain, or ends the request.
     pub fn attempt_failed(&mut self, k: usize, failure: Failure) -> Next {
         let retry = {
-            let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else { return Next::Close };
+            let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else {
+                return Next::Close;
+            };
             let untouched_reuse = failure == Failure::Broken
                 && ex.reused_conn
                 && !ex.resp_started
@@ -170,7 +191,9 @@ impl Core {
             safe && ex.replayable && usize::from(ex.attempts) < usize::from(self.cfg.max_attempts)
         };
         self.unbind_backend(k, false);
-        let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else { return Next::Close };
+        let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else {
+            return Next::Close;
+        };
         if retry {
             ex.req_sent = 0;
             ex.resp_len = 0;
@@ -200,7 +223,12 @@ impl Core {
 
     /// The client's deadline passed while a backend connection was bound.
     pub fn backend_timed_out(&mut self, k: usize) -> Next {
-        let Some(bk) = self.clients.get(k).and_then(|c| c.ex.as_ref()).and_then(|ex| ex.backend) else {
+        let Some(bk) = self
+            .clients
+            .get(k)
+            .and_then(|c| c.ex.as_ref())
+            .and_then(|ex| ex.backend)
+        else {
             return Next::Close;
         };
         if self.backends[bk].state == BackendState::Connecting {
@@ -215,7 +243,12 @@ impl Core {
     /// Detaches client `k`'s backend connection: back to the idle pool when `reuse` and the backend
     /// still takes traffic, closed otherwise.
     pub fn unbind_backend(&mut self, k: usize, reuse: bool) {
-        let Some(bk) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()).and_then(|ex| ex.backend.take()) else {
+        let Some(bk) = self
+            .clients
+            .get_mut(k)
+            .and_then(|c| c.ex.as_mut())
+            .and_then(|ex| ex.backend.take())
+        else {
             return;
         };
         let b = &mut self.backends[bk];
@@ -226,7 +259,11 @@ impl Core {
                 if self.pools[i].len() < self.cfg.pool_max_idle {
                     b.state = BackendState::Idle;
                     b.table_index = i;
-                    b.deadline.set(self.now_ms + self.cfg.pool_idle_timeout_ms, bk | BACKEND_BIT, &mut self.timers);
+                    b.deadline.set(
+                        self.now_ms + self.cfg.pool_idle_timeout_ms,
+                        bk | BACKEND_BIT,
+                        &mut self.timers,
+                    );
                     self.pools[i].push(bk);
                     return;
                 }
@@ -237,7 +274,9 @@ impl Core {
 
     /// Closes a backend connection, taking it out of its pool if it is idle.
     pub fn close_backend(&mut self, bk: usize) {
-        let Some(b) = self.backends.try_remove(bk) else { return };
+        let Some(b) = self.backends.try_remove(bk) else {
+            return;
+        };
         if b.state == BackendState::Idle {
             if let Some(i) = self.table.position_hinted(b.backend_id, b.table_index) {
                 if let Some(pool) = self.pools.get_mut(i) {

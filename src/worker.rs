@@ -96,7 +96,8 @@ impl Worker {
         rx: Receiver<WorkerMsg>,
         table: Arc<BackendTable>,
     ) -> io::Result<Worker> {
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let seed = 0x5eed_0000_u64 + index as u64;
         let strategy = strategy::build(table.strategy, &table.backends, seed);
         let max_clients = cfg.max_conns.div_ceil(cfg.workers.max(1)).max(1);
@@ -145,7 +146,9 @@ impl Worker {
                 match event.token() {
                     LISTENER => self.core.accept_all(),
                     WAKER => self.core.drain_messages(&self.rx),
-                    Token(t) if t & BACKEND_BIT != 0 => self.core.backend_event(t & !BACKEND_BIT, event),
+                    Token(t) if t & BACKEND_BIT != 0 => {
+                        self.core.backend_event(t & !BACKEND_BIT, event)
+                    }
                     Token(k) => self.core.client_event(k, event),
                 }
             }
@@ -223,7 +226,9 @@ impl Core {
         let idle: Vec<usize> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.state == ClientState::Head && c.ex.as_ref().is_none_or(|ex| ex.req.is_none()))
+            .filter(|(_, c)| {
+                c.state == ClientState::Head && c.ex.as_ref().is_none_or(|ex| ex.req.is_none())
+            })
             .map(|(k, _)| k)
             .collect();
         for k in idle {
@@ -248,7 +253,9 @@ impl Core {
                 self.accept_blocked = true;
                 return;
             }
-            let Some(listener) = self.listener.as_ref() else { return };
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((sock, peer)) => self.add_client(sock, peer.ip()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -269,7 +276,11 @@ impl Core {
         let _ = sock.set_nodelay(true);
         let entry = self.clients.vacant_entry();
         let k = entry.key();
-        if let Err(e) = self.poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self.poll.registry().register(
+            &mut sock,
+            Token(k),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             warn!("register client: {e}");
             return;
         }
@@ -295,13 +306,17 @@ impl Core {
     }
 
     fn client_event(&mut self, k: usize, event: &Event) {
-        let Some(c) = self.clients.get_mut(k) else { return };
+        let Some(c) = self.clients.get_mut(k) else {
+            return;
+        };
         c.ready.update(event);
         self.drive(k);
     }
 
     fn backend_event(&mut self, bk: usize, event: &Event) {
-        let Some(b) = self.backends.get_mut(bk) else { return };
+        let Some(b) = self.backends.get_mut(bk) else {
+            return;
+        };
         b.ready.update(event);
         match b.state {
             BackendState::Idle => {
@@ -345,13 +360,19 @@ impl Core {
         for entry in fired.drain(..) {
             if entry.token & BACKEND_BIT != 0 {
                 let bk = entry.token & !BACKEND_BIT;
-                let Some(b) = self.backends.get_mut(bk) else { continue };
-                if b.deadline.fire(entry, self.now_ms, &mut self.timers) && b.state == BackendState::Idle {
+                let Some(b) = self.backends.get_mut(bk) else {
+                    continue;
+                };
+                if b.deadline.fire(entry, self.now_ms, &mut self.timers)
+                    && b.state == BackendState::Idle
+                {
                     self.close_backend(bk);
                 }
             } else {
                 let k = entry.token;
-                let Some(c) = self.clients.get_mut(k) else { continue };
+                let Some(c) = self.clients.get_mut(k) else {
+                    continue;
+                };
                 if c.deadline.fire(entry, self.now_ms, &mut self.timers) {
                     self.timed_out(k);
                 }
@@ -422,5 +443,8 @@ impl Core {
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }

@@ -15,11 +15,16 @@ pub const MAX_CHUNK_LINE_BYTES: usize = 4096;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size; `digits` counted so far.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// Whitespace before `;` or CR after the size.
     SizeWs,
     /// Inside chunk extensions, up to CR.
-    Ext { quoted: bool, escaped: bool },
+    Ext {
+        quoted: bool,
+        escaped: bool,
+    },
     /// Expecting LF after the size line's CR.
     SizeLf,
     /// Chunk data still to come.
@@ -88,7 +93,8 @@ impl ChunkedDecoder {
                 return Ok(i);
             }
             if self.state == State::Data {
-                let take = (bytes.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                let take =
+                    (bytes.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                 i += take;
                 self.remaining -= take as u64;
                 if self.remaining == 0 {
@@ -120,7 +126,9 @@ impl ChunkedDecoder {
                             return Err(ChunkError("chunk size overflows"));
                         }
                         self.remaining = (self.remaining << 4) | u64::from(v);
-                        State::Size { digits: digits.saturating_add(1) }
+                        State::Size {
+                            digits: digits.saturating_add(1),
+                        }
                     }
                     None if digits == 0 => return Err(ChunkError("chunk size is not hex")),
                     None => self.after_size(b)?,
@@ -133,12 +141,24 @@ impl ChunkedDecoder {
             State::Ext { quoted, escaped } => {
                 self.line_byte()?;
                 match b {
-                    _ if escaped => State::Ext { quoted, escaped: false },
-                    b'\\' if quoted => State::Ext { quoted, escaped: true },
-                    b'"' => State::Ext { quoted: !quoted, escaped: false },
+                    _ if escaped => State::Ext {
+                        quoted,
+                        escaped: false,
+                    },
+                    b'\\' if quoted => State::Ext {
+                        quoted,
+                        escaped: true,
+                    },
+                    b'"' => State::Ext {
+                        quoted: !quoted,
+                        escaped: false,
+                    },
                     b'\r' if !quoted => State::SizeLf,
                     b'\r' | b'\n' | 0 => return Err(ChunkError("control byte in chunk extension")),
-                    b'\t' | b' '..=b'~' | 0x80..=0xff => State::Ext { quoted, escaped: false },
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => State::Ext {
+                        quoted,
+                        escaped: false,
+                    },
                     _ => return Err(ChunkError("control byte in chunk extension")),
                 }
             }
@@ -206,7 +226,10 @@ impl ChunkedDecoder {
     fn after_size(&mut self, b: u8) -> Result<State, ChunkError> {
         match b {
             b' ' | b'\t' => Ok(State::SizeWs),
-            b';' => Ok(State::Ext { quoted: false, escaped: false }),
+            b';' => Ok(State::Ext {
+                quoted: false,
+                escaped: false,
+            }),
             b'\r' => Ok(State::SizeLf),
             _ => Err(ChunkError("bad byte after chunk size")),
         }
@@ -241,11 +264,16 @@ mod tests {
 
     #[test]
     fn finds_the_end_of_a_body_in_any_split() {
-        let body = b"5\r\nhello\r\n1a;name=\"v;x\"\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\n";
+        let body =
+            b"5\r\nhello\r\n1a;name=\"v;x\"\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-T: 1\r\n\r\n";
         for piece in 1..=body.len() {
             let mut with_next = body.to_vec();
             with_next.extend_from_slice(b"GET / HTTP/1.1\r\n");
-            assert_eq!(scan_in_pieces(&with_next, piece), Ok((body.len(), true)), "piece {piece}");
+            assert_eq!(
+                scan_in_pieces(&with_next, piece),
+                Ok((body.len(), true)),
+                "piece {piece}"
+            );
         }
     }
 
@@ -272,7 +300,11 @@ mod tests {
             b"5;a\x01\r\n",
             b"-5\r\n",
         ] {
-            assert!(scan_in_pieces(bad, 64).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                scan_in_pieces(bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -54,7 +54,12 @@ impl Method {
     pub fn is_idempotent(self) -> bool {
         matches!(
             self,
-            Method::Get | Method::Head | Method::Put | Method::Delete | Method::Options | Method::Trace
+            Method::Get
+                | Method::Head
+                | Method::Put
+                | Method::Delete
+                | Method::Options
+                | Method::Trace
         )
     }
 }
@@ -220,7 +225,9 @@ impl<'a> ConnectionOptions<'a> {
     }
 
     fn names(&self, name: &str) -> bool {
-        self.named[..self.named_len].iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        self.named[..self.named_len]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
@@ -283,12 +290,18 @@ fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return Err(HeadError::Malformed("bad Content-Length"));
     }
-    Ok(value.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+    Ok(value
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Whether a Transfer-Encoding list ends in `chunked` (the only coding sluice can frame by).
 fn ends_in_chunked(value: &[u8]) -> bool {
-    let last = value.rsplit(|&b| b == b',').next().unwrap_or(b"").trim_ascii();
+    let last = value
+        .rsplit(|&b| b == b',')
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii();
     last.eq_ignore_ascii_case(b"chunked")
 }
 
@@ -348,7 +361,9 @@ pub fn forward_request(
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
-        Err(httparse::Error::Version) => return Err(HeadError::Malformed("unsupported HTTP version")),
+        Err(httparse::Error::Version) => {
+            return Err(HeadError::Malformed("unsupported HTTP version"))
+        }
         Err(_) => return Err(HeadError::Malformed("malformed request head")),
     };
     check_line_endings(&src[..head_len])?;
@@ -380,7 +395,9 @@ pub fn forward_request(
                     return Err(HeadError::Malformed("chunked applied twice"));
                 }
                 if !ends_in_chunked(h.value) {
-                    return Err(HeadError::NotImplemented("transfer coding other than chunked"));
+                    return Err(HeadError::NotImplemented(
+                        "transfer coding other than chunked",
+                    ));
                 }
                 chunked = true;
             }
@@ -390,10 +407,14 @@ pub fn forward_request(
         }
     }
     if chunked && length.is_some() {
-        return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
+        return Err(HeadError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     if chunked && minor == 0 {
-        return Err(HeadError::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+        return Err(HeadError::Malformed(
+            "Transfer-Encoding in an HTTP/1.0 request",
+        ));
     }
     if hosts > 1 || (hosts == 0 && minor == 1) {
         return Err(HeadError::Malformed("a request needs exactly one Host"));
@@ -403,7 +424,11 @@ pub fn forward_request(
         (false, Some(0)) | (false, None) => Framing::None,
         (false, Some(n)) => Framing::Length(n),
     };
-    let keep_alive = if minor == 1 { !conn.close } else { conn.keep_alive && !conn.close };
+    let keep_alive = if minor == 1 {
+        !conn.close
+    } else {
+        conn.keep_alive && !conn.close
+    };
     let upgrade = conn.upgrade && has_upgrade_field && minor == 1;
 
     let mut o = Out { buf: out, len: 0 };
@@ -412,7 +437,11 @@ pub fn forward_request(
     let target_start = o.len;
     o.put(target.as_bytes())?;
     let target_range = target_start..o.len;
-    o.put(if minor == 1 { b" HTTP/1.1\r\n" } else { b" HTTP/1.0\r\n" })?;
+    o.put(if minor == 1 {
+        b" HTTP/1.1\r\n"
+    } else {
+        b" HTTP/1.0\r\n"
+    })?;
 
     let mut cookie = None;
     let mut idempotency_key = None;
@@ -440,7 +469,10 @@ pub fn forward_request(
     // One X-Forwarded-For: the client's list, then the client itself.
     o.put(b"X-Forwarded-For: ")?;
     if forwarded_for {
-        for h in headers.iter().filter(|h| classify(h.name) == Field::XForwardedFor) {
+        for h in headers
+            .iter()
+            .filter(|h| classify(h.name) == Field::XForwardedFor)
+        {
             o.put(h.value)?;
             o.put(b", ")?;
         }
@@ -522,7 +554,9 @@ pub fn forward_response(
         }
     }
     if transfer_encoding.is_some() && length.is_some() {
-        return Err(HeadError::Malformed("both Content-Length and Transfer-Encoding"));
+        return Err(HeadError::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     let interim = (100..200).contains(&status);
     let switching = status == 101 && ctx.upgrade_requested;
@@ -543,7 +577,11 @@ pub fn forward_response(
     };
     let backend_keep_alive = !switching
         && framing != Framing::UntilClose
-        && if minor == 1 { !conn.close } else { conn.keep_alive && !conn.close };
+        && if minor == 1 {
+            !conn.close
+        } else {
+            conn.keep_alive && !conn.close
+        };
     // A chunked body cannot reach an HTTP/1.0 client with its end marked, except by closing.
     let client_keep_alive = !switching
         && ctx.client_keep_alive
@@ -551,7 +589,11 @@ pub fn forward_response(
         && !(framing == Framing::Chunked && ctx.client_minor_version == 0);
 
     let mut o = Out { buf: out, len: 0 };
-    o.put(if minor == 1 { b"HTTP/1.1 " } else { b"HTTP/1.0 " })?;
+    o.put(if minor == 1 {
+        b"HTTP/1.1 "
+    } else {
+        b"HTTP/1.0 "
+    })?;
     let code = [
         b'0' + (status / 100) as u8,
         b'0' + (status / 10 % 10) as u8,

@@ -107,10 +107,16 @@ impl Core {
                 }
             }
             let was_empty = buf.is_empty();
-            match read_into(&mut c.sock, &mut c.ready, buf, limit.min(max_header_bytes + 1)) {
+            match read_into(
+                &mut c.sock,
+                &mut c.ready,
+                buf,
+                limit.min(max_header_bytes + 1),
+            ) {
                 Io::Done(_) => {
                     if was_empty {
-                        c.deadline.set(self.now_ms + self.cfg.head_timeout_ms, k, &mut self.timers);
+                        c.deadline
+                            .set(self.now_ms + self.cfg.head_timeout_ms, k, &mut self.timers);
                     }
                 }
                 Io::Blocked => {
@@ -130,7 +136,10 @@ impl Core {
     /// A deadline passed in `Head`: idle keep-alive connections close quietly, slow heads get 408.
     pub fn http_head_timed_out(&mut self, k: usize) -> Next {
         let c = &self.clients[k];
-        let partial = c.ex.as_ref().and_then(|ex| ex.req.as_ref()).is_some_and(|b| !b.is_empty());
+        let partial =
+            c.ex.as_ref()
+                .and_then(|ex| ex.req.as_ref())
+                .is_some_and(|b| !b.is_empty());
         if partial {
             self.answer(k, 408, "request head timed out", true)
         } else {
@@ -153,13 +162,21 @@ impl Core {
         loop {
             let c = &mut self.clients[k];
             let b = &mut self.backends[bk];
-            let Some(ex) = c.ex.as_mut() else { return Next::Close };
+            let Some(ex) = c.ex.as_mut() else {
+                return Next::Close;
+            };
             let mut progress = false;
 
             // Request bytes to the backend.
             if ex.req_sent < ex.req_len {
-                let Some(req) = ex.req.as_ref() else { return Next::Close };
-                match write_from(&mut b.sock, &mut b.ready, &req.bytes()[ex.req_sent..ex.req_len]) {
+                let Some(req) = ex.req.as_ref() else {
+                    return Next::Close;
+                };
+                match write_from(
+                    &mut b.sock,
+                    &mut b.ready,
+                    &req.bytes()[ex.req_sent..ex.req_len],
+                ) {
                     Io::Done(n) => {
                         ex.req_sent += n;
                         progress = true;
@@ -171,7 +188,9 @@ impl Core {
 
             // More of the request body from the client.
             if !ex.req_body.is_done() && c.ready.readable {
-                let Some(req) = ex.req.as_mut() else { return Next::Close };
+                let Some(req) = ex.req.as_mut() else {
+                    return Next::Close;
+                };
                 if req.len() >= limit && ex.req_sent > 0 {
                     // Full: let go of what the backend has, and with it the chance to retry.
                     req.consume(ex.req_sent);
@@ -198,7 +217,8 @@ impl Core {
                 Io::Done(_) => progress = true,
                 Io::Blocked => {}
                 Io::Eof => {
-                    if ex.resp_phase == RespPhase::Body && matches!(ex.resp_body, Body::UntilClose) {
+                    if ex.resp_phase == RespPhase::Body && matches!(ex.resp_body, Body::UntilClose)
+                    {
                         ex.resp_body = Body::Done;
                         ex.backend_overran = true;
                         progress = true;
@@ -306,10 +326,17 @@ impl Core {
     /// read the next request or close.
     fn finish_exchange(&mut self, k: usize) -> Next {
         let (reuse_backend, keep_client) = {
-            let Some(ex) = self.clients[k].ex.as_ref() else { return Next::Close };
-            let Some(h) = ex.resp_head.as_ref() else { return Next::Close };
+            let Some(ex) = self.clients[k].ex.as_ref() else {
+                return Next::Close;
+            };
+            let Some(h) = ex.resp_head.as_ref() else {
+                return Next::Close;
+            };
             let reuse = ex.request_done() && h.backend_keep_alive && !ex.backend_overran;
-            let keep = h.client_keep_alive && ex.req_body.is_done() && !ex.client_eof && !self.shutting_down;
+            let keep = h.client_keep_alive
+                && ex.req_body.is_done()
+                && !ex.client_eof
+                && !self.shutting_down;
             (reuse, keep)
         };
         self.unbind_backend(k, reuse_backend);
@@ -322,7 +349,9 @@ impl Core {
     /// Resets the exchange for the next request on a kept-alive connection.
     fn next_request(&mut self, k: usize) -> Next {
         let c = &mut self.clients[k];
-        let Some(ex) = c.ex.as_mut() else { return Next::Close };
+        let Some(ex) = c.ex.as_mut() else {
+            return Next::Close;
+        };
         if let Some(req) = ex.req.as_mut() {
             req.consume(ex.req_len.min(req.len()));
         }
@@ -335,13 +364,17 @@ impl Core {
             }
         }
         c.state = ClientState::Head;
-        c.deadline.set(self.now_ms + self.cfg.idle_timeout_ms, k, &mut self.timers);
+        c.deadline
+            .set(self.now_ms + self.cfg.idle_timeout_ms, k, &mut self.timers);
         Next::Again
     }
 
     /// A request that broke after it was forwarded: answer if nothing was sent yet, else close.
     fn fail_client(&mut self, k: usize, status: u16, why: &str) -> Next {
-        let started = self.clients[k].ex.as_ref().is_some_and(|ex| ex.resp_started);
+        let started = self.clients[k]
+            .ex
+            .as_ref()
+            .is_some_and(|ex| ex.resp_started);
         if started {
             return Next::Close;
         }
@@ -362,15 +395,23 @@ impl Core {
         ex.resp_len = resp.len();
         ex.resp_started = true;
         c.state = ClientState::Answer { then_close };
-        c.deadline.set(self.now_ms + self.cfg.response_timeout_ms, k, &mut self.timers);
+        c.deadline.set(
+            self.now_ms + self.cfg.response_timeout_ms,
+            k,
+            &mut self.timers,
+        );
         Next::Again
     }
 
     /// `Answer`: writes sluice's own response, then closes or goes on with the next request.
     pub fn http_answer(&mut self, k: usize, then_close: bool) -> Next {
         let c = &mut self.clients[k];
-        let Some(ex) = c.ex.as_mut() else { return Next::Close };
-        let Some(resp) = ex.resp.as_mut() else { return Next::Close };
+        let Some(ex) = c.ex.as_mut() else {
+            return Next::Close;
+        };
+        let Some(resp) = ex.resp.as_mut() else {
+            return Next::Close;
+        };
         while ex.resp_len > 0 {
             match write_from(&mut c.sock, &mut c.ready, &resp.bytes()[..ex.resp_len]) {
                 Io::Done(n) => {
@@ -393,7 +434,10 @@ impl Core {
     fn begin_close(&mut self, k: usize) -> Next {
         let c = &mut self.clients[k];
         let unread = c.ready.readable
-            || c.ex.as_ref().and_then(|ex| ex.req.as_ref()).is_some_and(|req| !req.is_empty());
+            || c.ex
+                .as_ref()
+                .and_then(|ex| ex.req.as_ref())
+                .is_some_and(|req| !req.is_empty());
         if !unread || c.sock.shutdown(Shutdown::Write).is_err() {
             return Next::Close;
         }
@@ -420,12 +464,16 @@ impl Core {
 
 /// Counts request body bytes that arrived after what was counted before. Returns a reason on a
 /// malformed chunked body.
-fn classify_request((body, req, req_len): (&mut Body, Option<&Buf>, &mut usize)) -> Result<(), &'static str> {
+fn classify_request(
+    (body, req, req_len): (&mut Body, Option<&Buf>, &mut usize),
+) -> Result<(), &'static str> {
     let Some(req) = req else { return Ok(()) };
     if *req_len >= req.len() || body.is_done() {
         return Ok(());
     }
-    let n = body.advance(&req.bytes()[*req_len..]).map_err(|_| "bad chunked request body")?;
+    let n = body
+        .advance(&req.bytes()[*req_len..])
+        .map_err(|_| "bad chunked request body")?;
     *req_len += n;
     Ok(())
 }

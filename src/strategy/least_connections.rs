@@ -20,7 +20,12 @@ impl LeastConnections {
 }
 
 impl Strategy for LeastConnections {
-    fn pick(&mut self, backends: &[Backend], candidates: &[usize], _ctx: &PickContext<'_>) -> usize {
+    fn pick(
+        &mut self,
+        backends: &[Backend],
+        candidates: &[usize],
+        _ctx: &PickContext<'_>,
+    ) -> usize {
         let n = candidates.len();
         let start = self.offset % n;
         self.offset = self.offset.wrapping_add(1);

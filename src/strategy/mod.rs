@@ -30,7 +30,9 @@ pub trait Strategy: Send {
 }
 
 /// The strategies sluice knows, by their command-line names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
     /// Each backend in turn.
@@ -63,7 +65,10 @@ impl std::str::FromStr for StrategyKind {
                 .iter()
                 .map(|k| k.name())
                 .collect();
-            format!("unknown strategy {s:?} (expected one of: {})", names.join(", "))
+            format!(
+                "unknown strategy {s:?} (expected one of: {})",
+                names.join(", ")
+            )
         })
     }
 }
@@ -110,9 +115,15 @@ mod tests {
     fn names_round_trip_and_unknown_names_list_the_known_ones() {
         for kind in <StrategyKind as clap::ValueEnum>::value_variants() {
             assert_eq!(kind.name().parse::<StrategyKind>(), Ok(*kind));
-            assert_eq!(serde_json::to_string(kind).unwrap(), format!("\"{}\"", kind.name()));
+            assert_eq!(
+                serde_json::to_string(kind).unwrap(),
+                format!("\"{}\"", kind.name())
+            );
         }
         let err = "fastest".parse::<StrategyKind>().unwrap_err();
-        assert!(err.contains("round-robin") && err.contains("least-connections"), "{err}");
+        assert!(
+            err.contains("round-robin") && err.contains("least-connections"),
+            "{err}"
+        );
     }
 }

@@ -15,7 +15,12 @@ impl RoundRobin {
 }
 
 impl Strategy for RoundRobin {
-    fn pick(&mut self, _backends: &[Backend], candidates: &[usize], _ctx: &PickContext<'_>) -> usize {
+    fn pick(
+        &mut self,
+        _backends: &[Backend],
+        candidates: &[usize],
+        _ctx: &PickContext<'_>,
+    ) -> usize {
         let pick = candidates[self.next % candidates.len()];
         self.next = self.next.wrapping_add(1);
         pick

@@ -11,10 +11,12 @@ fn opts() -> RequestOptions {
 
 fn req(src: &str) -> Result<Option<(RequestHead, String)>, HeadError> {
     let mut out = vec![0u8; 4096];
-    Ok(forward_request(src.as_bytes(), &opts(), &mut out)?.map(|h| {
-        let text = String::from_utf8(out[..h.out_len].to_vec()).unwrap();
-        (h, text)
-    }))
+    Ok(
+        forward_request(src.as_bytes(), &opts(), &mut out)?.map(|h| {
+            let text = String::from_utf8(out[..h.out_len].to_vec()).unwrap();
+            (h, text)
+        }),
+    )
 }
 
 fn req_ok(src: &str) -> (RequestHead, String) {
@@ -44,7 +46,10 @@ fn forwards_request_line_and_fields_and_adds_forwarded_fields() {
     assert_eq!(h.method, Method::Get);
     assert_eq!(h.framing, Framing::None);
     assert!(h.keep_alive);
-    assert_eq!(h.head_len, "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n".len());
+    assert_eq!(
+        h.head_len,
+        "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\r\n".len()
+    );
     assert_eq!(
         out,
         "GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example\r\nAccept: */*\r\n\
@@ -67,8 +72,19 @@ fn drops_hop_by_hop_fields_and_those_connection_names() {
          X-Secret: 1\r\nX-Kept: 2\r\nContent-Length: 3\r\n\r\n",
     );
     assert_eq!(h.framing, Framing::Length(3));
-    assert!(!h.upgrade, "Upgrade without Connection: upgrade is no upgrade");
-    for gone in ["Connection", "Keep-Alive", "TE:", "Trailer", "Proxy-Connection", "Upgrade", "X-Secret"] {
+    assert!(
+        !h.upgrade,
+        "Upgrade without Connection: upgrade is no upgrade"
+    );
+    for gone in [
+        "Connection",
+        "Keep-Alive",
+        "TE:",
+        "Trailer",
+        "Proxy-Connection",
+        "Upgrade",
+        "X-Secret",
+    ] {
         assert!(!out.contains(gone), "{gone} forwarded in {out:?}");
     }
     assert!(out.contains("X-Kept: 2\r\n"));
@@ -77,7 +93,9 @@ fn drops_hop_by_hop_fields_and_those_connection_names() {
 
 #[test]
 fn connection_cannot_strip_framing_fields() {
-    let (h, out) = req_ok("POST / HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n");
+    let (h, out) = req_ok(
+        "POST / HTTP/1.1\r\nHost: h\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n",
+    );
     assert_eq!(h.framing, Framing::Length(2));
     assert!(out.contains("Content-Length: 2\r\n"));
 }
@@ -88,7 +106,10 @@ fn appends_client_to_existing_forwarded_for() {
         "GET / HTTP/1.1\r\nX-Forwarded-For: 1.2.3.4\r\nHost: h\r\nX-Forwarded-For: 5.6.7.8\r\n\
          X-Forwarded-Proto: https\r\n\r\n",
     );
-    assert!(out.contains("X-Forwarded-For: 1.2.3.4, 5.6.7.8, 10.0.0.7\r\n"), "{out}");
+    assert!(
+        out.contains("X-Forwarded-For: 1.2.3.4, 5.6.7.8, 10.0.0.7\r\n"),
+        "{out}"
+    );
     assert_eq!(out.matches("X-Forwarded-For").count(), 1);
     assert!(out.contains("X-Forwarded-Proto: http\r\n") && !out.contains("https"));
 }
@@ -98,18 +119,27 @@ fn ipv6_client_is_written_in_text_form() {
     let mut o = opts();
     o.client_ip = "2001:db8::1".parse().unwrap();
     let mut out = vec![0u8; 512];
-    let h = forward_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &o, &mut out).unwrap().unwrap();
+    let h = forward_request(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", &o, &mut out)
+        .unwrap()
+        .unwrap();
     let text = std::str::from_utf8(&out[..h.out_len]).unwrap();
     assert!(text.contains("X-Forwarded-For: 2001:db8::1\r\n"), "{text}");
 }
 
 #[test]
 fn keep_alive_follows_version_and_connection() {
-    assert!(!req_ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").0.keep_alive);
+    assert!(
+        !req_ok("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .0
+            .keep_alive
+    );
     assert!(!req_ok("GET / HTTP/1.0\r\n\r\n").0.keep_alive);
     let (h, out) = req_ok("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
     assert!(h.keep_alive);
-    assert!(out.ends_with("Connection: keep-alive\r\n\r\n"), "asks the backend to keep it: {out}");
+    assert!(
+        out.ends_with("Connection: keep-alive\r\n\r\n"),
+        "asks the backend to keep it: {out}"
+    );
 }
 
 #[test]
@@ -128,7 +158,8 @@ fn chunked_and_lengths_are_framed_strictly() {
     for b in bad {
         assert_eq!(req(b).map(|_| ()).unwrap_err().status(), 400, "{b:?}");
     }
-    let e = req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").unwrap_err();
+    let e =
+        req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").unwrap_err();
     assert_eq!(e.status(), 501);
 }
 
@@ -164,7 +195,12 @@ fn too_many_headers_is_431() {
 
 #[test]
 fn connect_is_not_implemented() {
-    assert_eq!(req("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap_err().status(), 501);
+    assert_eq!(
+        req("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n")
+            .unwrap_err()
+            .status(),
+        501
+    );
 }
 
 #[test]
@@ -172,12 +208,16 @@ fn upgrade_request_keeps_upgrade_fields() {
     let (h, out) =
         req_ok("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
     assert!(h.upgrade);
-    assert!(out.contains("Upgrade: websocket\r\n") && out.contains("Connection: Upgrade\r\n"), "{out}");
+    assert!(
+        out.contains("Upgrade: websocket\r\n") && out.contains("Connection: Upgrade\r\n"),
+        "{out}"
+    );
 }
 
 #[test]
 fn records_cookie_and_idempotency_key_ranges() {
-    let (h, out) = req_ok("POST / HTTP/1.1\r\nHost: h\r\nCookie: a=1; b=2\r\nIdempotency-Key: abc\r\n\r\n");
+    let (h, out) =
+        req_ok("POST / HTTP/1.1\r\nHost: h\r\nCookie: a=1; b=2\r\nIdempotency-Key: abc\r\n\r\n");
     assert_eq!(&out[h.cookie.unwrap()], "a=1; b=2");
     assert_eq!(&out[h.idempotency_key.unwrap()], "abc");
 }
@@ -185,64 +225,124 @@ fn records_cookie_and_idempotency_key_ranges() {
 #[test]
 fn output_too_small_is_too_large() {
     let mut out = [0u8; 20];
-    let e = forward_request(b"GET /long/path HTTP/1.1\r\nHost: h\r\n\r\n", &opts(), &mut out).unwrap_err();
+    let e = forward_request(
+        b"GET /long/path HTTP/1.1\r\nHost: h\r\n\r\n",
+        &opts(),
+        &mut out,
+    )
+    .unwrap_err();
     assert_eq!(e, HeadError::TooLarge);
 }
 
 #[test]
 fn response_framing_follows_rfc_9112() {
     let cases = [
-        ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", ctx11(), Framing::Length(5)),
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", ctx11(), Framing::Chunked),
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            ctx11(),
+            Framing::Length(5),
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ctx11(),
+            Framing::Chunked,
+        ),
         ("HTTP/1.1 200 OK\r\n\r\n", ctx11(), Framing::UntilClose),
-        ("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", ctx11(), Framing::UntilClose),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            ctx11(),
+            Framing::UntilClose,
+        ),
         ("HTTP/1.1 204 No Content\r\n\r\n", ctx11(), Framing::None),
-        ("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", ctx11(), Framing::None),
+        (
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            ctx11(),
+            Framing::None,
+        ),
         ("HTTP/1.1 100 Continue\r\n\r\n", ctx11(), Framing::None),
         (
             "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
-            ResponseContext { method: Method::Head, ..ctx11() },
+            ResponseContext {
+                method: Method::Head,
+                ..ctx11()
+            },
             Framing::None,
         ),
     ];
     for (src, ctx, framing) in cases {
-        assert_eq!(resp(src, ctx).unwrap().unwrap().0.framing, framing, "{src:?}");
+        assert_eq!(
+            resp(src, ctx).unwrap().unwrap().0.framing,
+            framing,
+            "{src:?}"
+        );
     }
 }
 
 #[test]
 fn response_connection_handling() {
-    let (h, out) = resp("HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n", ctx11())
-        .unwrap()
-        .unwrap();
+    let (h, out) = resp(
+        "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nContent-Length: 0\r\n\r\n",
+        ctx11(),
+    )
+    .unwrap()
+    .unwrap();
     assert!(h.backend_keep_alive && h.client_keep_alive);
     assert_eq!(out, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
 
-    let (h, out) = resp("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", ctx11()).unwrap().unwrap();
-    assert!(!h.backend_keep_alive && h.client_keep_alive, "the backend closing does not close the client");
+    let (h, out) = resp(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        ctx11(),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(
+        !h.backend_keep_alive && h.client_keep_alive,
+        "the backend closing does not close the client"
+    );
     assert!(!out.contains("Connection"));
 
     let (h, out) = resp("HTTP/1.1 200 OK\r\n\r\n", ctx11()).unwrap().unwrap();
     assert!(!h.client_keep_alive && !h.backend_keep_alive);
     assert!(out.contains("Connection: close\r\n"));
 
-    let ctx10 = ResponseContext { client_minor_version: 0, ..ctx11() };
-    let (h, out) = resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", ctx10).unwrap().unwrap();
+    let ctx10 = ResponseContext {
+        client_minor_version: 0,
+        ..ctx11()
+    };
+    let (h, out) = resp("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", ctx10)
+        .unwrap()
+        .unwrap();
     assert!(h.client_keep_alive);
     assert!(out.contains("Connection: keep-alive\r\n"));
-    let (h, _) = resp("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", ctx10).unwrap().unwrap();
-    assert!(!h.client_keep_alive, "chunked to an HTTP/1.0 client ends by closing");
+    let (h, _) = resp(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ctx10,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(
+        !h.client_keep_alive,
+        "chunked to an HTTP/1.0 client ends by closing"
+    );
 
-    let (h, _) = resp("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", ctx11()).unwrap().unwrap();
+    let (h, _) = resp("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", ctx11())
+        .unwrap()
+        .unwrap();
     assert!(!h.backend_keep_alive);
 }
 
 #[test]
 fn switching_protocols_keeps_upgrade() {
-    let ctx = ResponseContext { upgrade_requested: true, ..ctx11() };
-    let (h, out) = resp("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", ctx)
-        .unwrap()
-        .unwrap();
+    let ctx = ResponseContext {
+        upgrade_requested: true,
+        ..ctx11()
+    };
+    let (h, out) = resp(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+        ctx,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(h.status, 101);
     assert!(!h.is_interim());
     assert!(out.contains("Upgrade: websocket\r\n") && out.contains("Connection: Upgrade\r\n"));
@@ -260,6 +360,15 @@ fn garbage_responses_are_refused() {
     ] {
         assert!(resp(bad, ctx11()).is_err(), "{bad:?}");
     }
-    let (h, _) = resp("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", ctx11()).unwrap().unwrap();
-    assert_eq!(h.framing, Framing::Length(2), "identical repeated lengths are one length");
+    let (h, _) = resp(
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+        ctx11(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        h.framing,
+        Framing::Length(2),
+        "identical repeated lengths are one length"
+    );
 }

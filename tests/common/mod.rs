@@ -1,0 +1,449 @@
+//! Shared test harness: the logger, sluice in-process on port 0, scripted backends on port 0, and a
+//! small blocking HTTP client. Every socket has a read timeout so a bug fails a test instead of
+//! hanging it; no test sleeps to synchronise.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::thread;
+use std::time::Duration;
+
+use sluice::backend::{Backend, BackendTable};
+use sluice::config::{Mode, ProxyConfig};
+use sluice::server::DataPlane;
+use sluice::strategy::StrategyKind;
+
+/// Generous bound on any single blocking read in a test; hitting it means a hang, i.e. a bug.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub fn init_logger() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = env_logger::builder().is_test(true).try_init();
+    });
+}
+
+/// A running sluice, shut down on drop.
+pub struct Sluice {
+    pub addr: SocketAddr,
+    pub table: Arc<BackendTable>,
+    plane: Option<DataPlane>,
+}
+
+impl Sluice {
+    pub fn start(cfg: ProxyConfig, backends: &[SocketAddr], strategy: StrategyKind) -> Sluice {
+        init_logger();
+        cfg.validate().expect("valid test config");
+        let list = backends
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| Backend::new(i as u64 + 1, addr, 1))
+            .collect();
+        let table = Arc::new(BackendTable::new(1, list, strategy));
+        let plane = DataPlane::start(cfg, "127.0.0.1:0".parse().unwrap(), table.clone())
+            .expect("start sluice");
+        Sluice {
+            addr: plane.local_addr(),
+            table,
+            plane: Some(plane),
+        }
+    }
+
+    pub fn http(backends: &[SocketAddr]) -> Sluice {
+        Sluice::start(test_config(Mode::Http), backends, StrategyKind::RoundRobin)
+    }
+
+    pub fn tcp(backends: &[SocketAddr]) -> Sluice {
+        Sluice::start(test_config(Mode::Tcp), backends, StrategyKind::RoundRobin)
+    }
+
+    pub fn publish(&self, table: Arc<BackendTable>) {
+        if let Some(p) = &self.plane {
+            p.publish(&table);
+        }
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        if let Some(p) = self.plane.take() {
+            p.shutdown(Duration::ZERO);
+        }
+    }
+}
+
+/// Defaults with two workers, so tests exercise more than one event loop.
+pub fn test_config(mode: Mode) -> ProxyConfig {
+    ProxyConfig {
+        mode,
+        workers: 2,
+        ..ProxyConfig::default()
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// An address nothing listens on: bound, then released.
+pub fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A backend on port 0 that runs `handle` on each accepted connection in its own thread.
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    pub accepts: Arc<AtomicUsize>,
+}
+
+impl RawBackend {
+    pub fn start<F>(handle: F) -> RawBackend
+    where
+        F: Fn(TcpStream) + Send + Sync + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let counter = accepts.clone();
+        let handle = Arc::new(handle);
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                counter.fetch_add(1, Ordering::SeqCst);
+                stream.set_read_timeout(Some(IO_TIMEOUT)).ok();
+                let h = handle.clone();
+                thread::spawn(move || h(stream));
+            }
+        });
+        RawBackend { addr, accepts }
+    }
+
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+}
+
+/// Echoes bytes until EOF, then writes `trailer` and closes.
+pub fn echo_backend(trailer: &'static [u8]) -> RawBackend {
+    RawBackend::start(move |mut s| {
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = s.write_all(trailer);
+        let _ = s.shutdown(Shutdown::Write);
+    })
+}
+
+/// A request as a test backend received it.
+#[derive(Clone, Debug, Default)]
+pub struct Req {
+    pub method: String,
+    pub target: String,
+    pub version: u8,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body exactly as it came (chunked framing included).
+    pub raw_body: Vec<u8>,
+}
+
+impl Req {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a test backend sends back: raw bytes, then close or not.
+pub struct Reply {
+    pub bytes: Vec<u8>,
+    pub close: bool,
+}
+
+impl Reply {
+    pub fn ok(body: &[u8]) -> Reply {
+        Reply::status(200, body)
+    }
+
+    pub fn status(status: u16, body: &[u8]) -> Reply {
+        let mut bytes = format!(
+            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        bytes.extend_from_slice(body);
+        Reply {
+            bytes,
+            close: false,
+        }
+    }
+
+    pub fn raw(bytes: impl Into<Vec<u8>>, close: bool) -> Reply {
+        Reply {
+            bytes: bytes.into(),
+            close,
+        }
+    }
+}
+
+/// An HTTP/1.1 backend: parses each request (Content-Length or chunked body) and answers with
+/// `handler`; records every request it saw.
+pub struct HttpBackend {
+    pub addr: SocketAddr,
+    pub accepts: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<Req>>>,
+}
+
+impl HttpBackend {
+    pub fn start<F>(handler: F) -> HttpBackend
+    where
+        F: Fn(&Req) -> Reply + Send + Sync + 'static,
+    {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let raw = RawBackend::start(move |s| serve_http(s, &handler, &log));
+        HttpBackend {
+            addr: raw.addr,
+            accepts: raw.accepts,
+            seen,
+        }
+    }
+
+    /// Answers 200 with a body naming the method and target.
+    pub fn echo_target() -> HttpBackend {
+        HttpBackend::start(|r| Reply::ok(format!("{} {}", r.method, r.target).as_bytes()))
+    }
+
+    pub fn accepts(&self) -> usize {
+        self.accepts.load(Ordering::SeqCst)
+    }
+
+    pub fn requests(&self) -> Vec<Req> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn serve_http(stream: TcpStream, handler: &dyn Fn(&Req) -> Reply, log: &Mutex<Vec<Req>>) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let Ok(Some(req)) = read_request(&mut reader) else {
+            return;
+        };
+        log.lock().unwrap().push(req.clone());
+        let reply = handler(&req);
+        if writer.write_all(&reply.bytes).is_err() || reply.close {
+            let _ = writer.shutdown(Shutdown::Both);
+            return;
+        }
+    }
+}
+
+fn read_head_lines(r: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return if head.is_empty() {
+                Ok(None)
+            } else {
+                Err(io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        head.extend_from_slice(&line);
+        if line == b"\r\n" {
+            return Ok(Some(head));
+        }
+    }
+}
+
+/// Reads a chunked body, returning (decoded, raw).
+fn read_chunked(r: &mut impl BufRead) -> io::Result<(Vec<u8>, Vec<u8>)> {
+    let mut body = Vec::new();
+    let mut raw = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        raw.extend_from_slice(line.as_bytes());
+        let size_text = line.trim_end().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size_text.trim(), 16)
+            .map_err(|_| io::Error::other("bad chunk size"))?;
+        if size == 0 {
+            loop {
+                let mut t = String::new();
+                r.read_line(&mut t)?;
+                raw.extend_from_slice(t.as_bytes());
+                if t == "\r\n" || t.is_empty() {
+                    return Ok((body, raw));
+                }
+            }
+        }
+        let mut chunk = vec![0u8; size + 2];
+        r.read_exact(&mut chunk)?;
+        raw.extend_from_slice(&chunk);
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+pub fn read_request(r: &mut impl BufRead) -> io::Result<Option<Req>> {
+    let Some(head) = read_head_lines(r)? else {
+        return Ok(None);
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Request::new(&mut headers);
+    parsed.parse(&head).map_err(io::Error::other)?;
+    let mut req = Req {
+        method: parsed.method.unwrap_or("").to_string(),
+        target: parsed.path.unwrap_or("").to_string(),
+        version: parsed.version.unwrap_or(1),
+        headers: parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        ..Req::default()
+    };
+    if req
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        let (body, raw) = read_chunked(r)?;
+        req.body = body;
+        req.raw_body = raw;
+    } else if let Some(n) = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let mut body = vec![0u8; n];
+        r.read_exact(&mut body)?;
+        req.raw_body = body.clone();
+        req.body = body;
+    }
+    Ok(Some(req))
+}
+
+/// A response as the test client read it.
+#[derive(Debug, Default)]
+pub struct Resp {
+    pub status: u16,
+    pub version: u8,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Reads one response; `head_request` means it has no body whatever it says.
+pub fn read_response(r: &mut impl BufRead, head_request: bool) -> io::Result<Resp> {
+    let head = read_head_lines(r)?.ok_or(io::ErrorKind::UnexpectedEof)?;
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut parsed = httparse::Response::new(&mut headers);
+    parsed.parse(&head).map_err(io::Error::other)?;
+    let mut resp = Resp {
+        status: parsed.code.unwrap_or(0),
+        version: parsed.version.unwrap_or(1),
+        headers: parsed
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_string(),
+                    String::from_utf8_lossy(h.value).into_owned(),
+                )
+            })
+            .collect(),
+        body: Vec::new(),
+    };
+    let bodiless = head_request
+        || resp.status == 204
+        || resp.status == 304
+        || (100..200).contains(&resp.status);
+    if bodiless {
+        return Ok(resp);
+    }
+    if resp
+        .header("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        resp.body = read_chunked(r)?.0;
+    } else if let Some(n) = resp
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        resp.body = vec![0u8; n];
+        r.read_exact(&mut resp.body)?;
+    } else {
+        r.read_to_end(&mut resp.body)?;
+    }
+    Ok(resp)
+}
+
+/// Sends `raw` on a new connection and reads one response.
+#[track_caller]
+pub fn roundtrip(addr: SocketAddr, raw: &[u8]) -> Resp {
+    let mut s = connect(addr);
+    s.write_all(raw).unwrap();
+    let mut r = BufReader::new(s);
+    read_response(&mut r, raw.starts_with(b"HEAD ")).expect("response")
+}
+
+/// A GET with a Host field.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+/// Reads until EOF, failing on timeout.
+#[track_caller]
+pub fn read_to_eof(s: &mut impl Read) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read to EOF");
+    out
+}
+
+/// A deterministic byte pattern of `n` bytes.
+pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(u32::from(seed))
+                .to_le_bytes()[1]
+        })
+        .collect()
+}
