@@ -8,10 +8,10 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::strategy::StrategyKind;
+use crate::strategy::{StrategyKind, StrategyParams};
 
 /// Identifies a backend across table versions; never reused within a process.
 pub type BackendId = u64;
@@ -25,7 +25,18 @@ pub struct BackendStats {
     pub in_flight: AtomicU64,
     /// Open connections to the backend, idle pooled ones included.
     pub conns: AtomicU64,
+    /// Peak-EWMA response time in microseconds, stored as `f64` bits (see [`BackendStats::latency_us`]).
+    latency_ewma_bits: AtomicU64,
+    /// When `latency_ewma_bits` was last updated, in ms of [`crate::clock`].
+    latency_stamp_ms: AtomicU64,
+    /// Set while the threshold strategy skips this backend as overloaded.
+    pub overloaded: AtomicBool,
 }
+
+/// Decay time of the Peak-EWMA latency estimate (linkerd and tower use 10 s).
+pub const LATENCY_DECAY_MS: f64 = 10_000.0;
+/// Latency charged for a failed response, so a backend that fails fast does not look fast.
+pub const FAILURE_PENALTY_US: f64 = 1_000_000.0;
 
 impl BackendStats {
     pub fn in_flight(&self) -> u64 {
@@ -34,6 +45,36 @@ impl BackendStats {
 
     pub fn conns(&self) -> u64 {
         self.conns.load(Ordering::Relaxed)
+    }
+
+    /// The Peak-EWMA response time in microseconds (0 before the first response).
+    ///
+    /// Peak-EWMA as in linkerd and tower's `PeakEwma`: a sample above the estimate replaces it at once
+    /// (react to a slowdown immediately); a sample below it is averaged in with weight
+    /// `1 - exp(-elapsed / decay)` (forget a slowdown gradually).
+    pub fn latency_us(&self) -> f64 {
+        f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed))
+    }
+
+    /// Records one response: its latency, or [`FAILURE_PENALTY_US`] when it failed. Concurrent updates
+    /// from two workers may lose one sample; the estimate stays a valid mix of recent samples.
+    pub fn record_response(&self, latency_us: u64, ok: bool, now_ms: u64) {
+        let sample = if ok {
+            latency_us as f64
+        } else {
+            FAILURE_PENALTY_US.max(latency_us as f64)
+        };
+        let prev = self.latency_us();
+        let last_ms = self.latency_stamp_ms.swap(now_ms, Ordering::Relaxed);
+        let next = if prev == 0.0 || sample > prev {
+            sample
+        } else {
+            let elapsed_ms = now_ms.saturating_sub(last_ms) as f64;
+            let keep = (-elapsed_ms / LATENCY_DECAY_MS).exp();
+            prev * keep + sample * (1.0 - keep)
+        };
+        self.latency_ewma_bits
+            .store(next.to_bits(), Ordering::Relaxed);
     }
 }
 
@@ -51,6 +92,9 @@ pub struct Backend {
     pub enabled: bool,
     /// Set by health checks.
     pub healthy: bool,
+    /// When the backend last became eligible (added, enabled, or healthy again), in ms of
+    /// [`crate::clock`]; slow start ramps its weight from here.
+    pub since_ms: u64,
     pub stats: Arc<BackendStats>,
 }
 
@@ -62,6 +106,7 @@ impl Backend {
             weight,
             enabled: true,
             healthy: true,
+            since_ms: 0,
             stats: Arc::new(BackendStats::default()),
         }
     }
@@ -78,6 +123,7 @@ pub struct BackendTable {
     pub version: u64,
     pub backends: Vec<Backend>,
     pub strategy: StrategyKind,
+    pub params: StrategyParams,
     /// Indices of eligible backends, computed once per version so a pick never filters.
     pub eligible: Vec<usize>,
 }
@@ -91,6 +137,7 @@ impl BackendTable {
             version,
             backends,
             strategy,
+            params: StrategyParams::default(),
             eligible,
         }
     }
@@ -185,6 +232,32 @@ mod tests {
         assert!("127.0.0.1".parse::<BackendSpec>().is_err());
         assert!("127.0.0.1:80,weight=999".parse::<BackendSpec>().is_err());
         assert!("127.0.0.1:80,speed=1".parse::<BackendSpec>().is_err());
+    }
+
+    #[test]
+    fn peak_ewma_jumps_up_and_decays_down() {
+        let s = BackendStats::default();
+        s.record_response(1_000, true, 1);
+        assert_eq!(s.latency_us(), 1_000.0);
+        s.record_response(5_000, true, 2);
+        assert_eq!(
+            s.latency_us(),
+            5_000.0,
+            "a slower sample replaces the estimate"
+        );
+        s.record_response(1_000, true, 2 + LATENCY_DECAY_MS as u64);
+        let after_one_decay = s.latency_us();
+        let expected = 5_000.0 * (-1.0f64).exp() + 1_000.0 * (1.0 - (-1.0f64).exp());
+        assert!(
+            (after_one_decay - expected).abs() < 1e-6,
+            "{after_one_decay} vs {expected}"
+        );
+        s.record_response(10, false, 3 + LATENCY_DECAY_MS as u64);
+        assert_eq!(
+            s.latency_us(),
+            FAILURE_PENALTY_US,
+            "a failure costs the penalty"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod backend;
 pub mod buffer;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod control;

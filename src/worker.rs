@@ -8,7 +8,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use log::{debug, error, warn};
@@ -78,7 +78,6 @@ pub struct Core {
     /// Candidate list for retries (eligible backends not tried yet).
     pub scratch: Vec<usize>,
     seed: u64,
-    clock: Instant,
     pub now_ms: u64,
     accept_paused_until_ms: u64,
     accept_blocked: bool,
@@ -99,7 +98,7 @@ impl Worker {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let seed = 0x5eed_0000_u64 + index as u64;
-        let strategy = strategy::build(table.strategy, &table.backends, seed);
+        let strategy = strategy::build(table.strategy, &table.params, &table.backends, seed);
         let max_clients = cfg.max_conns.div_ceil(cfg.workers.max(1)).max(1);
         let core = Core {
             bufs: BufPool::new(cfg.buffer_size, DEFAULT_POOL_MAX_FREE),
@@ -116,8 +115,7 @@ impl Worker {
             strategy,
             scratch: Vec::new(),
             seed,
-            clock: Instant::now(),
-            now_ms: 1,
+            now_ms: crate::clock::now_ms(),
             accept_paused_until_ms: 0,
             accept_blocked: false,
             max_clients,
@@ -162,7 +160,7 @@ impl Worker {
 
 impl Core {
     fn tick(&mut self) {
-        self.now_ms = self.clock.elapsed().as_millis() as u64 + 1;
+        self.now_ms = crate::clock::now_ms();
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -212,7 +210,7 @@ impl Core {
         for bk in to_close {
             self.close_backend(bk);
         }
-        self.strategy = strategy::build(table.strategy, &table.backends, self.seed);
+        self.strategy = strategy::build(table.strategy, &table.params, &table.backends, self.seed);
         debug!("worker installed backend table version {}", table.version);
         self.table = table;
     }

@@ -22,6 +22,38 @@ pub struct PickContext<'a> {
     pub client_ip: IpAddr,
     /// The request attribute hashing strategies key on (empty in TCP mode).
     pub key: &'a [u8],
+    /// Now, in ms of [`crate::clock`].
+    pub now_ms: u64,
+}
+
+/// Settings some strategies read; the defaults are the flags' defaults.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StrategyParams {
+    /// Slow start: a backend's weight ramps from near 0 to full over this long after it becomes
+    /// eligible (0 = off).
+    pub slow_start_ms: u64,
+    /// Threshold: skip a backend with more requests in flight than this...
+    pub threshold_high: u64,
+    /// ...until it drops below this.
+    pub threshold_low: u64,
+    /// Threshold: never skip so many that fewer than this many candidates remain.
+    pub min_enabled: usize,
+}
+
+pub const DEFAULT_SLOW_START_MS: u64 = 0;
+pub const DEFAULT_THRESHOLD_HIGH: u64 = 100;
+pub const DEFAULT_THRESHOLD_LOW: u64 = 50;
+pub const DEFAULT_MIN_ENABLED: usize = 1;
+
+impl Default for StrategyParams {
+    fn default() -> Self {
+        StrategyParams {
+            slow_start_ms: DEFAULT_SLOW_START_MS,
+            threshold_high: DEFAULT_THRESHOLD_HIGH,
+            threshold_low: DEFAULT_THRESHOLD_LOW,
+            min_enabled: DEFAULT_MIN_ENABLED,
+        }
+    }
 }
 
 pub trait Strategy: Send {
@@ -75,8 +107,13 @@ impl std::str::FromStr for StrategyKind {
 
 /// A worker's strategy instance for one table version. `seed` makes random choices reproducible;
 /// workers pass different seeds so they do not move in lockstep.
-pub fn build(kind: StrategyKind, backends: &[Backend], seed: u64) -> Box<dyn Strategy> {
-    let _ = (backends, seed);
+pub fn build(
+    kind: StrategyKind,
+    params: &StrategyParams,
+    backends: &[Backend],
+    seed: u64,
+) -> Box<dyn Strategy> {
+    let _ = (params, backends);
     match kind {
         StrategyKind::RoundRobin => Box::new(RoundRobin::new(seed as usize)),
         StrategyKind::LeastConnections => Box::new(LeastConnections::new(seed as usize)),
@@ -103,6 +140,7 @@ pub(crate) mod test_support {
         PickContext {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             key: b"",
+            now_ms: 1,
         }
     }
 }
