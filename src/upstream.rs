@@ -74,6 +74,7 @@ impl Core {
         let ctx = PickContext {
             client_ip: c.peer_ip,
             key,
+            now_ms: self.now_ms,
         };
         let idx = self.strategy.pick(&self.table.backends, candidates, &ctx);
         let backend = &self.table.backends[idx];
