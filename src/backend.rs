@@ -8,7 +8,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::strategy::{StrategyKind, StrategyParams};
@@ -31,6 +31,8 @@ pub struct BackendStats {
     latency_stamp_ms: AtomicU64,
     /// Set while the threshold strategy skips this backend as overloaded.
     pub overloaded: AtomicBool,
+    /// Failed attempts in a row, across workers; passive ejection reads it.
+    consecutive_failures: AtomicU32,
 }
 
 /// Decay time of the Peak-EWMA latency estimate (linkerd and tower use 10 s).
@@ -45,6 +47,23 @@ impl BackendStats {
 
     pub fn conns(&self) -> u64 {
         self.conns.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed attempt; returns the failures in a row so far.
+    pub fn note_failure(&self) -> u32 {
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts a successful attempt. Reads before writing so the common case (no failures) does not
+    /// write a line that other cores read.
+    pub fn note_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    pub fn reset_failures(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
     }
 
     /// The Peak-EWMA response time in microseconds (0 before the first response).

@@ -18,3 +18,9 @@ pub fn now_ms() -> u64 {
 pub fn now_us() -> u64 {
     origin().elapsed().as_micros() as u64 + 1
 }
+
+/// Both clocks from one reading: `(ms, us)`, consistent with [`now_ms`] and [`now_us`].
+pub fn now() -> (u64, u64) {
+    let us = now_us();
+    ((us - 1) / 1000 + 1, us)
+}

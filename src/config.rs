@@ -10,8 +10,10 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::backend::{parse_addr, BackendSpec};
+use crate::control::health::{self, HealthConfig, ProbeKind};
+use crate::control::ControlConfig;
 use crate::http::head::{MAX_HEADERS, REWRITE_RESERVE_BYTES};
-use crate::strategy::StrategyKind;
+use crate::strategy::{self, StrategyKind, StrategyParams};
 
 /// What the proxy speaks on its listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -35,6 +37,14 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_BUFFER_SIZE: usize = 32 * 1024;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
+pub const DEFAULT_HEALTH_INTERVAL: &str = "2s";
+pub const DEFAULT_HEALTH_TIMEOUT: &str = "1s";
+pub const DEFAULT_EJECT_AFTER: u32 = 5;
+pub const DEFAULT_EJECT_TIME: &str = "10s";
+pub const DEFAULT_MAX_EJECT_TIME: &str = "300s";
+pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
+pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 
 /// Flags for running the proxy.
 #[derive(Args, Debug, Clone)]
@@ -107,6 +117,80 @@ pub struct RunArgs {
     /// On SIGTERM or SIGINT, wait this long for requests in flight before exiting.
     #[arg(long, default_value = DEFAULT_SHUTDOWN_TIMEOUT, value_name = "DURATION")]
     pub shutdown_timeout: DurationArg,
+
+    /// Admin API and dashboard address (host:port), or `off`. Loopback by default.
+    #[arg(long, default_value = DEFAULT_ADMIN, value_name = "ADDR|off")]
+    pub admin: String,
+
+    /// Token that mutating admin routes require as `Authorization: Bearer <token>`.
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Save every accepted change here and restore it on start (flags only seed a fresh file).
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<std::path::PathBuf>,
+
+    /// HTTP health checks: `GET PATH` on each backend, 2xx is healthy [default: TCP connect checks].
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+
+    /// Time between active health checks of each backend; 0 turns them off.
+    #[arg(long, default_value = DEFAULT_HEALTH_INTERVAL, value_name = "DURATION")]
+    pub health_interval: DurationArg,
+
+    /// A health check not answered within this long fails.
+    #[arg(long, default_value = DEFAULT_HEALTH_TIMEOUT, value_name = "DURATION")]
+    pub health_timeout: DurationArg,
+
+    /// Consecutive passed checks that bring a backend back up.
+    #[arg(long, default_value_t = health::DEFAULT_RISE, value_name = "N")]
+    pub rise: u32,
+
+    /// Consecutive failed checks that mark a backend down.
+    #[arg(long, default_value_t = health::DEFAULT_FALL, value_name = "N")]
+    pub fall: u32,
+
+    /// Eject a backend after this many consecutive failed attempts (connect errors, resets,
+    /// timeouts); 0 turns passive ejection off.
+    #[arg(long, default_value_t = DEFAULT_EJECT_AFTER, value_name = "N")]
+    pub eject_after: u32,
+
+    /// Base ejection time, multiplied by the number of recent ejections.
+    #[arg(long, default_value = DEFAULT_EJECT_TIME, value_name = "DURATION")]
+    pub eject_time: DurationArg,
+
+    /// Longest ejection.
+    #[arg(long, default_value = DEFAULT_MAX_EJECT_TIME, value_name = "DURATION")]
+    pub max_eject_time: DurationArg,
+
+    /// Most backends ejected at once, as a percentage (at least one may always be ejected).
+    #[arg(long, default_value_t = DEFAULT_MAX_EJECTION_PERCENT, value_name = "PERCENT")]
+    pub max_ejection_percent: u32,
+
+    /// Disabled or removed backends keep their open connections at most this long.
+    #[arg(long, default_value = DEFAULT_DRAIN_TIMEOUT, value_name = "DURATION")]
+    pub drain_timeout: DurationArg,
+
+    /// Ramp a returning or new backend's weight up over this long (HAProxy's slowstart); 0 = off.
+    #[arg(long, default_value = "0s", value_name = "DURATION")]
+    pub slow_start: DurationArg,
+
+    /// threshold strategy: skip a backend with more requests in flight than this...
+    #[arg(long, default_value_t = strategy::DEFAULT_THRESHOLD_HIGH, value_name = "N")]
+    pub threshold_high: u64,
+
+    /// ...until it has fewer than this.
+    #[arg(long, default_value_t = strategy::DEFAULT_THRESHOLD_LOW, value_name = "N")]
+    pub threshold_low: u64,
+
+    /// threshold strategy: never leave fewer than this many backends to choose from.
+    #[arg(long, default_value_t = strategy::DEFAULT_MIN_ENABLED, value_name = "N")]
+    pub min_enabled: usize,
 }
 
 /// Settings a worker reads, checked and in explicit units.
@@ -126,6 +210,8 @@ pub struct ProxyConfig {
     pub max_headers: usize,
     pub buffer_size: usize,
     pub shutdown_timeout_ms: u64,
+    /// Consecutive failures after which a worker asks the control thread to eject a backend.
+    pub eject_after: u32,
 }
 
 impl Default for ProxyConfig {
@@ -146,6 +232,7 @@ impl Default for ProxyConfig {
             max_headers: DEFAULT_MAX_HEADERS,
             buffer_size: DEFAULT_BUFFER_SIZE,
             shutdown_timeout_ms: ms(DEFAULT_SHUTDOWN_TIMEOUT),
+            eject_after: DEFAULT_EJECT_AFTER,
         }
     }
 }
@@ -216,6 +303,50 @@ pub struct Settings {
     pub proxy: ProxyConfig,
     pub backends: Vec<BackendSpec>,
     pub strategy: StrategyKind,
+    pub params: StrategyParams,
+    pub control: ControlConfig,
+}
+
+impl Settings {
+    /// Settings for running in-process (tests, embedding): everything on loopback port 0, default
+    /// flags otherwise, active health checks off.
+    pub fn local(
+        proxy: ProxyConfig,
+        backends: Vec<BackendSpec>,
+        strategy: StrategyKind,
+    ) -> Settings {
+        let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Settings {
+            listen: loopback,
+            proxy,
+            backends,
+            strategy,
+            params: StrategyParams::default(),
+            control: ControlConfig {
+                admin: Some(loopback),
+                admin_token: None,
+                state_file: None,
+                health: HealthConfig {
+                    kind: ProbeKind::Tcp,
+                    interval_ms: 0,
+                    timeout_ms: health::DEFAULT_TIMEOUT_MS,
+                    rise: health::DEFAULT_RISE,
+                    fall: health::DEFAULT_FALL,
+                },
+                eject_after: DEFAULT_EJECT_AFTER,
+                eject_base_ms: ms_of(DEFAULT_EJECT_TIME),
+                eject_max_ms: ms_of(DEFAULT_MAX_EJECT_TIME),
+                max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
+                drain_timeout_ms: ms_of(DEFAULT_DRAIN_TIMEOUT),
+            },
+        }
+    }
+}
+
+fn ms_of(text: &str) -> u64 {
+    parse_duration(text)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl RunArgs {
@@ -236,13 +367,77 @@ impl RunArgs {
             max_headers: self.max_headers,
             buffer_size: self.buffer_size,
             shutdown_timeout_ms: self.shutdown_timeout.ms(),
+            eject_after: self.eject_after,
         };
         proxy.validate()?;
+        let admin = match self.admin.as_str() {
+            "off" | "none" => None,
+            text => Some(parse_addr(text).map_err(|e| format!("--admin: {e}"))?),
+        };
+        let kind = match (&self.health_path, self.mode) {
+            (Some(path), Mode::Http) => {
+                if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+                    return Err(format!(
+                        "--health-path must be a path starting with '/', not {path:?}"
+                    ));
+                }
+                ProbeKind::Http { path: path.clone() }
+            }
+            (Some(_), Mode::Tcp) => {
+                return Err(
+                    "--health-path needs --mode http (TCP mode checks by connecting)".into(),
+                )
+            }
+            (None, _) => ProbeKind::Tcp,
+        };
+        if self.rise == 0 || self.fall == 0 {
+            return Err("--rise and --fall must be at least 1".into());
+        }
+        if self.max_ejection_percent > 100 {
+            return Err(format!(
+                "--max-ejection-percent must be at most 100, not {}",
+                self.max_ejection_percent
+            ));
+        }
+        if self.health_interval.ms() > 0 && self.health_timeout.ms() == 0 {
+            return Err("--health-timeout must be longer than zero".into());
+        }
+        if self.threshold_low > self.threshold_high {
+            return Err(format!(
+                "--threshold-low ({}) must not exceed --threshold-high ({})",
+                self.threshold_low, self.threshold_high
+            ));
+        }
+        let params = StrategyParams {
+            slow_start_ms: self.slow_start.ms(),
+            threshold_high: self.threshold_high,
+            threshold_low: self.threshold_low,
+            min_enabled: self.min_enabled,
+        };
+        let control = ControlConfig {
+            admin,
+            admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
+            state_file: self.state_file.clone(),
+            health: HealthConfig {
+                kind,
+                interval_ms: self.health_interval.ms(),
+                timeout_ms: self.health_timeout.ms(),
+                rise: self.rise,
+                fall: self.fall,
+            },
+            eject_after: self.eject_after,
+            eject_base_ms: self.eject_time.ms(),
+            eject_max_ms: self.max_eject_time.ms().max(self.eject_time.ms()),
+            max_ejection_percent: self.max_ejection_percent,
+            drain_timeout_ms: self.drain_timeout.ms(),
+        };
         Ok(Settings {
             listen,
             proxy,
             backends: self.backends.clone(),
             strategy: self.strategy,
+            params,
+            control,
         })
     }
 }

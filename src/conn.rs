@@ -243,6 +243,8 @@ pub struct Exchange {
     /// The bound backend connection came from the idle pool.
     pub reused_conn: bool,
     pub started_ms: u64,
+    /// When the current attempt was sent, in us of [`crate::clock`].
+    pub attempt_started_us: u64,
 
     /// Tunnel: each side's sending half has ended (EOF read) and been passed on (shutdown written).
     pub up_eof: bool,
@@ -277,6 +279,7 @@ impl Exchange {
             tried: [0; MAX_TRIED],
             reused_conn: false,
             started_ms: 0,
+            attempt_started_us: 0,
             up_eof: false,
             up_shut: false,
             down_eof: false,

@@ -1,17 +1,22 @@
 //! sluice: a per-core mio load balancer for TCP and HTTP/1.1 in front of unreliable backends.
 //!
-//! Data flow: [`server::DataPlane`] starts one [`worker::Worker`] per core; each accepts on its own
-//! SO_REUSEPORT listener and proxies with [`http::session`] (HTTP/1.1) or [`tunnel`] (TCP), choosing
-//! backends through [`upstream`] and a [`strategy`] over the current [`backend::BackendTable`]. The
-//! control side owns the authoritative backend list and publishes a new table version for each change.
+//! Data flow: [`control::start`] starts the control thread and [`server::DataPlane`], one
+//! [`worker::Worker`] per core; each worker accepts on its own SO_REUSEPORT listener and proxies with
+//! [`http::session`] (HTTP/1.1) or [`tunnel`] (TCP), choosing backends through [`upstream`] and a
+//! [`strategy`] over the current [`backend::BackendTable`]. The control thread owns the
+//! authoritative state, serves the [`admin`] API, checks health, merges [`metrics`], and publishes a
+//! new table version for each change.
 
+pub mod admin;
 pub mod backend;
 pub mod buffer;
 pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod control;
+pub mod ctl;
 pub mod http;
+pub mod metrics;
 pub mod server;
 pub mod strategy;
 pub mod timer;

@@ -12,8 +12,9 @@ use log::warn;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::backend::BackendTable;
+use crate::backend::{BackendId, BackendTable};
 use crate::config::ProxyConfig;
+use crate::control::ControlLink;
 use crate::worker::{Worker, WorkerMsg, WAKER};
 
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
@@ -48,6 +49,7 @@ impl DataPlane {
         cfg: ProxyConfig,
         listen: SocketAddr,
         table: Arc<BackendTable>,
+        control: ControlLink,
     ) -> io::Result<DataPlane> {
         let cfg = Arc::new(cfg);
         // The first bind fixes the port (port 0 picks one); the other workers share it.
@@ -70,6 +72,7 @@ impl DataPlane {
                 mio::net::TcpListener::from_std(listener),
                 rx,
                 table.clone(),
+                control.clone(),
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
@@ -92,6 +95,13 @@ impl DataPlane {
     pub fn publish(&self, table: &Arc<BackendTable>) {
         for link in &self.links {
             self.send(link, WorkerMsg::Table(table.clone()));
+        }
+    }
+
+    /// Orders every worker to close its connections to backend `id` (its drain time is over).
+    pub fn sever(&self, id: BackendId) {
+        for link in &self.links {
+            self.send(link, WorkerMsg::Sever(id));
         }
     }
 

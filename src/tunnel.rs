@@ -21,6 +21,9 @@ struct Direction<'a> {
     buf: &'a mut Option<Box<Buf>>,
     eof: &'a mut bool,
     shut: &'a mut bool,
+    /// Where to count bytes read and bytes written, if this direction is counted.
+    read_count: Option<&'a mut u64>,
+    write_count: Option<&'a mut u64>,
 }
 
 impl Direction<'_> {
@@ -31,7 +34,12 @@ impl Direction<'_> {
         if !*self.eof && self.from.1.readable {
             let buf = self.buf.get_or_insert_with(|| bufs.get());
             match read_into(self.from.0, self.from.1, buf, cap) {
-                Io::Done(_) => progress = true,
+                Io::Done(n) => {
+                    progress = true;
+                    if let Some(count) = self.read_count {
+                        *count += n as u64;
+                    }
+                }
                 Io::Eof => {
                     *self.eof = true;
                     progress = true;
@@ -45,6 +53,9 @@ impl Direction<'_> {
                 Io::Done(n) => {
                     buf.consume(n);
                     progress = true;
+                    if let Some(count) = self.write_count {
+                        *count += n as u64;
+                    }
                 }
                 Io::Blocked | Io::Eof => {}
                 Io::Err(e) => return Err(e),
@@ -85,6 +96,8 @@ impl Core {
                 buf: &mut ex.req,
                 eof: &mut ex.up_eof,
                 shut: &mut ex.up_shut,
+                read_count: Some(&mut self.metrics.current.bytes_in),
+                write_count: None,
             }
             .pump(&mut self.bufs);
             let down = Direction {
@@ -93,6 +106,8 @@ impl Core {
                 buf: &mut ex.resp,
                 eof: &mut ex.down_eof,
                 shut: &mut ex.down_shut,
+                read_count: None,
+                write_count: Some(&mut self.metrics.current.bytes_out),
             }
             .pump(&mut self.bufs);
             let (Ok(up), Ok(down)) = (up, down) else {

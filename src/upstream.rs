@@ -19,18 +19,10 @@ use crate::strategy::PickContext;
 use crate::timer::Deadline;
 use crate::worker::{Core, Next, BACKEND_BIT};
 
-/// Why an attempt failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// The connection could not be made (refused, unreachable, or connect timeout).
-    Connect,
-    /// The connection broke or closed before the response was complete.
-    Broken,
-    /// The backend answered something that is not HTTP/1.x.
-    Garbage,
-    /// No response within the response timeout.
-    Timeout,
-}
+/// Why an attempt failed: a connect that did not succeed (refused, unreachable, timed out), a
+/// connection that broke before the response was complete, an answer that is not HTTP/1.x, or no
+/// answer within the response timeout.
+pub use crate::metrics::FailureKind as Failure;
 
 /// Result of checking a connect in progress.
 enum ConnectProgress {
@@ -80,6 +72,11 @@ impl Core {
         let backend = &self.table.backends[idx];
         ex.tried[usize::from(ex.attempts)] = backend.id;
         ex.attempts += 1;
+        ex.attempt_started_us = self.now_us;
+        self.metrics.current.attempts += 1;
+        if ex.attempts > 1 {
+            self.metrics.current.retries += 1;
+        }
 
         if let Some(bk) = self.pools[idx].pop() {
             ex.reused_conn = true;
@@ -180,6 +177,7 @@ impl Core {
     /// Fails the current attempt of client `k`: closes its backend connection, then retries on
     /// another backend when that is safe and attempts remain, or ends the request.
     pub fn attempt_failed(&mut self, k: usize, failure: Failure) -> Next {
+        self.record_failure(k, failure);
         let retry = {
             let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else {
                 return Next::Close;
@@ -211,6 +209,26 @@ impl Core {
             Failure::Connect => self.answer(k, 503, "no backend available", false),
             Failure::Timeout => self.answer(k, 504, "backend timed out", false),
             Failure::Broken | Failure::Garbage => self.answer(k, 502, "backend failed", false),
+        }
+    }
+
+    /// Counts a failed attempt of client `k` against its backend, for metrics, the latency
+    /// estimate and passive ejection.
+    fn record_failure(&mut self, k: usize, failure: Failure) {
+        let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else {
+            return;
+        };
+        let Some(&id) = ex.tried().last() else { return };
+        let latency_us = self.now_us.saturating_sub(ex.attempt_started_us);
+        let Some(i) = self.table.position(id) else {
+            return;
+        };
+        let stats = &self.table.backends[i].stats;
+        self.metrics.backend(id, i).record_failure(failure);
+        stats.record_response(latency_us, false, self.now_ms);
+        let in_a_row = stats.note_failure();
+        if self.cfg.eject_after > 0 && in_a_row == self.cfg.eject_after {
+            self.control.send(crate::control::ControlMsg::Failing(id));
         }
     }
 

@@ -17,10 +17,12 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::backend::BackendTable;
+use crate::backend::{BackendId, BackendTable};
 use crate::buffer::{BufPool, DEFAULT_POOL_MAX_FREE};
 use crate::config::{Mode, ProxyConfig};
 use crate::conn::{BackendConn, BackendState, ClientConn, ClientState, Exchange, Ready};
+use crate::control::{ControlLink, ControlMsg};
+use crate::metrics::WorkerMetrics;
 use crate::strategy::{self, Strategy};
 use crate::timer::{Deadline, TimerEntry, TimerWheel, DEFAULT_SLOTS, DEFAULT_TICK_MS};
 
@@ -40,7 +42,12 @@ pub enum WorkerMsg {
     Table(Arc<BackendTable>),
     /// Stop accepting, finish what is in flight within `timeout`, then exit.
     Shutdown { timeout: Duration },
+    /// Close every connection to this backend (its drain time is over).
+    Sever(BackendId),
 }
+
+/// How often a worker hands its metrics to the control thread.
+const METRICS_FLUSH_MS: u64 = 1_000;
 
 /// What a connection handler wants next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +86,11 @@ pub struct Core {
     pub scratch: Vec<usize>,
     seed: u64,
     pub now_ms: u64,
+    /// The same instant as `now_ms`, in microseconds, for latencies.
+    pub now_us: u64,
+    pub control: ControlLink,
+    pub metrics: WorkerMetrics,
+    next_flush_ms: u64,
     accept_paused_until_ms: u64,
     accept_blocked: bool,
     max_clients: usize,
@@ -94,6 +106,7 @@ impl Worker {
         mut listener: TcpListener,
         rx: Receiver<WorkerMsg>,
         table: Arc<BackendTable>,
+        control: ControlLink,
     ) -> io::Result<Worker> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -116,6 +129,10 @@ impl Worker {
             scratch: Vec::new(),
             seed,
             now_ms: crate::clock::now_ms(),
+            now_us: crate::clock::now_us(),
+            control,
+            metrics: WorkerMetrics::new(index),
+            next_flush_ms: crate::clock::now_ms() + METRICS_FLUSH_MS,
             accept_paused_until_ms: 0,
             accept_blocked: false,
             max_clients,
@@ -160,11 +177,16 @@ impl Worker {
 
 impl Core {
     fn tick(&mut self) {
-        self.now_ms = crate::clock::now_ms();
+        (self.now_ms, self.now_us) = crate::clock::now();
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        let mut ms = self.timers.poll_timeout_ms(self.now_ms);
+        let flush = self.next_flush_ms.saturating_sub(self.now_ms);
+        let mut ms = Some(
+            self.timers
+                .poll_timeout_ms(self.now_ms)
+                .map_or(flush, |t| t.min(flush)),
+        );
         if self.accept_paused_until_ms != 0 {
             let wait = self.accept_paused_until_ms.saturating_sub(self.now_ms);
             ms = Some(ms.map_or(wait, |m| m.min(wait)));
@@ -181,6 +203,7 @@ impl Core {
             match msg {
                 WorkerMsg::Table(table) => self.install_table(table),
                 WorkerMsg::Shutdown { timeout } => self.begin_shutdown(timeout),
+                WorkerMsg::Sever(id) => self.sever(id),
             }
         }
     }
@@ -188,6 +211,8 @@ impl Core {
     /// Switches to a new table version: pools follow their backend by id; idle connections to
     /// backends that left or may no longer take traffic are closed.
     fn install_table(&mut self, table: Arc<BackendTable>) {
+        // Counts so far go out under the old layout; the new ones follow the new table's order.
+        self.flush_metrics(&table);
         let mut pools = vec![Vec::new(); table.backends.len()];
         let old_pools = std::mem::take(&mut self.pools);
         let mut to_close = Vec::new();
@@ -213,6 +238,33 @@ impl Core {
         self.strategy = strategy::build(table.strategy, &table.params, &table.backends, self.seed);
         debug!("worker installed backend table version {}", table.version);
         self.table = table;
+    }
+
+    /// Hands the metrics counted since the last flush to the control thread.
+    fn flush_metrics(&mut self, layout: &BackendTable) {
+        let order: Vec<BackendId> = layout.backends.iter().map(|b| b.id).collect();
+        let snap = self.metrics.take(self.clients.len() as u64, &order);
+        self.control.send(ControlMsg::Metrics(Box::new(snap)));
+        self.next_flush_ms = self.now_ms + METRICS_FLUSH_MS;
+    }
+
+    /// Closes every client bound to backend `id`, and idle connections to it.
+    fn sever(&mut self, id: BackendId) {
+        let bound: Vec<usize> = self
+            .backends
+            .iter()
+            .filter(|(_, b)| b.backend_id == id)
+            .map(|(bk, _)| bk)
+            .collect();
+        for bk in bound {
+            match self.backends[bk].state {
+                BackendState::Idle => self.close_backend(bk),
+                BackendState::Busy | BackendState::Connecting => {
+                    let k = self.backends[bk].client;
+                    self.close_client(k);
+                }
+            }
+        }
     }
 
     fn begin_shutdown(&mut self, timeout: Duration) {
@@ -271,6 +323,7 @@ impl Core {
     }
 
     fn add_client(&mut self, mut sock: TcpStream, peer_ip: std::net::IpAddr) {
+        self.metrics.current.accepted += 1;
         let _ = sock.set_nodelay(true);
         let entry = self.clients.vacant_entry();
         let k = entry.key();
@@ -377,6 +430,10 @@ impl Core {
             }
         }
         self.fired = fired;
+        if self.now_ms >= self.next_flush_ms {
+            let table = self.table.clone();
+            self.flush_metrics(&table);
+        }
         if self.accept_paused_until_ms != 0 && self.now_ms >= self.accept_paused_until_ms {
             self.accept_paused_until_ms = 0;
             self.accept_all();
@@ -429,6 +486,7 @@ impl Core {
         }
         self.unbind_backend(k, false);
         let c = self.clients.remove(k);
+        self.metrics.current.closed += 1;
         if let Some(ex) = c.ex {
             self.recycle_exchange(ex);
         }

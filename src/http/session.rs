@@ -113,7 +113,8 @@ impl Core {
                 buf,
                 limit.min(max_header_bytes + 1),
             ) {
-                Io::Done(_) => {
+                Io::Done(n) => {
+                    self.metrics.current.bytes_in += n as u64;
                     if was_empty {
                         c.deadline
                             .set(self.now_ms + self.cfg.head_timeout_ms, k, &mut self.timers);
@@ -199,7 +200,8 @@ impl Core {
                     ex.replayable = false;
                 }
                 match read_into(&mut c.sock, &mut c.ready, req, limit) {
-                    Io::Done(_) => {
+                    Io::Done(n) => {
+                        self.metrics.current.bytes_in += n as u64;
                         progress = true;
                         if let Err(e) = classify_request(ex.req_body_mut_parts()) {
                             return self.fail_client(k, 400, e);
@@ -250,6 +252,17 @@ impl Core {
                         ex.resp_len = h.out_len;
                         ex.resp_started = true;
                         progress = true;
+                        if !h.is_interim() {
+                            let latency_us = self.now_us.saturating_sub(ex.attempt_started_us);
+                            self.metrics
+                                .backend(b.backend_id, b.table_index)
+                                .record_response(h.status, latency_us);
+                            self.metrics.current.client_responses
+                                [usize::from(h.status / 100).min(5)] += 1;
+                            b.stats
+                                .record_response(latency_us, h.status < 500, self.now_ms);
+                            b.stats.note_success();
+                        }
                         if h.status == 101 {
                             // The rest of both buffers is the new protocol: tunnel it.
                             if let Some(req) = ex.req.as_mut() {
@@ -299,6 +312,7 @@ impl Core {
             if ex.resp_len > 0 {
                 match write_from(&mut c.sock, &mut c.ready, &resp.bytes()[..ex.resp_len]) {
                     Io::Done(n) => {
+                        self.metrics.current.bytes_out += n as u64;
                         resp.consume(n);
                         ex.resp_len -= n;
                         progress = true;
@@ -389,6 +403,7 @@ impl Core {
         let c = &mut self.clients[k];
         let ex = c.ex.get_or_insert_with(Default::default);
         let then_close = close || shutting_down || !ex.client_keep_alive || !ex.req_body.is_done();
+        self.metrics.current.client_responses[usize::from(status / 100).min(5)] += 1;
         let resp = ex.resp.get_or_insert_with(|| self.bufs.get());
         resp.clear();
         write_error_response(resp, status, why, then_close);
@@ -415,6 +430,7 @@ impl Core {
         while ex.resp_len > 0 {
             match write_from(&mut c.sock, &mut c.ready, &resp.bytes()[..ex.resp_len]) {
                 Io::Done(n) => {
+                    self.metrics.current.bytes_out += n as u64;
                     resp.consume(n);
                     ex.resp_len -= n;
                 }

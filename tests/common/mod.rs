@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::Duration;
 
-use sluice::backend::{Backend, BackendTable};
-use sluice::config::{Mode, ProxyConfig};
-use sluice::server::DataPlane;
+use sluice::backend::BackendSpec;
+use sluice::config::{Mode, ProxyConfig, Settings};
+use sluice::control::Running;
 use sluice::strategy::StrategyKind;
 
 /// Generous bound on any single blocking read in a test; hitting it means a hang, i.e. a bug.
@@ -25,29 +25,31 @@ pub fn init_logger() {
     });
 }
 
-/// A running sluice, shut down on drop.
+/// A running sluice (control thread, admin API and workers, all on port 0), stopped on drop.
 pub struct Sluice {
     pub addr: SocketAddr,
-    pub table: Arc<BackendTable>,
-    plane: Option<DataPlane>,
+    pub admin: SocketAddr,
+    running: Option<Running>,
 }
 
 impl Sluice {
     pub fn start(cfg: ProxyConfig, backends: &[SocketAddr], strategy: StrategyKind) -> Sluice {
-        init_logger();
-        cfg.validate().expect("valid test config");
-        let list = backends
+        let specs = backends
             .iter()
-            .enumerate()
-            .map(|(i, &addr)| Backend::new(i as u64 + 1, addr, 1))
+            .map(|&addr| BackendSpec { addr, weight: 1 })
             .collect();
-        let table = Arc::new(BackendTable::new(1, list, strategy));
-        let plane = DataPlane::start(cfg, "127.0.0.1:0".parse().unwrap(), table.clone())
-            .expect("start sluice");
+        Sluice::with_settings(Settings::local(cfg, specs, strategy))
+    }
+
+    pub fn with_settings(mut settings: Settings) -> Sluice {
+        init_logger();
+        settings.proxy.validate().expect("valid test config");
+        settings.proxy.shutdown_timeout_ms = settings.proxy.shutdown_timeout_ms.min(5_000);
+        let running = sluice::control::start(settings).expect("start sluice");
         Sluice {
-            addr: plane.local_addr(),
-            table,
-            plane: Some(plane),
+            addr: running.proxy_addr,
+            admin: running.admin_addr.expect("admin API on"),
+            running: Some(running),
         }
     }
 
@@ -59,23 +61,58 @@ impl Sluice {
         Sluice::start(test_config(Mode::Tcp), backends, StrategyKind::RoundRobin)
     }
 
-    pub fn publish(&self, table: Arc<BackendTable>) {
-        if let Some(p) = &self.plane {
-            p.publish(&table);
-        }
-    }
-
     pub fn connect(&self) -> TcpStream {
         connect(self.addr)
+    }
+
+    /// Calls the admin API; returns the status and the JSON body (Null when empty or not JSON).
+    pub fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        api_call(self.admin, method, path, body, None)
+    }
+
+    /// Stops gracefully and waits.
+    pub fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop();
+        }
     }
 }
 
 impl Drop for Sluice {
     fn drop(&mut self) {
-        if let Some(p) = self.plane.take() {
-            p.shutdown(Duration::ZERO);
+        if let Some(r) = self.running.take() {
+            r.stop();
         }
     }
+}
+
+/// One admin API call with an optional bearer token.
+pub fn api_call(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut s = connect(admin);
+    let body = body.unwrap_or("");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let ct = if body.is_empty() {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}{ct}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let resp = read_response(&mut BufReader::new(s), method == "HEAD").expect("admin response");
+    let json = serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null);
+    (resp.status, json)
 }
 
 /// Defaults with two workers, so tests exercise more than one event loop.

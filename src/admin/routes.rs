@@ -1,0 +1,183 @@
+//! The admin API's routes: one table that both the router and the OpenAPI check read, so a route
+//! cannot exist without being documented (the test `routes_match_the_openapi_document`).
+
+/// The OpenAPI 3 document for every route below, served at `GET /api/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+/// What a route does; the control thread implements each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    ListBackends,
+    AddBackend,
+    RemoveBackend,
+    SetWeight,
+    EnableBackend,
+    DisableBackend,
+    GetStrategy,
+    SetStrategy,
+    Status,
+    OpenApi,
+}
+
+impl Route {
+    /// Routes that change state need the admin token when one is set.
+    pub fn mutates(self) -> bool {
+        matches!(
+            self,
+            Route::AddBackend
+                | Route::RemoveBackend
+                | Route::SetWeight
+                | Route::EnableBackend
+                | Route::DisableBackend
+                | Route::SetStrategy
+        )
+    }
+}
+
+/// Every route: method, path template (`{address}` matches one segment), what it does.
+pub const ROUTES: &[(&str, &str, Route)] = &[
+    ("GET", "/api/openapi.json", Route::OpenApi),
+    ("GET", "/api/status", Route::Status),
+    ("GET", "/api/strategy", Route::GetStrategy),
+    ("PUT", "/api/strategy", Route::SetStrategy),
+    ("GET", "/api/backends", Route::ListBackends),
+    ("POST", "/api/backends", Route::AddBackend),
+    ("PUT", "/api/backends/{address}", Route::SetWeight),
+    ("DELETE", "/api/backends/{address}", Route::RemoveBackend),
+    (
+        "POST",
+        "/api/backends/{address}/enable",
+        Route::EnableBackend,
+    ),
+    (
+        "POST",
+        "/api/backends/{address}/disable",
+        Route::DisableBackend,
+    ),
+];
+
+/// The result of matching a request line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Match {
+    /// The route and its `{address}` parameter (percent-decoded), if the template has one.
+    Found(Route, Option<String>),
+    /// The path exists, with other methods (for 405 and its Allow field).
+    WrongMethod(Vec<&'static str>),
+    NotFound,
+}
+
+pub fn route(method: &str, target: &str) -> Match {
+    let path = target.split('?').next().unwrap_or("");
+    let mut allowed = Vec::new();
+    for &(m, template, r) in ROUTES {
+        if let Some(param) = match_template(template, path) {
+            if m == method || (method == "HEAD" && m == "GET") {
+                return Match::Found(r, param);
+            }
+            allowed.push(m);
+        }
+    }
+    if allowed.is_empty() {
+        Match::NotFound
+    } else {
+        Match::WrongMethod(allowed)
+    }
+}
+
+/// `Some(param)` when `path` fits `template`; the parameter is `None` for templates without one.
+fn match_template(template: &str, path: &str) -> Option<Option<String>> {
+    let mut t = template.split('/');
+    let mut p = path.split('/');
+    let mut param = None;
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return Some(param),
+            (Some("{address}"), Some(seg)) if !seg.is_empty() => param = Some(percent_decode(seg)?),
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Decodes `%XX` escapes (IPv6 addresses arrive as `%5B::1%5D:80`).
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_templates_and_decode_the_address() {
+        assert_eq!(
+            route("GET", "/api/backends"),
+            Match::Found(Route::ListBackends, None)
+        );
+        assert_eq!(
+            route("POST", "/api/backends/127.0.0.1:81/disable"),
+            Match::Found(Route::DisableBackend, Some("127.0.0.1:81".into()))
+        );
+        assert_eq!(
+            route("DELETE", "/api/backends/%5B::1%5D:80"),
+            Match::Found(Route::RemoveBackend, Some("[::1]:80".into()))
+        );
+        assert_eq!(
+            route("GET", "/api/status?x=1"),
+            Match::Found(Route::Status, None)
+        );
+    }
+
+    #[test]
+    fn wrong_method_lists_the_allowed_ones_and_unknown_paths_are_not_found() {
+        assert_eq!(
+            route("DELETE", "/api/backends"),
+            Match::WrongMethod(vec!["GET", "POST"])
+        );
+        assert_eq!(
+            route("GET", "/api/backends/a:1/enable"),
+            Match::WrongMethod(vec!["POST"])
+        );
+        assert_eq!(route("GET", "/api/nothing"), Match::NotFound);
+        assert_eq!(route("GET", "/api/backends//enable"), Match::NotFound);
+        assert_eq!(
+            route("PUT", "/api/backends/%zz:1"),
+            Match::NotFound,
+            "bad escape"
+        );
+    }
+
+    #[test]
+    fn routes_match_the_openapi_document() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let mut documented = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let mut routed: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p, _)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        routed.sort();
+        assert_eq!(documented, routed);
+    }
+}

@@ -1,0 +1,319 @@
+//! The admin API's handlers: each route of [`crate::admin::routes::ROUTES`] against the control
+//! state. Every mutation is checked, saved, applied and published before the answer goes out.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use super::state::{BackendEntry, ChangeError};
+use super::Control;
+use crate::admin::routes::{route, Match, Route, OPENAPI_JSON};
+use crate::admin::{token_matches, AdminRequest, AdminResponse};
+use crate::backend::{parse_addr, DEFAULT_WEIGHT, MAX_WEIGHT};
+use crate::strategy::StrategyKind;
+
+/// A backend as the API shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BackendView {
+    pub address: String,
+    pub weight: u32,
+    pub enabled: bool,
+    pub healthy: bool,
+    pub ejected: bool,
+    pub draining: bool,
+}
+
+impl BackendView {
+    fn of(b: &BackendEntry) -> BackendView {
+        BackendView {
+            address: b.addr.to_string(),
+            weight: b.weight,
+            enabled: b.enabled,
+            healthy: b.health.healthy,
+            ejected: b.is_ejected(),
+            draining: b.removing_deadline_ms.is_some(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StrategyView {
+    pub configured: String,
+    pub active: String,
+    pub reason: Option<String>,
+    pub switches: u64,
+    pub available: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BackendStatusView {
+    #[serde(flatten)]
+    pub backend: BackendView,
+    pub in_flight: u64,
+    pub active_connections: u64,
+    pub requests_per_s: f64,
+    pub error_rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StatusView {
+    pub version: u64,
+    pub mode: String,
+    pub strategy: StrategyView,
+    pub requests_per_s: f64,
+    pub active_connections: u64,
+    pub backends: Vec<BackendStatusView>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBackend {
+    address: String,
+    weight: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightChange {
+    weight: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategyChange {
+    strategy: String,
+}
+
+fn change_error(e: ChangeError) -> AdminResponse {
+    let status = match e {
+        ChangeError::NotFound(_) => 404,
+        ChangeError::Duplicate(_) => 409,
+        ChangeError::Invalid(_) => 400,
+        ChangeError::Storage(_) => 500,
+    };
+    AdminResponse::error(status, &e.to_string())
+}
+
+/// Parses a JSON body, refusing other media types (415) and bad JSON (400).
+fn json_body<T: for<'de> Deserialize<'de>>(req: &AdminRequest) -> Result<T, AdminResponse> {
+    if let Some(ct) = req.header("content-type") {
+        let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
+        if !ct.trim_start().starts_with("application/json") {
+            return Err(AdminResponse::error(
+                415,
+                "send the body as application/json",
+            ));
+        }
+    }
+    if req.body.is_empty() {
+        return Err(AdminResponse::error(400, "a JSON body is required"));
+    }
+    serde_json::from_slice(&req.body)
+        .map_err(|e| AdminResponse::error(400, &format!("malformed JSON: {e}")))
+}
+
+fn address_param(param: Option<String>) -> Result<SocketAddr, AdminResponse> {
+    let text = param.unwrap_or_default();
+    parse_addr(&text).map_err(|e| AdminResponse::error(400, &e))
+}
+
+fn strategy_names() -> Vec<String> {
+    <StrategyKind as clap::ValueEnum>::value_variants()
+        .iter()
+        .map(|k| k.name().to_string())
+        .collect()
+}
+
+impl Control {
+    /// Answers one admin request.
+    pub fn api(&mut self, req: &AdminRequest) -> AdminResponse {
+        let (route, param) = match route(&req.method, &req.target) {
+            Match::Found(r, p) => (r, p),
+            Match::NotFound => {
+                return AdminResponse::error(404, &format!("no route {}", req.target))
+            }
+            Match::WrongMethod(allowed) => {
+                let mut resp = AdminResponse::error(
+                    405,
+                    &format!(
+                        "{} is not allowed here; use {}",
+                        req.method,
+                        allowed.join(", ")
+                    ),
+                );
+                resp.headers.push(("Allow", allowed.join(", ")));
+                return resp;
+            }
+        };
+        if route.mutates() {
+            if let Some(token) = &self.cfg.admin_token {
+                if !token_matches(req.header("authorization"), token) {
+                    let mut resp = AdminResponse::error(
+                        401,
+                        "this route needs Authorization: Bearer <admin token>",
+                    );
+                    resp.headers.push(("WWW-Authenticate", "Bearer".into()));
+                    return resp;
+                }
+            }
+        }
+        let result = match route {
+            Route::ListBackends => Ok(self.list_backends()),
+            Route::AddBackend => self.add_backend(req),
+            Route::RemoveBackend => self.remove_backend(param),
+            Route::SetWeight => self.set_weight(req, param),
+            Route::EnableBackend => self.set_enabled(param, true),
+            Route::DisableBackend => self.set_enabled(param, false),
+            Route::GetStrategy => Ok(AdminResponse::json(200, &self.strategy_view())),
+            Route::SetStrategy => self.set_strategy(req),
+            Route::Status => Ok(AdminResponse::json(200, &self.status_view())),
+            Route::OpenApi => Ok(AdminResponse::with_body(
+                200,
+                "application/json",
+                OPENAPI_JSON.as_bytes().to_vec(),
+            )),
+        };
+        result.unwrap_or_else(|resp| resp)
+    }
+
+    fn list_backends(&self) -> AdminResponse {
+        let list: Vec<BackendView> = self.state.backends.iter().map(BackendView::of).collect();
+        AdminResponse::json(200, &list)
+    }
+
+    fn view_of(&self, addr: SocketAddr) -> AdminResponse {
+        match self.state.find(addr) {
+            Some(i) => AdminResponse::json(200, &BackendView::of(&self.state.backends[i])),
+            None => AdminResponse::error(404, &format!("no backend {addr}")),
+        }
+    }
+
+    fn add_backend(&mut self, req: &AdminRequest) -> Result<AdminResponse, AdminResponse> {
+        let body: NewBackend = json_body(req)?;
+        let addr = parse_addr(&body.address).map_err(|e| AdminResponse::error(400, &e))?;
+        let weight = body.weight.unwrap_or(DEFAULT_WEIGHT);
+        if weight > MAX_WEIGHT {
+            return Err(AdminResponse::error(
+                400,
+                &format!("weight must be between 0 and {MAX_WEIGHT}"),
+            ));
+        }
+        self.state
+            .add(addr, weight, self.now_ms)
+            .map_err(change_error)?;
+        log::info!("backend {addr} added (weight {weight})");
+        self.publish();
+        let mut resp = self.view_of(addr);
+        resp.status = 201;
+        Ok(resp)
+    }
+
+    fn remove_backend(&mut self, param: Option<String>) -> Result<AdminResponse, AdminResponse> {
+        let addr = address_param(param)?;
+        self.state
+            .remove(addr, self.now_ms + self.cfg.drain_timeout_ms)
+            .map_err(change_error)?;
+        log::info!("backend {addr} removed; draining");
+        self.publish();
+        Ok(AdminResponse::json(
+            200,
+            &serde_json::json!({ "address": addr.to_string(), "draining": true }),
+        ))
+    }
+
+    fn set_weight(
+        &mut self,
+        req: &AdminRequest,
+        param: Option<String>,
+    ) -> Result<AdminResponse, AdminResponse> {
+        let addr = address_param(param)?;
+        if self.state.find(addr).is_none() {
+            return Err(AdminResponse::error(404, &format!("no backend {addr}")));
+        }
+        let body: WeightChange = json_body(req)?;
+        self.state
+            .set_weight(addr, body.weight)
+            .map_err(change_error)?;
+        log::info!("backend {addr} weight set to {}", body.weight);
+        self.publish();
+        Ok(self.view_of(addr))
+    }
+
+    fn set_enabled(
+        &mut self,
+        param: Option<String>,
+        enabled: bool,
+    ) -> Result<AdminResponse, AdminResponse> {
+        let addr = address_param(param)?;
+        let drain_deadline = self.now_ms + self.cfg.drain_timeout_ms;
+        if self
+            .state
+            .set_enabled(addr, enabled, self.now_ms, drain_deadline)
+            .map_err(change_error)?
+        {
+            log::info!(
+                "backend {addr} {}",
+                if enabled {
+                    "enabled"
+                } else {
+                    "disabled; draining"
+                }
+            );
+            self.publish();
+        }
+        Ok(self.view_of(addr))
+    }
+
+    fn set_strategy(&mut self, req: &AdminRequest) -> Result<AdminResponse, AdminResponse> {
+        let body: StrategyChange = json_body(req)?;
+        let kind: StrategyKind = body
+            .strategy
+            .parse()
+            .map_err(|e: String| AdminResponse::error(400, &e))?;
+        self.state.set_strategy(kind).map_err(change_error)?;
+        log::info!("strategy set to {kind}");
+        self.publish();
+        Ok(AdminResponse::json(200, &self.strategy_view()))
+    }
+
+    pub fn strategy_view(&self) -> StrategyView {
+        StrategyView {
+            configured: self.state.strategy.name().to_string(),
+            active: self.state.active_strategy.name().to_string(),
+            reason: None,
+            switches: self.counters.strategy_switches,
+            available: strategy_names(),
+        }
+    }
+
+    pub fn status_view(&self) -> StatusView {
+        let backends = self
+            .state
+            .backends
+            .iter()
+            .map(|b| {
+                let agg = self.hub.backends.get(&b.id);
+                let q = agg.and_then(|a| a.latency_quantiles_us(&[0.5, 0.99]));
+                BackendStatusView {
+                    backend: BackendView::of(b),
+                    in_flight: b.stats.in_flight(),
+                    active_connections: b.stats.conns(),
+                    requests_per_s: agg.map_or(0.0, |a| a.requests_per_s()),
+                    error_rate: agg.map_or(0.0, |a| a.error_rate()),
+                    p50_ms: q.as_ref().map(|q| q[0] as f64 / 1000.0),
+                    p99_ms: q.as_ref().map(|q| q[1] as f64 / 1000.0),
+                }
+            })
+            .collect();
+        StatusView {
+            version: self.state.version(),
+            mode: format!("{:?}", self.settings.proxy.mode).to_lowercase(),
+            strategy: self.strategy_view(),
+            requests_per_s: self.hub.last_second_responses as f64,
+            active_connections: self.hub.active_clients(),
+            backends,
+        }
+    }
+}

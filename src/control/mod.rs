@@ -1,0 +1,379 @@
+//! The control thread: owns the authoritative state, serves the admin API, runs active health checks
+//! and passive outlier ejection, merges metrics, and publishes a new backend table to the workers for
+//! every change. It has its own mio loop, so nothing it does (an fsync of the state file, a slow
+//! admin client) ever stalls a worker.
+//!
+//! Workers talk to it over one channel ([`ControlLink`]): a metrics snapshot each second, and a
+//! message when a backend's consecutive failures reach `--eject-after`. It talks to workers only by
+//! publishing tables and sending drain orders; it never waits for them, so the two sides cannot
+//! deadlock.
+
+pub mod api;
+pub mod health;
+pub mod state;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use log::{info, warn};
+use mio::{Events, Poll, Token, Waker};
+
+use crate::admin::AdminServer;
+use crate::backend::BackendId;
+use crate::clock;
+use crate::config::Settings;
+use crate::metrics::{MetricsHub, WorkerSnapshot};
+use crate::server::DataPlane;
+use health::{HealthChecker, HealthConfig, ProbeResult};
+use state::{ControlState, StateFile};
+
+const ADMIN_LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const ADMIN_TOKEN_BASE: usize = 1 << 20;
+const HEALTH_TOKEN_BASE: usize = 1 << 40;
+/// The control loop wakes at least this often for its timers.
+const TICK_MS: u64 = 100;
+
+/// Settings of the control side.
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    /// Admin API address; `None` turns the API off.
+    pub admin: Option<SocketAddr>,
+    pub admin_token: Option<String>,
+    pub state_file: Option<PathBuf>,
+    pub health: HealthConfig,
+    /// Consecutive failures that eject a backend; 0 turns passive ejection off.
+    pub eject_after: u32,
+    pub eject_base_ms: u64,
+    pub eject_max_ms: u64,
+    pub max_ejection_percent: u32,
+    /// How long disabled or removed backends may keep connections open.
+    pub drain_timeout_ms: u64,
+}
+
+/// Messages to the control thread.
+pub enum ControlMsg {
+    Metrics(Box<WorkerSnapshot>),
+    /// A backend's consecutive failures reached `--eject-after`.
+    Failing(BackendId),
+    Stop,
+}
+
+/// How workers (and the main thread) reach the control thread.
+#[derive(Clone)]
+pub struct ControlLink {
+    tx: Sender<ControlMsg>,
+    waker: Arc<Waker>,
+}
+
+impl ControlLink {
+    pub fn send(&self, msg: ControlMsg) {
+        if self.tx.send(msg).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// A running sluice: data plane plus control thread.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    link: ControlLink,
+    thread: JoinHandle<()>,
+}
+
+impl Running {
+    /// Graceful stop: no new connections, requests in flight finish within the shutdown timeout.
+    pub fn stop(self) {
+        self.link.send(ControlMsg::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the control thread and the workers. Errors are messages for the user.
+pub fn start(settings: Settings) -> Result<Running, String> {
+    let now_ms = clock::now_ms();
+    let poll = Poll::new().map_err(|e| format!("cannot create event loop: {e}"))?;
+    let waker = Arc::new(
+        Waker::new(poll.registry(), WAKER).map_err(|e| format!("cannot create waker: {e}"))?,
+    );
+    let (tx, rx) = unbounded();
+    let link = ControlLink { tx, waker };
+    let ctl = settings.control.clone();
+
+    let mut state = ControlState::open(
+        ctl.state_file.clone().map(StateFile::new),
+        &settings.backends,
+        settings.strategy,
+        settings.params,
+        now_ms,
+    )?;
+    let mut admin = match ctl.admin {
+        Some(addr) => {
+            let mut server = AdminServer::bind(addr, ADMIN_TOKEN_BASE)
+                .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
+            server
+                .register(poll.registry(), ADMIN_LISTENER)
+                .map_err(|e| e.to_string())?;
+            Some(server)
+        }
+        None => None,
+    };
+    let admin_addr = admin.as_mut().and_then(|a| a.local_addr().ok());
+    let table = state.table();
+    let plane = DataPlane::start(settings.proxy.clone(), settings.listen, table, link.clone())
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let proxy_addr = plane.local_addr();
+    let control = Control {
+        poll,
+        admin,
+        health: HealthChecker::new(ctl.health.clone(), HEALTH_TOKEN_BASE),
+        state,
+        plane: Some(plane),
+        rx,
+        hub: MetricsHub::default(),
+        cfg: ctl,
+        settings,
+        now_ms,
+        next_second_ms: now_ms + 1_000,
+        counters: ControlCounters::default(),
+        stop: false,
+    };
+    let thread = std::thread::Builder::new()
+        .name("sluice-control".into())
+        .spawn(move || control.run())
+        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        link,
+        thread,
+    })
+}
+
+/// Events the control thread counts for metrics.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    pub health_flips: u64,
+    pub ejections: u64,
+    pub strategy_switches: u64,
+}
+
+pub struct Control {
+    poll: Poll,
+    admin: Option<AdminServer>,
+    health: HealthChecker,
+    pub state: ControlState,
+    plane: Option<DataPlane>,
+    rx: Receiver<ControlMsg>,
+    pub hub: MetricsHub,
+    pub cfg: ControlConfig,
+    pub settings: Settings,
+    pub now_ms: u64,
+    next_second_ms: u64,
+    pub counters: ControlCounters,
+    stop: bool,
+}
+
+impl Control {
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut results = Vec::new();
+        while !self.stop {
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(TICK_MS)))
+            {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                warn!("control loop poll failed: {e}");
+                break;
+            }
+            self.now_ms = clock::now_ms();
+            for event in events.iter() {
+                match event.token() {
+                    ADMIN_LISTENER => {
+                        if let Some(admin) = self.admin.as_mut() {
+                            admin.accept(self.poll.registry(), self.now_ms);
+                        }
+                    }
+                    WAKER => self.drain_messages(),
+                    t if self.health.owns(t) => self.health.on_ready(t, &mut results),
+                    t => self.admin_ready(t),
+                }
+            }
+            self.housekeeping(&mut results);
+        }
+        if let Some(plane) = self.plane.take() {
+            plane.shutdown(Duration::from_millis(
+                self.settings.proxy.shutdown_timeout_ms,
+            ));
+        }
+    }
+
+    fn admin_ready(&mut self, token: Token) {
+        let Some(mut admin) = self.admin.take() else {
+            return;
+        };
+        if admin.owns(token) {
+            let now_ms = self.now_ms;
+            admin.on_ready(token, now_ms, &mut |req| self.api(req));
+        }
+        self.admin = Some(admin);
+    }
+
+    fn drain_messages(&mut self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                ControlMsg::Metrics(snap) => self.hub.merge(&snap),
+                ControlMsg::Failing(id) => self.eject(id),
+                ControlMsg::Stop => {
+                    info!(
+                        "stopping: no new connections, waiting up to {} ms for requests in flight",
+                        self.settings.proxy.shutdown_timeout_ms
+                    );
+                    self.stop = true;
+                }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self, results: &mut Vec<ProbeResult>) {
+        let now = self.now_ms;
+        let targets: Vec<(BackendId, SocketAddr)> = self
+            .state
+            .backends
+            .iter()
+            .filter(|b| b.removing_deadline_ms.is_none())
+            .map(|b| (b.id, b.addr))
+            .collect();
+        self.health
+            .maybe_start_round(now, self.poll.registry(), &targets, results);
+        self.health.expire(now, results);
+        let mut changed = false;
+        for r in results.drain(..) {
+            changed |= self.apply_probe(r);
+        }
+        changed |= self.end_ejections();
+        let (sever_removed, removed) = self.state.reap_removed(now);
+        changed |= removed;
+        let sever_disabled = self.state.expired_drains(now);
+        if changed {
+            self.publish();
+        }
+        if let Some(plane) = &self.plane {
+            for id in sever_removed.into_iter().chain(sever_disabled) {
+                info!("drain timeout: closing connections still open to backend {id}");
+                plane.sever(id);
+            }
+        }
+        if now >= self.next_second_ms {
+            self.next_second_ms = now + 1_000;
+            self.hub.rotate();
+            let live: Vec<BackendId> = self.state.backends.iter().map(|b| b.id).collect();
+            self.hub.retain_backends(|id| live.contains(&id));
+            if let Some(admin) = self.admin.as_mut() {
+                admin.sweep_idle(now);
+            }
+        }
+    }
+
+    /// Applies one health probe result; true when routing changed.
+    fn apply_probe(&mut self, r: ProbeResult) -> bool {
+        let (rise, fall) = (self.cfg.health.rise, self.cfg.health.fall);
+        let now = self.now_ms;
+        let Some(b) = self.state.backends.iter_mut().find(|b| b.id == r.backend) else {
+            return false;
+        };
+        let mut changed = false;
+        if r.passed && b.is_ejected() {
+            info!(
+                "backend {} passed an active check: ejection ends early",
+                b.addr
+            );
+            b.ejected_until_ms = 0;
+            b.last_ejection_end_ms = now;
+            b.since_ms = now;
+            changed = true;
+        }
+        if b.health.observe(r.passed, rise, fall) {
+            self.counters.health_flips += 1;
+            if b.health.healthy {
+                info!("backend {} is up ({rise} checks passed)", b.addr);
+                b.since_ms = now;
+            } else {
+                warn!("backend {} is down ({fall} checks failed)", b.addr);
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// Passive outlier ejection: `--eject-after` consecutive failures take a backend out for
+    /// base × times ejected (capped), never more than `--max-ejection-percent` of backends at once
+    /// (but always at least one may go), as Envoy's outlier detection does.
+    fn eject(&mut self, id: BackendId) {
+        let now = self.now_ms;
+        let total = self.state.backends.len();
+        let ejected = self
+            .state
+            .backends
+            .iter()
+            .filter(|b| b.is_ejected())
+            .count();
+        let cap = (total * self.cfg.max_ejection_percent as usize / 100).max(1);
+        let (base, max) = (self.cfg.eject_base_ms, self.cfg.eject_max_ms);
+        let Some(b) = self.state.backends.iter_mut().find(|b| b.id == id) else {
+            return;
+        };
+        b.stats.reset_failures();
+        if b.is_ejected() {
+            return;
+        }
+        if ejected >= cap {
+            warn!("backend {} keeps failing but {ejected} of {total} backends are already ejected (cap {cap})", b.addr);
+            return;
+        }
+        if b.last_ejection_end_ms != 0 && now.saturating_sub(b.last_ejection_end_ms) > max {
+            b.ejections = 0;
+        }
+        b.ejections += 1;
+        let duration = (base * u64::from(b.ejections)).min(max);
+        b.ejected_until_ms = now + duration;
+        self.counters.ejections += 1;
+        warn!(
+            "backend {} ejected for {duration} ms after {} consecutive failures",
+            b.addr, self.cfg.eject_after
+        );
+        self.publish();
+    }
+
+    fn end_ejections(&mut self) -> bool {
+        let now = self.now_ms;
+        let mut changed = false;
+        for b in &mut self.state.backends {
+            if b.is_ejected() && now >= b.ejected_until_ms {
+                info!("backend {} returns after ejection", b.addr);
+                b.ejected_until_ms = 0;
+                b.last_ejection_end_ms = now;
+                b.since_ms = now;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Sends the current state to every worker as a new table version.
+    pub fn publish(&mut self) {
+        let table = self.state.table();
+        if let Some(plane) = &self.plane {
+            plane.publish(&table);
+        }
+    }
+}

@@ -1,0 +1,660 @@
+//! The authoritative configuration (backends, weights, enabled flags, strategy) and its state file.
+//!
+//! Only the control thread touches [`ControlState`]. A mutation is first checked, then written to the
+//! state file, and only then applied; so a change the API confirmed survives a crash, and a change
+//! that could not be written is not in force either. The file is replaced atomically: write a
+//! temporary file, fsync it, rename it over the old one, fsync the directory (the sequence SQLite and
+//! etcd use; without the directory fsync the rename itself may be lost on power failure).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::health::Hysteresis;
+use crate::backend::{Backend, BackendId, BackendSpec, BackendStats, BackendTable, MAX_WEIGHT};
+use crate::strategy::{StrategyKind, StrategyParams};
+
+/// Version of the state file format.
+const STATE_FORMAT: u32 = 1;
+
+/// One backend as an operator configured it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedBackend {
+    pub address: SocketAddr,
+    pub weight: u32,
+    pub enabled: bool,
+}
+
+/// The durable part of the configuration: what the state file holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedState {
+    pub format: u32,
+    pub strategy: StrategyKind,
+    pub backends: Vec<SavedBackend>,
+}
+
+/// Why a mutation was refused; each maps to an HTTP status in the admin API.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChangeError {
+    NotFound(String),
+    Duplicate(String),
+    Invalid(String),
+    /// The state file could not be written; nothing changed.
+    Storage(String),
+}
+
+impl std::fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChangeError::NotFound(m) | ChangeError::Duplicate(m) | ChangeError::Invalid(m) => {
+                f.write_str(m)
+            }
+            ChangeError::Storage(m) => {
+                write!(f, "could not save the state file, nothing changed: {m}")
+            }
+        }
+    }
+}
+
+/// A backend and everything the control thread knows about it.
+#[derive(Debug)]
+pub struct BackendEntry {
+    pub id: BackendId,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub enabled: bool,
+    /// Active health checks' verdict and counters.
+    pub health: Hysteresis,
+    /// Passive outlier ejection: not routed to until this time (ms of [`crate::clock`]); 0 = not ejected.
+    pub ejected_until_ms: u64,
+    /// Times ejected recently; the ejection time grows with it.
+    pub ejections: u32,
+    /// When the last ejection ended; a long quiet spell resets `ejections`.
+    pub last_ejection_end_ms: u64,
+    /// Removed by the operator and draining: gone from the table once idle or at this deadline.
+    pub removing_deadline_ms: Option<u64>,
+    /// Disabled and draining: connections still open at this deadline are closed.
+    pub drain_deadline_ms: Option<u64>,
+    /// When it last became eligible, for slow start.
+    pub since_ms: u64,
+    pub stats: Arc<BackendStats>,
+}
+
+impl BackendEntry {
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until_ms != 0
+    }
+
+    fn routable(&self) -> bool {
+        self.enabled
+            && self.health.healthy
+            && !self.is_ejected()
+            && self.removing_deadline_ms.is_none()
+    }
+
+    fn saved(&self) -> SavedBackend {
+        SavedBackend {
+            address: self.addr,
+            weight: self.weight,
+            enabled: self.enabled,
+        }
+    }
+}
+
+/// The state file, if one is configured.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(path: impl Into<PathBuf>) -> StateFile {
+        StateFile { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the saved state; `Ok(None)` when there is no file yet. A file that exists but cannot
+    /// be read or parsed is an error naming the file, and the file is left as it is.
+    pub fn load(&self) -> Result<Option<SavedState>, String> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(format!(
+                    "cannot read state file {}: {e}",
+                    self.path.display()
+                ))
+            }
+        };
+        let state: SavedState = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "state file {} is corrupt: {e} (fix or remove it; it was left untouched)",
+                self.path.display()
+            )
+        })?;
+        if state.format != STATE_FORMAT {
+            return Err(format!(
+                "state file {} has format {}, this sluice reads format {STATE_FORMAT}",
+                self.path.display(),
+                state.format
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for b in &state.backends {
+            if b.weight > MAX_WEIGHT {
+                return Err(format!(
+                    "state file {}: weight {} of {} is above {MAX_WEIGHT}",
+                    self.path.display(),
+                    b.weight,
+                    b.address
+                ));
+            }
+            if !seen.insert(b.address) {
+                return Err(format!(
+                    "state file {}: backend {} appears twice",
+                    self.path.display(),
+                    b.address
+                ));
+            }
+        }
+        Ok(Some(state))
+    }
+
+    /// Replaces the file atomically and durably.
+    pub fn save(&self, state: &SavedState) -> io::Result<()> {
+        let text = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = self
+            .path
+            .file_name()
+            .ok_or_else(|| io::Error::other("state file path has no file name"))?;
+        let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+        let result = (|| {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            File::open(&dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// The authoritative configuration and what the control thread knows of each backend.
+pub struct ControlState {
+    version: u64,
+    next_id: BackendId,
+    pub backends: Vec<BackendEntry>,
+    /// The strategy the operator chose (may be `adaptive`).
+    pub strategy: StrategyKind,
+    /// The strategy workers run now (differs from `strategy` only under `adaptive`).
+    pub active_strategy: StrategyKind,
+    pub params: StrategyParams,
+    file: Option<StateFile>,
+}
+
+impl ControlState {
+    /// Builds the state from the state file when it exists, else from the flags (and saves it).
+    pub fn open(
+        file: Option<StateFile>,
+        seed_backends: &[BackendSpec],
+        seed_strategy: StrategyKind,
+        params: StrategyParams,
+        now_ms: u64,
+    ) -> Result<ControlState, String> {
+        let saved = match &file {
+            Some(f) => f.load()?,
+            None => None,
+        };
+        let fresh = saved.is_none();
+        let saved = saved.unwrap_or_else(|| SavedState {
+            format: STATE_FORMAT,
+            strategy: seed_strategy,
+            backends: seed_backends
+                .iter()
+                .map(|s| SavedBackend {
+                    address: s.addr,
+                    weight: s.weight,
+                    enabled: true,
+                })
+                .collect(),
+        });
+        let mut state = ControlState {
+            version: 0,
+            next_id: 1,
+            backends: Vec::new(),
+            strategy: saved.strategy,
+            active_strategy: saved.strategy,
+            params,
+            file,
+        };
+        for b in &saved.backends {
+            if state.find(b.address).is_some() {
+                return Err(format!("backend {} given twice", b.address));
+            }
+            let id = state.push(b.address, b.weight, now_ms);
+            if let Some(e) = state.backends.iter_mut().find(|e| e.id == id) {
+                e.enabled = b.enabled;
+            }
+        }
+        if fresh {
+            if let Some(f) = &state.file {
+                f.save(&state.saved())
+                    .map_err(|e| format!("cannot write state file {}: {e}", f.path().display()))?;
+            }
+        }
+        Ok(state)
+    }
+
+    fn push(&mut self, addr: SocketAddr, weight: u32, now_ms: u64) -> BackendId {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.backends.push(BackendEntry {
+            id,
+            addr,
+            weight,
+            enabled: true,
+            health: Hysteresis::default(),
+            ejected_until_ms: 0,
+            ejections: 0,
+            last_ejection_end_ms: 0,
+            removing_deadline_ms: None,
+            drain_deadline_ms: None,
+            since_ms: now_ms,
+            stats: Arc::new(BackendStats::default()),
+        });
+        id
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Position of the backend at `addr`, not counting one being removed.
+    pub fn find(&self, addr: SocketAddr) -> Option<usize> {
+        self.backends
+            .iter()
+            .position(|b| b.addr == addr && b.removing_deadline_ms.is_none())
+    }
+
+    fn find_mut(&mut self, addr: SocketAddr) -> Result<&mut BackendEntry, ChangeError> {
+        match self.find(addr) {
+            Some(i) => Ok(&mut self.backends[i]),
+            None => Err(ChangeError::NotFound(format!("no backend {addr}"))),
+        }
+    }
+
+    /// The durable view: what an operator configured, without backends being removed.
+    pub fn saved(&self) -> SavedState {
+        SavedState {
+            format: STATE_FORMAT,
+            strategy: self.strategy,
+            backends: self
+                .backends
+                .iter()
+                .filter(|b| b.removing_deadline_ms.is_none())
+                .map(BackendEntry::saved)
+                .collect(),
+        }
+    }
+
+    /// Saves `next` (the state after a change) before the change is applied.
+    fn persist(&self, next: &SavedState) -> Result<(), ChangeError> {
+        match &self.file {
+            Some(f) => f
+                .save(next)
+                .map_err(|e| ChangeError::Storage(format!("{}: {e}", f.path().display()))),
+            None => Ok(()),
+        }
+    }
+
+    pub fn add(
+        &mut self,
+        addr: SocketAddr,
+        weight: u32,
+        now_ms: u64,
+    ) -> Result<BackendId, ChangeError> {
+        if self.find(addr).is_some() {
+            return Err(ChangeError::Duplicate(format!(
+                "backend {addr} already exists"
+            )));
+        }
+        if weight > MAX_WEIGHT {
+            return Err(ChangeError::Invalid(format!(
+                "weight must be between 0 and {MAX_WEIGHT}"
+            )));
+        }
+        let mut next = self.saved();
+        next.backends.push(SavedBackend {
+            address: addr,
+            weight,
+            enabled: true,
+        });
+        self.persist(&next)?;
+        Ok(self.push(addr, weight, now_ms))
+    }
+
+    /// Starts removing a backend: it takes no new work and leaves the table once drained, or at
+    /// `drain_deadline_ms` with its remaining connections closed.
+    pub fn remove(&mut self, addr: SocketAddr, drain_deadline_ms: u64) -> Result<(), ChangeError> {
+        let i = self
+            .find(addr)
+            .ok_or_else(|| ChangeError::NotFound(format!("no backend {addr}")))?;
+        let mut next = self.saved();
+        next.backends.retain(|b| b.address != addr);
+        self.persist(&next)?;
+        self.backends[i].removing_deadline_ms = Some(drain_deadline_ms);
+        Ok(())
+    }
+
+    pub fn set_enabled(
+        &mut self,
+        addr: SocketAddr,
+        enabled: bool,
+        now_ms: u64,
+        drain_deadline_ms: u64,
+    ) -> Result<bool, ChangeError> {
+        let current = self.find_mut(addr)?.enabled;
+        if current == enabled {
+            return Ok(false);
+        }
+        let mut next = self.saved();
+        if let Some(b) = next.backends.iter_mut().find(|b| b.address == addr) {
+            b.enabled = enabled;
+        }
+        self.persist(&next)?;
+        let e = self.find_mut(addr)?;
+        e.enabled = enabled;
+        if enabled {
+            e.since_ms = now_ms;
+            e.drain_deadline_ms = None;
+        } else {
+            e.drain_deadline_ms = Some(drain_deadline_ms);
+        }
+        Ok(true)
+    }
+
+    pub fn set_weight(&mut self, addr: SocketAddr, weight: u32) -> Result<(), ChangeError> {
+        if weight > MAX_WEIGHT {
+            return Err(ChangeError::Invalid(format!(
+                "weight must be between 0 and {MAX_WEIGHT}"
+            )));
+        }
+        self.find_mut(addr)?;
+        let mut next = self.saved();
+        if let Some(b) = next.backends.iter_mut().find(|b| b.address == addr) {
+            b.weight = weight;
+        }
+        self.persist(&next)?;
+        self.find_mut(addr)?.weight = weight;
+        Ok(())
+    }
+
+    pub fn set_strategy(&mut self, strategy: StrategyKind) -> Result<(), ChangeError> {
+        let mut next = self.saved();
+        next.strategy = strategy;
+        self.persist(&next)?;
+        self.strategy = strategy;
+        self.active_strategy = strategy;
+        Ok(())
+    }
+
+    /// Drops removed backends that are drained or past their deadline. Returns the ids whose
+    /// connections must be closed (deadline passed with work still in flight), and whether the
+    /// backend list changed.
+    pub fn reap_removed(&mut self, now_ms: u64) -> (Vec<BackendId>, bool) {
+        let mut sever = Vec::new();
+        let before = self.backends.len();
+        self.backends.retain(|b| match b.removing_deadline_ms {
+            None => true,
+            Some(deadline) => {
+                let busy = b.stats.in_flight() > 0;
+                if busy && now_ms >= deadline {
+                    sever.push(b.id);
+                }
+                busy && now_ms < deadline
+            }
+        });
+        (sever, self.backends.len() != before)
+    }
+
+    /// Disabled backends whose drain deadline passed with connections still open.
+    pub fn expired_drains(&mut self, now_ms: u64) -> Vec<BackendId> {
+        let mut sever = Vec::new();
+        for b in &mut self.backends {
+            if let Some(deadline) = b.drain_deadline_ms {
+                if now_ms >= deadline {
+                    b.drain_deadline_ms = None;
+                    if b.stats.in_flight() > 0 {
+                        sever.push(b.id);
+                    }
+                }
+            }
+        }
+        sever
+    }
+
+    /// A new table version for the workers.
+    pub fn table(&mut self) -> Arc<BackendTable> {
+        self.version += 1;
+        let backends = self
+            .backends
+            .iter()
+            .map(|e| Backend {
+                id: e.id,
+                addr: e.addr,
+                weight: e.weight,
+                enabled: e.enabled && e.removing_deadline_ms.is_none(),
+                healthy: e.health.healthy && !e.is_ejected(),
+                since_ms: e.since_ms,
+                stats: e.stats.clone(),
+            })
+            .collect();
+        let mut table = BackendTable::new(self.version, backends, self.active_strategy);
+        table.params = self.params;
+        Arc::new(table)
+    }
+
+    /// Backends that would take traffic now.
+    pub fn routable_count(&self) -> usize {
+        self.backends.iter().filter(|b| b.routable()).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sluice-state-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn seed() -> Vec<BackendSpec> {
+        vec![
+            BackendSpec {
+                addr: addr(1),
+                weight: 1,
+            },
+            BackendSpec {
+                addr: addr(2),
+                weight: 3,
+            },
+        ]
+    }
+
+    #[test]
+    fn flags_seed_a_fresh_state_and_the_file_wins_afterwards() {
+        let dir = temp_dir("seed");
+        let file = StateFile::new(dir.join("state.json"));
+        let mut s = ControlState::open(
+            Some(file.clone()),
+            &seed(),
+            StrategyKind::RoundRobin,
+            StrategyParams::default(),
+            1,
+        )
+        .unwrap();
+        s.add(addr(3), 2, 1).unwrap();
+        s.set_strategy(StrategyKind::LeastConnections).unwrap();
+        s.set_enabled(addr(1), false, 1, 10).unwrap();
+        drop(s);
+        // Different flags on restart: the saved state is what counts.
+        let s = ControlState::open(
+            Some(file),
+            &[],
+            StrategyKind::RoundRobin,
+            StrategyParams::default(),
+            1,
+        )
+        .unwrap();
+        let saved = s.saved();
+        assert_eq!(saved.strategy, StrategyKind::LeastConnections);
+        let list: Vec<(u16, u32, bool)> = saved
+            .backends
+            .iter()
+            .map(|b| (b.address.port(), b.weight, b.enabled))
+            .collect();
+        assert_eq!(list, vec![(1, 1, false), (2, 3, true), (3, 2, true)]);
+    }
+
+    #[test]
+    fn corrupt_file_refuses_to_start_and_is_left_intact() {
+        let dir = temp_dir("corrupt");
+        let path = dir.join("state.json");
+        fs::write(
+            &path,
+            b"{\"format\": 1, \"strategy\": \"round-robin\", \"backends\": [",
+        )
+        .unwrap();
+        let err = ControlState::open(
+            Some(StateFile::new(&path)),
+            &seed(),
+            StrategyKind::RoundRobin,
+            StrategyParams::default(),
+            1,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("corrupt"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            b"{\"format\": 1, \"strategy\": \"round-robin\", \"backends\": ["
+        );
+    }
+
+    #[test]
+    fn failed_write_leaves_the_old_state_in_force() {
+        let dir = temp_dir("failwrite");
+        let mut s = ControlState::open(
+            Some(StateFile::new(dir.join("state.json"))),
+            &seed(),
+            StrategyKind::RoundRobin,
+            StrategyParams::default(),
+            1,
+        )
+        .unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(s.add(addr(9), 1, 1), Err(ChangeError::Storage(_))));
+        assert!(matches!(
+            s.set_weight(addr(1), 7),
+            Err(ChangeError::Storage(_))
+        ));
+        assert!(matches!(
+            s.set_strategy(StrategyKind::LeastConnections),
+            Err(ChangeError::Storage(_))
+        ));
+        assert!(matches!(s.remove(addr(2), 5), Err(ChangeError::Storage(_))));
+        assert_eq!(s.saved().backends.len(), 2);
+        assert_eq!(s.saved().backends[0].weight, 1);
+        assert_eq!(s.strategy, StrategyKind::RoundRobin);
+        assert_eq!(s.table().eligible.len(), 2);
+    }
+
+    #[test]
+    fn duplicates_unknowns_and_bad_weights_are_refused() {
+        let mut s = ControlState::open(
+            None,
+            &seed(),
+            StrategyKind::RoundRobin,
+            StrategyParams::default(),
+            1,
+        )
+        .unwrap();
+        assert!(matches!(
+            s.add(addr(1), 1, 1),
+            Err(ChangeError::Duplicate(_))
+        ));
+        assert!(matches!(
+            s.set_weight(addr(9), 1),
+            Err(ChangeError::NotFound(_))
+        ));
+        assert!(matches!(
+            s.set_weight(addr(1), MAX_WEIGHT + 1),
+            Err(ChangeError::Invalid(_))
+        ));
+        assert!(matches!(
+            s.remove(addr(9), 1),
+            Err(ChangeError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn removed_backend_leaves_the_table_once_drained_or_at_its_deadline() {
+        let mut s = ControlState::open(
+            None,
+            &seed(),
+            StrategyKind::RoundRobin,
+            StrategyParams::default(),
+            1,
+        )
+        .unwrap();
+        s.remove(addr(1), 100).unwrap();
+        let t = s.table();
+        assert_eq!(t.backends.len(), 2, "still in the table while draining");
+        assert_eq!(t.eligible, vec![1], "but takes no new work");
+        let stats = s.backends[0].stats.clone();
+        stats
+            .in_flight
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(s.reap_removed(50), (vec![], false));
+        assert_eq!(
+            s.reap_removed(100),
+            (vec![1], true),
+            "deadline: sever and drop"
+        );
+        assert_eq!(s.table().backends.len(), 1);
+        // Adding it again is allowed once it is gone, and also while the old one drains.
+        s.add(addr(1), 1, 1).unwrap();
+        s.remove(addr(1), 10).unwrap();
+        assert_eq!(s.reap_removed(5), (vec![], true), "idle: dropped at once");
+    }
+}

@@ -1,0 +1,369 @@
+//! `sluice ctl`: the command-line client of the admin API. It formats what the API returns for a
+//! terminal and turns failures into clear messages and exit codes: 1 when the API refused the
+//! request (its error message is shown), 3 when sluice cannot be reached.
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+use crate::config::DEFAULT_ADMIN;
+use crate::control::api::{BackendView, StatusView, StrategyView};
+
+/// How long ctl waits for the admin API.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Args, Debug, Clone)]
+pub struct CtlArgs {
+    /// Address of sluice's admin API.
+    #[arg(long, default_value = DEFAULT_ADMIN, value_name = "ADDR", global = true)]
+    pub admin: String,
+
+    /// Admin token, when sluice runs with --admin-token.
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum CtlCommand {
+    /// List, add, remove, enable, disable or re-weight backends.
+    #[command(subcommand)]
+    Backends(BackendsCommand),
+    /// Show or change the load-balancing strategy.
+    #[command(subcommand)]
+    Strategy(StrategyCommand),
+    /// Table version and live numbers per backend.
+    Status,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum BackendsCommand {
+    /// List backends.
+    List,
+    /// Add a backend.
+    Add {
+        /// host:port
+        address: String,
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+    },
+    /// Remove a backend (it drains first).
+    Remove { address: String },
+    /// Enable a backend.
+    Enable { address: String },
+    /// Disable a backend (it drains; it stays configured).
+    Disable { address: String },
+    /// Set a backend's weight (0-256).
+    Weight { address: String, weight: u32 },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum StrategyCommand {
+    /// Show the configured and active strategy.
+    Get,
+    /// Change the strategy.
+    Set { name: String },
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct CtlError {
+    pub message: String,
+    pub exit_code: u8,
+}
+
+fn api_error(status: u16, body: &[u8]) -> CtlError {
+    let text = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_string());
+    CtlError {
+        message: format!("{text} (HTTP {status})"),
+        exit_code: 1,
+    }
+}
+
+/// Percent-encodes an address for a path segment (IPv6 brackets, and anything unusual).
+fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Client {
+    admin: String,
+    token: Option<String>,
+}
+
+impl Client {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Vec<u8>, CtlError> {
+        let unreachable = |e: String| CtlError {
+            message: format!(
+                "cannot reach the sluice admin API at {}: {e} (is sluice running with --admin {}?)",
+                self.admin, self.admin
+            ),
+            exit_code: 3,
+        };
+        let addr = self
+            .admin
+            .to_socket_addrs()
+            .map_err(|e| unreachable(e.to_string()))?
+            .next()
+            .ok_or_else(|| unreachable("no address".into()))?;
+        let mut sock =
+            TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| unreachable(e.to_string()))?;
+        sock.set_read_timeout(Some(TIMEOUT)).ok();
+        sock.set_write_timeout(Some(TIMEOUT)).ok();
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.admin
+        );
+        if let Some(token) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        }
+        if !payload.is_empty() || method != "GET" {
+            req.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                payload.len()
+            ));
+        }
+        req.push_str("\r\n");
+        req.push_str(&payload);
+        sock.write_all(req.as_bytes())
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut raw = Vec::new();
+        sock.read_to_end(&mut raw)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        let head_len = match resp.parse(&raw) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => return Err(unreachable("the answer is not HTTP".into())),
+        };
+        let status = resp.code.unwrap_or(0);
+        let body = raw[head_len..].to_vec();
+        if (200..300).contains(&status) {
+            Ok(body)
+        } else {
+            Err(api_error(status, &body))
+        }
+    }
+}
+
+fn decode<T: for<'de> serde::Deserialize<'de>>(body: &[u8]) -> Result<T, CtlError> {
+    serde_json::from_slice(body).map_err(|e| CtlError {
+        message: format!("unexpected answer from the admin API: {e}"),
+        exit_code: 1,
+    })
+}
+
+/// Lays out rows as columns separated by two spaces.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        out.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        out.push_str(&line(row.clone()));
+    }
+    out
+}
+
+fn state_of(b: &BackendView) -> &'static str {
+    if b.draining {
+        "draining"
+    } else if !b.enabled {
+        "disabled"
+    } else if b.ejected {
+        "ejected"
+    } else if !b.healthy {
+        "down"
+    } else {
+        "up"
+    }
+}
+
+fn backends_table(list: &[BackendView]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|b| {
+            vec![
+                b.address.clone(),
+                b.weight.to_string(),
+                state_of(b).to_string(),
+            ]
+        })
+        .collect();
+    table(&["ADDRESS", "WEIGHT", "STATE"], &rows)
+}
+
+fn strategy_text(s: &StrategyView) -> String {
+    let mut out = format!("configured: {}\nactive:     {}\n", s.configured, s.active);
+    if let Some(reason) = &s.reason {
+        out.push_str(&format!("reason:     {reason}\n"));
+    }
+    out
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x:.1}"))
+}
+
+/// The status table of `sluice ctl status` (also used by `top`).
+pub fn status_text(s: &StatusView) -> String {
+    let mut out = format!(
+        "table version {}  mode {}  strategy {} (active {})  {:.0} req/s  {} client connections\n\n",
+        s.version, s.mode, s.strategy.configured, s.strategy.active, s.requests_per_s, s.active_connections
+    );
+    let rows: Vec<Vec<String>> = s
+        .backends
+        .iter()
+        .map(|b| {
+            vec![
+                b.backend.address.clone(),
+                state_of(&b.backend).to_string(),
+                b.backend.weight.to_string(),
+                b.in_flight.to_string(),
+                b.active_connections.to_string(),
+                format!("{:.0}", b.requests_per_s),
+                format!("{:.1}%", b.error_rate * 100.0),
+                ms(b.p50_ms),
+                ms(b.p99_ms),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "BACKEND",
+            "STATE",
+            "WEIGHT",
+            "IN-FLIGHT",
+            "CONNS",
+            "REQ/S",
+            "ERRORS",
+            "P50 MS",
+            "P99 MS",
+        ],
+        &rows,
+    ));
+    out
+}
+
+/// Runs one ctl command; returns what to print.
+pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
+    let client = Client {
+        admin: args.admin.clone(),
+        token: args.token.clone(),
+    };
+    let backend_path =
+        |a: &str, suffix: &str| format!("/api/backends/{}{suffix}", encode_segment(a));
+    match &args.command {
+        CtlCommand::Backends(cmd) => {
+            let body = match cmd {
+                BackendsCommand::List => client.call("GET", "/api/backends", None)?,
+                BackendsCommand::Add { address, weight } => client.call(
+                    "POST",
+                    "/api/backends",
+                    Some(serde_json::json!({ "address": address, "weight": weight })),
+                )?,
+                BackendsCommand::Remove { address } => {
+                    client.call("DELETE", &backend_path(address, ""), None)?;
+                    return Ok(format!(
+                        "removing {address}: it takes no new work and leaves once drained\n"
+                    ));
+                }
+                BackendsCommand::Enable { address } => {
+                    client.call("POST", &backend_path(address, "/enable"), None)?
+                }
+                BackendsCommand::Disable { address } => {
+                    client.call("POST", &backend_path(address, "/disable"), None)?
+                }
+                BackendsCommand::Weight { address, weight } => client.call(
+                    "PUT",
+                    &backend_path(address, ""),
+                    Some(serde_json::json!({ "weight": weight })),
+                )?,
+            };
+            match cmd {
+                BackendsCommand::List => Ok(backends_table(&decode::<Vec<BackendView>>(&body)?)),
+                _ => Ok(backends_table(&[decode::<BackendView>(&body)?])),
+            }
+        }
+        CtlCommand::Strategy(StrategyCommand::Get) => Ok(strategy_text(&decode(&client.call(
+            "GET",
+            "/api/strategy",
+            None,
+        )?)?)),
+        CtlCommand::Strategy(StrategyCommand::Set { name }) => {
+            Ok(strategy_text(&decode(&client.call(
+                "PUT",
+                "/api/strategy",
+                Some(serde_json::json!({ "strategy": name })),
+            )?)?))
+        }
+        CtlCommand::Status => Ok(status_text(&decode(&client.call(
+            "GET",
+            "/api/status",
+            None,
+        )?)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let t = table(
+            &["A", "LONG HEADER", "C"],
+            &[vec!["xxxxx".into(), "1".into(), "z".into()]],
+        );
+        assert_eq!(t, "A      LONG HEADER  C\nxxxxx  1            z\n");
+    }
+
+    #[test]
+    fn addresses_are_encoded_for_paths() {
+        assert_eq!(encode_segment("127.0.0.1:80"), "127.0.0.1:80");
+        assert_eq!(encode_segment("[::1]:80"), "%5B::1%5D:80");
+        assert_eq!(encode_segment("a/b"), "a%2Fb");
+    }
+
+    #[test]
+    fn api_errors_show_the_message_and_status() {
+        let e = api_error(404, br#"{"error": "no backend 1.2.3.4:5"}"#);
+        assert_eq!(e.message, "no backend 1.2.3.4:5 (HTTP 404)");
+        assert_eq!(e.exit_code, 1);
+    }
+}

@@ -1,0 +1,350 @@
+//! Metrics without locks: each worker counts in plain integers and HdrHistograms of its own, and
+//! once a second hands the control thread what it counted since the last time ([`WorkerSnapshot`]).
+//! The control thread merges the snapshots ([`MetricsHub`]) into running totals, per-second rates
+//! and a sliding window of latencies, which the admin API, `/metrics` and the dashboard read.
+
+use std::collections::{HashMap, VecDeque};
+
+use hdrhistogram::Histogram;
+
+use crate::backend::BackendId;
+
+/// Latencies are recorded in microseconds up to this bound (larger ones are clamped).
+pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+/// Seconds of latency history behind the quantiles the API reports.
+pub const LATENCY_WINDOW_S: usize = 10;
+
+/// Two significant figures: 1% resolution in a few KiB, which is what a quantile needs.
+#[allow(clippy::expect_used)] // constant bounds: 1 <= low, high >= 2 * low, 2 significant figures
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 2).expect("constant histogram bounds are valid")
+}
+
+/// Why an attempt on a backend failed, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    Connect,
+    Timeout,
+    Broken,
+    Garbage,
+}
+
+/// One backend's counts on one worker since the last snapshot.
+#[derive(Clone, Debug)]
+pub struct BackendCounts {
+    pub id: BackendId,
+    /// Responses received by status class: index 1 = 1xx ... 5 = 5xx.
+    pub responses: [u64; 6],
+    pub connect_errors: u64,
+    pub timeouts: u64,
+    /// Broken connections and garbage responses.
+    pub broken: u64,
+    pub latency_us: Histogram<u64>,
+}
+
+impl BackendCounts {
+    pub fn new(id: BackendId) -> BackendCounts {
+        BackendCounts {
+            id,
+            responses: [0; 6],
+            connect_errors: 0,
+            timeouts: 0,
+            broken: 0,
+            latency_us: new_histogram(),
+        }
+    }
+
+    pub fn record_response(&mut self, status: u16, latency_us: u64) {
+        self.responses[usize::from(status / 100).min(5)] += 1;
+        let _ = self.latency_us.record(latency_us.clamp(1, MAX_LATENCY_US));
+    }
+
+    pub fn record_failure(&mut self, kind: FailureKind) {
+        match kind {
+            FailureKind::Connect => self.connect_errors += 1,
+            FailureKind::Timeout => self.timeouts += 1,
+            FailureKind::Broken | FailureKind::Garbage => self.broken += 1,
+        }
+    }
+
+    /// Attempts that ended in a failure: a 5xx answer or no answer at all.
+    pub fn failures(&self) -> u64 {
+        self.responses[5] + self.connect_errors + self.timeouts + self.broken
+    }
+
+    pub fn answered(&self) -> u64 {
+        self.responses.iter().sum()
+    }
+}
+
+/// Everything one worker counted since its last snapshot. Gauges (`active_clients`) are current.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerSnapshot {
+    pub worker: usize,
+    pub accepted: u64,
+    pub closed: u64,
+    pub active_clients: u64,
+    /// Responses sent to clients by status class (index 1-5), sluice's own errors included.
+    pub client_responses: [u64; 6],
+    pub attempts: u64,
+    pub retries: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub backends: Vec<BackendCounts>,
+}
+
+/// A worker's running counts.
+#[derive(Default)]
+pub struct WorkerMetrics {
+    pub current: WorkerSnapshot,
+}
+
+impl WorkerMetrics {
+    pub fn new(worker: usize) -> WorkerMetrics {
+        WorkerMetrics {
+            current: WorkerSnapshot {
+                worker,
+                ..WorkerSnapshot::default()
+            },
+        }
+    }
+
+    /// The counts for backend `id`, found at `hint` when the list is aligned with the table.
+    pub fn backend(&mut self, id: BackendId, hint: usize) -> &mut BackendCounts {
+        let list = &mut self.current.backends;
+        let i = match list.get(hint) {
+            Some(b) if b.id == id => hint,
+            _ => match list.iter().position(|b| b.id == id) {
+                Some(i) => i,
+                None => {
+                    list.push(BackendCounts::new(id));
+                    list.len() - 1
+                }
+            },
+        };
+        &mut list[i]
+    }
+
+    /// Hands over what was counted and starts again, with per-backend slots in `order`.
+    pub fn take(&mut self, active_clients: u64, order: &[BackendId]) -> WorkerSnapshot {
+        let fresh = WorkerSnapshot {
+            worker: self.current.worker,
+            backends: order.iter().map(|&id| BackendCounts::new(id)).collect(),
+            ..WorkerSnapshot::default()
+        };
+        let mut snap = std::mem::replace(&mut self.current, fresh);
+        snap.active_clients = active_clients;
+        snap
+    }
+}
+
+/// Running totals and recent history for one backend, on the control thread.
+#[derive(Debug)]
+pub struct BackendAggregate {
+    pub responses: [u64; 6],
+    pub connect_errors: u64,
+    pub timeouts: u64,
+    pub broken: u64,
+    /// Per-second latency histograms, newest last.
+    window: VecDeque<Histogram<u64>>,
+    current: Histogram<u64>,
+    /// Attempts and failures in the last complete second.
+    pub last_second_attempts: u64,
+    pub last_second_failures: u64,
+    second_attempts: u64,
+    second_failures: u64,
+}
+
+impl Default for BackendAggregate {
+    fn default() -> Self {
+        BackendAggregate {
+            responses: [0; 6],
+            connect_errors: 0,
+            timeouts: 0,
+            broken: 0,
+            window: VecDeque::new(),
+            current: new_histogram(),
+            last_second_attempts: 0,
+            last_second_failures: 0,
+            second_attempts: 0,
+            second_failures: 0,
+        }
+    }
+}
+
+impl BackendAggregate {
+    fn add(&mut self, c: &BackendCounts) {
+        for i in 0..6 {
+            self.responses[i] += c.responses[i];
+        }
+        self.connect_errors += c.connect_errors;
+        self.timeouts += c.timeouts;
+        self.broken += c.broken;
+        self.second_attempts += c.answered() + c.connect_errors + c.timeouts + c.broken;
+        self.second_failures += c.failures();
+        let _ = self.current.add(&c.latency_us);
+    }
+
+    fn rotate(&mut self) {
+        let done = std::mem::replace(&mut self.current, new_histogram());
+        self.window.push_back(done);
+        while self.window.len() > LATENCY_WINDOW_S {
+            self.window.pop_front();
+        }
+        self.last_second_attempts = std::mem::take(&mut self.second_attempts);
+        self.last_second_failures = std::mem::take(&mut self.second_failures);
+    }
+
+    /// Latency quantiles over the window, in microseconds; `None` before any response.
+    pub fn latency_quantiles_us(&self, quantiles: &[f64]) -> Option<Vec<u64>> {
+        let mut merged = new_histogram();
+        for h in &self.window {
+            let _ = merged.add(h);
+        }
+        if merged.is_empty() {
+            return None;
+        }
+        Some(
+            quantiles
+                .iter()
+                .map(|&q| merged.value_at_quantile(q))
+                .collect(),
+        )
+    }
+
+    /// Share of last second's attempts that failed.
+    pub fn error_rate(&self) -> f64 {
+        if self.last_second_attempts == 0 {
+            0.0
+        } else {
+            self.last_second_failures as f64 / self.last_second_attempts as f64
+        }
+    }
+
+    pub fn requests_per_s(&self) -> f64 {
+        self.last_second_attempts as f64
+    }
+}
+
+/// Totals over all workers, on the control thread.
+#[derive(Debug, Default)]
+pub struct MetricsHub {
+    pub accepted: u64,
+    pub closed: u64,
+    pub client_responses: [u64; 6],
+    pub attempts: u64,
+    pub retries: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Latest active-client gauge from each worker.
+    active_by_worker: HashMap<usize, u64>,
+    pub backends: HashMap<BackendId, BackendAggregate>,
+    /// Client responses in the last complete second.
+    pub last_second_responses: u64,
+    second_responses: u64,
+}
+
+impl MetricsHub {
+    pub fn merge(&mut self, snap: &WorkerSnapshot) {
+        self.accepted += snap.accepted;
+        self.closed += snap.closed;
+        for i in 0..6 {
+            self.client_responses[i] += snap.client_responses[i];
+        }
+        self.second_responses += snap.client_responses.iter().sum::<u64>();
+        self.attempts += snap.attempts;
+        self.retries += snap.retries;
+        self.bytes_in += snap.bytes_in;
+        self.bytes_out += snap.bytes_out;
+        self.active_by_worker
+            .insert(snap.worker, snap.active_clients);
+        for c in &snap.backends {
+            self.backends.entry(c.id).or_default().add(c);
+        }
+    }
+
+    /// Closes the current second: rates and latency windows move on.
+    pub fn rotate(&mut self) {
+        for b in self.backends.values_mut() {
+            b.rotate();
+        }
+        self.last_second_responses = std::mem::take(&mut self.second_responses);
+    }
+
+    pub fn active_clients(&self) -> u64 {
+        self.active_by_worker.values().sum()
+    }
+
+    /// Forgets backends that are gone.
+    pub fn retain_backends(&mut self, keep: impl Fn(BackendId) -> bool) {
+        self.backends.retain(|&id, _| keep(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(worker: usize, id: BackendId, statuses: &[(u16, u64)]) -> WorkerSnapshot {
+        let mut m = WorkerMetrics::new(worker);
+        for &(status, latency) in statuses {
+            m.backend(id, 0).record_response(status, latency);
+            m.current.client_responses[usize::from(status / 100)] += 1;
+        }
+        m.current.accepted = statuses.len() as u64;
+        m.take(statuses.len() as u64, &[id])
+    }
+
+    #[test]
+    fn merging_workers_adds_counts_and_latencies() {
+        let mut hub = MetricsHub::default();
+        hub.merge(&snapshot(
+            0,
+            7,
+            &[(200, 1_000), (200, 1_000), (503, 50_000)],
+        ));
+        hub.merge(&snapshot(1, 7, &[(200, 2_000)]));
+        hub.rotate();
+        assert_eq!(hub.accepted, 4);
+        assert_eq!(hub.client_responses[2], 3);
+        assert_eq!(hub.client_responses[5], 1);
+        assert_eq!(hub.active_clients(), 4);
+        let b = &hub.backends[&7];
+        assert_eq!(b.responses[2], 3);
+        assert_eq!(b.requests_per_s(), 4.0);
+        assert_eq!(b.error_rate(), 0.25);
+        let q = b.latency_quantiles_us(&[0.5, 0.99]).unwrap();
+        assert!((990..=1_010).contains(&q[0]), "{q:?}");
+        assert!((49_500..=50_500).contains(&q[1]), "{q:?}");
+    }
+
+    #[test]
+    fn take_resets_counts_but_gauges_are_replaced() {
+        let mut m = WorkerMetrics::new(3);
+        m.current.accepted = 5;
+        m.backend(9, 0).record_failure(FailureKind::Connect);
+        let first = m.take(2, &[9]);
+        assert_eq!(first.accepted, 5);
+        assert_eq!(first.backends[0].connect_errors, 1);
+        let second = m.take(1, &[9]);
+        assert_eq!(second.accepted, 0);
+        assert_eq!(second.backends[0].connect_errors, 0);
+        let mut hub = MetricsHub::default();
+        hub.merge(&first);
+        hub.merge(&second);
+        assert_eq!(hub.active_clients(), 1, "the latest gauge of worker 3");
+    }
+
+    #[test]
+    fn the_latency_window_forgets_old_seconds() {
+        let mut hub = MetricsHub::default();
+        hub.merge(&snapshot(0, 1, &[(200, 100_000)]));
+        hub.rotate();
+        for _ in 0..LATENCY_WINDOW_S {
+            hub.merge(&snapshot(0, 1, &[(200, 1_000)]));
+            hub.rotate();
+        }
+        let q = hub.backends[&1].latency_quantiles_us(&[1.0]).unwrap();
+        assert!(q[0] < 2_000, "the slow second left the window: {q:?}");
+    }
+}
