@@ -484,3 +484,83 @@ pub fn pattern(n: usize, seed: u8) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Polls `cond` until it holds or `limit` passes; returns whether it held. For conditions that
+/// depend on another thread (a health check, a drain), checked every few milliseconds.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A backend entry from `GET /api/backends` by address.
+pub fn backend_view(lb: &Sluice, addr: SocketAddr) -> Option<serde_json::Value> {
+    let (status, list) = lb.api("GET", "/api/backends", None);
+    assert_eq!(status, 200);
+    list.as_array()?
+        .iter()
+        .find(|b| b["address"] == addr.to_string())
+        .cloned()
+}
+
+/// A client that sends requests over a few keep-alive connections from its own thread until told to
+/// stop, counting responses by body and failures.
+pub struct Traffic {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<thread::JoinHandle<(std::collections::HashMap<String, usize>, Vec<String>)>>,
+}
+
+impl Traffic {
+    pub fn start(addr: SocketAddr, connections: usize) -> Traffic {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..connections)
+            .map(|_| {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    let mut seen = std::collections::HashMap::new();
+                    let mut failures = Vec::new();
+                    let s = connect(addr);
+                    let mut w = s.try_clone().unwrap();
+                    let mut r = BufReader::new(s);
+                    while !stop.load(Ordering::SeqCst) {
+                        w.write_all(&get("/traffic")).unwrap();
+                        match read_response(&mut r, false) {
+                            Ok(resp) if resp.status == 200 => {
+                                *seen.entry(resp.text()).or_insert(0) += 1
+                            }
+                            Ok(resp) => failures.push(format!("{} {}", resp.status, resp.text())),
+                            Err(e) => {
+                                failures.push(e.to_string());
+                                break;
+                            }
+                        }
+                    }
+                    (seen, failures)
+                })
+            })
+            .collect();
+        Traffic { stop, threads }
+    }
+
+    /// Stops and returns responses by body and the failures.
+    pub fn finish(self) -> (std::collections::HashMap<String, usize>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut all = std::collections::HashMap::new();
+        let mut failures = Vec::new();
+        for t in self.threads {
+            let (seen, f) = t.join().unwrap();
+            for (k, v) in seen {
+                *all.entry(k).or_insert(0) += v;
+            }
+            failures.extend(f);
+        }
+        (all, failures)
+    }
+}
