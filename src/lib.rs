@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod control;
 pub mod http;
+pub mod rng;
 pub mod server;
 pub mod strategy;
 pub mod timer;
