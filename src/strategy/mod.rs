@@ -158,6 +158,37 @@ impl StrategyKind {
     }
 }
 
+/// What the HTTP session puts in [`PickContext::key`] for a strategy (TCP mode always leaves it empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKey {
+    /// The strategy ignores the key.
+    None,
+    /// The request target's path and query (`url-hash`).
+    PathAndQuery,
+    /// The value of the [`STICKY_COOKIE_NAME`] cookie, empty if absent (`sticky`).
+    StickyCookie,
+    /// The configured request attribute; empty hashes the client address instead (`maglev`).
+    Configured,
+}
+
+impl StrategyKind {
+    pub fn request_key(self) -> RequestKey {
+        match self {
+            StrategyKind::UrlHash => RequestKey::PathAndQuery,
+            StrategyKind::Sticky => RequestKey::StickyCookie,
+            StrategyKind::Maglev => RequestKey::Configured,
+            StrategyKind::RoundRobin
+            | StrategyKind::WeightedRoundRobin
+            | StrategyKind::LeastConnections
+            | StrategyKind::LeastTime
+            | StrategyKind::P2c
+            | StrategyKind::Random
+            | StrategyKind::IpHash
+            | StrategyKind::Threshold => RequestKey::None,
+        }
+    }
+}
+
 impl std::fmt::Display for StrategyKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
