@@ -75,6 +75,18 @@ impl BackendStats {
         f64::from_bits(self.latency_ewma_bits.load(Ordering::Relaxed))
     }
 
+    /// The estimate as of `now_ms`, decayed toward zero for the time since the last response, as
+    /// tower's `PeakEwma` does when it is read: a backend that got no traffic after a slow spell
+    /// looks cheaper as time passes, so it is tried again.
+    pub fn latency_us_at(&self, now_ms: u64) -> f64 {
+        let estimate = self.latency_us();
+        if estimate == 0.0 {
+            return 0.0;
+        }
+        let idle_ms = now_ms.saturating_sub(self.latency_stamp_ms.load(Ordering::Relaxed)) as f64;
+        estimate * (-idle_ms / LATENCY_DECAY_MS).exp()
+    }
+
     /// Records one response: its latency, or [`FAILURE_PENALTY_US`] when it failed. Concurrent updates
     /// from two workers may lose one sample; the estimate stays a valid mix of recent samples.
     pub fn record_response(&self, latency_us: u64, ok: bool, now_ms: u64) {

@@ -46,6 +46,43 @@ pub const DEFAULT_MAX_EJECT_TIME: &str = "300s";
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 
+/// The request attribute `maglev` hashes in HTTP mode (`--hash-key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestAttr {
+    ClientIp,
+    Path,
+    PathQuery,
+    Host,
+    Header(String),
+    Cookie(String),
+}
+
+impl std::str::FromStr for RequestAttr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad_name = |n: &str| {
+            n.is_empty()
+                || !n
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        };
+        match s {
+            "client-ip" => Ok(RequestAttr::ClientIp),
+            "path" => Ok(RequestAttr::Path),
+            "path-query" => Ok(RequestAttr::PathQuery),
+            "host" => Ok(RequestAttr::Host),
+            _ => match s.split_once(':') {
+                Some(("header", name)) if !bad_name(name) => Ok(RequestAttr::Header(name.to_string())),
+                Some(("cookie", name)) if !bad_name(name) => Ok(RequestAttr::Cookie(name.to_string())),
+                _ => Err(format!(
+                    "bad hash key {s:?} (expected client-ip, path, path-query, host, header:NAME or cookie:NAME)"
+                )),
+            },
+        }
+    }
+}
+
 /// Flags for running the proxy.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
@@ -64,6 +101,11 @@ pub struct RunArgs {
     /// Load-balancing strategy.
     #[arg(long, value_enum, default_value_t = StrategyKind::RoundRobin)]
     pub strategy: StrategyKind,
+
+    /// What `maglev` hashes in HTTP mode: client-ip, path, path-query, host, header:NAME or
+    /// cookie:NAME (TCP mode always hashes the client address).
+    #[arg(long, default_value = "client-ip", value_name = "ATTR")]
+    pub hash_key: RequestAttr,
 
     /// Worker threads, each with its own event loop and listener [default: available cores].
     #[arg(long, value_name = "N")]
@@ -212,6 +254,8 @@ pub struct ProxyConfig {
     pub shutdown_timeout_ms: u64,
     /// Consecutive failures after which a worker asks the control thread to eject a backend.
     pub eject_after: u32,
+    /// What `maglev` hashes in HTTP mode.
+    pub hash_key: RequestAttr,
 }
 
 impl Default for ProxyConfig {
@@ -233,6 +277,7 @@ impl Default for ProxyConfig {
             buffer_size: DEFAULT_BUFFER_SIZE,
             shutdown_timeout_ms: ms(DEFAULT_SHUTDOWN_TIMEOUT),
             eject_after: DEFAULT_EJECT_AFTER,
+            hash_key: RequestAttr::ClientIp,
         }
     }
 }
@@ -368,6 +413,7 @@ impl RunArgs {
             buffer_size: self.buffer_size,
             shutdown_timeout_ms: self.shutdown_timeout.ms(),
             eject_after: self.eject_after,
+            hash_key: self.hash_key.clone(),
         };
         proxy.validate()?;
         let admin = match self.admin.as_str() {

@@ -22,6 +22,7 @@ use crate::backend::{BackendId, BackendStats};
 use crate::buffer::Buf;
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::head::{Framing, Method, ResponseHead};
+use crate::strategy::sticky::STICKY_TOKEN_LEN;
 use crate::timer::Deadline;
 
 /// Cached readiness of one socket.
@@ -240,6 +241,8 @@ pub struct Exchange {
 
     pub attempts: u8,
     pub tried: [BackendId; MAX_TRIED],
+    /// Sticky sessions: the cookie token to set on the response (the client is re-pinned).
+    pub set_cookie: Option<[u8; STICKY_TOKEN_LEN]>,
     /// The bound backend connection came from the idle pool.
     pub reused_conn: bool,
     pub started_ms: u64,
@@ -277,6 +280,7 @@ impl Exchange {
             backend_overran: false,
             attempts: 0,
             tried: [0; MAX_TRIED],
+            set_cookie: None,
             reused_conn: false,
             started_ms: 0,
             attempt_started_us: 0,

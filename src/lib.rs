@@ -17,6 +17,7 @@ pub mod control;
 pub mod ctl;
 pub mod http;
 pub mod metrics;
+pub mod rng;
 pub mod server;
 pub mod strategy;
 pub mod timer;

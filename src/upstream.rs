@@ -15,7 +15,8 @@ use mio::{Interest, Token};
 
 use crate::config::Mode;
 use crate::conn::{BackendConn, BackendState, ClientState, Ready, MAX_TRIED};
-use crate::strategy::PickContext;
+use crate::strategy::sticky::sticky_token;
+use crate::strategy::{PickContext, StrategyKind};
 use crate::timer::Deadline;
 use crate::worker::{Core, Next, BACKEND_BIT};
 
@@ -70,6 +71,13 @@ impl Core {
         };
         let idx = self.strategy.pick(&self.table.backends, candidates, &ctx);
         let backend = &self.table.backends[idx];
+        ex.set_cookie = None;
+        if self.table.strategy == StrategyKind::Sticky && self.cfg.mode == Mode::Http {
+            let token = sticky_token(backend);
+            if key != token {
+                ex.set_cookie = Some(token);
+            }
+        }
         ex.tried[usize::from(ex.attempts)] = backend.id;
         ex.attempts += 1;
         ex.attempt_started_us = self.now_us;

@@ -111,7 +111,6 @@ pub fn start(settings: Settings) -> Result<Running, String> {
         &settings.backends,
         settings.strategy,
         settings.params,
-        now_ms,
     )?;
     let mut admin = match ctl.admin {
         Some(addr) => {

@@ -219,7 +219,6 @@ impl ControlState {
         seed_backends: &[BackendSpec],
         seed_strategy: StrategyKind,
         params: StrategyParams,
-        now_ms: u64,
     ) -> Result<ControlState, String> {
         let saved = match &file {
             Some(f) => f.load()?,
@@ -251,7 +250,8 @@ impl ControlState {
             if state.find(b.address).is_some() {
                 return Err(format!("backend {} given twice", b.address));
             }
-            let id = state.push(b.address, b.weight, now_ms);
+            // Backends present at start count as eligible since start: no slow start at boot.
+            let id = state.push(b.address, b.weight, 0);
             if let Some(e) = state.backends.iter_mut().find(|e| e.id == id) {
                 e.enabled = b.enabled;
             }
@@ -414,8 +414,21 @@ impl ControlState {
         next.strategy = strategy;
         self.persist(&next)?;
         self.strategy = strategy;
-        self.active_strategy = strategy;
+        self.set_active(strategy);
         Ok(())
+    }
+
+    /// Switches what the workers run, keeping backends' measurements. The threshold strategy's
+    /// overload marks belong to it alone and are cleared.
+    pub fn set_active(&mut self, strategy: StrategyKind) {
+        if self.active_strategy == StrategyKind::Threshold && strategy != StrategyKind::Threshold {
+            for b in &self.backends {
+                b.stats
+                    .overloaded
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        self.active_strategy = strategy;
     }
 
     /// Drops removed backends that are drained or past their deadline. Returns the ids whose
@@ -517,7 +530,6 @@ mod tests {
             &seed(),
             StrategyKind::RoundRobin,
             StrategyParams::default(),
-            1,
         )
         .unwrap();
         s.add(addr(3), 2, 1).unwrap();
@@ -530,7 +542,6 @@ mod tests {
             &[],
             StrategyKind::RoundRobin,
             StrategyParams::default(),
-            1,
         )
         .unwrap();
         let saved = s.saved();
@@ -557,7 +568,6 @@ mod tests {
             &seed(),
             StrategyKind::RoundRobin,
             StrategyParams::default(),
-            1,
         )
         .err()
         .unwrap();
@@ -579,7 +589,6 @@ mod tests {
             &seed(),
             StrategyKind::RoundRobin,
             StrategyParams::default(),
-            1,
         )
         .unwrap();
         fs::remove_dir_all(&dir).unwrap();
@@ -606,7 +615,6 @@ mod tests {
             &seed(),
             StrategyKind::RoundRobin,
             StrategyParams::default(),
-            1,
         )
         .unwrap();
         assert!(matches!(
@@ -634,7 +642,6 @@ mod tests {
             &seed(),
             StrategyKind::RoundRobin,
             StrategyParams::default(),
-            1,
         )
         .unwrap();
         s.remove(addr(1), 100).unwrap();

@@ -121,15 +121,21 @@ pub struct RequestHead {
     pub cookie: Option<Range<usize>>,
     /// Value of the Idempotency-Key field, when present.
     pub idempotency_key: Option<Range<usize>>,
+    /// Value of the Host field, when present.
+    pub host: Option<Range<usize>>,
+    /// Value of the field named by [`RequestOptions::key_field`], when asked for and present.
+    pub key_field: Option<Range<usize>>,
 }
 
 /// Facts from the request that shape how its response is forwarded.
 #[derive(Clone, Copy, Debug)]
-pub struct ResponseContext {
+pub struct ResponseContext<'a> {
     pub method: Method,
     pub client_minor_version: u8,
     pub client_keep_alive: bool,
     pub upgrade_requested: bool,
+    /// A `Set-Cookie` value to add to the final response (sticky sessions).
+    pub set_cookie: Option<&'a [u8]>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -336,21 +342,43 @@ fn write_ip(out: &mut Out<'_>, ip: IpAddr) -> Result<(), HeadError> {
     out.put(&text[..n])
 }
 
+/// Finds cookie `name` in a Cookie field value (`a=1; b=2`, RFC 6265 section 5.4); returns the
+/// position of its value within `value`.
+pub fn cookie_value(value: &[u8], name: &str) -> Option<Range<usize>> {
+    let mut at = 0;
+    for pair in value.split(|&b| b == b';') {
+        let start = at + pair.len() - pair.trim_ascii_start().len();
+        at += pair.len() + 1;
+        let pair = pair.trim_ascii();
+        let (key, val) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => continue,
+        };
+        if key == name.as_bytes() {
+            let val_start = start + key.len() + 1;
+            return Some(val_start..val_start + val.len());
+        }
+    }
+    None
+}
+
 /// Settings for forwarding requests.
 #[derive(Clone, Copy, Debug)]
-pub struct RequestOptions {
+pub struct RequestOptions<'a> {
     pub client_ip: IpAddr,
     /// Value of X-Forwarded-Proto.
     pub proto: &'static str,
     /// Most header fields accepted (at most [`MAX_HEADERS`]).
     pub max_headers: usize,
+    /// A field whose value's position to report in [`RequestHead::key_field`].
+    pub key_field: Option<&'a str>,
 }
 
 /// Parses the request head at the front of `src` and writes the head to forward into `out`.
 /// `Ok(None)`: the head is not complete yet.
 pub fn forward_request(
     src: &[u8],
-    opts: &RequestOptions,
+    opts: &RequestOptions<'_>,
     out: &mut [u8],
 ) -> Result<Option<RequestHead>, HeadError> {
     let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
@@ -445,6 +473,8 @@ pub fn forward_request(
 
     let mut cookie = None;
     let mut idempotency_key = None;
+    let mut host = None;
+    let mut key_field = None;
     let mut forwarded_for = false;
     for h in headers {
         let field = classify(h.name);
@@ -461,9 +491,17 @@ pub fn forward_request(
         o.field(h.name, h.value)?;
         let value = value_start..value_start + h.value.len();
         match field {
-            Field::Cookie if cookie.is_none() => cookie = Some(value),
-            Field::IdempotencyKey => idempotency_key = Some(value),
+            Field::Cookie if cookie.is_none() => cookie = Some(value.clone()),
+            Field::IdempotencyKey => idempotency_key = Some(value.clone()),
+            Field::Host => host = Some(value.clone()),
             _ => {}
+        }
+        if key_field.is_none()
+            && opts
+                .key_field
+                .is_some_and(|k| k.eq_ignore_ascii_case(h.name))
+        {
+            key_field = Some(value);
         }
     }
     // One X-Forwarded-For: the client's list, then the client itself.
@@ -499,6 +537,8 @@ pub fn forward_request(
         target: target_range,
         cookie,
         idempotency_key,
+        host,
+        key_field,
     }))
 }
 
@@ -506,7 +546,7 @@ pub fn forward_request(
 /// `Ok(None)`: the head is not complete yet.
 pub fn forward_response(
     src: &[u8],
-    ctx: &ResponseContext,
+    ctx: &ResponseContext<'_>,
     out: &mut [u8],
 ) -> Result<Option<ResponseHead>, HeadError> {
     let mut storage: [MaybeUninit<httparse::Header<'_>>; MAX_HEADERS] =
@@ -618,6 +658,9 @@ pub fn forward_response(
         o.put(b"Connection: close\r\n")?;
     } else if ctx.client_minor_version == 0 {
         o.put(b"Connection: keep-alive\r\n")?;
+    }
+    if let (Some(cookie), false) = (ctx.set_cookie, interim) {
+        o.field("Set-Cookie", cookie)?;
     }
     o.put(b"\r\n")?;
 

@@ -17,7 +17,14 @@ use std::net::Shutdown;
 
 use crate::buffer::Buf;
 use crate::conn::{read_into, write_from, Body, ClientState, Io, RespPhase};
-use crate::http::head::{self, RequestOptions, ResponseContext, REWRITE_RESERVE_BYTES};
+use std::ops::Range;
+
+use crate::config::RequestAttr;
+use crate::http::head::{
+    self, cookie_value, RequestHead, RequestOptions, ResponseContext, REWRITE_RESERVE_BYTES,
+};
+use crate::strategy::sticky::STICKY_COOKIE_NAME;
+use crate::strategy::RequestKey;
 use crate::upstream::Failure;
 use crate::worker::{Core, Next};
 
@@ -70,6 +77,10 @@ impl Core {
                     client_ip: c.peer_ip,
                     proto: "http",
                     max_headers: self.cfg.max_headers,
+                    key_field: match &self.cfg.hash_key {
+                        RequestAttr::Header(name) => Some(name.as_str()),
+                        _ => None,
+                    },
                 };
                 match head::forward_request(buf.bytes(), &opts, out.tail_mut()) {
                     Ok(Some(h)) => {
@@ -84,7 +95,12 @@ impl Core {
                         ex.minor_version = h.minor_version;
                         ex.client_keep_alive = h.keep_alive;
                         ex.upgrade = h.upgrade;
-                        ex.key = h.target.clone();
+                        ex.key = key_range(
+                            &h,
+                            buf.bytes(),
+                            self.table.strategy.request_key(),
+                            &self.cfg.hash_key,
+                        );
                         ex.req_body = Body::new(h.framing);
                         ex.req_len = h.out_len;
                         ex.started_ms = self.now_ms;
@@ -233,11 +249,17 @@ impl Core {
 
             // A response head, once everything before it went out.
             if ex.resp_phase == RespPhase::Head && ex.resp_len == 0 && !resp.is_empty() {
+                let mut cookie_buf = [0u8; 96];
+                let set_cookie = match ex.set_cookie {
+                    Some(token) => Some(sticky_cookie(&mut cookie_buf, &token)),
+                    None => None,
+                };
                 let ctx = ResponseContext {
                     method: ex.method,
                     client_minor_version: ex.minor_version,
                     client_keep_alive: ex.client_keep_alive && !self.shutting_down,
                     upgrade_requested: ex.upgrade,
+                    set_cookie,
                 };
                 let mut out = self.bufs.get();
                 match head::forward_response(resp.bytes(), &ctx, out.tail_mut()) {
@@ -476,6 +498,48 @@ impl Core {
             }
         }
     }
+}
+
+/// Where the strategy's key sits in the rewritten head `head`: what [`RequestKey`] asks for.
+/// Empty means "no key" (hashing strategies then use the client address).
+fn key_range(h: &RequestHead, head: &[u8], key: RequestKey, attr: &RequestAttr) -> Range<usize> {
+    let cookie = |name: &str| {
+        let field = h.cookie.clone()?;
+        let value = cookie_value(head.get(field.clone())?, name)?;
+        Some(field.start + value.start..field.start + value.end)
+    };
+    let path = || {
+        let target = h.target.clone();
+        let query = head
+            .get(target.clone())
+            .and_then(|t| t.iter().position(|&b| b == b'?'));
+        target.start..query.map_or(target.end, |q| target.start + q)
+    };
+    let found = match key {
+        RequestKey::None => None,
+        RequestKey::PathAndQuery => Some(h.target.clone()),
+        RequestKey::StickyCookie => cookie(STICKY_COOKIE_NAME),
+        RequestKey::Configured => match attr {
+            RequestAttr::ClientIp => None,
+            RequestAttr::Path => Some(path()),
+            RequestAttr::PathQuery => Some(h.target.clone()),
+            RequestAttr::Host => h.host.clone(),
+            RequestAttr::Header(_) => h.key_field.clone(),
+            RequestAttr::Cookie(name) => cookie(name),
+        },
+    };
+    found.unwrap_or(0..0)
+}
+
+/// Writes the sticky-session cookie for `token` into `buf`.
+fn sticky_cookie<'a>(buf: &'a mut [u8; 96], token: &[u8]) -> &'a [u8] {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = cursor.write_all(STICKY_COOKIE_NAME.as_bytes());
+    let _ = cursor.write_all(b"=");
+    let _ = cursor.write_all(token);
+    let _ = cursor.write_all(b"; Path=/; HttpOnly; SameSite=Lax");
+    let n = cursor.position() as usize;
+    &buf[..n]
 }
 
 /// Counts request body bytes that arrived after what was counted before. Returns a reason on a

@@ -5,16 +5,38 @@
 //! `candidates` list), and load measures live in [`crate::backend::BackendStats`], shared by all
 //! workers, not in the strategy. Every worker builds its own strategy instance from each table version
 //! ([`build`]), so a strategy's state (a round-robin cursor, a random generator) needs no lock.
+//!
+//! Weights: the dynamic strategies (weighted round robin, least connections, least time, p2c, random,
+//! and sticky's fallback) weigh backends by [`effective_weight`], which applies slow start. The hashing
+//! strategies (ip-hash, url-hash, maglev) use the configured weight as is, as HAProxy applies
+//! `slowstart` to dynamic algorithms only: a key must map to the same backend for a whole table version.
 
 use std::net::IpAddr;
 
 use crate::backend::Backend;
 
+pub mod hash;
 mod least_connections;
+mod least_time;
+mod maglev;
+mod p2c;
+mod random;
+mod rendezvous;
 mod round_robin;
+pub mod sticky;
+mod threshold;
+mod weighted_round_robin;
 
 pub use least_connections::LeastConnections;
+pub use least_time::{LeastTime, DEFAULT_LATENCY_US};
+pub use maglev::{Maglev, MAGLEV_TABLE_SIZE};
+pub use p2c::PowerOfTwoChoices;
+pub use random::WeightedRandom;
+pub use rendezvous::{HashKey, Rendezvous};
 pub use round_robin::RoundRobin;
+pub use sticky::{sticky_token, Sticky, STICKY_COOKIE_NAME, STICKY_TOKEN_LEN};
+pub use threshold::{Threshold, ThresholdFlips, THRESHOLD_FLIPS};
+pub use weighted_round_robin::WeightedRoundRobin;
 
 /// What a strategy may look at in the request being routed.
 #[derive(Clone, Copy, Debug)]
@@ -45,6 +67,33 @@ pub const DEFAULT_THRESHOLD_HIGH: u64 = 100;
 pub const DEFAULT_THRESHOLD_LOW: u64 = 50;
 pub const DEFAULT_MIN_ENABLED: usize = 1;
 
+/// Strategies weigh in units of 1/`WEIGHT_SCALE` of a configured weight, so that slow start can ramp
+/// even a weight-1 backend in small steps with integer arithmetic.
+pub const WEIGHT_SCALE: u64 = 1_000;
+/// Where slow start begins, in percent of the configured weight: HAProxy's weight "grows linearly from
+/// 1 to 100%", and a positive start lets the backend take its first requests at once.
+pub const SLOW_START_FLOOR_PERCENT: u64 = 1;
+
+/// The weight a dynamic strategy gives `b` at `now_ms`, in 1/[`WEIGHT_SCALE`] units; never 0, so it can
+/// be divided by (a weight-0 backend is never a candidate anyway).
+///
+/// Slow start as HAProxy's `slowstart` server option: for `params.slow_start_ms` after `b.since_ms`
+/// (when the backend was added, enabled, or became healthy again) the weight grows linearly from
+/// [`SLOW_START_FLOOR_PERCENT`] to 100%. `since_ms == 0` means "eligible since the process started",
+/// which HAProxy never slow-starts ("it would cause trouble to running servers"). Off when
+/// `slow_start_ms` is 0.
+pub fn effective_weight(b: &Backend, params: &StrategyParams, now_ms: u64) -> u64 {
+    let full = u64::from(b.weight) * WEIGHT_SCALE;
+    let ramp_ms = params.slow_start_ms;
+    let elapsed_ms = now_ms.saturating_sub(b.since_ms);
+    if ramp_ms == 0 || b.since_ms == 0 || elapsed_ms >= ramp_ms {
+        return full.max(1);
+    }
+    // u128: a ramp of years times a weight must not overflow.
+    let ramped = (u128::from(full) * u128::from(elapsed_ms) / u128::from(ramp_ms)) as u64;
+    ramped.max(full * SLOW_START_FLOOR_PERCENT / 100).max(1)
+}
+
 impl Default for StrategyParams {
     fn default() -> Self {
         StrategyParams {
@@ -67,17 +116,75 @@ pub trait Strategy: Send {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum StrategyKind {
-    /// Each backend in turn.
+    /// Each backend in turn, ignoring weights.
     RoundRobin,
+    /// Each backend in proportion to its weight, interleaved (nginx's smooth weighted round robin).
+    WeightedRoundRobin,
     /// The backend with the fewest requests in flight for its weight.
     LeastConnections,
+    /// The backend with the lowest Peak-EWMA response time times requests in flight, for its weight.
+    LeastTime,
+    /// Power of two choices: two distinct backends at random, the one with the lower least-time cost.
+    P2c,
+    /// A backend at random, in proportion to its weight.
+    Random,
+    /// The same client address to the same backend (weighted rendezvous hashing).
+    IpHash,
+    /// The same path and query to the same backend (weighted rendezvous hashing).
+    UrlHash,
+    /// Maglev consistent hashing of the request key, or of the client address when there is none.
+    Maglev,
+    /// HTTP session affinity by a cookie naming the backend; least connections for new sessions.
+    Sticky,
+    /// Round robin that skips backends over --threshold-high in flight until below --threshold-low.
+    Threshold,
 }
 
 impl StrategyKind {
     pub fn name(self) -> &'static str {
         match self {
             StrategyKind::RoundRobin => "round-robin",
+            StrategyKind::WeightedRoundRobin => "weighted-round-robin",
             StrategyKind::LeastConnections => "least-connections",
+            StrategyKind::LeastTime => "least-time",
+            StrategyKind::P2c => "p2c",
+            StrategyKind::Random => "random",
+            StrategyKind::IpHash => "ip-hash",
+            StrategyKind::UrlHash => "url-hash",
+            StrategyKind::Maglev => "maglev",
+            StrategyKind::Sticky => "sticky",
+            StrategyKind::Threshold => "threshold",
+        }
+    }
+}
+
+/// What the HTTP session puts in [`PickContext::key`] for a strategy (TCP mode always leaves it empty).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKey {
+    /// The strategy ignores the key.
+    None,
+    /// The request target's path and query (`url-hash`).
+    PathAndQuery,
+    /// The value of the [`STICKY_COOKIE_NAME`] cookie, empty if absent (`sticky`).
+    StickyCookie,
+    /// The configured request attribute; empty hashes the client address instead (`maglev`).
+    Configured,
+}
+
+impl StrategyKind {
+    pub fn request_key(self) -> RequestKey {
+        match self {
+            StrategyKind::UrlHash => RequestKey::PathAndQuery,
+            StrategyKind::Sticky => RequestKey::StickyCookie,
+            StrategyKind::Maglev => RequestKey::Configured,
+            StrategyKind::RoundRobin
+            | StrategyKind::WeightedRoundRobin
+            | StrategyKind::LeastConnections
+            | StrategyKind::LeastTime
+            | StrategyKind::P2c
+            | StrategyKind::Random
+            | StrategyKind::IpHash
+            | StrategyKind::Threshold => RequestKey::None,
         }
     }
 }
@@ -106,17 +213,29 @@ impl std::str::FromStr for StrategyKind {
 }
 
 /// A worker's strategy instance for one table version. `seed` makes random choices reproducible;
-/// workers pass different seeds so they do not move in lockstep.
+/// workers pass different seeds so they do not move in lockstep. Hashing strategies ignore it: every
+/// worker must map a key the same way.
 pub fn build(
     kind: StrategyKind,
     params: &StrategyParams,
     backends: &[Backend],
     seed: u64,
 ) -> Box<dyn Strategy> {
-    let _ = (params, backends);
+    let params = *params;
     match kind {
         StrategyKind::RoundRobin => Box::new(RoundRobin::new(seed as usize)),
-        StrategyKind::LeastConnections => Box::new(LeastConnections::new(seed as usize)),
+        StrategyKind::WeightedRoundRobin => {
+            Box::new(WeightedRoundRobin::new(params, backends, seed))
+        }
+        StrategyKind::LeastConnections => Box::new(LeastConnections::new(seed as usize, params)),
+        StrategyKind::LeastTime => Box::new(LeastTime::new(seed as usize, params)),
+        StrategyKind::P2c => Box::new(PowerOfTwoChoices::with_seed(seed, params)),
+        StrategyKind::Random => Box::new(WeightedRandom::with_seed(seed, params)),
+        StrategyKind::IpHash => Box::new(Rendezvous::new(HashKey::ClientIp, backends)),
+        StrategyKind::UrlHash => Box::new(Rendezvous::new(HashKey::Request, backends)),
+        StrategyKind::Maglev => Box::new(Maglev::new(backends)),
+        StrategyKind::Sticky => Box::new(Sticky::new(seed as usize, params, backends)),
+        StrategyKind::Threshold => Box::new(Threshold::new(seed as usize, params, backends.len())),
     }
 }
 
@@ -163,5 +282,71 @@ mod tests {
             err.contains("round-robin") && err.contains("least-connections"),
             "{err}"
         );
+        assert_eq!("p2c".parse(), Ok(StrategyKind::P2c));
+        assert_eq!("ip-hash".parse(), Ok(StrategyKind::IpHash));
+        assert_eq!(
+            "weighted-round-robin".parse(),
+            Ok(StrategyKind::WeightedRoundRobin)
+        );
+    }
+
+    #[test]
+    fn every_strategy_only_picks_candidates() {
+        let b = test_support::backends(&[1, 2, 3, 1, 1]);
+        let params = StrategyParams::default();
+        for &kind in <StrategyKind as clap::ValueEnum>::value_variants() {
+            let mut s = build(kind, &params, &b, 42);
+            for candidates in [&[0, 1, 2, 3, 4][..], &[1, 3], &[4]] {
+                for i in 0..50u32 {
+                    let key = i.to_le_bytes();
+                    let ctx = PickContext {
+                        key: &key,
+                        ..test_support::ctx()
+                    };
+                    let p = s.pick(&b, candidates, &ctx);
+                    assert!(candidates.contains(&p), "{kind} picked {p}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn slow_start_ramps_linearly_from_one_percent() {
+        let mut b = test_support::backends(&[4]).remove(0);
+        b.since_ms = 1_000;
+        let params = StrategyParams {
+            slow_start_ms: 10_000,
+            ..StrategyParams::default()
+        };
+        let full = 4 * WEIGHT_SCALE;
+        let at = |now_ms| effective_weight(&b, &params, now_ms);
+        assert_eq!(at(1_000), full / 100, "starts at 1%, not 0");
+        assert_eq!(
+            at(500),
+            full / 100,
+            "a clock read before since_ms counts as 0 elapsed"
+        );
+        assert_eq!(at(1_050), full / 100);
+        assert_eq!(at(2_000), full / 10);
+        assert_eq!(at(6_000), full / 2);
+        assert_eq!(at(10_999), full * 9_999 / 10_000);
+        assert_eq!(at(11_000), full);
+        assert_eq!(at(u64::MAX), full);
+    }
+
+    #[test]
+    fn slow_start_is_off_when_zero_or_since_process_start() {
+        let mut b = test_support::backends(&[3]).remove(0);
+        b.since_ms = 1_000;
+        let off = StrategyParams::default();
+        assert_eq!(effective_weight(&b, &off, 1_000), 3 * WEIGHT_SCALE);
+        let on = StrategyParams {
+            slow_start_ms: 10_000,
+            ..off
+        };
+        b.since_ms = 0;
+        assert_eq!(effective_weight(&b, &on, 1), 3 * WEIGHT_SCALE);
+        b.weight = 0;
+        assert_eq!(effective_weight(&b, &on, 1), 1, "never 0");
     }
 }

@@ -1,11 +1,12 @@
 use super::*;
 use std::net::Ipv4Addr;
 
-fn opts() -> RequestOptions {
+fn opts() -> RequestOptions<'static> {
     RequestOptions {
         client_ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
         proto: "http",
         max_headers: 64,
+        key_field: Some("x-user"),
     }
 }
 
@@ -31,12 +32,13 @@ fn resp(src: &str, ctx: ResponseContext) -> Result<Option<(ResponseHead, String)
     }))
 }
 
-fn ctx11() -> ResponseContext {
+fn ctx11() -> ResponseContext<'static> {
     ResponseContext {
         method: Method::Get,
         client_minor_version: 1,
         client_keep_alive: true,
         upgrade_requested: false,
+        set_cookie: None,
     }
 }
 
@@ -371,4 +373,35 @@ fn garbage_responses_are_refused() {
         Framing::Length(2),
         "identical repeated lengths are one length"
     );
+}
+
+#[test]
+fn records_host_and_the_configured_key_field() {
+    let (h, out) = req_ok("GET / HTTP/1.1\r\nHost: shop\r\nX-User: ada\r\n\r\n");
+    assert_eq!(&out[h.host.unwrap()], "shop");
+    assert_eq!(&out[h.key_field.unwrap()], "ada");
+}
+
+#[test]
+fn cookie_values_are_found_by_name() {
+    let v = b"a=1; sluice_backend=00ff; b=";
+    assert_eq!(&v[cookie_value(v, "sluice_backend").unwrap()], b"00ff");
+    assert_eq!(&v[cookie_value(v, "a").unwrap()], b"1");
+    assert_eq!(&v[cookie_value(v, "b").unwrap()], b"");
+    assert_eq!(cookie_value(v, "sluice"), None);
+    assert_eq!(cookie_value(b"", "a"), None);
+}
+
+#[test]
+fn set_cookie_goes_on_final_responses_only() {
+    let ctx = ResponseContext {
+        set_cookie: Some(b"k=v; Path=/"),
+        ..ctx11()
+    };
+    let (_, out) = resp("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", ctx)
+        .unwrap()
+        .unwrap();
+    assert!(out.ends_with("Set-Cookie: k=v; Path=/\r\n\r\n"), "{out}");
+    let (_, out) = resp("HTTP/1.1 100 Continue\r\n\r\n", ctx).unwrap().unwrap();
+    assert!(!out.contains("Set-Cookie"));
 }
