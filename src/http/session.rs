@@ -250,10 +250,10 @@ impl Core {
             // A response head, once everything before it went out.
             if ex.resp_phase == RespPhase::Head && ex.resp_len == 0 && !resp.is_empty() {
                 let mut cookie_buf = [0u8; 96];
-                let set_cookie = match ex.set_cookie {
-                    Some(token) => Some(sticky_cookie(&mut cookie_buf, &token)),
-                    None => None,
-                };
+                let set_cookie = ex
+                    .set_cookie
+                    .as_ref()
+                    .map(|token| sticky_cookie(&mut cookie_buf, token));
                 let ctx = ResponseContext {
                     method: ex.method,
                     client_minor_version: ex.minor_version,
