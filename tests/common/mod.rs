@@ -512,9 +512,12 @@ pub fn backend_view(lb: &Sluice, addr: SocketAddr) -> Option<serde_json::Value> 
 
 /// A client that sends requests over a few keep-alive connections from its own thread until told to
 /// stop, counting responses by body and failures.
+/// What a traffic thread saw: responses by body, and failures.
+pub type TrafficResult = (std::collections::HashMap<String, usize>, Vec<String>);
+
 pub struct Traffic {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<thread::JoinHandle<(std::collections::HashMap<String, usize>, Vec<String>)>>,
+    threads: Vec<thread::JoinHandle<TrafficResult>>,
 }
 
 impl Traffic {
@@ -550,7 +553,7 @@ impl Traffic {
     }
 
     /// Stops and returns responses by body and the failures.
-    pub fn finish(self) -> (std::collections::HashMap<String, usize>, Vec<String>) {
+    pub fn finish(self) -> TrafficResult {
         self.stop.store(true, Ordering::SeqCst);
         let mut all = std::collections::HashMap::new();
         let mut failures = Vec::new();
