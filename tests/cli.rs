@@ -1,0 +1,266 @@
+//! The `sluice` binary as a user runs it: start-up messages, durable state across `kill -9`, a
+//! corrupt state file, `sluice ctl` end to end, and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+
+use common::*;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A sluice process started with `args` (plus port-0 listeners), ready once it printed its line.
+struct Proc {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Proc {
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(SLUICE)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--health-interval",
+                "0",
+            ])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let field = |name: &str| -> SocketAddr {
+            let v = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{line}"));
+            v.parse().unwrap()
+        };
+        let (proxy, admin) = (field("proxy="), field("admin="));
+        Proc {
+            child,
+            proxy,
+            admin,
+        }
+    }
+
+    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        api_call(self.admin, method, path, body, None)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        ctl(&self.admin.to_string(), args)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ctl(admin: &str, args: &[&str]) -> Output {
+    Command::new(SLUICE)
+        .arg("ctl")
+        .args(["--admin", admin])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("sluice-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn state_survives_kill_9() {
+    let dir = temp_dir("kill9");
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let p = Proc::start(&["--state-file", state_arg, "--backend", "127.0.0.1:7001"]);
+    assert_eq!(
+        p.api(
+            "POST",
+            "/api/backends",
+            Some(r#"{"address": "127.0.0.1:7002", "weight": 7}"#)
+        )
+        .0,
+        201
+    );
+    assert_eq!(
+        p.api("POST", "/api/backends/127.0.0.1:7001/disable", None)
+            .0,
+        200
+    );
+    assert_eq!(
+        p.api(
+            "PUT",
+            "/api/strategy",
+            Some(r#"{"strategy": "least-connections"}"#)
+        )
+        .0,
+        200
+    );
+    let before = p.api("GET", "/api/backends", None).1;
+    drop(p); // SIGKILL: no chance to save anything on the way out
+
+    // Different flags this time: the state file wins.
+    let p = Proc::start(&[
+        "--state-file",
+        state_arg,
+        "--backend",
+        "127.0.0.1:7999",
+        "--strategy",
+        "random",
+    ]);
+    assert_eq!(p.api("GET", "/api/backends", None).1, before);
+    assert_eq!(
+        p.api("GET", "/api/strategy", None).1["configured"],
+        "least-connections"
+    );
+}
+
+#[test]
+fn a_corrupt_state_file_stops_start_up_and_is_left_alone() {
+    let dir = temp_dir("corrupt");
+    let state = dir.join("state.json");
+    std::fs::write(&state, "{ not json").unwrap();
+    let out = Command::new(SLUICE)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--state-file",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(state.to_str().unwrap()) && err.contains("corrupt"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "{ not json");
+}
+
+#[test]
+fn bad_flags_get_a_message_and_a_non_zero_exit() {
+    for args in [
+        &["--backend", "nowhere"][..],
+        &["--strategy", "fastest"],
+        &["--max-attempts", "0"],
+        &["--buffer-size", "1024"],
+        &["--connect-timeout", "3 parsecs"],
+        &["--hash-key", "shoe-size"],
+        &["--listen", "127.0.0.1:0", "--admin", "not an address"],
+    ] {
+        let out = Command::new(SLUICE).args(args).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(!out.stderr.is_empty());
+    }
+    let out = Command::new(SLUICE).arg("--help").output().unwrap();
+    assert!(
+        text(&out.stdout).contains("[default: 3s]"),
+        "--help shows defaults"
+    );
+}
+
+#[test]
+fn ctl_end_to_end() {
+    let p = Proc::start(&["--backend", "127.0.0.1:7101"]);
+    let ok = |args: &[&str]| {
+        let out = p.ctl(args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let added = ok(&["backends", "add", "127.0.0.1:7102", "--weight", "3"]);
+    assert!(
+        added.contains("127.0.0.1:7102") && added.contains("ADDRESS"),
+        "{added}"
+    );
+    let list = ok(&["backends", "list"]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(ok(&["backends", "disable", "127.0.0.1:7101"]).contains("disabled"));
+    assert!(ok(&["backends", "enable", "127.0.0.1:7101"]).contains("up"));
+    assert!(ok(&["backends", "weight", "127.0.0.1:7102", "9"]).contains(" 9 "));
+    assert!(ok(&["strategy", "set", "least-connections"]).contains("configured: least-connections"));
+    assert!(ok(&["strategy", "get"]).contains("active:     least-connections"));
+    let status = ok(&["status"]);
+    assert!(
+        status.contains("table version")
+            && status.contains("P99 MS")
+            && status.contains("127.0.0.1:7102"),
+        "{status}"
+    );
+    assert!(ok(&["backends", "remove", "127.0.0.1:7102"]).contains("removing"));
+
+    let missing = p.ctl(&["backends", "remove", "127.0.0.1:7999"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing.stderr).contains("no backend 127.0.0.1:7999 (HTTP 404)"),
+        "{}",
+        text(&missing.stderr)
+    );
+    let bad = p.ctl(&["strategy", "set", "fastest"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("unknown strategy"));
+
+    let nobody = ctl(&refused_addr().to_string(), &["status"]);
+    assert_eq!(nobody.status.code(), Some(3));
+    assert!(
+        text(&nobody.stderr).contains("cannot reach"),
+        "{}",
+        text(&nobody.stderr)
+    );
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_exit_0() {
+    let mut p = Proc::start(&[]);
+    let resp = roundtrip(p.proxy, &get("/"));
+    assert_eq!(resp.status, 503, "no backends yet: {resp:?}");
+    let pid = p.child.id() as i32;
+    // SAFETY: sending a signal to our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    p.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains("shutting down") && err.contains("stopped"),
+        "{err}"
+    );
+}
