@@ -1,5 +1,6 @@
 //! The admin API over real sockets: every route, every error status, the token, and changes made
 //! while traffic flows.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

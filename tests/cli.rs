@@ -1,5 +1,6 @@
 //! The `sluice` binary as a user runs it: start-up messages, durable state across `kill -9`, a
 //! corrupt state file, `sluice ctl` end to end, and SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Control-plane behaviour over real sockets: active health checks, passive ejection and its cap,
 //! drain timeouts, state-file failures, graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

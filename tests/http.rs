@@ -1,5 +1,6 @@
 //! HTTP/1.1 mode through real sockets: methods and targets, forwarded fields, bodies both ways,
 //! keep-alive and pooling, pipelining, HTTP/1.0, bodiless responses, upgrades.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

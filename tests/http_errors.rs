@@ -1,5 +1,6 @@
 //! HTTP errors are answered, never dropped: each status sluice produces, with a one-line body and
 //! `Connection: close` when the connection cannot go on.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! TCP (L4) mode through real sockets: both directions, half-close, large transfers, retries.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 
