@@ -230,6 +230,10 @@ pub struct RunArgs {
     #[arg(long, default_value_t = strategy::DEFAULT_THRESHOLD_LOW, value_name = "N")]
     pub threshold_low: u64,
 
+    /// adaptive strategy: at most one switch per this long.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub switch_interval: DurationArg,
+
     /// threshold strategy: never leave fewer than this many backends to choose from.
     #[arg(long, default_value_t = strategy::DEFAULT_MIN_ENABLED, value_name = "N")]
     pub min_enabled: usize,
@@ -383,6 +387,7 @@ impl Settings {
                 eject_max_ms: ms_of(DEFAULT_MAX_EJECT_TIME),
                 max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
                 drain_timeout_ms: ms_of(DEFAULT_DRAIN_TIMEOUT),
+                switch_interval_ms: crate::control::adaptive::DEFAULT_SWITCH_INTERVAL_MS,
             },
         }
     }
@@ -476,6 +481,7 @@ impl RunArgs {
             eject_max_ms: self.max_eject_time.ms().max(self.eject_time.ms()),
             max_ejection_percent: self.max_ejection_percent,
             drain_timeout_ms: self.drain_timeout.ms(),
+            switch_interval_ms: self.switch_interval.ms(),
         };
         Ok(Settings {
             listen,

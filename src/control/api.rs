@@ -279,10 +279,15 @@ impl Control {
     }
 
     pub fn strategy_view(&self) -> StrategyView {
+        let adaptive = self.state.strategy == StrategyKind::Adaptive;
         StrategyView {
             configured: self.state.strategy.name().to_string(),
             active: self.state.active_strategy.name().to_string(),
-            reason: None,
+            reason: if adaptive {
+                self.adaptive.last_reason.clone()
+            } else {
+                None
+            },
             switches: self.counters.strategy_switches,
             available: strategy_names(),
         }

@@ -8,6 +8,7 @@
 //! publishing tables and sending drain orders; it never waits for them, so the two sides cannot
 //! deadlock.
 
+pub mod adaptive;
 pub mod api;
 pub mod health;
 pub mod state;
@@ -29,6 +30,8 @@ use crate::clock;
 use crate::config::Settings;
 use crate::metrics::{MetricsHub, WorkerSnapshot};
 use crate::server::DataPlane;
+use crate::strategy::StrategyKind;
+use adaptive::{AdaptiveEngine, Sample};
 use health::{HealthChecker, HealthConfig, ProbeResult};
 use state::{ControlState, StateFile};
 
@@ -54,6 +57,8 @@ pub struct ControlConfig {
     pub max_ejection_percent: u32,
     /// How long disabled or removed backends may keep connections open.
     pub drain_timeout_ms: u64,
+    /// `adaptive`: at most one strategy switch per this long.
+    pub switch_interval_ms: u64,
 }
 
 /// Messages to the control thread.
@@ -136,6 +141,7 @@ pub fn start(settings: Settings) -> Result<Running, String> {
         plane: Some(plane),
         rx,
         hub: MetricsHub::default(),
+        adaptive: AdaptiveEngine::new(ctl.switch_interval_ms),
         cfg: ctl,
         settings,
         now_ms,
@@ -171,6 +177,7 @@ pub struct Control {
     plane: Option<DataPlane>,
     rx: Receiver<ControlMsg>,
     pub hub: MetricsHub,
+    pub adaptive: AdaptiveEngine,
     pub cfg: ControlConfig,
     pub settings: Settings,
     pub now_ms: u64,
@@ -280,6 +287,44 @@ impl Control {
             if let Some(admin) = self.admin.as_mut() {
                 admin.sweep_idle(now);
             }
+            self.adapt();
+        }
+    }
+
+    /// Runs the adaptive engine on the last second's measurements when `adaptive` is configured.
+    fn adapt(&mut self) {
+        if self.state.strategy != StrategyKind::Adaptive {
+            return;
+        }
+        let samples: Vec<Sample> = self
+            .state
+            .backends
+            .iter()
+            .filter(|b| b.routable())
+            .map(|b| {
+                let agg = self.hub.backends.get(&b.id);
+                Sample {
+                    name: b.addr.to_string(),
+                    p99_us: agg
+                        .and_then(|a| a.latency_quantiles_us(&[0.99]))
+                        .map(|q| q[0]),
+                    error_rate: agg.map_or(0.0, |a| a.error_rate()),
+                    in_flight: b.stats.in_flight(),
+                }
+            })
+            .collect();
+        self.adaptive.active = self.state.active_strategy;
+        if let Some(switch) = self
+            .adaptive
+            .evaluate(self.now_ms, &samples, &self.state.params)
+        {
+            info!(
+                "adaptive: switching from {} to {}: {}",
+                self.state.active_strategy, switch.to, switch.reason
+            );
+            self.counters.strategy_switches += 1;
+            self.state.set_active(switch.to);
+            self.publish();
         }
     }
 

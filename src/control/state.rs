@@ -90,7 +90,7 @@ impl BackendEntry {
         self.ejected_until_ms != 0
     }
 
-    fn routable(&self) -> bool {
+    pub fn routable(&self) -> bool {
         self.enabled
             && self.health.healthy
             && !self.is_ejected()
@@ -103,6 +103,14 @@ impl BackendEntry {
             weight: self.weight,
             enabled: self.enabled,
         }
+    }
+}
+
+/// What workers run for a configured strategy: `adaptive` starts as round robin.
+fn resolve(strategy: StrategyKind) -> StrategyKind {
+    match strategy {
+        StrategyKind::Adaptive => StrategyKind::RoundRobin,
+        other => other,
     }
 }
 
@@ -242,7 +250,7 @@ impl ControlState {
             next_id: 1,
             backends: Vec::new(),
             strategy: saved.strategy,
-            active_strategy: saved.strategy,
+            active_strategy: resolve(saved.strategy),
             params,
             file,
         };
@@ -414,7 +422,7 @@ impl ControlState {
         next.strategy = strategy;
         self.persist(&next)?;
         self.strategy = strategy;
-        self.set_active(strategy);
+        self.set_active(resolve(strategy));
         Ok(())
     }
 

@@ -138,6 +138,8 @@ pub enum StrategyKind {
     Sticky,
     /// Round robin that skips backends over --threshold-high in flight until below --threshold-low.
     Threshold,
+    /// Switches among round-robin, least-time, p2c and threshold from live measurements.
+    Adaptive,
 }
 
 impl StrategyKind {
@@ -154,6 +156,7 @@ impl StrategyKind {
             StrategyKind::Maglev => "maglev",
             StrategyKind::Sticky => "sticky",
             StrategyKind::Threshold => "threshold",
+            StrategyKind::Adaptive => "adaptive",
         }
     }
 }
@@ -184,7 +187,8 @@ impl StrategyKind {
             | StrategyKind::P2c
             | StrategyKind::Random
             | StrategyKind::IpHash
-            | StrategyKind::Threshold => RequestKey::None,
+            | StrategyKind::Threshold
+            | StrategyKind::Adaptive => RequestKey::None,
         }
     }
 }
@@ -236,6 +240,8 @@ pub fn build(
         StrategyKind::Maglev => Box::new(Maglev::new(backends)),
         StrategyKind::Sticky => Box::new(Sticky::new(seed as usize, params, backends)),
         StrategyKind::Threshold => Box::new(Threshold::new(seed as usize, params, backends.len())),
+        // The control thread resolves `adaptive` to the strategy it chose; tables never carry it.
+        StrategyKind::Adaptive => Box::new(RoundRobin::new(seed as usize)),
     }
 }
 
