@@ -45,6 +45,12 @@ pub enum CtlCommand {
     Strategy(StrategyCommand),
     /// Table version and live numbers per backend.
     Status,
+    /// The status table, refreshed every second until Ctrl-C.
+    Top {
+        /// Stop after this many refreshes (0 = never).
+        #[arg(long, short = 'n', default_value_t = 0)]
+        count: u64,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -337,6 +343,30 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
             "/api/status",
             None,
         )?)?)),
+        CtlCommand::Top { count } => top(&client, *count),
+    }
+}
+
+/// Redraws the status table every second; a terminal gets a cleared screen each time.
+fn top(client: &Client, count: u64) -> Result<String, CtlError> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut shown = 0;
+    loop {
+        let status: StatusView = decode(&client.call("GET", "/api/status", None)?)?;
+        let mut frame = String::new();
+        if tty {
+            frame.push_str("\x1b[2J\x1b[H");
+        }
+        frame.push_str(&status_text(&status));
+        frame.push('\n');
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(frame.as_bytes());
+        let _ = out.flush();
+        shown += 1;
+        if count != 0 && shown >= count {
+            return Ok(String::new());
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

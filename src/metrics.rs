@@ -13,6 +13,8 @@ use crate::backend::BackendId;
 pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Seconds of latency history behind the quantiles the API reports.
 pub const LATENCY_WINDOW_S: usize = 10;
+/// Seconds of per-second history kept for the dashboard's charts.
+pub const HISTORY_S: usize = 300;
 
 /// Two significant figures: 1% resolution in a few KiB, which is what a quantile needs.
 #[allow(clippy::expect_used)] // constant bounds: 1 <= low, high >= 2 * low, 2 significant figures
@@ -40,6 +42,8 @@ pub struct BackendCounts {
     /// Broken connections and garbage responses.
     pub broken: u64,
     pub latency_us: Histogram<u64>,
+    /// Sum of recorded latencies, for the Prometheus summary's `_sum`.
+    pub latency_sum_us: u64,
 }
 
 impl BackendCounts {
@@ -51,11 +55,13 @@ impl BackendCounts {
             timeouts: 0,
             broken: 0,
             latency_us: new_histogram(),
+            latency_sum_us: 0,
         }
     }
 
     pub fn record_response(&mut self, status: u16, latency_us: u64) {
         self.responses[usize::from(status / 100).min(5)] += 1;
+        self.latency_sum_us += latency_us;
         let _ = self.latency_us.record(latency_us.clamp(1, MAX_LATENCY_US));
     }
 
@@ -142,6 +148,7 @@ impl WorkerMetrics {
 #[derive(Debug)]
 pub struct BackendAggregate {
     pub responses: [u64; 6],
+    pub latency_sum_us: u64,
     pub connect_errors: u64,
     pub timeouts: u64,
     pub broken: u64,
@@ -159,6 +166,7 @@ impl Default for BackendAggregate {
     fn default() -> Self {
         BackendAggregate {
             responses: [0; 6],
+            latency_sum_us: 0,
             connect_errors: 0,
             timeouts: 0,
             broken: 0,
@@ -177,6 +185,7 @@ impl BackendAggregate {
         for i in 0..6 {
             self.responses[i] += c.responses[i];
         }
+        self.latency_sum_us += c.latency_sum_us;
         self.connect_errors += c.connect_errors;
         self.timeouts += c.timeouts;
         self.broken += c.broken;
@@ -185,7 +194,8 @@ impl BackendAggregate {
         let _ = self.current.add(&c.latency_us);
     }
 
-    fn rotate(&mut self) {
+    /// Closes the second; returns its latency histogram's place in the window.
+    fn rotate(&mut self) -> &Histogram<u64> {
         let done = std::mem::replace(&mut self.current, new_histogram());
         self.window.push_back(done);
         while self.window.len() > LATENCY_WINDOW_S {
@@ -193,6 +203,13 @@ impl BackendAggregate {
         }
         self.last_second_attempts = std::mem::take(&mut self.second_attempts);
         self.last_second_failures = std::mem::take(&mut self.second_failures);
+        let last = self.window.len() - 1;
+        &self.window[last]
+    }
+
+    /// Responses counted so far (all classes).
+    pub fn answered(&self) -> u64 {
+        self.responses.iter().sum()
     }
 
     /// Latency quantiles over the window, in microseconds; `None` before any response.
@@ -226,6 +243,19 @@ impl BackendAggregate {
     }
 }
 
+/// One second of the whole balancer, for charts.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HistoryPoint {
+    /// Unix time of the end of the second, in ms.
+    pub t_ms: u64,
+    pub requests_per_s: f64,
+    /// Share of responses to clients that were 5xx.
+    pub error_rate: f64,
+    pub active_connections: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
 /// Totals over all workers, on the control thread.
 #[derive(Debug, Default)]
 pub struct MetricsHub {
@@ -242,6 +272,9 @@ pub struct MetricsHub {
     /// Client responses in the last complete second.
     pub last_second_responses: u64,
     second_responses: u64,
+    second_errors: u64,
+    /// The last [`HISTORY_S`] seconds, oldest first.
+    pub history: VecDeque<HistoryPoint>,
 }
 
 impl MetricsHub {
@@ -252,6 +285,7 @@ impl MetricsHub {
             self.client_responses[i] += snap.client_responses[i];
         }
         self.second_responses += snap.client_responses.iter().sum::<u64>();
+        self.second_errors += snap.client_responses[5];
         self.attempts += snap.attempts;
         self.retries += snap.retries;
         self.bytes_in += snap.bytes_in;
@@ -263,12 +297,32 @@ impl MetricsHub {
         }
     }
 
-    /// Closes the current second: rates and latency windows move on.
-    pub fn rotate(&mut self) {
+    /// Closes the current second: rates and latency windows move on, and the second joins the
+    /// history. `unix_ms` stamps the history point.
+    pub fn rotate(&mut self, unix_ms: u64) {
+        let mut second = new_histogram();
         for b in self.backends.values_mut() {
-            b.rotate();
+            let _ = second.add(b.rotate());
         }
         self.last_second_responses = std::mem::take(&mut self.second_responses);
+        let errors = std::mem::take(&mut self.second_errors);
+        let quantile_ms =
+            |q: f64| (!second.is_empty()).then(|| second.value_at_quantile(q) as f64 / 1000.0);
+        self.history.push_back(HistoryPoint {
+            t_ms: unix_ms,
+            requests_per_s: self.last_second_responses as f64,
+            error_rate: if self.last_second_responses == 0 {
+                0.0
+            } else {
+                errors as f64 / self.last_second_responses as f64
+            },
+            active_connections: self.active_clients(),
+            p50_ms: quantile_ms(0.5),
+            p99_ms: quantile_ms(0.99),
+        });
+        while self.history.len() > HISTORY_S {
+            self.history.pop_front();
+        }
     }
 
     pub fn active_clients(&self) -> u64 {
@@ -304,7 +358,7 @@ mod tests {
             &[(200, 1_000), (200, 1_000), (503, 50_000)],
         ));
         hub.merge(&snapshot(1, 7, &[(200, 2_000)]));
-        hub.rotate();
+        hub.rotate(0);
         assert_eq!(hub.accepted, 4);
         assert_eq!(hub.client_responses[2], 3);
         assert_eq!(hub.client_responses[5], 1);
@@ -339,10 +393,10 @@ mod tests {
     fn the_latency_window_forgets_old_seconds() {
         let mut hub = MetricsHub::default();
         hub.merge(&snapshot(0, 1, &[(200, 100_000)]));
-        hub.rotate();
+        hub.rotate(0);
         for _ in 0..LATENCY_WINDOW_S {
             hub.merge(&snapshot(0, 1, &[(200, 1_000)]));
-            hub.rotate();
+            hub.rotate(0);
         }
         let q = hub.backends[&1].latency_quantiles_us(&[1.0]).unwrap();
         assert!(q[0] < 2_000, "the slow second left the window: {q:?}");

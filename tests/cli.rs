@@ -221,6 +221,8 @@ fn ctl_end_to_end() {
             && status.contains("127.0.0.1:7102"),
         "{status}"
     );
+    let top = ok(&["top", "-n", "2"]);
+    assert_eq!(top.matches("table version").count(), 2, "{top}");
     assert!(ok(&["backends", "remove", "127.0.0.1:7102"]).contains("removing"));
 
     let missing = p.ctl(&["backends", "remove", "127.0.0.1:7999"]);

@@ -16,7 +16,9 @@ pub enum Route {
     GetStrategy,
     SetStrategy,
     Status,
+    History,
     OpenApi,
+    Metrics,
 }
 
 impl Route {
@@ -36,7 +38,9 @@ impl Route {
 
 /// Every route: method, path template (`{address}` matches one segment), what it does.
 pub const ROUTES: &[(&str, &str, Route)] = &[
+    ("GET", "/metrics", Route::Metrics),
     ("GET", "/api/openapi.json", Route::OpenApi),
+    ("GET", "/api/history", Route::History),
     ("GET", "/api/status", Route::Status),
     ("GET", "/api/strategy", Route::GetStrategy),
     ("PUT", "/api/strategy", Route::SetStrategy),

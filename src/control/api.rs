@@ -174,6 +174,12 @@ impl Control {
                 "application/json",
                 OPENAPI_JSON.as_bytes().to_vec(),
             )),
+            Route::History => Ok(AdminResponse::json(200, &self.hub.history)),
+            Route::Metrics => Ok(AdminResponse::with_body(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.prometheus().into_bytes(),
+            )),
         };
         result.unwrap_or_else(|resp| resp)
     }

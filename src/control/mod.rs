@@ -11,6 +11,7 @@
 pub mod adaptive;
 pub mod api;
 pub mod health;
+pub mod prometheus;
 pub mod state;
 
 use std::io;
@@ -161,6 +162,12 @@ pub fn start(settings: Settings) -> Result<Running, String> {
     })
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Events the control thread counts for metrics.
 #[derive(Debug, Default)]
 pub struct ControlCounters {
@@ -281,7 +288,7 @@ impl Control {
         }
         if now >= self.next_second_ms {
             self.next_second_ms = now + 1_000;
-            self.hub.rotate();
+            self.hub.rotate(unix_ms());
             let live: Vec<BackendId> = self.state.backends.iter().map(|b| b.id).collect();
             self.hub.retain_backends(|id| live.contains(&id));
             if let Some(admin) = self.admin.as_mut() {

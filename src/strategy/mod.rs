@@ -24,7 +24,7 @@ mod random;
 mod rendezvous;
 mod round_robin;
 pub mod sticky;
-mod threshold;
+pub mod threshold;
 mod weighted_round_robin;
 
 pub use least_connections::LeastConnections;
