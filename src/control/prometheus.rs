@@ -7,8 +7,13 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
+use super::state::BackendEntry;
 use super::Control;
+use crate::metrics::BackendAggregate;
 use crate::strategy::threshold::THRESHOLD_FLIPS;
+
+/// A per-backend metric family: name, help, and how to read its value.
+type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 const CLASSES: [&str; 6] = ["", "1xx", "2xx", "3xx", "4xx", "5xx"];
 const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
@@ -152,13 +157,13 @@ impl Control {
             );
         }
 
-        let backends: Vec<(String, &super::state::BackendEntry)> = self
+        let backends: Vec<(String, &BackendEntry)> = self
             .state
             .backends
             .iter()
             .map(|b| (format!("backend=\"{}\"", label(&b.addr.to_string())), b))
             .collect();
-        let gauges: [(&str, &str, fn(&super::state::BackendEntry) -> u64); 5] = [
+        let gauges: [Family<BackendEntry>; 5] = [
             (
                 "sluice_backend_up",
                 "1 when active health checks pass.",
@@ -219,7 +224,7 @@ impl Control {
                 }
             }
         }
-        let failures: [(&str, &str, fn(&crate::metrics::BackendAggregate) -> u64); 3] = [
+        let failures: [Family<BackendAggregate>; 3] = [
             (
                 "sluice_backend_connect_errors_total",
                 "Connections to the backend that could not be made.",
