@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod budget;
 pub mod buffer;
 pub mod clock;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod control;
 pub mod ctl;
 pub mod http;
 pub mod metrics;
+pub mod retry;
 pub mod rng;
 pub mod server;
 pub mod strategy;

@@ -1,0 +1,296 @@
+//! The attempt budget per request id (brief 000): whatever a client does — re-send an id on a new
+//! connection, send it twice at once — sluice makes at most `--max-attempts` delivery attempts for
+//! it in total, and answers an id that was already accepted with 200 without trying again.
+//!
+//! The ids live in one fixed table shared by all workers, updated only with compare-and-swap on
+//! packed 64-bit entries, so no worker ever waits for another and the cap holds across workers
+//! (the issue allowed per-worker state; a shared table also covers a re-send that lands on another
+//! worker). Memory is bounded: `--id-memory` entries of 8 bytes. An entry is forgotten
+//! `--id-window` after its last attempt, or earlier if [`PROBE`] newer ids collide into its
+//! neighbourhood of the table (then its budget starts over; with the default sizes that takes about
+//! a million live ids).
+//!
+//! Entry layout: fingerprint (36 bits) | attempts (3) | accepted (1) | last touch in seconds (24).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Slots examined per lookup.
+pub const PROBE: usize = 8;
+pub const DEFAULT_ENTRIES: usize = 1 << 20;
+pub const DEFAULT_WINDOW_S: u32 = 600;
+
+const EPOCH_BITS: u32 = 24;
+const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+const ACCEPTED_BIT: u64 = 1 << EPOCH_BITS;
+const ATTEMPTS_SHIFT: u32 = EPOCH_BITS + 1;
+const ATTEMPTS_MASK: u64 = 0b111;
+const FINGERPRINT_SHIFT: u32 = ATTEMPTS_SHIFT + 3;
+
+/// The answer to "may I make another attempt for this id?".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reserve {
+    /// Yes: this is attempt number `n` (1-based).
+    Granted(u8),
+    /// No: all attempts are spent.
+    Exhausted,
+    /// No need: a backend already accepted it.
+    Accepted,
+}
+
+pub struct IdBudget {
+    slots: Box<[AtomicU64]>,
+    window_s: u32,
+}
+
+/// A fixed 64-bit hash of an id (FNV-1a, then the SplitMix64 finaliser for the low bits).
+fn hash(id: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in id {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+fn fingerprint(e: u64) -> u64 {
+    e >> FINGERPRINT_SHIFT
+}
+
+fn attempts(e: u64) -> u8 {
+    ((e >> ATTEMPTS_SHIFT) & ATTEMPTS_MASK) as u8
+}
+
+fn epoch(e: u64) -> u32 {
+    (e & EPOCH_MASK) as u32
+}
+
+fn pack(fp: u64, attempts: u8, accepted: bool, now_s: u32) -> u64 {
+    (fp << FINGERPRINT_SHIFT)
+        | (u64::from(attempts) << ATTEMPTS_SHIFT)
+        | if accepted { ACCEPTED_BIT } else { 0 }
+        | (u64::from(now_s) & EPOCH_MASK)
+}
+
+impl IdBudget {
+    /// A table of about `entries` slots (rounded up to a power of two) forgetting ids `window_s`
+    /// after their last attempt.
+    pub fn new(entries: usize, window_s: u32) -> IdBudget {
+        let n = entries.max(PROBE).next_power_of_two();
+        IdBudget {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            window_s: window_s.max(1),
+        }
+    }
+
+    fn live(&self, e: u64, now_s: u32) -> bool {
+        e != 0 && (now_s.wrapping_sub(epoch(e)) & EPOCH_MASK as u32) <= self.window_s
+    }
+
+    /// Where `id` lives (or would), and its fingerprint (never 0, so an entry is never 0).
+    fn locate(&self, id: &[u8]) -> (usize, u64) {
+        let h = hash(id);
+        let start = (h as usize) & (self.slots.len() - 1);
+        let fp = (h >> 28) | 1;
+        (start, fp & ((1 << (64 - FINGERPRINT_SHIFT)) - 1))
+    }
+
+    /// Finds the live entry for `fp`, or the slot a new entry should take: the first dead slot, or
+    /// failing that the least recently touched. Returns (slot, current value, found).
+    fn find(&self, start: usize, fp: u64, now_s: u32) -> (usize, u64, bool) {
+        let mask = self.slots.len() - 1;
+        let mut victim: Option<(usize, u64)> = None;
+        let mut oldest: (usize, u64, u32) = (start, 0, 0);
+        for i in 0..PROBE {
+            let slot = (start + i) & mask;
+            let e = self.slots[slot].load(Ordering::Acquire);
+            if self.live(e, now_s) {
+                if fingerprint(e) == fp {
+                    return (slot, e, true);
+                }
+                let age = now_s.wrapping_sub(epoch(e)) & EPOCH_MASK as u32;
+                if age >= oldest.2 {
+                    oldest = (slot, e, age);
+                }
+            } else if victim.is_none() {
+                victim = Some((slot, e));
+            }
+        }
+        let (slot, e) = victim.unwrap_or((oldest.0, oldest.1));
+        (slot, e, false)
+    }
+
+    /// Takes one attempt for `id` if the budget of `max` allows it.
+    pub fn reserve(&self, id: &[u8], max: u8, now_s: u32) -> Reserve {
+        let (start, fp) = self.locate(id);
+        let max = max.min(ATTEMPTS_MASK as u8);
+        loop {
+            let (slot, e, found) = self.find(start, fp, now_s);
+            let next = if found {
+                if e & ACCEPTED_BIT != 0 {
+                    return Reserve::Accepted;
+                }
+                if attempts(e) >= max {
+                    return Reserve::Exhausted;
+                }
+                pack(fp, attempts(e) + 1, false, now_s)
+            } else {
+                pack(fp, 1, false, now_s)
+            };
+            if self.slots[slot]
+                .compare_exchange(e, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Reserve::Granted(attempts(next));
+            }
+            // Another worker changed the slot first: look again.
+        }
+    }
+
+    /// Records that a backend accepted `id`.
+    pub fn accept(&self, id: &[u8], now_s: u32) {
+        let (start, fp) = self.locate(id);
+        loop {
+            let (slot, e, found) = self.find(start, fp, now_s);
+            let attempts_so_far = if found { attempts(e) } else { 1 };
+            let next = pack(fp, attempts_so_far, true, now_s);
+            if self.slots[slot]
+                .compare_exchange(e, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Attempts used for `id` so far (for tests and diagnostics).
+    pub fn attempts(&self, id: &[u8], now_s: u32) -> u8 {
+        let (start, fp) = self.locate(id);
+        match self.find(start, fp, now_s) {
+            (_, e, true) => attempts(e),
+            _ => 0,
+        }
+    }
+}
+
+/// The id of a request, if it has one: the body when it is exactly 24 ASCII letters and digits
+/// (brief 000), else the Idempotency-Key field.
+pub fn request_id<'a>(
+    body: Option<&'a [u8]>,
+    idempotency_key: Option<&'a [u8]>,
+) -> Option<&'a [u8]> {
+    match body {
+        Some(b) if b.len() == 24 && b.iter().all(u8::is_ascii_alphanumeric) => Some(b),
+        _ => idempotency_key.filter(|k| !k.is_empty()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn an_id_gets_at_most_max_attempts() {
+        let b = IdBudget::new(1024, 60);
+        let id = b"abcdefghijklmnopqrstuvwx";
+        assert_eq!(b.reserve(id, 3, 1), Reserve::Granted(1));
+        assert_eq!(b.reserve(id, 3, 1), Reserve::Granted(2));
+        assert_eq!(b.reserve(id, 3, 2), Reserve::Granted(3));
+        assert_eq!(b.reserve(id, 3, 2), Reserve::Exhausted);
+        assert_eq!(
+            b.reserve(b"another-id-xxxxxxxxxxxxx", 3, 2),
+            Reserve::Granted(1)
+        );
+    }
+
+    #[test]
+    fn an_accepted_id_is_not_tried_again() {
+        let b = IdBudget::new(1024, 60);
+        assert_eq!(b.reserve(b"id", 3, 1), Reserve::Granted(1));
+        b.accept(b"id", 1);
+        assert_eq!(b.reserve(b"id", 3, 1), Reserve::Accepted);
+        assert_eq!(b.attempts(b"id", 1), 1);
+    }
+
+    #[test]
+    fn ids_are_forgotten_after_the_window() {
+        let b = IdBudget::new(1024, 10);
+        for _ in 0..3 {
+            b.reserve(b"id", 3, 100);
+        }
+        assert_eq!(b.reserve(b"id", 3, 110), Reserve::Exhausted);
+        assert_eq!(b.reserve(b"id", 3, 121), Reserve::Granted(1));
+    }
+
+    #[test]
+    fn the_budget_holds_under_random_outcomes_and_resends() {
+        // Property: whatever the sequence of attempts, re-sends and acceptances, no id ever gets
+        // more than `max` grants, and none after it was accepted.
+        let b = IdBudget::new(1 << 12, 600);
+        let mut rng = crate::rng::Rng::with_seed(7);
+        let ids: Vec<Vec<u8>> = (0..300)
+            .map(|i| format!("id{i:021}").into_bytes())
+            .collect();
+        let mut grants = vec![0u8; ids.len()];
+        let mut accepted = vec![false; ids.len()];
+        for step in 0..20_000u32 {
+            let i = rng.below(ids.len() as u64) as usize;
+            match b.reserve(&ids[i], 3, step / 100) {
+                Reserve::Granted(n) => {
+                    assert!(!accepted[i], "granted after acceptance");
+                    grants[i] += 1;
+                    assert_eq!(n, grants[i]);
+                    if rng.below(4) == 0 {
+                        b.accept(&ids[i], step / 100);
+                        accepted[i] = true;
+                    }
+                }
+                Reserve::Exhausted => assert_eq!(grants[i], 3),
+                Reserve::Accepted => assert!(accepted[i]),
+            }
+        }
+        assert!(grants.iter().all(|&g| g <= 3));
+    }
+
+    #[test]
+    fn concurrent_resends_never_exceed_the_budget() {
+        let b = Arc::new(IdBudget::new(1 << 10, 600));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    (0..200u32)
+                        .map(|i| {
+                            let id = format!("shared-{:017}", i % 50);
+                            matches!(b.reserve(id.as_bytes(), 3, 1), Reserve::Granted(_)) as usize
+                        })
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        let granted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(
+            granted,
+            50 * 3,
+            "exactly three attempts for each of the 50 ids"
+        );
+    }
+
+    #[test]
+    fn request_ids_are_24_alphanumerics_or_the_idempotency_key() {
+        assert_eq!(
+            request_id(Some(b"ABCDEFGHIJKLMNOPQRSTUVW1"), None),
+            Some(&b"ABCDEFGHIJKLMNOPQRSTUVW1"[..])
+        );
+        assert_eq!(request_id(Some(b"ABCDEFGHIJKLMNOPQRSTUVW!"), None), None);
+        assert_eq!(
+            request_id(Some(b"short"), Some(b"key-1")),
+            Some(&b"key-1"[..])
+        );
+        assert_eq!(request_id(None, Some(b"")), None);
+    }
+}
