@@ -33,6 +33,8 @@ pub struct BackendStats {
     pub overloaded: AtomicBool,
     /// Failed attempts in a row, across workers; passive ejection reads it.
     consecutive_failures: AtomicU32,
+    /// Learned success probability and rate limit (the `bandit` strategy).
+    pub learned: crate::learn::Learned,
 }
 
 /// Decay time of the Peak-EWMA latency estimate (linkerd and tower use 10 s).

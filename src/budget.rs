@@ -42,8 +42,9 @@ pub struct IdBudget {
     window_s: u32,
 }
 
-/// A fixed 64-bit hash of an id (FNV-1a, then the SplitMix64 finaliser for the low bits).
-fn hash(id: &[u8]) -> u64 {
+/// A fixed 64-bit hash of an id (FNV-1a, then the SplitMix64 finaliser for the low bits); the
+/// budget is keyed by it, so an exchange keeps 8 bytes instead of the id.
+pub fn id_hash(id: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in id {
         h ^= u64::from(b);
@@ -91,8 +92,7 @@ impl IdBudget {
     }
 
     /// Where `id` lives (or would), and its fingerprint (never 0, so an entry is never 0).
-    fn locate(&self, id: &[u8]) -> (usize, u64) {
-        let h = hash(id);
+    fn locate(&self, h: u64) -> (usize, u64) {
         let start = (h as usize) & (self.slots.len() - 1);
         let fp = (h >> 28) | 1;
         (start, fp & ((1 << (64 - FINGERPRINT_SHIFT)) - 1))
@@ -124,7 +124,7 @@ impl IdBudget {
     }
 
     /// Takes one attempt for `id` if the budget of `max` allows it.
-    pub fn reserve(&self, id: &[u8], max: u8, now_s: u32) -> Reserve {
+    pub fn reserve(&self, id: u64, max: u8, now_s: u32) -> Reserve {
         let (start, fp) = self.locate(id);
         let max = max.min(ATTEMPTS_MASK as u8);
         loop {
@@ -150,8 +150,35 @@ impl IdBudget {
         }
     }
 
+    /// Whether [`IdBudget::reserve`] would grant an attempt now (another worker may take it first).
+    pub fn would_grant(&self, id: u64, max: u8, now_s: u32) -> bool {
+        let (start, fp) = self.locate(id);
+        match self.find(start, fp, now_s) {
+            (_, e, true) => e & ACCEPTED_BIT == 0 && attempts(e) < max.min(ATTEMPTS_MASK as u8),
+            _ => true,
+        }
+    }
+
+    /// Gives back an attempt that never reached a backend (its connect failed).
+    pub fn refund(&self, id: u64, now_s: u32) {
+        let (start, fp) = self.locate(id);
+        loop {
+            let (slot, e, found) = self.find(start, fp, now_s);
+            if !found || e & ACCEPTED_BIT != 0 || attempts(e) == 0 {
+                return;
+            }
+            let next = pack(fp, attempts(e) - 1, false, now_s);
+            if self.slots[slot]
+                .compare_exchange(e, next, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
     /// Records that a backend accepted `id`.
-    pub fn accept(&self, id: &[u8], now_s: u32) {
+    pub fn accept(&self, id: u64, now_s: u32) {
         let (start, fp) = self.locate(id);
         loop {
             let (slot, e, found) = self.find(start, fp, now_s);
@@ -167,7 +194,7 @@ impl IdBudget {
     }
 
     /// Attempts used for `id` so far (for tests and diagnostics).
-    pub fn attempts(&self, id: &[u8], now_s: u32) -> u8 {
+    pub fn attempts(&self, id: u64, now_s: u32) -> u8 {
         let (start, fp) = self.locate(id);
         match self.find(start, fp, now_s) {
             (_, e, true) => attempts(e),
@@ -197,12 +224,12 @@ mod tests {
     fn an_id_gets_at_most_max_attempts() {
         let b = IdBudget::new(1024, 60);
         let id = b"abcdefghijklmnopqrstuvwx";
-        assert_eq!(b.reserve(id, 3, 1), Reserve::Granted(1));
-        assert_eq!(b.reserve(id, 3, 1), Reserve::Granted(2));
-        assert_eq!(b.reserve(id, 3, 2), Reserve::Granted(3));
-        assert_eq!(b.reserve(id, 3, 2), Reserve::Exhausted);
+        assert_eq!(b.reserve(id_hash(id), 3, 1), Reserve::Granted(1));
+        assert_eq!(b.reserve(id_hash(id), 3, 1), Reserve::Granted(2));
+        assert_eq!(b.reserve(id_hash(id), 3, 2), Reserve::Granted(3));
+        assert_eq!(b.reserve(id_hash(id), 3, 2), Reserve::Exhausted);
         assert_eq!(
-            b.reserve(b"another-id-xxxxxxxxxxxxx", 3, 2),
+            b.reserve(id_hash(b"another-id-xxxxxxxxxxxxx"), 3, 2),
             Reserve::Granted(1)
         );
     }
@@ -210,20 +237,34 @@ mod tests {
     #[test]
     fn an_accepted_id_is_not_tried_again() {
         let b = IdBudget::new(1024, 60);
-        assert_eq!(b.reserve(b"id", 3, 1), Reserve::Granted(1));
-        b.accept(b"id", 1);
-        assert_eq!(b.reserve(b"id", 3, 1), Reserve::Accepted);
-        assert_eq!(b.attempts(b"id", 1), 1);
+        assert_eq!(b.reserve(id_hash(b"id"), 3, 1), Reserve::Granted(1));
+        b.accept(id_hash(b"id"), 1);
+        assert_eq!(b.reserve(id_hash(b"id"), 3, 1), Reserve::Accepted);
+        assert_eq!(b.attempts(id_hash(b"id"), 1), 1);
+    }
+
+    #[test]
+    fn refunds_give_back_undelivered_attempts() {
+        let b = IdBudget::new(1024, 60);
+        let id = id_hash(b"id");
+        assert_eq!(b.reserve(id, 3, 1), Reserve::Granted(1));
+        b.refund(id, 1);
+        assert_eq!(b.attempts(id, 1), 0);
+        assert!(b.would_grant(id, 3, 1));
+        for _ in 0..3 {
+            b.reserve(id, 3, 1);
+        }
+        assert!(!b.would_grant(id, 3, 1));
     }
 
     #[test]
     fn ids_are_forgotten_after_the_window() {
         let b = IdBudget::new(1024, 10);
         for _ in 0..3 {
-            b.reserve(b"id", 3, 100);
+            b.reserve(id_hash(b"id"), 3, 100);
         }
-        assert_eq!(b.reserve(b"id", 3, 110), Reserve::Exhausted);
-        assert_eq!(b.reserve(b"id", 3, 121), Reserve::Granted(1));
+        assert_eq!(b.reserve(id_hash(b"id"), 3, 110), Reserve::Exhausted);
+        assert_eq!(b.reserve(id_hash(b"id"), 3, 121), Reserve::Granted(1));
     }
 
     #[test]
@@ -239,13 +280,13 @@ mod tests {
         let mut accepted = vec![false; ids.len()];
         for step in 0..20_000u32 {
             let i = rng.below(ids.len() as u64) as usize;
-            match b.reserve(&ids[i], 3, step / 100) {
+            match b.reserve(id_hash(&ids[i]), 3, step / 100) {
                 Reserve::Granted(n) => {
                     assert!(!accepted[i], "granted after acceptance");
                     grants[i] += 1;
                     assert_eq!(n, grants[i]);
                     if rng.below(4) == 0 {
-                        b.accept(&ids[i], step / 100);
+                        b.accept(id_hash(&ids[i]), step / 100);
                         accepted[i] = true;
                     }
                 }
@@ -266,7 +307,8 @@ mod tests {
                     (0..200u32)
                         .map(|i| {
                             let id = format!("shared-{:017}", i % 50);
-                            matches!(b.reserve(id.as_bytes(), 3, 1), Reserve::Granted(_)) as usize
+                            matches!(b.reserve(id_hash(id.as_bytes()), 3, 1), Reserve::Granted(_))
+                                as usize
                         })
                         .sum::<usize>()
                 })

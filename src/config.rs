@@ -10,9 +10,11 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::backend::{parse_addr, BackendSpec};
+use crate::budget;
 use crate::control::health::{self, HealthConfig, ProbeKind};
 use crate::control::ControlConfig;
 use crate::http::head::{MAX_HEADERS, REWRITE_RESERVE_BYTES};
+use crate::retry::RetryPolicy;
 use crate::strategy::{self, StrategyKind, StrategyParams};
 
 /// What the proxy speaks on its listener.
@@ -45,6 +47,9 @@ pub const DEFAULT_EJECT_TIME: &str = "10s";
 pub const DEFAULT_MAX_EJECT_TIME: &str = "300s";
 pub const DEFAULT_MAX_EJECTION_PERCENT: u32 = 50;
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
+pub const DEFAULT_RETRY_ON: &str = "connect,gateway";
+pub const DEFAULT_RETRY_BUFFER: usize = 16 * 1024;
+pub const DEFAULT_MAX_PACING_WAIT: &str = "1s";
 
 /// The request attribute `maglev` hashes in HTTP mode (`--hash-key`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,9 +116,43 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Most backends one request or connection is tried on (1-8).
+    /// Most backends one request or connection is tried on (1-7); also the attempt budget per
+    /// request id.
     #[arg(long, default_value_t = DEFAULT_MAX_ATTEMPTS, value_name = "N")]
     pub max_attempts: u8,
+
+    /// Failed attempts to retry on another backend: a comma list of connect (always on), timeout,
+    /// broken (reset or garbage), gateway (502/503/504), 5xx (any), 429.
+    #[arg(long, default_value = DEFAULT_RETRY_ON, value_name = "LIST")]
+    pub retry_on: String,
+
+    /// Retry only idempotent methods (GET, HEAD, PUT, DELETE, OPTIONS, TRACE), or any method.
+    /// Failed connects are retried for every method.
+    #[arg(long, default_value = "idempotent", value_name = "idempotent|any")]
+    pub retry_methods: String,
+
+    /// Requests up to this many bytes (head and body) are kept for a retry; larger ones stream and
+    /// are not retried.
+    #[arg(long, default_value_t = DEFAULT_RETRY_BUFFER, value_name = "BYTES")]
+    pub retry_buffer: usize,
+
+    /// Remember attempts per request id (a 24-character alphanumeric body, or Idempotency-Key) so
+    /// that no id ever gets more than --max-attempts, and an accepted id is not sent again.
+    #[arg(long, default_value = "on", value_name = "on|off")]
+    pub id_budget: String,
+
+    /// Ids remembered at most (8 bytes each).
+    #[arg(long, default_value_t = budget::DEFAULT_ENTRIES, value_name = "N")]
+    pub id_memory: usize,
+
+    /// An id is forgotten this long after its last attempt.
+    #[arg(long, default_value = "600s", value_name = "DURATION")]
+    pub id_window: DurationArg,
+
+    /// bandit strategy: longest a request waits for a backend's learned rate budget before it is
+    /// sent anyway.
+    #[arg(long, default_value = DEFAULT_MAX_PACING_WAIT, value_name = "DURATION")]
+    pub max_pacing_wait: DurationArg,
 
     /// Give up connecting to a backend after this long (then try another).
     #[arg(long, default_value = DEFAULT_CONNECT_TIMEOUT, value_name = "DURATION")]
@@ -260,6 +299,16 @@ pub struct ProxyConfig {
     pub eject_after: u32,
     /// What `maglev` hashes in HTTP mode.
     pub hash_key: RequestAttr,
+    /// Which failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// Requests (head and body) up to this size are kept for a retry; larger ones stream.
+    pub retry_buffer: usize,
+    /// Keep the attempt budget per request id.
+    pub id_budget: bool,
+    pub id_memory: usize,
+    pub id_window_s: u32,
+    /// Longest a request waits for a backend's rate budget before it is sent anyway.
+    pub max_pacing_wait_ms: u64,
 }
 
 impl Default for ProxyConfig {
@@ -282,6 +331,12 @@ impl Default for ProxyConfig {
             shutdown_timeout_ms: ms(DEFAULT_SHUTDOWN_TIMEOUT),
             eject_after: DEFAULT_EJECT_AFTER,
             hash_key: RequestAttr::ClientIp,
+            retry: RetryPolicy::default(),
+            retry_buffer: DEFAULT_RETRY_BUFFER,
+            id_budget: true,
+            id_memory: budget::DEFAULT_ENTRIES,
+            id_window_s: budget::DEFAULT_WINDOW_S,
+            max_pacing_wait_ms: ms(DEFAULT_MAX_PACING_WAIT),
         }
     }
 }
@@ -295,10 +350,25 @@ impl ProxyConfig {
                 self.workers
             ));
         }
-        if !(1..=8).contains(&self.max_attempts) {
+        if !(1..=7).contains(&self.max_attempts) {
             return Err(format!(
-                "--max-attempts must be between 1 and 8, not {}",
+                "--max-attempts must be between 1 and 7, not {}",
                 self.max_attempts
+            ));
+        }
+        if self.retry_buffer > self.buffer_size.saturating_sub(REWRITE_RESERVE_BYTES) {
+            return Err(format!(
+                "--retry-buffer {} does not fit in --buffer-size {} (at most {})",
+                self.retry_buffer,
+                self.buffer_size,
+                self.buffer_size.saturating_sub(REWRITE_RESERVE_BYTES)
+            ));
+        }
+        if self.id_memory == 0 || self.id_memory > 1 << 30 {
+            return Err(format!(
+                "--id-memory must be between 1 and {}, not {}",
+                1u64 << 30,
+                self.id_memory
             ));
         }
         if self.max_conns == 0 {
@@ -419,6 +489,16 @@ impl RunArgs {
             shutdown_timeout_ms: self.shutdown_timeout.ms(),
             eject_after: self.eject_after,
             hash_key: self.hash_key.clone(),
+            retry: RetryPolicy::parse(&self.retry_on, &self.retry_methods)?,
+            retry_buffer: self.retry_buffer,
+            id_budget: match self.id_budget.as_str() {
+                "on" => true,
+                "off" => false,
+                other => return Err(format!("--id-budget must be on or off, not {other:?}")),
+            },
+            id_memory: self.id_memory,
+            id_window_s: (self.id_window.ms() / 1000).max(1) as u32,
+            max_pacing_wait_ms: self.max_pacing_wait.ms(),
         };
         proxy.validate()?;
         let admin = match self.admin.as_str() {

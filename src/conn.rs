@@ -241,6 +241,12 @@ pub struct Exchange {
 
     pub attempts: u8,
     pub tried: [BackendId; MAX_TRIED],
+    /// The request's id for the attempt budget ([`crate::budget`]), hashed.
+    pub id: Option<u64>,
+    /// The request's body is its id and has not fully arrived: no attempt until it has.
+    pub awaiting_id: bool,
+    /// Waiting for a backend's rate budget until this time (ms); 0 = not waiting.
+    pub pace_until_ms: u64,
     /// Sticky sessions: the cookie token to set on the response (the client is re-pinned).
     pub set_cookie: Option<[u8; STICKY_TOKEN_LEN]>,
     /// The bound backend connection came from the idle pool.
@@ -280,6 +286,9 @@ impl Exchange {
             backend_overran: false,
             attempts: 0,
             tried: [0; MAX_TRIED],
+            id: None,
+            awaiting_id: false,
+            pace_until_ms: 0,
             set_cookie: None,
             reused_conn: false,
             started_ms: 0,

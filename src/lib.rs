@@ -17,6 +17,7 @@ pub mod conn;
 pub mod control;
 pub mod ctl;
 pub mod http;
+pub mod learn;
 pub mod metrics;
 pub mod retry;
 pub mod rng;

@@ -13,6 +13,7 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::backend::{BackendId, BackendTable};
+use crate::budget::IdBudget;
 use crate::config::ProxyConfig;
 use crate::control::ControlLink;
 use crate::worker::{Worker, WorkerMsg, WAKER};
@@ -59,6 +60,10 @@ impl DataPlane {
         for _ in 1..cfg.workers {
             listeners.push(bind_reuseport(local_addr)?);
         }
+        let budget = Arc::new(IdBudget::new(
+            if cfg.id_budget { cfg.id_memory } else { 1 },
+            cfg.id_window_s,
+        ));
         let mut links = Vec::new();
         let mut threads = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
@@ -73,6 +78,7 @@ impl DataPlane {
                 rx,
                 table.clone(),
                 control.clone(),
+                budget.clone(),
             )?;
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))

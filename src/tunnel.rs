@@ -75,8 +75,16 @@ impl Direction<'_> {
 impl Core {
     /// `Tunnel`: copies bytes both ways until both directions end.
     pub fn tunnel(&mut self, k: usize) -> Next {
-        let Some(bk) = self.clients[k].ex.as_ref().and_then(|ex| ex.backend) else {
+        let Some(ex) = self.clients[k].ex.as_ref() else {
             return Next::Close;
+        };
+        let Some(bk) = ex.backend else {
+            // Paced (bandit): the timer dispatches it.
+            return if ex.pace_until_ms != 0 {
+                Next::Wait
+            } else {
+                Next::Close
+            };
         };
         match self.ensure_connected(k, bk) {
             Ok(true) => {}

@@ -13,10 +13,13 @@ use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::budget::Reserve;
 use crate::config::Mode;
+use crate::conn::Exchange;
 use crate::conn::{BackendConn, BackendState, ClientState, Ready, MAX_TRIED};
+use crate::retry::Outcome;
 use crate::strategy::sticky::sticky_token;
-use crate::strategy::{PickContext, StrategyKind};
+use crate::strategy::{Choice, PickContext, StrategyKind};
 use crate::timer::Deadline;
 use crate::worker::{Core, Next, BACKEND_BIT};
 
@@ -24,6 +27,11 @@ use crate::worker::{Core, Next, BACKEND_BIT};
 /// connection that broke before the response was complete, an answer that is not HTTP/1.x, or no
 /// answer within the response timeout.
 pub use crate::metrics::FailureKind as Failure;
+
+/// The budget's clock: seconds of the process clock.
+pub fn now_s(now_ms: u64) -> u32 {
+    (now_ms / 1000) as u32
+}
 
 /// Result of checking a connect in progress.
 enum ConnectProgress {
@@ -41,7 +49,10 @@ impl Core {
         let Some(ex) = c.ex.as_mut() else {
             return Next::Close;
         };
-        let candidates: &[usize] = if ex.attempts == 0 {
+        if usize::from(ex.attempts) >= MAX_TRIED {
+            return self.no_backend(k);
+        }
+        let candidates: &[usize] = if ex.attempts == 0 || self.strategy.retries_may_repeat() {
             &self.table.eligible
         } else {
             self.scratch.clear();
@@ -56,9 +67,8 @@ impl Core {
             );
             &self.scratch
         };
-        if candidates.is_empty() || usize::from(ex.attempts) >= MAX_TRIED {
-            let tried = ex.attempts > 0;
-            return self.no_backend(k, tried);
+        if candidates.is_empty() {
+            return self.no_backend(k);
         }
         let key = match (&ex.req, self.cfg.mode) {
             (Some(req), Mode::Http) => req.bytes().get(ex.key.clone()).unwrap_or(b""),
@@ -68,8 +78,38 @@ impl Core {
             client_ip: c.peer_ip,
             key,
             now_ms: self.now_ms,
+            tried: ex.tried(),
+            force: ex.pace_until_ms != 0 && self.now_ms >= ex.pace_until_ms,
         };
-        let idx = self.strategy.pick(&self.table.backends, candidates, &ctx);
+        let idx = match self.strategy.choose(&self.table.backends, candidates, &ctx) {
+            Choice::Backend(i) => i,
+            Choice::Wait { ms } => {
+                // Every backend's rate budget is spent: wait for one, but not past the deadline.
+                if ex.pace_until_ms == 0 {
+                    ex.pace_until_ms = self.now_ms + self.cfg.max_pacing_wait_ms;
+                }
+                let wake = (self.now_ms + ms)
+                    .min(ex.pace_until_ms)
+                    .max(self.now_ms + 1);
+                c.deadline.set(wake, k, &mut self.timers);
+                return Next::Wait;
+            }
+        };
+        ex.pace_until_ms = 0;
+        if let Some(id) = ex.id {
+            match self
+                .budget
+                .reserve(id, self.cfg.max_attempts, now_s(self.now_ms))
+            {
+                Reserve::Granted(_) => {}
+                Reserve::Accepted => {
+                    return self.answer(k, 200, "this request id was already accepted", false)
+                }
+                Reserve::Exhausted => {
+                    return self.answer(k, 503, "no attempts left for this request id", false)
+                }
+            }
+        }
         let backend = &self.table.backends[idx];
         ex.set_cookie = None;
         if self.table.strategy == StrategyKind::Sticky && self.cfg.mode == Mode::Http {
@@ -186,30 +226,49 @@ impl Core {
     /// another backend when that is safe and attempts remain, or ends the request.
     pub fn attempt_failed(&mut self, k: usize, failure: Failure) -> Next {
         self.record_failure(k, failure);
+        let now_s = now_s(self.now_ms);
         let retry = {
             let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else {
                 return Next::Close;
             };
-            let untouched_reuse = failure == Failure::Broken
-                && ex.reused_conn
-                && !ex.resp_started
-                && ex.resp.as_ref().is_none_or(|r| r.is_empty());
-            let safe = failure == Failure::Connect || untouched_reuse;
-            safe && ex.replayable && usize::from(ex.attempts) < usize::from(self.cfg.max_attempts)
+            if failure == Failure::Connect {
+                // Nothing reached the backend: the attempt does not count against the id's budget.
+                if let Some(id) = ex.id {
+                    self.budget.refund(id, now_s);
+                }
+            }
+            let attempts_left = usize::from(ex.attempts) < usize::from(self.cfg.max_attempts);
+            match self.cfg.mode {
+                Mode::Tcp => failure == Failure::Connect && attempts_left,
+                Mode::Http => {
+                    // A pooled connection that closed before answering a byte was most likely closed
+                    // by the backend while idle: the request never got there.
+                    let untouched_reuse = failure == Failure::Broken
+                        && ex.reused_conn
+                        && !ex.resp_started
+                        && ex.resp.as_ref().is_none_or(|r| r.is_empty());
+                    let outcome = match failure {
+                        Failure::Connect => Outcome::Connect,
+                        Failure::Timeout => Outcome::Timeout,
+                        Failure::Broken | Failure::Garbage => Outcome::Broken,
+                    };
+                    (untouched_reuse || self.cfg.retry.allows(outcome, ex.method))
+                        && attempts_left
+                        && self.replayable(ex)
+                        && ex.id.is_none_or(|id| {
+                            self.budget.would_grant(id, self.cfg.max_attempts, now_s)
+                        })
+                }
+            }
         };
         self.unbind_backend(k, false);
+        if retry {
+            self.reset_attempt(k);
+            return self.dispatch(k);
+        }
         let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else {
             return Next::Close;
         };
-        if retry {
-            ex.req_sent = 0;
-            ex.resp_len = 0;
-            ex.resp_phase = crate::conn::RespPhase::Head;
-            if let Some(resp) = ex.resp.as_mut() {
-                resp.clear();
-            }
-            return self.dispatch(k);
-        }
         if self.cfg.mode == Mode::Tcp || ex.resp_started {
             return Next::Close;
         }
@@ -217,6 +276,27 @@ impl Core {
             Failure::Connect => self.answer(k, 503, "no backend available", false),
             Failure::Timeout => self.answer(k, 504, "backend timed out", false),
             Failure::Broken | Failure::Garbage => self.answer(k, 502, "backend failed", false),
+        }
+    }
+
+    /// Whether the whole request is still held, within `--retry-buffer`, so it can be sent again.
+    pub fn replayable(&self, ex: &Exchange) -> bool {
+        ex.replayable && ex.req_body.is_done() && ex.req_len <= self.cfg.retry_buffer
+    }
+
+    /// Prepares client `k`'s exchange for another attempt: the request is sent again from its start
+    /// and whatever the last backend answered is forgotten.
+    pub fn reset_attempt(&mut self, k: usize) {
+        let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else {
+            return;
+        };
+        ex.req_sent = 0;
+        ex.resp_len = 0;
+        ex.resp_phase = crate::conn::RespPhase::Head;
+        ex.resp_head = None;
+        ex.backend_overran = false;
+        if let Some(resp) = ex.resp.as_mut() {
+            resp.clear();
         }
     }
 
@@ -234,6 +314,9 @@ impl Core {
         let stats = &self.table.backends[i].stats;
         self.metrics.backend(id, i).record_failure(failure);
         stats.record_response(latency_us, false, self.now_ms);
+        if self.table.strategy == StrategyKind::Bandit {
+            stats.learned.observe(false, self.now_ms);
+        }
         let in_a_row = stats.note_failure();
         if self.cfg.eject_after > 0 && in_a_row == self.cfg.eject_after {
             self.control.send(crate::control::ControlMsg::Failing(id));
@@ -241,7 +324,7 @@ impl Core {
     }
 
     /// No candidate is left: 503 in HTTP mode, a closed connection in TCP mode.
-    fn no_backend(&mut self, k: usize, _tried: bool) -> Next {
+    fn no_backend(&mut self, k: usize) -> Next {
         match self.cfg.mode {
             Mode::Tcp => Next::Close,
             Mode::Http => self.answer(k, 503, "no backend available", false),

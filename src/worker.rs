@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::backend::{BackendId, BackendTable};
+use crate::budget::IdBudget;
 use crate::buffer::{BufPool, DEFAULT_POOL_MAX_FREE};
 use crate::config::{Mode, ProxyConfig};
 use crate::conn::{BackendConn, BackendState, ClientConn, ClientState, Exchange, Ready};
@@ -90,6 +91,8 @@ pub struct Core {
     pub now_us: u64,
     pub control: ControlLink,
     pub metrics: WorkerMetrics,
+    /// The attempt budget per request id, shared by all workers.
+    pub budget: Arc<IdBudget>,
     next_flush_ms: u64,
     accept_paused_until_ms: u64,
     accept_blocked: bool,
@@ -107,6 +110,7 @@ impl Worker {
         rx: Receiver<WorkerMsg>,
         table: Arc<BackendTable>,
         control: ControlLink,
+        budget: Arc<IdBudget>,
     ) -> io::Result<Worker> {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -131,6 +135,7 @@ impl Worker {
             now_ms: crate::clock::now_ms(),
             now_us: crate::clock::now_us(),
             control,
+            budget,
             metrics: WorkerMetrics::new(index),
             next_flush_ms: crate::clock::now_ms() + METRICS_FLUSH_MS,
             accept_paused_until_ms: 0,

@@ -146,6 +146,8 @@ pub struct ResponseHead {
     pub backend_keep_alive: bool,
     /// The client connection stays open after this response.
     pub client_keep_alive: bool,
+    /// `Retry-After` in seconds, when given as a number (HTTP dates are ignored).
+    pub retry_after_s: Option<u32>,
     pub head_len: usize,
     pub out_len: usize,
 }
@@ -173,6 +175,7 @@ enum Field {
     XForwardedProto,
     Cookie,
     IdempotencyKey,
+    RetryAfter,
     Other,
 }
 
@@ -187,6 +190,7 @@ fn classify(name: &str) -> Field {
         7 if is("upgrade") => Field::Upgrade,
         10 if is("connection") => Field::Connection,
         10 if is("keep-alive") => Field::KeepAlive,
+        11 if is("retry-after") => Field::RetryAfter,
         14 if is("content-length") => Field::ContentLength,
         15 if is("x-forwarded-for") => Field::XForwardedFor,
         15 if is("idempotency-key") => Field::IdempotencyKey,
@@ -574,6 +578,7 @@ pub fn forward_response(
     let mut conn = ConnectionOptions::default();
     let mut length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
+    let mut retry_after_s = None;
     for h in headers {
         match classify(h.name) {
             Field::Connection => conn.add(h.value)?,
@@ -589,6 +594,11 @@ pub fn forward_response(
                     return Err(HeadError::Malformed("Transfer-Encoding repeated"));
                 }
                 transfer_encoding = Some(ends_in_chunked(h.value));
+            }
+            Field::RetryAfter => {
+                retry_after_s = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u32>().ok());
             }
             _ => {}
         }
@@ -669,6 +679,7 @@ pub fn forward_response(
         framing,
         backend_keep_alive,
         client_keep_alive,
+        retry_after_s,
         head_len,
         out_len: o.len,
     }))

@@ -19,12 +19,18 @@ use crate::buffer::Buf;
 use crate::conn::{read_into, write_from, Body, ClientState, Io, RespPhase};
 use std::ops::Range;
 
+use crate::budget::{id_hash, request_id};
 use crate::config::RequestAttr;
+use crate::conn::Exchange;
+use crate::http::head::Framing;
 use crate::http::head::{
     self, cookie_value, RequestHead, RequestOptions, ResponseContext, REWRITE_RESERVE_BYTES,
 };
+use crate::retry::Outcome;
 use crate::strategy::sticky::STICKY_COOKIE_NAME;
 use crate::strategy::RequestKey;
+use crate::strategy::StrategyKind;
+use crate::upstream::now_s;
 use crate::upstream::Failure;
 use crate::worker::{Core, Next};
 
@@ -34,6 +40,7 @@ const LINGER_MS: u64 = 2_000;
 /// The reason phrase for statuses sluice answers itself.
 fn reason_phrase(status: u16) -> &'static str {
     match status {
+        200 => "OK",
         400 => "Bad Request",
         408 => "Request Timeout",
         413 => "Content Too Large",
@@ -108,6 +115,17 @@ impl Core {
                         if let Err(e) = classify_request(ex.req_body_mut_parts()) {
                             return self.answer(k, 400, e, true);
                         }
+                        if self.cfg.id_budget {
+                            find_request_id(ex, &h);
+                        }
+                        if ex.awaiting_id {
+                            c.deadline.set(
+                                self.now_ms + self.cfg.head_timeout_ms,
+                                k,
+                                &mut self.timers,
+                            );
+                            return Next::Again;
+                        }
                         return self.dispatch(k);
                     }
                     Ok(None) => {
@@ -167,7 +185,7 @@ impl Core {
     /// `Proxy`: moves request bytes to the backend and response bytes to the client.
     pub fn http_proxy(&mut self, k: usize) -> Next {
         let Some(bk) = self.clients[k].ex.as_ref().and_then(|ex| ex.backend) else {
-            return Next::Close;
+            return self.http_unbound(k);
         };
         match self.ensure_connected(k, bk) {
             Ok(true) => {}
@@ -264,6 +282,53 @@ impl Core {
                 let mut out = self.bufs.get();
                 match head::forward_response(resp.bytes(), &ctx, out.tail_mut()) {
                     Ok(Some(h)) => {
+                        if !h.is_interim() {
+                            // This attempt's answer: count it, learn from it, maybe retry it.
+                            let latency_us = self.now_us.saturating_sub(ex.attempt_started_us);
+                            self.metrics
+                                .backend(b.backend_id, b.table_index)
+                                .record_response(h.status, latency_us);
+                            b.stats
+                                .record_response(latency_us, h.status < 500, self.now_ms);
+                            b.stats.note_success();
+                            if self.table.strategy == StrategyKind::Bandit {
+                                if h.status == 429 {
+                                    b.stats.learned.rate_limited(h.retry_after_s, self.now_ms);
+                                } else {
+                                    b.stats.learned.observe(h.status < 500, self.now_ms);
+                                }
+                            }
+                            let now_s = now_s(self.now_ms);
+                            let retry = self.cfg.retry.allows(Outcome::Status(h.status), ex.method)
+                                && ex.attempts < self.cfg.max_attempts
+                                && ex.replayable
+                                && ex.req_body.is_done()
+                                && ex.req_len <= self.cfg.retry_buffer
+                                && ex.id.is_none_or(|id| {
+                                    self.budget.would_grant(id, self.cfg.max_attempts, now_s)
+                                });
+                            if retry {
+                                // Drop the answer; keep the connection if its whole body is here.
+                                let rest = resp.len() - h.head_len;
+                                let body_here = match h.framing {
+                                    Framing::None => rest == 0,
+                                    Framing::Length(n) => rest as u64 == n,
+                                    Framing::Chunked | Framing::UntilClose => false,
+                                };
+                                let reuse =
+                                    body_here && h.backend_keep_alive && ex.req_sent == ex.req_len;
+                                self.bufs.put(out);
+                                resp.clear();
+                                self.unbind_backend(k, reuse);
+                                self.reset_attempt(k);
+                                return self.dispatch(k);
+                            }
+                            self.metrics.current.client_responses
+                                [usize::from(h.status / 100).min(5)] += 1;
+                            if let (Some(id), 200..=299) = (ex.id, h.status) {
+                                self.budget.accept(id, now_s);
+                            }
+                        }
                         out.fill(h.out_len);
                         if !out.extend(&resp.bytes()[h.head_len..]) {
                             self.bufs.put(out);
@@ -274,17 +339,6 @@ impl Core {
                         ex.resp_len = h.out_len;
                         ex.resp_started = true;
                         progress = true;
-                        if !h.is_interim() {
-                            let latency_us = self.now_us.saturating_sub(ex.attempt_started_us);
-                            self.metrics
-                                .backend(b.backend_id, b.table_index)
-                                .record_response(h.status, latency_us);
-                            self.metrics.current.client_responses
-                                [usize::from(h.status / 100).min(5)] += 1;
-                            b.stats
-                                .record_response(latency_us, h.status < 500, self.now_ms);
-                            b.stats.note_success();
-                        }
                         if h.status == 101 {
                             // The rest of both buffers is the new protocol: tunnel it.
                             if let Some(req) = ex.req.as_mut() {
@@ -356,6 +410,45 @@ impl Core {
             self.set_deadline(k, self.cfg.response_timeout_ms);
         }
         Next::Wait
+    }
+
+    /// `Proxy` with no backend yet: the request's id is its body and is still arriving, or the
+    /// request waits for a backend's rate budget (its timer wakes it).
+    fn http_unbound(&mut self, k: usize) -> Next {
+        let limit = self.head_limit();
+        let c = &mut self.clients[k];
+        let Some(ex) = c.ex.as_mut() else {
+            return Next::Close;
+        };
+        if !ex.awaiting_id {
+            return if ex.pace_until_ms != 0 {
+                Next::Wait
+            } else {
+                Next::Close
+            };
+        }
+        while !ex.req_body.is_done() {
+            let Some(req) = ex.req.as_mut() else {
+                return Next::Close;
+            };
+            match read_into(&mut c.sock, &mut c.ready, req, limit) {
+                Io::Done(n) => {
+                    self.metrics.current.bytes_in += n as u64;
+                    if let Err(e) = classify_request(ex.req_body_mut_parts()) {
+                        return self.answer(k, 400, e, true);
+                    }
+                }
+                Io::Blocked => return Next::Wait,
+                Io::Eof | Io::Err(_) => return Next::Close,
+            }
+        }
+        ex.awaiting_id = false;
+        let body = ex
+            .req
+            .as_ref()
+            .and_then(|r| r.bytes().get(ex.req_len.saturating_sub(24)..ex.req_len));
+        ex.id = request_id(body, None).map(id_hash);
+        self.dispatch(k)
     }
 
     /// The response is complete: pool the backend connection if it can carry another request, then
@@ -540,6 +633,23 @@ fn sticky_cookie<'a>(buf: &'a mut [u8; 96], token: &[u8]) -> &'a [u8] {
     let _ = cursor.write_all(b"; Path=/; HttpOnly; SameSite=Lax");
     let n = cursor.position() as usize;
     &buf[..n]
+}
+
+/// Sets the exchange's id for the attempt budget: the Idempotency-Key field, or a 24-byte body
+/// (which may not have arrived yet: then `awaiting_id`).
+fn find_request_id(ex: &mut Exchange, h: &RequestHead) {
+    ex.id = None;
+    ex.awaiting_id = false;
+    let Some(req) = ex.req.as_ref() else { return };
+    let key = h.idempotency_key.clone().and_then(|r| req.bytes().get(r));
+    if h.framing == Framing::Length(24) && key.is_none() {
+        match req.bytes().get(h.out_len..h.out_len + 24) {
+            Some(body) => ex.id = request_id(Some(body), None).map(id_hash),
+            None => ex.awaiting_id = true,
+        }
+    } else {
+        ex.id = request_id(None, key).map(id_hash);
+    }
 }
 
 /// Counts request body bytes that arrived after what was counted before. Returns a reason on a

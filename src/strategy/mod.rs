@@ -15,6 +15,7 @@ use std::net::IpAddr;
 
 use crate::backend::Backend;
 
+mod bandit;
 pub mod hash;
 mod least_connections;
 mod least_time;
@@ -27,6 +28,7 @@ pub mod sticky;
 pub mod threshold;
 mod weighted_round_robin;
 
+pub use bandit::Bandit;
 pub use least_connections::LeastConnections;
 pub use least_time::{LeastTime, DEFAULT_LATENCY_US};
 pub use maglev::{Maglev, MAGLEV_TABLE_SIZE};
@@ -46,6 +48,10 @@ pub struct PickContext<'a> {
     pub key: &'a [u8],
     /// Now, in ms of [`crate::clock`].
     pub now_ms: u64,
+    /// Backends already tried for this request, oldest first.
+    pub tried: &'a [crate::backend::BackendId],
+    /// Pick even if the strategy would rather wait (its waiting time ran out).
+    pub force: bool,
 }
 
 /// Settings some strategies read; the defaults are the flags' defaults.
@@ -108,6 +114,32 @@ impl Default for StrategyParams {
 pub trait Strategy: Send {
     /// Picks one of `candidates` (indices into `backends`, never empty).
     fn pick(&mut self, backends: &[Backend], candidates: &[usize], ctx: &PickContext<'_>) -> usize;
+
+    /// Picks, or asks the caller to wait (a strategy that paces attempts under learned rate limits).
+    fn choose(
+        &mut self,
+        backends: &[Backend],
+        candidates: &[usize],
+        ctx: &PickContext<'_>,
+    ) -> Choice {
+        Choice::Backend(self.pick(backends, candidates, ctx))
+    }
+
+    /// Whether a retry may go back to a backend that already failed for the request (the strategy
+    /// then gets every eligible backend and sees `ctx.tried`); otherwise the caller leaves those out.
+    fn retries_may_repeat(&self) -> bool {
+        false
+    }
+}
+
+/// What [`Strategy::choose`] decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Choice {
+    Backend(usize),
+    /// No candidate should be sent to for this long.
+    Wait {
+        ms: u64,
+    },
 }
 
 /// The strategies sluice knows, by their command-line names.
@@ -140,6 +172,8 @@ pub enum StrategyKind {
     Threshold,
     /// Switches among round-robin, least-time, p2c and threshold from live measurements.
     Adaptive,
+    /// For flaky backends: Thompson sampling on learned success rates, paced under learned rate limits.
+    Bandit,
 }
 
 impl StrategyKind {
@@ -157,6 +191,7 @@ impl StrategyKind {
             StrategyKind::Sticky => "sticky",
             StrategyKind::Threshold => "threshold",
             StrategyKind::Adaptive => "adaptive",
+            StrategyKind::Bandit => "bandit",
         }
     }
 }
@@ -188,7 +223,8 @@ impl StrategyKind {
             | StrategyKind::Random
             | StrategyKind::IpHash
             | StrategyKind::Threshold
-            | StrategyKind::Adaptive => RequestKey::None,
+            | StrategyKind::Adaptive
+            | StrategyKind::Bandit => RequestKey::None,
         }
     }
 }
@@ -242,6 +278,7 @@ pub fn build(
         StrategyKind::Threshold => Box::new(Threshold::new(seed as usize, params, backends.len())),
         // The control thread resolves `adaptive` to the strategy it chose; tables never carry it.
         StrategyKind::Adaptive => Box::new(RoundRobin::new(seed as usize)),
+        StrategyKind::Bandit => Box::new(Bandit::with_seed(seed)),
     }
 }
 
@@ -266,6 +303,8 @@ pub(crate) mod test_support {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             key: b"",
             now_ms: 1,
+            tried: &[],
+            force: false,
         }
     }
 }
