@@ -229,7 +229,7 @@ mod tests {
     #[test]
     fn pacing_follows_a_changed_limit() {
         let l = Learned::default();
-        let mut run = |limit: usize, from: u64, to: u64| {
+        let run = |limit: usize, from: u64, to: u64| {
             let mut sent: Vec<u64> = Vec::new();
             let mut accepted = 0;
             for now in (from..to).step_by(10) {

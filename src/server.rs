@@ -16,7 +16,7 @@ use crate::backend::{BackendId, BackendTable};
 use crate::budget::IdBudget;
 use crate::config::ProxyConfig;
 use crate::control::ControlLink;
-use crate::worker::{Worker, WorkerMsg, WAKER};
+use crate::worker::{Worker, WorkerMsg, WorkerParts, WAKER};
 
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 65_535;
@@ -70,16 +70,16 @@ impl DataPlane {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = unbounded();
-            let worker = Worker::new(
-                i,
-                cfg.clone(),
+            let worker = Worker::new(WorkerParts {
+                index: i,
+                cfg: cfg.clone(),
                 poll,
-                mio::net::TcpListener::from_std(listener),
+                listener: mio::net::TcpListener::from_std(listener),
                 rx,
-                table.clone(),
-                control.clone(),
-                budget.clone(),
-            )?;
+                table: table.clone(),
+                control: control.clone(),
+                budget: budget.clone(),
+            })?;
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn(move || worker.run())?;

@@ -101,17 +101,30 @@ pub struct Core {
     shutdown_deadline_ms: u64,
 }
 
+/// What a worker is made of; the data plane builds one per worker.
+pub struct WorkerParts {
+    pub index: usize,
+    pub cfg: Arc<ProxyConfig>,
+    pub poll: Poll,
+    pub listener: TcpListener,
+    pub rx: Receiver<WorkerMsg>,
+    pub table: Arc<BackendTable>,
+    pub control: ControlLink,
+    pub budget: Arc<IdBudget>,
+}
+
 impl Worker {
-    pub fn new(
-        index: usize,
-        cfg: Arc<ProxyConfig>,
-        poll: Poll,
-        mut listener: TcpListener,
-        rx: Receiver<WorkerMsg>,
-        table: Arc<BackendTable>,
-        control: ControlLink,
-        budget: Arc<IdBudget>,
-    ) -> io::Result<Worker> {
+    pub fn new(parts: WorkerParts) -> io::Result<Worker> {
+        let WorkerParts {
+            index,
+            cfg,
+            poll,
+            mut listener,
+            rx,
+            table,
+            control,
+            budget,
+        } = parts;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let seed = 0x5eed_0000_u64 + index as u64;
