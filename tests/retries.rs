@@ -1,0 +1,204 @@
+//! Retries and the per-id attempt budget over real sockets (brief 000's rules): what is retried
+//! under which policy, that no id ever gets more than three attempts, and that an accepted id is
+//! answered without another attempt.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use sluice::backend::BackendSpec;
+use sluice::config::{Mode, Settings};
+use sluice::retry::RetryPolicy;
+use sluice::strategy::StrategyKind;
+
+const ID: &str = "ABCDEFGHIJKLMNOPQRSTUVWX";
+
+fn post_id(id: &str) -> Vec<u8> {
+    format!(
+        "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{id}",
+        id.len()
+    )
+    .into_bytes()
+}
+
+fn lb(backends: &[SocketAddr], policy: &str, methods: &str) -> Sluice {
+    let specs = backends
+        .iter()
+        .map(|&addr| BackendSpec { addr, weight: 1 })
+        .collect();
+    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::RoundRobin);
+    s.proxy.retry = RetryPolicy::parse(policy, methods).unwrap();
+    s.proxy.eject_after = 0;
+    Sluice::with_settings(s)
+}
+
+/// A backend answering every request with `status`, counting them.
+fn fixed(status: u16) -> (HttpBackend, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let count = n.clone();
+    let b = HttpBackend::start(move |_| {
+        count.fetch_add(1, Ordering::SeqCst);
+        Reply::status(status, format!("status {status}").as_bytes())
+    });
+    (b, n)
+}
+
+#[test]
+fn default_policy_retries_gateway_errors_for_idempotent_methods_only() {
+    let (bad, bad_n) = fixed(503);
+    let (good, _) = fixed(200);
+    let lb = lb(&[bad.addr, good.addr], "connect,gateway", "idempotent");
+    for _ in 0..4 {
+        assert_eq!(
+            roundtrip(lb.addr, &get("/")).status,
+            200,
+            "a GET that met 503 went on to the good backend"
+        );
+    }
+    assert!(bad_n.load(Ordering::SeqCst) >= 1);
+    // A POST is not idempotent: the 503 reaches the client when the bad backend gets it.
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            roundtrip(
+                lb.addr,
+                b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx",
+            )
+            .status
+        })
+        .collect();
+    assert!(statuses.contains(&503), "{statuses:?}");
+}
+
+#[test]
+fn the_challenge_policy_retries_any_method_on_any_5xx_and_429() {
+    let (e500, _) = fixed(500);
+    let (e429, _) = fixed(429);
+    let (good, good_n) = fixed(200);
+    let lb = lb(
+        &[e500.addr, e429.addr, good.addr],
+        "connect,timeout,5xx,429",
+        "any",
+    );
+    for i in 0..9 {
+        let resp = roundtrip(lb.addr, &post_id(&format!("{ID:.20}{i:04}")));
+        assert_eq!(resp.status, 200, "{resp:?}");
+        assert_eq!(resp.text(), "status 200");
+    }
+    assert_eq!(good_n.load(Ordering::SeqCst), 9);
+}
+
+#[test]
+fn an_id_never_gets_more_than_three_attempts_even_when_sent_again() {
+    let backends: Vec<(HttpBackend, Arc<AtomicUsize>)> = (0..4).map(|_| fixed(500)).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.0.addr).collect();
+    let lb = lb(&addrs, "connect,timeout,5xx,429", "any");
+    let first = roundtrip(lb.addr, &post_id(ID));
+    assert_eq!(first.status, 500, "the last downstream status: {first:?}");
+    let attempts = || {
+        backends
+            .iter()
+            .map(|b| b.1.load(Ordering::SeqCst))
+            .sum::<usize>()
+    };
+    assert_eq!(attempts(), 3);
+    // The same id again, on new connections: no attempt left.
+    for _ in 0..3 {
+        let again = roundtrip(lb.addr, &post_id(ID));
+        assert_eq!(again.status, 503, "{again:?}");
+        assert!(again.text().contains("no attempts left"));
+    }
+    assert_eq!(attempts(), 3);
+    // An Idempotency-Key works the same way.
+    let keyed = b"POST /k HTTP/1.1\r\nHost: t\r\nIdempotency-Key: order-17\r\nContent-Length: 5\r\n\r\nhello";
+    roundtrip(lb.addr, keyed);
+    roundtrip(lb.addr, keyed);
+    assert_eq!(attempts(), 6);
+}
+
+#[test]
+fn an_accepted_id_is_answered_without_another_attempt() {
+    let (good, n) = fixed(200);
+    let lb = lb(&[good.addr], "connect,timeout,5xx,429", "any");
+    assert_eq!(roundtrip(lb.addr, &post_id(ID)).status, 200);
+    let again = roundtrip(lb.addr, &post_id(ID));
+    assert_eq!(again.status, 200);
+    assert!(again.text().contains("already accepted"), "{again:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn failed_connects_do_not_use_up_the_budget() {
+    let (r1, r2, r3) = (refused_addr(), refused_addr(), refused_addr());
+    let lb = lb(&[r1, r2, r3], "connect", "any");
+    // Three attempts, none delivered: no backend could be connected.
+    assert_eq!(roundtrip(lb.addr, &post_id(ID)).status, 503);
+    // A backend that works comes along; the same id still has its whole budget.
+    let (good, n) = fixed(200);
+    let body = format!(r#"{{"address": "{}"}}"#, good.addr);
+    assert_eq!(lb.api("POST", "/api/backends", Some(&body)).0, 201);
+    for r in [r1, r2, r3] {
+        assert_eq!(lb.api("DELETE", &format!("/api/backends/{r}"), None).0, 200);
+    }
+    let resp = roundtrip(lb.addr, &post_id(ID));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn a_body_split_from_its_head_is_waited_for_before_the_budget_check() {
+    let (good, n) = fixed(200);
+    let lb = lb(&[good.addr], "connect", "any");
+    let mut s = lb.connect();
+    use std::io::Write;
+    s.write_all(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 24\r\n\r\n")
+        .unwrap();
+    s.write_all(&ID.as_bytes()[..10]).unwrap();
+    s.write_all(&ID.as_bytes()[10..]).unwrap();
+    let resp = read_response(&mut std::io::BufReader::new(s), false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(good.requests()[0].body, ID.as_bytes());
+    // The id was recorded: sending it again gets no new attempt.
+    assert!(roundtrip(lb.addr, &post_id(ID))
+        .text()
+        .contains("already accepted"));
+    assert_eq!(n.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn requests_larger_than_the_retry_buffer_are_not_retried() {
+    let (bad, bad_n) = fixed(503);
+    let lb = {
+        let specs = vec![
+            BackendSpec {
+                addr: bad.addr,
+                weight: 1,
+            },
+            BackendSpec {
+                addr: fixed(200).0.addr,
+                weight: 1,
+            },
+        ];
+        let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::RoundRobin);
+        s.proxy.retry = RetryPolicy::parse("5xx", "any").unwrap();
+        s.proxy.retry_buffer = 1024;
+        s.proxy.eject_after = 0;
+        Sluice::with_settings(s)
+    };
+    let big = "x".repeat(4096);
+    let raw = format!(
+        "PUT /big HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{big}",
+        big.len()
+    );
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| roundtrip(lb.addr, raw.as_bytes()).status)
+        .collect();
+    assert!(
+        statuses.contains(&503),
+        "a 4 KiB request is over the 1 KiB retry buffer: {statuses:?}"
+    );
+    assert!(bad_n.load(Ordering::SeqCst) >= 1);
+}
