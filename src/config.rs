@@ -199,6 +199,10 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_SHUTDOWN_TIMEOUT, value_name = "DURATION")]
     pub shutdown_timeout: DurationArg,
 
+    /// Write the process id here (and, after a live upgrade with SIGUSR2, the new process's id).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<std::path::PathBuf>,
+
     /// Admin API and dashboard address (host:port), or `off`. Loopback by default.
     #[arg(long, default_value = DEFAULT_ADMIN, value_name = "ADDR|off")]
     pub admin: String,

@@ -25,5 +25,6 @@ pub mod server;
 pub mod strategy;
 pub mod timer;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 pub mod worker;

@@ -8,6 +8,7 @@ use log::info;
 
 use sluice::config::RunArgs;
 use sluice::ctl::CtlArgs;
+use sluice::upgrade;
 
 /// sluice: a per-core load balancer for TCP and HTTP/1.1 in front of unreliable backends.
 #[derive(Parser, Debug)]
@@ -50,6 +51,7 @@ fn shutdown_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         set
     }
 }
@@ -71,13 +73,32 @@ fn run(args: &RunArgs) -> ExitCode {
 
     let mode = settings.proxy.mode;
     let workers = settings.proxy.workers;
-    let running = match sluice::control::start(settings) {
+    let pid_file = args.pid_file.clone();
+    let started = match upgrade::inherited() {
+        Ok(Some(listeners)) => {
+            info!(
+                "live upgrade: taking over {} listening sockets",
+                listeners.proxy.len()
+            );
+            sluice::control::start_with(settings, listeners)
+        }
+        Ok(None) => sluice::control::start(settings),
+        Err(e) => Err(e),
+    };
+    let running = match started {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(path) = &pid_file {
+        if let Err(e) = upgrade::write_pid_file(path, std::process::id()) {
+            eprintln!("sluice: cannot write pid file {}: {e}", path.display());
+            running.stop();
+            return ExitCode::FAILURE;
+        }
+    }
     let admin = running
         .admin_addr
         .map_or("off".to_string(), |a| a.to_string());
@@ -85,18 +106,39 @@ fn run(args: &RunArgs) -> ExitCode {
         "sluice listening on {} ({mode:?} mode, {workers} workers), admin API on {admin}",
         running.proxy_addr
     );
-    // One machine-readable line on stdout, for scripts and tests that bind port 0.
-    println!(
+    // One machine-readable line on stdout, for scripts and tests that bind port 0. Nobody may be
+    // reading it (a live upgrade's successor inherits the stdout of its predecessor): ignore errors.
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
         "sluice ready proxy={} admin={admin} pid={}",
         running.proxy_addr,
         std::process::id()
     );
-    let _ = std::io::stdout().flush();
+    let _ = out.flush();
 
-    let mut signal = 0;
-    // SAFETY: both pointers are valid for the call.
-    unsafe { libc::sigwait(&signals, &mut signal) };
-    info!("signal {signal}: shutting down");
+    upgrade::notify_ready();
+
+    loop {
+        let mut signal = 0;
+        // SAFETY: both pointers are valid for the call.
+        unsafe { libc::sigwait(&signals, &mut signal) };
+        if signal != libc::SIGUSR2 {
+            info!("signal {signal}: shutting down");
+            break;
+        }
+        info!("SIGUSR2: starting a new process and handing it the listening sockets");
+        match upgrade::spawn_successor(&running.handover) {
+            Ok(child) => {
+                info!(
+                    "new process {} is ready; this one stops accepting and drains",
+                    child.id()
+                );
+                break;
+            }
+            Err(e) => log::error!("live upgrade failed, still serving: {e}"),
+        }
+    }
     running.stop();
     info!("stopped");
     ExitCode::SUCCESS

@@ -45,20 +45,21 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Binds `listen` once per worker and starts the workers routing by `table`.
+    /// Starts one worker per listener, routing by `table`. The listeners share one address with
+    /// SO_REUSEPORT ([`crate::upgrade::Listeners::bind`], or inherited from a predecessor).
     pub fn start(
         cfg: ProxyConfig,
-        listen: SocketAddr,
+        listeners: Vec<std::net::TcpListener>,
         table: Arc<BackendTable>,
         control: ControlLink,
     ) -> io::Result<DataPlane> {
         let cfg = Arc::new(cfg);
-        // The first bind fixes the port (port 0 picks one); the other workers share it.
-        let first = bind_reuseport(listen)?;
-        let local_addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..cfg.workers {
-            listeners.push(bind_reuseport(local_addr)?);
+        let local_addr = listeners
+            .first()
+            .ok_or_else(|| io::Error::other("no listener"))?
+            .local_addr()?;
+        for l in &listeners {
+            l.set_nonblocking(true)?;
         }
         let budget = Arc::new(IdBudget::new(
             if cfg.id_budget { cfg.id_memory } else { 1 },

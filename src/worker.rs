@@ -47,6 +47,9 @@ pub enum WorkerMsg {
     Sever(BackendId),
 }
 
+/// At shutdown, idle keep-alive clients stay open this long in case a request is on its way.
+const SHUTDOWN_IDLE_GRACE_MS: u64 = 500;
+
 /// How often a worker hands its metrics to the control thread.
 const METRICS_FLUSH_MS: u64 = 1_000;
 
@@ -291,6 +294,8 @@ impl Core {
         // Dropping the listener closes it; connections still in its backlog go to the other
         // listeners sharing the port, or are refused.
         self.listener = None;
+        // Idle keep-alive clients get a short grace: one that is sending its next request right now
+        // is answered (with Connection: close) instead of finding its connection reset.
         let idle: Vec<usize> = self
             .clients
             .iter()
@@ -299,8 +304,13 @@ impl Core {
             })
             .map(|(k, _)| k)
             .collect();
+        let grace_ms = SHUTDOWN_IDLE_GRACE_MS.min(timeout.as_millis() as u64);
         for k in idle {
-            self.close_client(k);
+            if grace_ms == 0 {
+                self.close_client(k);
+            } else {
+                self.set_deadline(k, grace_ms);
+            }
         }
         let pooled: Vec<usize> = self.pools.iter_mut().flat_map(std::mem::take).collect();
         for bk in pooled {

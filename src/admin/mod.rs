@@ -134,8 +134,14 @@ enum Parsed {
 
 impl AdminServer {
     pub fn bind(addr: SocketAddr, token_base: usize) -> io::Result<AdminServer> {
+        AdminServer::from_std(std::net::TcpListener::bind(addr)?, token_base)
+    }
+
+    /// Serves on a listener bound already (or inherited in a live upgrade).
+    pub fn from_std(listener: std::net::TcpListener, token_base: usize) -> io::Result<AdminServer> {
+        listener.set_nonblocking(true)?;
         Ok(AdminServer {
-            listener: TcpListener::bind(addr)?,
+            listener: TcpListener::from_std(listener),
             conns: Slab::new(),
             token_base,
         })

@@ -32,6 +32,7 @@ use crate::config::Settings;
 use crate::metrics::{MetricsHub, WorkerSnapshot};
 use crate::server::DataPlane;
 use crate::strategy::StrategyKind;
+use crate::upgrade::Listeners;
 use adaptive::{AdaptiveEngine, Sample};
 use health::{HealthChecker, HealthConfig, ProbeResult};
 use state::{ControlState, StateFile};
@@ -91,18 +92,42 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     link: ControlLink,
     thread: JoinHandle<()>,
+    /// Duplicates of the listening sockets, for a live upgrade.
+    pub handover: Listeners,
 }
 
 impl Running {
     /// Graceful stop: no new connections, requests in flight finish within the shutdown timeout.
     pub fn stop(self) {
+        // Our copies of the listening sockets go first: once the workers drop theirs, new
+        // connections are refused (or, after a live upgrade, taken by the successor) instead of
+        // waiting in a backlog nobody accepts from.
+        drop(self.handover);
         self.link.send(ControlMsg::Stop);
         let _ = self.thread.join();
     }
 }
 
-/// Starts the control thread and the workers. Errors are messages for the user.
+/// Binds the listeners, then starts the control thread and the workers. Errors are messages for
+/// the user.
 pub fn start(settings: Settings) -> Result<Running, String> {
+    let listeners = Listeners::bind(
+        settings.listen,
+        settings.proxy.workers,
+        settings.control.admin,
+    )?;
+    start_with(settings, listeners)
+}
+
+/// Starts the control thread and the workers on listeners bound (or inherited) already.
+pub fn start_with(settings: Settings, listeners: Listeners) -> Result<Running, String> {
+    let handover = listeners
+        .duplicate()
+        .map_err(|e| format!("cannot keep the listeners for upgrades: {e}"))?;
+    let Listeners {
+        proxy: proxy_listeners,
+        admin: admin_listener,
+    } = listeners;
     let now_ms = clock::now_ms();
     let poll = Poll::new().map_err(|e| format!("cannot create event loop: {e}"))?;
     let waker = Arc::new(
@@ -118,10 +143,10 @@ pub fn start(settings: Settings) -> Result<Running, String> {
         settings.strategy,
         settings.params,
     )?;
-    let mut admin = match ctl.admin {
-        Some(addr) => {
-            let mut server = AdminServer::bind(addr, ADMIN_TOKEN_BASE)
-                .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?;
+    let mut admin = match admin_listener {
+        Some(listener) => {
+            let mut server = AdminServer::from_std(listener, ADMIN_TOKEN_BASE)
+                .map_err(|e| format!("admin listener: {e}"))?;
             server
                 .register(poll.registry(), ADMIN_LISTENER)
                 .map_err(|e| e.to_string())?;
@@ -131,8 +156,8 @@ pub fn start(settings: Settings) -> Result<Running, String> {
     };
     let admin_addr = admin.as_mut().and_then(|a| a.local_addr().ok());
     let table = state.table();
-    let plane = DataPlane::start(settings.proxy.clone(), settings.listen, table, link.clone())
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let plane = DataPlane::start(settings.proxy.clone(), proxy_listeners, table, link.clone())
+        .map_err(|e| format!("cannot start the workers: {e}"))?;
     let proxy_addr = plane.local_addr();
     let control = Control {
         poll,
@@ -159,6 +184,7 @@ pub fn start(settings: Settings) -> Result<Running, String> {
         admin_addr,
         link,
         thread,
+        handover,
     })
 }
 

@@ -1,0 +1,240 @@
+//! Live upgrade: `kill -USR2 <pid>` starts a new sluice process (the same binary, the same
+//! arguments) and hands it the listening sockets, so no connection attempt is refused and none waits
+//! in a backlog that nobody accepts from. The old process waits until the new one says it is ready,
+//! then stops accepting, finishes what is in flight and exits; the pid file then names the new one.
+//!
+//! The sockets travel as inherited descriptors: the old process keeps duplicates of its listeners,
+//! clears close-on-exec on them in the forked child, and names them in `SLUICE_UPGRADE_FDS`
+//! (`proxy=3,4;admin=5`). The new process reports readiness by writing to a pipe named in
+//! `SLUICE_READY_FD`. Both ends share the same listening sockets, so connections queued during the
+//! overlap are accepted by whichever process takes them.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use crate::server::bind_reuseport;
+
+pub const ENV_FDS: &str = "SLUICE_UPGRADE_FDS";
+pub const ENV_READY_FD: &str = "SLUICE_READY_FD";
+/// How long the old process waits for the new one to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The listening sockets of one sluice process.
+pub struct Listeners {
+    /// One per worker, all bound to the proxy address with SO_REUSEPORT.
+    pub proxy: Vec<TcpListener>,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the proxy address once per worker (the first bind fixes a port 0), and the admin address.
+    pub fn bind(
+        listen: SocketAddr,
+        workers: usize,
+        admin: Option<SocketAddr>,
+    ) -> Result<Listeners, String> {
+        let proxy_err = |e: io::Error| format!("cannot listen on {listen}: {e}");
+        let first = bind_reuseport(listen).map_err(proxy_err)?;
+        let local = first.local_addr().map_err(proxy_err)?;
+        let mut proxy = vec![first];
+        for _ in 1..workers.max(1) {
+            proxy.push(bind_reuseport(local).map_err(proxy_err)?);
+        }
+        let admin = match admin {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { proxy, admin })
+    }
+
+    /// Duplicates of every socket (close-on-exec set), kept for a later hand-over.
+    pub fn duplicate(&self) -> io::Result<Listeners> {
+        Ok(Listeners {
+            proxy: self
+                .proxy
+                .iter()
+                .map(TcpListener::try_clone)
+                .collect::<io::Result<_>>()?,
+            admin: self
+                .admin
+                .as_ref()
+                .map(TcpListener::try_clone)
+                .transpose()?,
+        })
+    }
+
+    fn describe(&self) -> String {
+        let proxy: Vec<String> = self
+            .proxy
+            .iter()
+            .map(|l| l.as_raw_fd().to_string())
+            .collect();
+        let mut text = format!("proxy={}", proxy.join(","));
+        if let Some(admin) = &self.admin {
+            text.push_str(&format!(";admin={}", admin.as_raw_fd()));
+        }
+        text
+    }
+
+    fn fds(&self) -> Vec<RawFd> {
+        self.proxy
+            .iter()
+            .chain(self.admin.iter())
+            .map(AsRawFd::as_raw_fd)
+            .collect()
+    }
+}
+
+/// The listeners a predecessor handed over, if this process was started by a live upgrade.
+pub fn inherited() -> Result<Option<Listeners>, String> {
+    let Ok(text) = std::env::var(ENV_FDS) else {
+        return Ok(None);
+    };
+    std::env::remove_var(ENV_FDS);
+    let bad = || format!("{ENV_FDS} is malformed: {text:?}");
+    let fd = |s: &str| -> Result<TcpListener, String> {
+        let n: RawFd = s.trim().parse().map_err(|_| bad())?;
+        if n < 3 {
+            return Err(bad());
+        }
+        // SAFETY: the predecessor passed this descriptor, open and listening, for us to own.
+        let listener = unsafe { TcpListener::from_raw_fd(n) };
+        listener
+            .local_addr()
+            .map_err(|e| format!("inherited descriptor {n} is not a socket: {e}"))?;
+        set_cloexec(n, true);
+        Ok(listener)
+    };
+    let mut out = Listeners {
+        proxy: Vec::new(),
+        admin: None,
+    };
+    for part in text.split(';') {
+        match part.split_once('=') {
+            Some(("proxy", list)) => {
+                for item in list.split(',') {
+                    out.proxy.push(fd(item)?);
+                }
+            }
+            Some(("admin", item)) => out.admin = Some(fd(item)?),
+            _ => return Err(bad()),
+        }
+    }
+    if out.proxy.is_empty() {
+        return Err(bad());
+    }
+    Ok(Some(out))
+}
+
+fn set_cloexec(fd: RawFd, on: bool) {
+    // SAFETY: fcntl on a descriptor we hold; it is async-signal-safe, so also fine after fork.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            let flags = if on {
+                flags | libc::FD_CLOEXEC
+            } else {
+                flags & !libc::FD_CLOEXEC
+            };
+            libc::fcntl(fd, libc::F_SETFD, flags);
+        }
+    }
+}
+
+/// Starts the successor with `handover`'s sockets and waits until it reports ready. On error the
+/// successor (if any) is killed and this process goes on serving.
+pub fn spawn_successor(handover: &Listeners) -> Result<Child, String> {
+    let mut pipe: [RawFd; 2] = [0; 2];
+    // SAFETY: pipe2 fills the two-element array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!(
+            "cannot create the readiness pipe: {}",
+            io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: pipe2 just created both descriptors; we own them.
+    let (read_end, write_end) =
+        unsafe { (OwnedFd::from_raw_fd(pipe[0]), OwnedFd::from_raw_fd(pipe[1])) };
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the sluice binary: {e}"))?;
+    let mut inherit = handover.fds();
+    inherit.push(write_end.as_raw_fd());
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(ENV_FDS, handover.describe())
+        .env(ENV_READY_FD, write_end.as_raw_fd().to_string());
+    // SAFETY: the closure only calls fcntl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &inherit {
+                set_cloexec(fd, false);
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the new process: {e}"))?;
+    drop(write_end);
+    match wait_ready(read_end, READY_TIMEOUT) {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(e)
+        }
+    }
+}
+
+fn wait_ready(read_end: OwnedFd, timeout: Duration) -> Result<(), String> {
+    let mut pfd = libc::pollfd {
+        fd: read_end.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+    if n <= 0 {
+        return Err(format!(
+            "the new process was not ready within {} s",
+            timeout.as_secs()
+        ));
+    }
+    let mut file = std::fs::File::from(read_end);
+    let mut word = [0u8; 5];
+    match file.read(&mut word) {
+        Ok(5) if &word == b"ready" => Ok(()),
+        _ => Err("the new process exited before it was ready (see its log)".into()),
+    }
+}
+
+/// Tells the predecessor (if this process is a successor) that it serves now.
+pub fn notify_ready() {
+    let Some(fd) = std::env::var(ENV_READY_FD)
+        .ok()
+        .and_then(|v| v.parse::<RawFd>().ok())
+    else {
+        return;
+    };
+    std::env::remove_var(ENV_READY_FD);
+    if fd < 3 {
+        return;
+    }
+    // SAFETY: the predecessor passed us the write end of its readiness pipe to own.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    let _ = file.write_all(b"ready");
+}
+
+/// Writes `pid` to `path` atomically (a reader never sees a half-written file).
+pub fn write_pid_file(path: &Path, pid: u32) -> io::Result<()> {
+    let tmp = path.with_extension("pid.tmp");
+    std::fs::write(&tmp, format!("{pid}\n"))?;
+    std::fs::rename(&tmp, path)
+}
