@@ -50,6 +50,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 pub const DEFAULT_RETRY_ON: &str = "connect,gateway";
 pub const DEFAULT_RETRY_BUFFER: usize = 16 * 1024;
 pub const DEFAULT_MAX_PACING_WAIT: &str = "1s";
+pub const DEFAULT_BACKEND_QUEUE: usize = 256;
+pub const DEFAULT_QUEUE_TIMEOUT: &str = "5s";
+pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
 
 /// The request attribute `maglev` hashes in HTTP mode (`--hash-key`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +186,27 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub max_conns: Option<usize>,
 
+    /// Longest request line (method, target, version) accepted; longer ones get 414.
+    #[arg(long, default_value_t = DEFAULT_MAX_REQUEST_LINE, value_name = "BYTES")]
+    pub max_request_line: usize,
+
+    /// Largest request body accepted; larger ones get 413. 0 = no limit.
+    #[arg(long, default_value_t = 0, value_name = "BYTES")]
+    pub max_body_bytes: u64,
+
+    /// Most connections to each backend, across workers (each worker takes an equal share);
+    /// requests beyond it wait in a queue. 0 = no limit.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub backend_max_conns: usize,
+
+    /// Requests that may wait for a connection to one backend (per worker); more get 503.
+    #[arg(long, default_value_t = DEFAULT_BACKEND_QUEUE, value_name = "N")]
+    pub backend_queue: usize,
+
+    /// A request waiting in a backend's queue longer than this gets 503.
+    #[arg(long, default_value = DEFAULT_QUEUE_TIMEOUT, value_name = "DURATION")]
+    pub queue_timeout: DurationArg,
+
     /// Largest request head accepted; larger ones get 431.
     #[arg(long, default_value_t = DEFAULT_MAX_HEADER_BYTES, value_name = "BYTES")]
     pub max_header_bytes: usize,
@@ -313,6 +337,15 @@ pub struct ProxyConfig {
     pub id_window_s: u32,
     /// Longest a request waits for a backend's rate budget before it is sent anyway.
     pub max_pacing_wait_ms: u64,
+    /// Connections per backend across workers (each worker takes an equal share); 0 = no limit.
+    pub backend_max_conns: usize,
+    /// Requests that may wait for a connection per backend and worker; more get 503.
+    pub backend_queue: usize,
+    pub queue_timeout_ms: u64,
+    /// Longest request line; longer ones get 414.
+    pub max_request_line: usize,
+    /// Largest request body; larger ones get 413 (0 = no limit).
+    pub max_body_bytes: u64,
 }
 
 impl Default for ProxyConfig {
@@ -341,6 +374,11 @@ impl Default for ProxyConfig {
             id_memory: budget::DEFAULT_ENTRIES,
             id_window_s: budget::DEFAULT_WINDOW_S,
             max_pacing_wait_ms: ms(DEFAULT_MAX_PACING_WAIT),
+            backend_max_conns: 0,
+            backend_queue: DEFAULT_BACKEND_QUEUE,
+            queue_timeout_ms: ms(DEFAULT_QUEUE_TIMEOUT),
+            max_request_line: DEFAULT_MAX_REQUEST_LINE,
+            max_body_bytes: 0,
         }
     }
 }
@@ -503,6 +541,11 @@ impl RunArgs {
             id_memory: self.id_memory,
             id_window_s: (self.id_window.ms() / 1000).max(1) as u32,
             max_pacing_wait_ms: self.max_pacing_wait.ms(),
+            backend_max_conns: self.backend_max_conns,
+            backend_queue: self.backend_queue,
+            queue_timeout_ms: self.queue_timeout.ms(),
+            max_request_line: self.max_request_line,
+            max_body_bytes: self.max_body_bytes,
         };
         proxy.validate()?;
         let admin = match self.admin.as_str() {

@@ -223,6 +223,8 @@ pub struct Exchange {
     /// Where the strategy's hash key (the request target) sits in `req`.
     pub key: Range<usize>,
     pub req_body: Body,
+    /// Request body bytes counted so far (for `--max-body-bytes`).
+    pub body_bytes: u64,
     pub req_len: usize,
     pub req_sent: usize,
     /// The whole request is still in `req`, so it can be sent again to another backend.
@@ -247,6 +249,8 @@ pub struct Exchange {
     pub awaiting_id: bool,
     /// Waiting for a backend's rate budget until this time (ms); 0 = not waiting.
     pub pace_until_ms: u64,
+    /// Waiting in a backend's queue for a connection.
+    pub queued: bool,
     /// Sticky sessions: the cookie token to set on the response (the client is re-pinned).
     pub set_cookie: Option<[u8; STICKY_TOKEN_LEN]>,
     /// The bound backend connection came from the idle pool.
@@ -274,6 +278,7 @@ impl Exchange {
             upgrade: false,
             key: 0..0,
             req_body: Body::Done,
+            body_bytes: 0,
             req_len: 0,
             req_sent: 0,
             replayable: true,
@@ -289,6 +294,7 @@ impl Exchange {
             id: None,
             awaiting_id: false,
             pace_until_ms: 0,
+            queued: false,
             set_cookie: None,
             reused_conn: false,
             started_ms: 0,

@@ -80,7 +80,7 @@ impl Core {
         };
         let Some(bk) = ex.backend else {
             // Paced (bandit): the timer dispatches it.
-            return if ex.pace_until_ms != 0 {
+            return if ex.pace_until_ms != 0 || ex.queued {
                 Next::Wait
             } else {
                 Next::Close

@@ -28,6 +28,17 @@ use crate::worker::{Core, Next, BACKEND_BIT};
 /// answer within the response timeout.
 pub use crate::metrics::FailureKind as Failure;
 
+/// A worker's view of one backend.
+#[derive(Debug, Default)]
+pub struct Slot {
+    /// Idle pooled connections, most recently used last.
+    pub idle: Vec<usize>,
+    /// Connections this worker has open to the backend, idle ones included.
+    pub conns: usize,
+    /// Clients waiting for a connection while the backend is at `--backend-max-conns`.
+    pub queue: std::collections::VecDeque<usize>,
+}
+
 /// The budget's clock: seconds of the process clock.
 pub fn now_s(now_ms: u64) -> u32 {
     (now_ms / 1000) as u32
@@ -96,6 +107,27 @@ impl Core {
             }
         };
         ex.pace_until_ms = 0;
+        // At its connection limit: wait in the backend's queue for a connection.
+        let limit = self.cfg.backend_max_conns.div_ceil(self.cfg.workers.max(1));
+        let slot = &mut self.slots[idx];
+        if self.cfg.backend_max_conns != 0 && slot.idle.is_empty() && slot.conns >= limit {
+            if slot.queue.len() >= self.cfg.backend_queue {
+                return match self.cfg.mode {
+                    Mode::Http => self.answer(
+                        k,
+                        503,
+                        "backend connection limit reached and its queue is full",
+                        false,
+                    ),
+                    Mode::Tcp => Next::Close,
+                };
+            }
+            slot.queue.push_back(k);
+            ex.queued = true;
+            c.deadline
+                .set(self.now_ms + self.cfg.queue_timeout_ms, k, &mut self.timers);
+            return Next::Wait;
+        }
         if let Some(id) = ex.id {
             match self
                 .budget
@@ -126,7 +158,7 @@ impl Core {
             self.metrics.current.retries += 1;
         }
 
-        if let Some(bk) = self.pools[idx].pop() {
+        if let Some(bk) = self.slots[idx].idle.pop() {
             ex.reused_conn = true;
             ex.backend = Some(bk);
             let b = &mut self.backends[bk];
@@ -161,6 +193,7 @@ impl Core {
         }
         stats.conns.fetch_add(1, Ordering::Relaxed);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.slots[idx].conns += 1;
         entry.insert(BackendConn {
             sock,
             ready: Ready::default(),
@@ -331,14 +364,32 @@ impl Core {
         }
     }
 
-    /// The client's deadline passed while a backend connection was bound.
+    /// The client's deadline passed in `Proxy` or `Tunnel`: a paced request may go now, a request
+    /// body the id waits for is too slow, a queued request waited too long, a bound backend is too
+    /// slow (or its connect is).
     pub fn backend_timed_out(&mut self, k: usize) -> Next {
-        let Some(bk) = self
-            .clients
-            .get(k)
-            .and_then(|c| c.ex.as_ref())
-            .and_then(|ex| ex.backend)
-        else {
+        let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else {
+            return Next::Close;
+        };
+        let Some(bk) = ex.backend else {
+            if ex.pace_until_ms != 0 {
+                return self.dispatch(k);
+            }
+            if ex.awaiting_id {
+                return self.answer(k, 408, "request body timed out", true);
+            }
+            if ex.queued {
+                self.leave_queue(k);
+                return match self.cfg.mode {
+                    Mode::Http => self.answer(
+                        k,
+                        503,
+                        "no connection to the backend within the queue timeout",
+                        false,
+                    ),
+                    Mode::Tcp => Next::Close,
+                };
+            }
             return Next::Close;
         };
         if self.backends[bk].state == BackendState::Connecting {
@@ -366,7 +417,7 @@ impl Core {
         if reuse && !self.shutting_down && b.state == BackendState::Busy {
             let position = self.table.position_hinted(b.backend_id, b.table_index);
             if let Some(i) = position.filter(|&i| self.table.backends[i].is_eligible()) {
-                if self.pools[i].len() < self.cfg.pool_max_idle {
+                if self.slots[i].idle.len() < self.cfg.pool_max_idle {
                     b.state = BackendState::Idle;
                     b.table_index = i;
                     b.deadline.set(
@@ -374,7 +425,8 @@ impl Core {
                         bk | BACKEND_BIT,
                         &mut self.timers,
                     );
-                    self.pools[i].push(bk);
+                    self.slots[i].idle.push(bk);
+                    self.wake_one(i);
                     return;
                 }
             }
@@ -387,13 +439,51 @@ impl Core {
         let Some(b) = self.backends.try_remove(bk) else {
             return;
         };
-        if b.state == BackendState::Idle {
-            if let Some(i) = self.table.position_hinted(b.backend_id, b.table_index) {
-                if let Some(pool) = self.pools.get_mut(i) {
-                    pool.retain(|&x| x != bk);
+        b.stats.conns.fetch_sub(1, Ordering::Relaxed);
+        let Some(i) = self.table.position_hinted(b.backend_id, b.table_index) else {
+            return;
+        };
+        if let Some(slot) = self.slots.get_mut(i) {
+            if b.state == BackendState::Idle {
+                slot.idle.retain(|&x| x != bk);
+            }
+            slot.conns = slot.conns.saturating_sub(1);
+        }
+        self.wake_one(i);
+    }
+
+    /// This worker's share of `--backend-max-conns`.
+    fn conn_limit(&self) -> usize {
+        if self.cfg.backend_max_conns == 0 {
+            usize::MAX
+        } else {
+            self.cfg.backend_max_conns.div_ceil(self.cfg.workers.max(1))
+        }
+    }
+
+    /// Lets the first client queued for backend `i` try again, if the backend has room now.
+    fn wake_one(&mut self, i: usize) {
+        let limit = self.conn_limit();
+        if let Some(slot) = self.slots.get_mut(i) {
+            if slot.conns < limit || !slot.idle.is_empty() {
+                if let Some(k) = slot.queue.pop_front() {
+                    self.wake.push(k);
                 }
             }
         }
-        b.stats.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Takes client `k` out of any backend queue.
+    pub fn leave_queue(&mut self, k: usize) {
+        let queued = self
+            .clients
+            .get_mut(k)
+            .and_then(|c| c.ex.as_mut())
+            .is_some_and(|ex| std::mem::take(&mut ex.queued));
+        if queued {
+            for slot in &mut self.slots {
+                slot.queue.retain(|&x| x != k);
+            }
+        }
     }
 }

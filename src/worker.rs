@@ -26,6 +26,7 @@ use crate::control::{ControlLink, ControlMsg};
 use crate::metrics::WorkerMetrics;
 use crate::strategy::{self, Strategy};
 use crate::timer::{Deadline, TimerEntry, TimerWheel, DEFAULT_SLOTS, DEFAULT_TICK_MS};
+use crate::upstream::Slot;
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
@@ -84,8 +85,10 @@ pub struct Core {
     fired: Vec<TimerEntry>,
     pub table: Arc<BackendTable>,
     pub strategy: Box<dyn Strategy>,
-    /// Idle backend connections per backend, indexed like `table.backends`.
-    pub pools: Vec<Vec<usize>>,
+    /// Per backend, indexed like `table.backends`: idle connections, connections open, queue.
+    pub slots: Vec<Slot>,
+    /// Clients to run again after the current event (their queued backend has room now).
+    pub wake: Vec<usize>,
     /// Candidate list for retries (eligible backends not tried yet).
     pub scratch: Vec<usize>,
     seed: u64,
@@ -143,7 +146,8 @@ impl Worker {
             spare_exchanges: Vec::new(),
             timers: TimerWheel::new(DEFAULT_TICK_MS, DEFAULT_SLOTS),
             fired: Vec::new(),
-            pools: vec![Vec::new(); table.backends.len()],
+            slots: (0..table.backends.len()).map(|_| Slot::default()).collect(),
+            wake: Vec::new(),
             table,
             strategy,
             scratch: Vec::new(),
@@ -187,6 +191,7 @@ impl Worker {
                     }
                     Token(k) => self.core.client_event(k, event),
                 }
+                self.core.run_wakeups();
             }
             self.core.housekeeping();
             if self.core.finished() {
@@ -229,30 +234,42 @@ impl Core {
         }
     }
 
-    /// Switches to a new table version: pools follow their backend by id; idle connections to
-    /// backends that left or may no longer take traffic are closed.
+    /// Switches to a new table version: each backend's slot (idle connections, connection count,
+    /// queue) follows it by id. Idle connections to backends that left or may no longer take
+    /// traffic are closed, and requests queued for them are routed again.
     fn install_table(&mut self, table: Arc<BackendTable>) {
         // Counts so far go out under the old layout; the new ones follow the new table's order.
         self.flush_metrics(&table);
-        let mut pools = vec![Vec::new(); table.backends.len()];
-        let old_pools = std::mem::take(&mut self.pools);
+        let mut slots: Vec<Slot> = (0..table.backends.len()).map(|_| Slot::default()).collect();
+        let old_slots = std::mem::take(&mut self.slots);
         let mut to_close = Vec::new();
-        for (i, pool) in old_pools.into_iter().enumerate() {
-            let Some(old) = self.table.backends.get(i) else {
-                to_close.extend(pool);
-                continue;
-            };
-            match table.position(old.id) {
-                Some(j) if table.backends[j].is_eligible() => {
-                    for &bk in &pool {
-                        self.backends[bk].table_index = j;
+        for (i, mut slot) in old_slots.into_iter().enumerate() {
+            let position = self
+                .table
+                .backends
+                .get(i)
+                .and_then(|old| table.position(old.id));
+            match position {
+                Some(j) => {
+                    if !table.backends[j].is_eligible() {
+                        to_close.append(&mut slot.idle);
+                        self.wake.extend(slot.queue.drain(..));
                     }
-                    pools[j] = pool;
+                    slots[j] = slot;
                 }
-                _ => to_close.extend(pool),
+                None => {
+                    to_close.append(&mut slot.idle);
+                    self.wake.extend(slot.queue.drain(..));
+                }
             }
         }
-        self.pools = pools;
+        // Every connection learns its backend's new position.
+        for (_, b) in self.backends.iter_mut() {
+            if let Some(j) = table.position_hinted(b.backend_id, b.table_index) {
+                b.table_index = j;
+            }
+        }
+        self.slots = slots;
         for bk in to_close {
             self.close_backend(bk);
         }
@@ -312,7 +329,11 @@ impl Core {
                 self.set_deadline(k, grace_ms);
             }
         }
-        let pooled: Vec<usize> = self.pools.iter_mut().flat_map(std::mem::take).collect();
+        let pooled: Vec<usize> = self
+            .slots
+            .iter_mut()
+            .flat_map(|s| std::mem::take(&mut s.idle))
+            .collect();
         for bk in pooled {
             self.close_backend(bk);
         }
@@ -433,6 +454,24 @@ impl Core {
         }
     }
 
+    /// Runs clients whose queued backend got room while another client was handled.
+    fn run_wakeups(&mut self) {
+        while let Some(k) = self.wake.pop() {
+            let queued = self
+                .clients
+                .get_mut(k)
+                .and_then(|c| c.ex.as_mut())
+                .is_some_and(|ex| std::mem::take(&mut ex.queued));
+            if !queued {
+                continue;
+            }
+            match self.dispatch(k) {
+                Next::Close => self.close_client(k),
+                _ => self.drive(k),
+            }
+        }
+    }
+
     fn housekeeping(&mut self) {
         let mut fired = std::mem::take(&mut self.fired);
         self.timers.expire(self.now_ms, &mut fired);
@@ -513,6 +552,7 @@ impl Core {
             return;
         }
         self.unbind_backend(k, false);
+        self.leave_queue(k);
         let c = self.clients.remove(k);
         self.metrics.current.closed += 1;
         if let Some(ex) = c.ex {

@@ -202,3 +202,35 @@ fn requests_larger_than_the_retry_buffer_are_not_retried() {
     );
     assert!(bad_n.load(Ordering::SeqCst) >= 1);
 }
+
+#[test]
+fn bandit_waits_out_a_retry_after_instead_of_spending_an_attempt() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let backend = HttpBackend::start(move |_| {
+        if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::raw(
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+                false,
+            )
+        } else {
+            Reply::ok(b"accepted")
+        }
+    });
+    let specs = vec![BackendSpec {
+        addr: backend.addr,
+        weight: 1,
+    }];
+    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
+    s.proxy.retry = RetryPolicy::parse("connect,timeout,5xx,429", "any").unwrap();
+    s.proxy.max_pacing_wait_ms = 3_000;
+    let lb = Sluice::with_settings(s);
+    let resp = roundtrip(lb.addr, &post_id(ID));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.text(), "accepted");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one 429, then one attempt after the pause"
+    );
+}

@@ -90,6 +90,15 @@ impl Core {
                     },
                 };
                 match head::forward_request(buf.bytes(), &opts, out.tail_mut()) {
+                    Ok(Some(_)) if request_line_len(buf.bytes()) > self.cfg.max_request_line => {
+                        self.bufs.put(out);
+                        return self.answer(k, 414, "request line too long", true);
+                    }
+                    Ok(Some(h)) if matches!(h.framing, Framing::Length(n) if self.cfg.max_body_bytes != 0 && n > self.cfg.max_body_bytes) =>
+                    {
+                        self.bufs.put(out);
+                        return self.answer(k, 413, "request body too large", true);
+                    }
                     Ok(Some(h)) => {
                         out.fill(h.out_len);
                         if !out.extend(&buf.bytes()[h.head_len..]) {
@@ -112,8 +121,10 @@ impl Core {
                         ex.req_len = h.out_len;
                         ex.started_ms = self.now_ms;
                         c.state = ClientState::Proxy;
-                        if let Err(e) = classify_request(ex.req_body_mut_parts()) {
-                            return self.answer(k, 400, e, true);
+                        if let Err(e) =
+                            classify_request(ex.req_body_mut_parts(), self.cfg.max_body_bytes)
+                        {
+                            return self.answer(k, e.0, e.1, true);
                         }
                         if self.cfg.id_budget {
                             find_request_id(ex, &h);
@@ -130,6 +141,11 @@ impl Core {
                     }
                     Ok(None) => {
                         self.bufs.put(out);
+                        if buf.len() > self.cfg.max_request_line
+                            && request_line_len(buf.bytes()) > self.cfg.max_request_line
+                        {
+                            return self.answer(k, 414, "request line too long", true);
+                        }
                         if buf.len() >= max_header_bytes.min(limit) {
                             return self.answer(k, 431, "request head too large", true);
                         }
@@ -237,8 +253,10 @@ impl Core {
                     Io::Done(n) => {
                         self.metrics.current.bytes_in += n as u64;
                         progress = true;
-                        if let Err(e) = classify_request(ex.req_body_mut_parts()) {
-                            return self.fail_client(k, 400, e);
+                        if let Err(e) =
+                            classify_request(ex.req_body_mut_parts(), self.cfg.max_body_bytes)
+                        {
+                            return self.fail_client(k, e.0, e.1);
                         }
                     }
                     Io::Blocked => {}
@@ -434,8 +452,10 @@ impl Core {
             match read_into(&mut c.sock, &mut c.ready, req, limit) {
                 Io::Done(n) => {
                     self.metrics.current.bytes_in += n as u64;
-                    if let Err(e) = classify_request(ex.req_body_mut_parts()) {
-                        return self.answer(k, 400, e, true);
+                    if let Err(e) =
+                        classify_request(ex.req_body_mut_parts(), self.cfg.max_body_bytes)
+                    {
+                        return self.answer(k, e.0, e.1, true);
                     }
                 }
                 Io::Blocked => return Next::Wait,
@@ -635,6 +655,11 @@ fn sticky_cookie<'a>(buf: &'a mut [u8; 96], token: &[u8]) -> &'a [u8] {
     &buf[..n]
 }
 
+/// Length of the first line of `head` (the whole of it if no line ends yet).
+fn request_line_len(head: &[u8]) -> usize {
+    head.iter().position(|&b| b == b'\n').unwrap_or(head.len())
+}
+
 /// Sets the exchange's id for the attempt budget: the Idempotency-Key field, or a 24-byte body
 /// (which may not have arrived yet: then `awaiting_id`).
 fn find_request_id(ex: &mut Exchange, h: &RequestHead) {
@@ -655,23 +680,33 @@ fn find_request_id(ex: &mut Exchange, h: &RequestHead) {
 /// Counts request body bytes that arrived after what was counted before. Returns a reason on a
 /// malformed chunked body.
 fn classify_request(
-    (body, req, req_len): (&mut Body, Option<&Buf>, &mut usize),
-) -> Result<(), &'static str> {
+    (body, req, req_len, body_bytes): (&mut Body, Option<&Buf>, &mut usize, &mut u64),
+    max_body_bytes: u64,
+) -> Result<(), (u16, &'static str)> {
     let Some(req) = req else { return Ok(()) };
     if *req_len >= req.len() || body.is_done() {
         return Ok(());
     }
     let n = body
         .advance(&req.bytes()[*req_len..])
-        .map_err(|_| "bad chunked request body")?;
+        .map_err(|_| (400, "bad chunked request body"))?;
     *req_len += n;
+    *body_bytes += n as u64;
+    if max_body_bytes != 0 && *body_bytes > max_body_bytes {
+        return Err((413, "request body too large"));
+    }
     Ok(())
 }
 
 impl crate::conn::Exchange {
     /// The fields [`classify_request`] works on, borrowed together.
-    fn req_body_mut_parts(&mut self) -> (&mut Body, Option<&Buf>, &mut usize) {
-        (&mut self.req_body, self.req.as_deref(), &mut self.req_len)
+    fn req_body_mut_parts(&mut self) -> (&mut Body, Option<&Buf>, &mut usize, &mut u64) {
+        (
+            &mut self.req_body,
+            self.req.as_deref(),
+            &mut self.req_len,
+            &mut self.body_bytes,
+        )
     }
 }
 
