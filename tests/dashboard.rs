@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 
 /// Longer than the script's own watchdog, so the script normally reports its own failure.
-const BROWSER_LIMIT: Duration = Duration::from_secs(150);
+const BROWSER_LIMIT: Duration = Duration::from_secs(300);
 const INSTALL_HELP: &str =
     "run scripts/test.sh, which installs them (Debian package chromium; npm ci --prefix tests/browser)";
 const CHARTS: [&str; 4] = ["chart-rps", "chart-errors", "chart-conns", "chart-latency"];

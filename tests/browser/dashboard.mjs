@@ -7,7 +7,7 @@
 //
 // Options: --min-points N (chart points to wait for, default 2), --rows N (backend rows to wait
 // for, default 1), --chromium PATH (default $CHROMIUM or /usr/bin/chromium), --timeout-ms N (per
-// wait, default 20000). Waits on conditions only, never on fixed delays. On success prints one JSON
+// wait, default 60000: generous, since a wait ends as soon as its condition holds). Waits on conditions only, never on fixed delays. On success prints one JSON
 // line of what it saw and exits 0; exits 1 when the page misbehaves and 2 when a tool is missing.
 import { existsSync } from "node:fs";
 
@@ -24,7 +24,7 @@ const CHROMIUM_ARGS = [
   "--disable-sync",
 ];
 const VIEWPORT = { width: 1280, height: 800 };
-const WATCHDOG_MS = 120_000;
+const WATCHDOG_MS = 240_000;
 
 function parseArgs(argv) {
   const opts = {
@@ -34,7 +34,7 @@ function parseArgs(argv) {
     minPoints: 2,
     rows: 1,
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
-    timeoutMs: 20_000,
+    timeoutMs: 60_000,
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
@@ -107,47 +107,74 @@ async function main() {
       await d.dismiss();
     });
 
-    const resp = await page.goto(opts.url);
-    if (!resp || resp.status() !== 200) fail(`GET ${opts.url} answered ${resp && resp.status()}`);
-    if (!(resp.headers()["content-type"] || "").startsWith("text/html")) fail("the dashboard is not text/html");
-
-    await page.waitForFunction(
-      (min) => {
-        const charts = [...document.querySelectorAll("canvas.chart")];
-        return charts.length === 4 && charts.every((c) => c.width > 0 && Number(c.dataset.points) >= min);
-      },
-      opts.minPoints
-    );
-    await page.waitForFunction(
-      (n) => document.querySelectorAll("#backends tbody tr[data-address]").length >= n,
-      opts.rows
-    );
-
-    const seen = { charts: {}, rows: [], disabled: null, screenshot: null };
-    if (opts.disable) {
-      const row = page.locator(`#backends tbody tr[data-address=${attr(opts.disable)}]`);
-      await row.getByRole("button", { name: `Disable ${opts.disable}`, exact: true }).click();
-      await page.locator(`#backends tbody tr[data-address=${attr(opts.disable)}][data-enabled="false"]`).waitFor();
-      await row.getByRole("button", { name: `Enable ${opts.disable}`, exact: true }).waitFor();
-      await page.locator("#notice", { hasText: `${opts.disable} disabled` }).waitFor();
-      seen.disabled = opts.disable;
+    try {
+      await drive(page, opts, problems);
+    } catch (e) {
+      console.error(`dashboard.mjs: the page when it failed: ${await pageState(page)}`);
+      throw e;
     }
-    if (opts.screenshot) {
-      await page.screenshot({ path: opts.screenshot });
-      seen.screenshot = opts.screenshot;
-    }
-
-    seen.charts = await page.$$eval("canvas.chart", (cs) =>
-      Object.fromEntries(cs.map((c) => [c.id, Number(c.dataset.points)]))
-    );
-    seen.rows = await page.$$eval("#backends tbody tr[data-address]", (trs) =>
-      trs.map((tr) => ({ address: tr.dataset.address, enabled: tr.dataset.enabled === "true", health: tr.dataset.health }))
-    );
-    if (problems.length) fail(problems.join("\n"));
-    console.log(JSON.stringify(seen));
   } finally {
     await browser.close();
   }
+}
+
+/** What the page showed, for a failure message. */
+async function pageState(page) {
+  try {
+    return await page.evaluate(() =>
+      JSON.stringify({
+        connection: document.querySelector("#conn-state")?.textContent,
+        notice: document.querySelector("#notice")?.textContent.trim(),
+        charts: [...document.querySelectorAll("canvas.chart")].map((c) => `${c.id}=${c.dataset.points}`),
+        rows: [...document.querySelectorAll("#backends tbody tr")].map((tr) => tr.innerText.replace(/\s+/g, " ")),
+      })
+    );
+  } catch (e) {
+    return `(unreadable: ${e.message})`;
+  }
+}
+
+/** Opens the dashboard, waits for charts and rows, then disables a backend or takes the picture. */
+async function drive(page, opts, problems) {
+  const resp = await page.goto(opts.url);
+  if (!resp || resp.status() !== 200) fail(`GET ${opts.url} answered ${resp && resp.status()}`);
+  if (!(resp.headers()["content-type"] || "").startsWith("text/html")) fail("the dashboard is not text/html");
+
+  await page.waitForFunction(
+    (min) => {
+      const charts = [...document.querySelectorAll("canvas.chart")];
+      return charts.length === 4 && charts.every((c) => c.width > 0 && Number(c.dataset.points) >= min);
+    },
+    opts.minPoints
+  );
+  await page.waitForFunction(
+    (n) => document.querySelectorAll("#backends tbody tr[data-address]").length >= n,
+    opts.rows
+  );
+
+  const seen = { charts: {}, rows: [], disabled: null, screenshot: null };
+  if (opts.disable) {
+    const row = page.locator(`#backends tbody tr[data-address=${attr(opts.disable)}]`);
+    await row.getByRole("button", { name: `Disable ${opts.disable}`, exact: true }).click();
+    // The notice hides itself after a few seconds; its text stays, so wait for the text.
+    await page.locator("#notice", { hasText: `${opts.disable} disabled` }).waitFor({ state: "attached" });
+    await page.locator(`#backends tbody tr[data-address=${attr(opts.disable)}][data-enabled="false"]`).waitFor();
+    await row.getByRole("button", { name: `Enable ${opts.disable}`, exact: true }).waitFor();
+    seen.disabled = opts.disable;
+  }
+  if (opts.screenshot) {
+    await page.screenshot({ path: opts.screenshot });
+    seen.screenshot = opts.screenshot;
+  }
+
+  seen.charts = await page.$$eval("canvas.chart", (cs) =>
+    Object.fromEntries(cs.map((c) => [c.id, Number(c.dataset.points)]))
+  );
+  seen.rows = await page.$$eval("#backends tbody tr[data-address]", (trs) =>
+    trs.map((tr) => ({ address: tr.dataset.address, enabled: tr.dataset.enabled === "true", health: tr.dataset.health }))
+  );
+  if (problems.length) fail(problems.join("\n"));
+  console.log(JSON.stringify(seen));
 }
 
 setTimeout(() => {
