@@ -7,6 +7,16 @@ source scripts/lib/ensure.sh
 # promtool checks the Prometheus exposition (tests/metrics.rs).
 ensure_deb promtool prometheus
 
+# The dashboard's browser test (tests/dashboard.rs): Debian's Chromium driven by playwright-core
+# (pinned in tests/browser/package-lock.json; it never downloads a browser of its own).
+ensure_deb chromium chromium
+ensure_deb node nodejs
+ensure_deb npm npm
+if [ ! -d tests/browser/node_modules/playwright-core ] ||
+    [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+    npm ci --prefix tests/browser --no-audit --no-fund >&2
+fi
+
 # Tests open many sockets; stay inside the per-process open-file limit.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -1,8 +1,39 @@
 //! The admin API's routes: one table that both the router and the OpenAPI check read, so a route
 //! cannot exist without being documented (the test `routes_match_the_openapi_document`).
 
+use std::sync::OnceLock;
+
 /// The OpenAPI 3 document for every route below, served at `GET /api/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+
+// The dashboard's sources stay separate files so they can be edited (and opened from disk) as
+// they are; `dashboard_html` inlines them so the browser needs nothing but `GET /` and the API.
+const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
+const DASHBOARD_CSS: &str = include_str!("dashboard/style.css");
+const DASHBOARD_CHARTS_JS: &str = include_str!("dashboard/charts.js");
+const DASHBOARD_APP_JS: &str = include_str!("dashboard/app.js");
+
+/// The dashboard served at `GET /`: `dashboard/index.html` with its stylesheet link and script
+/// tags replaced by the files' contents, so it is one document that works with no network access.
+/// Assembled on first use.
+pub fn dashboard_html() -> &'static str {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    PAGE.get_or_init(|| {
+        DASHBOARD_HTML
+            .replace(
+                r#"<link rel="stylesheet" href="style.css">"#,
+                &format!("<style>\n{DASHBOARD_CSS}</style>"),
+            )
+            .replace(
+                r#"<script src="charts.js"></script>"#,
+                &format!("<script>\n{DASHBOARD_CHARTS_JS}</script>"),
+            )
+            .replace(
+                r#"<script src="app.js"></script>"#,
+                &format!("<script>\n{DASHBOARD_APP_JS}</script>"),
+            )
+    })
+}
 
 /// What a route does; the control thread implements each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +50,7 @@ pub enum Route {
     History,
     OpenApi,
     Metrics,
+    Dashboard,
 }
 
 impl Route {
@@ -38,6 +70,7 @@ impl Route {
 
 /// Every route: method, path template (`{address}` matches one segment), what it does.
 pub const ROUTES: &[(&str, &str, Route)] = &[
+    ("GET", "/", Route::Dashboard),
     ("GET", "/metrics", Route::Metrics),
     ("GET", "/api/openapi.json", Route::OpenApi),
     ("GET", "/api/history", Route::History),
@@ -162,6 +195,23 @@ mod tests {
             Match::NotFound,
             "bad escape"
         );
+    }
+
+    #[test]
+    fn the_dashboard_is_one_document_with_its_styles_and_scripts_inlined() {
+        assert_eq!(route("GET", "/"), Match::Found(Route::Dashboard, None));
+        let page = dashboard_html();
+        for source in [DASHBOARD_CSS, DASHBOARD_CHARTS_JS, DASHBOARD_APP_JS] {
+            assert!(page.contains(source));
+            let lower = source.to_ascii_lowercase();
+            assert!(
+                !lower.contains("</script") && !lower.contains("</style"),
+                "a source would end its inline element early"
+            );
+        }
+        assert!(!page.contains("stylesheet"), "stylesheet left as a link");
+        assert!(!page.contains("<script src"), "script left as a link");
+        assert!(!page.contains("http://") && !page.contains("https://"));
     }
 
     #[test]

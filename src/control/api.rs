@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{BackendEntry, ChangeError};
 use super::Control;
-use crate::admin::routes::{route, Match, Route, OPENAPI_JSON};
+use crate::admin::routes::{dashboard_html, route, Match, Route, OPENAPI_JSON};
 use crate::admin::{token_matches, AdminRequest, AdminResponse};
 use crate::backend::{parse_addr, DEFAULT_WEIGHT, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
@@ -119,6 +119,26 @@ fn address_param(param: Option<String>) -> Result<SocketAddr, AdminResponse> {
     parse_addr(&text).map_err(|e| AdminResponse::error(400, &e))
 }
 
+/// The page from [`dashboard_html`]. Its policy lets it run only its own inline code and talk
+/// only to this listener, and keeps it out of other sites' frames (its buttons change state).
+fn dashboard_page() -> AdminResponse {
+    let mut resp = AdminResponse::with_body(
+        200,
+        "text/html; charset=utf-8",
+        dashboard_html().as_bytes().to_vec(),
+    );
+    resp.headers.push((
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+         connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+            .into(),
+    ));
+    resp.headers
+        .push(("X-Content-Type-Options", "nosniff".into()));
+    resp
+}
+
 fn strategy_names() -> Vec<String> {
     <StrategyKind as clap::ValueEnum>::value_variants()
         .iter()
@@ -175,6 +195,7 @@ impl Control {
                 OPENAPI_JSON.as_bytes().to_vec(),
             )),
             Route::History => Ok(AdminResponse::json(200, &self.hub.history)),
+            Route::Dashboard => Ok(dashboard_page()),
             Route::Metrics => Ok(AdminResponse::with_body(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
