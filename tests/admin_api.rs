@@ -146,6 +146,33 @@ fn wrong_media_type_and_oversized_bodies_are_refused() {
 }
 
 #[test]
+fn cross_site_requests_cannot_change_anything() {
+    let lb = lb_for(&[]);
+    let send = |origin: &str| {
+        let mut s = connect(lb.admin);
+        use std::io::Write;
+        let host = lb.admin.to_string();
+        let body = r#"{"address": "127.0.0.1:6"}"#;
+        write!(
+            s,
+            "POST /api/backends HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        read_response(&mut std::io::BufReader::new(s), false)
+            .unwrap()
+            .status
+    };
+    assert_eq!(send("http://evil.example"), 403);
+    assert_eq!(send("null"), 403);
+    assert_eq!(
+        send(&format!("http://{}", lb.admin)),
+        201,
+        "the dashboard's own origin"
+    );
+}
+
+#[test]
 fn openapi_document_is_served() {
     let lb = lb_for(&[]);
     let (status, doc) = lb.api("GET", "/api/openapi.json", None);

@@ -114,6 +114,19 @@ fn json_body<T: for<'de> Deserialize<'de>>(req: &AdminRequest) -> Result<T, Admi
         .map_err(|e| AdminResponse::error(400, &format!("malformed JSON: {e}")))
 }
 
+/// Refuses a change a web page in someone's browser asked for (cross-site request forgery against
+/// the loopback API): browsers send `Origin` with every cross-site POST, PUT and DELETE, while
+/// curl, scripts and `sluice ctl` send none. The dashboard's own requests carry this listener's
+/// origin.
+fn same_origin(req: &AdminRequest) -> bool {
+    let Some(origin) = req.header("origin") else {
+        return true;
+    };
+    let host = req.header("host").unwrap_or_default();
+    let origin = origin.strip_prefix(b"http://").unwrap_or(b"");
+    !host.is_empty() && origin == host
+}
+
 fn address_param(param: Option<String>) -> Result<SocketAddr, AdminResponse> {
     let text = param.unwrap_or_default();
     parse_addr(&text).map_err(|e| AdminResponse::error(400, &e))
@@ -168,6 +181,9 @@ impl Control {
             }
         };
         if route.mutates() {
+            if !same_origin(req) {
+                return AdminResponse::error(403, "cross-site requests may not change sluice");
+            }
             if let Some(token) = &self.cfg.admin_token {
                 if !token_matches(req.header("authorization"), token) {
                     let mut resp = AdminResponse::error(
