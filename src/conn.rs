@@ -253,6 +253,8 @@ pub struct Exchange {
     pub queued: bool,
     /// Sticky sessions: the cookie token to set on the response (the client is re-pinned).
     pub set_cookie: Option<[u8; STICKY_TOKEN_LEN]>,
+    /// A request that died on a stale pooled connection was sent again once already.
+    pub stale_retried: bool,
     /// The bound backend connection came from the idle pool.
     pub reused_conn: bool,
     pub started_ms: u64,
@@ -296,6 +298,7 @@ impl Exchange {
             pace_until_ms: 0,
             queued: false,
             set_cookie: None,
+            stale_retried: false,
             reused_conn: false,
             started_ms: 0,
             attempt_started_us: 0,

@@ -274,18 +274,12 @@ impl Core {
             match self.cfg.mode {
                 Mode::Tcp => failure == Failure::Connect && attempts_left,
                 Mode::Http => {
-                    // A pooled connection that closed before answering a byte was most likely closed
-                    // by the backend while idle: the request never got there.
-                    let untouched_reuse = failure == Failure::Broken
-                        && ex.reused_conn
-                        && !ex.resp_started
-                        && ex.resp.as_ref().is_none_or(|r| r.is_empty());
                     let outcome = match failure {
                         Failure::Connect => Outcome::Connect,
                         Failure::Timeout => Outcome::Timeout,
                         Failure::Broken | Failure::Garbage => Outcome::Broken,
                     };
-                    (untouched_reuse || self.cfg.retry.allows(outcome, ex.method))
+                    self.cfg.retry.allows(outcome, ex.method)
                         && attempts_left
                         && self.replayable(ex)
                         && ex.id.is_none_or(|id| {
@@ -294,6 +288,9 @@ impl Core {
                 }
             }
         };
+        if !retry && self.stale_connection(k, failure) {
+            return self.retry_fresh(k);
+        }
         self.unbind_backend(k, false);
         if retry {
             self.reset_attempt(k);
@@ -310,6 +307,43 @@ impl Core {
             Failure::Timeout => self.answer(k, 504, "backend timed out", false),
             Failure::Broken | Failure::Garbage => self.answer(k, 502, "backend failed", false),
         }
+    }
+
+    /// A pooled connection that broke before a byte of answer was most likely closed by the backend
+    /// while it sat idle (a keep-alive timeout racing our reuse): the request probably never got
+    /// there. Such a request is sent once more on a fresh connection, as browsers and nginx do.
+    fn stale_connection(&self, k: usize, failure: Failure) -> bool {
+        let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else {
+            return false;
+        };
+        self.cfg.mode == Mode::Http
+            && failure == Failure::Broken
+            && ex.reused_conn
+            && !ex.stale_retried
+            && !ex.resp_started
+            && ex.resp.as_ref().is_none_or(|r| r.is_empty())
+            && self.replayable(ex)
+    }
+
+    /// Sends client `k`'s request again on a fresh connection, the failed attempt not counted
+    /// against the backend (it may be picked again); its other idle connections, likely as stale,
+    /// are closed.
+    fn retry_fresh(&mut self, k: usize) -> Next {
+        self.unbind_backend(k, false);
+        let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) else {
+            return Next::Close;
+        };
+        ex.stale_retried = true;
+        let id = ex.tried().last().copied();
+        ex.attempts = ex.attempts.saturating_sub(1);
+        if let Some(i) = id.and_then(|id| self.table.position(id)) {
+            let idle = std::mem::take(&mut self.slots[i].idle);
+            for bk in idle {
+                self.close_backend(bk);
+            }
+        }
+        self.reset_attempt(k);
+        self.dispatch(k)
     }
 
     /// Whether the whole request is still held, within `--retry-buffer`, so it can be sent again.

@@ -20,11 +20,8 @@ enum State {
     },
     /// Whitespace before `;` or CR after the size.
     SizeWs,
-    /// Inside chunk extensions, up to CR.
-    Ext {
-        quoted: bool,
-        escaped: bool,
-    },
+    /// Inside chunk extensions, up to CR (RFC 9112 section 7.1.1).
+    Ext(Ext),
     /// Expecting LF after the size line's CR.
     SizeLf,
     /// Chunk data still to come.
@@ -40,6 +37,28 @@ enum State {
     /// Expecting the LF that ends the body.
     FinalLf,
     Done,
+}
+
+/// Where in `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )` the decoder is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ext {
+    /// After `;`: whitespace, then a name.
+    BeforeName,
+    Name,
+    /// After a name: whitespace, then `=`, `;` or the end of the line.
+    AfterName,
+    /// After `=`: whitespace, then a token or a quoted string.
+    BeforeValue,
+    Token,
+    Quoted,
+    QuotedEscape,
+    /// After a value: whitespace, then `;` or the end of the line.
+    AfterValue,
+}
+
+/// `tchar` of RFC 9110 section 5.6.2.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,28 +157,13 @@ impl ChunkedDecoder {
                 self.line_byte()?;
                 self.after_size(b)?
             }
-            State::Ext { quoted, escaped } => {
+            State::Ext(ext) => {
                 self.line_byte()?;
-                match b {
-                    _ if escaped => State::Ext {
-                        quoted,
-                        escaped: false,
-                    },
-                    b'\\' if quoted => State::Ext {
-                        quoted,
-                        escaped: true,
-                    },
-                    b'"' => State::Ext {
-                        quoted: !quoted,
-                        escaped: false,
-                    },
-                    b'\r' if !quoted => State::SizeLf,
-                    b'\r' | b'\n' | 0 => return Err(ChunkError("control byte in chunk extension")),
-                    b'\t' | b' '..=b'~' | 0x80..=0xff => State::Ext {
-                        quoted,
-                        escaped: false,
-                    },
-                    _ => return Err(ChunkError("control byte in chunk extension")),
+                match (ext, b) {
+                    (Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue, b'\r') => {
+                        State::SizeLf
+                    }
+                    _ => State::Ext(step_ext(ext, b)?),
                 }
             }
             State::SizeLf => {
@@ -226,14 +230,34 @@ impl ChunkedDecoder {
     fn after_size(&mut self, b: u8) -> Result<State, ChunkError> {
         match b {
             b' ' | b'\t' => Ok(State::SizeWs),
-            b';' => Ok(State::Ext {
-                quoted: false,
-                escaped: false,
-            }),
+            b';' => Ok(State::Ext(Ext::BeforeName)),
             b'\r' => Ok(State::SizeLf),
             _ => Err(ChunkError("bad byte after chunk size")),
         }
     }
+}
+
+/// One byte of a chunk extension.
+fn step_ext(ext: Ext, b: u8) -> Result<Ext, ChunkError> {
+    let bws = b == b' ' || b == b'\t';
+    let next = match (ext, b) {
+        (Ext::BeforeName, _) if bws => Ext::BeforeName,
+        (Ext::BeforeName | Ext::Name, _) if is_tchar(b) => Ext::Name,
+        (Ext::Name | Ext::AfterName, _) if bws => Ext::AfterName,
+        (Ext::Name | Ext::AfterName, b'=') => Ext::BeforeValue,
+        (Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue, b';') => Ext::BeforeName,
+        (Ext::BeforeValue, _) if bws => Ext::BeforeValue,
+        (Ext::BeforeValue, b'"') => Ext::Quoted,
+        (Ext::BeforeValue | Ext::Token, _) if is_tchar(b) => Ext::Token,
+        (Ext::Token | Ext::AfterValue, _) if bws => Ext::AfterValue,
+        (Ext::Quoted, b'"') => Ext::AfterValue,
+        (Ext::Quoted, b'\\') => Ext::QuotedEscape,
+        // qdtext: HTAB, SP, VCHAR except DQUOTE and backslash, obs-text.
+        (Ext::Quoted, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff) => Ext::Quoted,
+        (Ext::QuotedEscape, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff) => Ext::Quoted,
+        _ => return Err(ChunkError("malformed chunk extension")),
+    };
+    Ok(next)
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -299,6 +323,12 @@ mod tests {
             b"0\r\n\n",
             b"5;a\x01\r\n",
             b"-5\r\n",
+            b"5;\r\nhello\r\n",
+            b"5;=x\r\nhello\r\n",
+            b"5;a=\r\nhello\r\n",
+            b"5;a=b c\r\nhello\r\n",
+            b"5;a@b\r\nhello\r\n",
+            b"5;a=\"unterminated\r\nhello\r\n",
         ] {
             assert!(
                 scan_in_pieces(bad, 64).is_err(),

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Fuzzes the HTTP parsers: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+# Targets: request_head, response_head, chunked (default: all, 60 s each). New interesting inputs
+# grow fuzz/corpus/<target>; a crash lands in fuzz/artifacts/<target>/ and should be copied to
+# fuzz/regressions/<target>/ once fixed, where tests/fuzz_corpus.rs replays it on every test run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-60}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=(request_head response_head chunked)
+
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+# cargo fuzz passes nightly-only flags (sanitizers); this machine has one stable toolchain.
+export RUSTC_BOOTSTRAP=1
+for t in "${targets[@]}"; do
+    echo "== fuzzing $t for ${secs}s"
+    mkdir -p "fuzz/corpus/$t"
+    cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -max_len=16384
+done

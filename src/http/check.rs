@@ -1,0 +1,109 @@
+//! Invariants of the HTTP parsers over arbitrary input, asserted by the fuzz targets (fuzz/) and by
+//! `tests/fuzz_corpus.rs`, which replays every saved input (the seed corpus, and each crash the
+//! fuzzers ever found, under fuzz/regressions) on every test run.
+//!
+//! Each function panics when an invariant breaks; that is its purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::chunked::ChunkedDecoder;
+use super::head::{forward_request, forward_response, Method, RequestOptions, ResponseContext};
+
+/// Never a panic; what sluice forwards is a head sluice accepts, with the same framing and method.
+pub fn request_head(data: &[u8]) {
+    let opts = RequestOptions {
+        client_ip: "192.0.2.7".parse().unwrap(),
+        proto: "http",
+        max_headers: 100,
+        key_field: Some("x-key"),
+    };
+    let mut out = vec![0u8; data.len() + 1024];
+    let Ok(Some(h)) = forward_request(data, &opts, &mut out) else {
+        return;
+    };
+    assert!(h.head_len <= data.len());
+    assert!(h.out_len <= out.len());
+    assert!(h.target.end <= h.out_len);
+    for r in [&h.cookie, &h.idempotency_key, &h.host, &h.key_field]
+        .into_iter()
+        .flatten()
+    {
+        assert!(r.start <= r.end && r.end <= h.out_len);
+    }
+    let mut again = vec![0u8; h.out_len + 1024];
+    let second = forward_request(&out[..h.out_len], &opts, &mut again);
+    let Ok(Some(h2)) = second else {
+        panic!("sluice forwarded a head it would refuse: {second:?}")
+    };
+    assert_eq!(h2.framing, h.framing);
+    assert_eq!(h2.method, h.method);
+    assert_eq!(h2.head_len, h.out_len);
+}
+
+/// Never a panic; the head sent to the client parses again with the same status and framing. The
+/// first byte of `data` chooses the request context.
+pub fn response_head(data: &[u8]) {
+    let Some((&selector, data)) = data.split_first() else {
+        return;
+    };
+    let ctx = ResponseContext {
+        method: if selector & 1 == 0 {
+            Method::Get
+        } else {
+            Method::Head
+        },
+        client_minor_version: (selector >> 1) & 1,
+        client_keep_alive: selector & 4 != 0,
+        upgrade_requested: selector & 8 != 0,
+        set_cookie: (selector & 16 != 0).then_some(&b"sluice_backend=00ff; Path=/"[..]),
+    };
+    let mut out = vec![0u8; data.len() + 1024];
+    let Ok(Some(h)) = forward_response(data, &ctx, &mut out) else {
+        return;
+    };
+    assert!(h.head_len <= data.len());
+    assert!(h.out_len <= out.len());
+    let mut again = vec![0u8; h.out_len + 1024];
+    let ctx2 = ResponseContext {
+        set_cookie: None,
+        ..ctx
+    };
+    let second = forward_response(&out[..h.out_len], &ctx2, &mut again);
+    let Ok(Some(h2)) = second else {
+        panic!("sluice sent a head it would refuse: {second:?}")
+    };
+    assert_eq!(h2.status, h.status);
+    if h.client_keep_alive {
+        assert_eq!(
+            h2.framing, h.framing,
+            "the client would find the body's end elsewhere"
+        );
+    }
+}
+
+fn scan(parts: &[&[u8]]) -> Result<(usize, bool), ()> {
+    let mut d = ChunkedDecoder::new();
+    let mut total = 0;
+    for part in parts {
+        let n = d.advance(part).map_err(|_| ())?;
+        assert!(n <= part.len());
+        total += n;
+        if n < part.len() {
+            assert!(d.is_done(), "stopped early without being done");
+            break;
+        }
+    }
+    Ok((total, d.is_done()))
+}
+
+/// Never a panic; the same verdict whatever reads the body arrives in. The first byte of `data`
+/// chooses a split point.
+pub fn chunked(data: &[u8]) {
+    let Some((&cut, body)) = data.split_first() else {
+        return;
+    };
+    let whole = scan(&[body]);
+    let at = usize::from(cut).min(body.len());
+    assert_eq!(whole, scan(&[&body[..at], &body[at..]]));
+    let bytewise: Vec<&[u8]> = body.chunks(1).collect();
+    assert_eq!(whole, scan(&bytewise));
+}
