@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the HTTP parsers: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-# Targets: request_head, response_head, chunked (default: all, 60 s each). New interesting inputs
-# grow fuzz/corpus/<target>; a crash lands in fuzz/artifacts/<target>/ and should be copied to
-# fuzz/regressions/<target>/ once fixed, where tests/fuzz_corpus.rs replays it on every test run.
+# Targets: request_head, response_head, chunked (default: all, 60 s each). The committed seeds in
+# fuzz/corpus/<target> are read; new interesting inputs go to fuzz/work/<target> (not committed).
+# A crash lands in fuzz/artifacts/<target>/; once fixed, copy it to fuzz/regressions/<target>/,
+# where tests/fuzz_corpus.rs replays it on every test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
@@ -15,6 +16,6 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
     echo "== fuzzing $t for ${secs}s"
-    mkdir -p "fuzz/corpus/$t"
-    cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -max_len=16384
+    mkdir -p "fuzz/work/$t"
+    cargo fuzz run --fuzz-dir fuzz "$t" "fuzz/work/$t" "fuzz/corpus/$t" -- -max_total_time="$secs" -max_len=16384
 done

@@ -208,7 +208,7 @@ impl std::str::FromStr for BackendSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let mut parts = s.split(',');
         let addr_text = parts.next().unwrap_or("").trim();
-        let addr = parse_addr(addr_text)?;
+        let addr = parse_backend_addr(addr_text)?;
         let mut weight = DEFAULT_WEIGHT;
         for option in parts {
             match option.trim().split_once('=') {
@@ -238,6 +238,17 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
             "bad address {text:?} (expected host:port, for example 127.0.0.1:8081)"
         )),
     }
+}
+
+/// A backend address: like [`parse_addr`], but port 0 (which no backend listens on) is refused.
+pub fn parse_backend_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr = parse_addr(text)?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "bad address {text:?}: a backend cannot listen on port 0"
+        ));
+    }
+    Ok(addr)
 }
 
 pub fn parse_weight(text: &str) -> Result<u32, String> {

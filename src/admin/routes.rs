@@ -215,6 +215,23 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_strategies_are_the_real_ones() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let documented: Vec<&str> = doc["components"]["schemas"]["StrategyChange"]["properties"]
+            ["strategy"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let real: Vec<&str> = <crate::strategy::StrategyKind as clap::ValueEnum>::value_variants()
+            .iter()
+            .map(|k| k.name())
+            .collect();
+        assert_eq!(documented, real);
+    }
+
+    #[test]
     fn routes_match_the_openapi_document() {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

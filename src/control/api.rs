@@ -9,7 +9,7 @@ use super::state::{BackendEntry, ChangeError};
 use super::Control;
 use crate::admin::routes::{dashboard_html, route, Match, Route, OPENAPI_JSON};
 use crate::admin::{token_matches, AdminRequest, AdminResponse};
-use crate::backend::{parse_addr, DEFAULT_WEIGHT, MAX_WEIGHT};
+use crate::backend::{parse_addr, parse_backend_addr, DEFAULT_WEIGHT, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
 
 /// A backend as the API shows it.
@@ -71,7 +71,13 @@ pub struct StatusView {
 #[serde(deny_unknown_fields)]
 struct NewBackend {
     address: String,
-    weight: Option<u32>,
+    /// Absent means the default; `null` is refused like any other non-integer.
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
 }
 
 #[derive(Deserialize)]
@@ -235,8 +241,8 @@ impl Control {
 
     fn add_backend(&mut self, req: &AdminRequest) -> Result<AdminResponse, AdminResponse> {
         let body: NewBackend = json_body(req)?;
-        let addr = parse_addr(&body.address).map_err(|e| AdminResponse::error(400, &e))?;
-        let weight = body.weight.unwrap_or(DEFAULT_WEIGHT);
+        let addr = parse_backend_addr(&body.address).map_err(|e| AdminResponse::error(400, &e))?;
+        let weight = body.weight;
         if weight > MAX_WEIGHT {
             return Err(AdminResponse::error(
                 400,

@@ -6,7 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::chunked::ChunkedDecoder;
-use super::head::{forward_request, forward_response, Method, RequestOptions, ResponseContext};
+use super::head::{
+    forward_request, forward_response, HeadError, Method, RequestOptions, ResponseContext,
+    MAX_HEADERS,
+};
 
 /// Never a panic; what sluice forwards is a head sluice accepts, with the same framing and method.
 pub fn request_head(data: &[u8]) {
@@ -30,7 +33,12 @@ pub fn request_head(data: &[u8]) {
         assert!(r.start <= r.end && r.end <= h.out_len);
     }
     let mut again = vec![0u8; h.out_len + 1024];
-    let second = forward_request(&out[..h.out_len], &opts, &mut again);
+    // The rewrite may add X-Forwarded-For, X-Forwarded-Proto and Connection.
+    let next_hop = RequestOptions {
+        max_headers: opts.max_headers + 3,
+        ..opts
+    };
+    let second = forward_request(&out[..h.out_len], &next_hop, &mut again);
     let Ok(Some(h2)) = second else {
         panic!("sluice forwarded a head it would refuse: {second:?}")
     };
@@ -68,6 +76,15 @@ pub fn response_head(data: &[u8]) {
         ..ctx
     };
     let second = forward_response(&out[..h.out_len], &ctx2, &mut again);
+    // A response at the field limit comes out with sluice's Connection (and Set-Cookie) added.
+    let fields = data[..h.head_len]
+        .windows(2)
+        .filter(|w| w == b"\r\n")
+        .count()
+        .saturating_sub(2);
+    if second == Err(HeadError::TooManyHeaders) && fields + 2 > MAX_HEADERS {
+        return;
+    }
     let Ok(Some(h2)) = second else {
         panic!("sluice sent a head it would refuse: {second:?}")
     };
