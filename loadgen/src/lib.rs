@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod h1;
+pub mod http;
 pub mod id;
 pub mod latency;
 pub mod net;

@@ -61,13 +61,18 @@ impl Schedule {
 
     /// Number of requests the whole schedule contains.
     pub fn total(&self) -> u64 {
-        let span = self.end.saturating_duration_since(self.start).as_secs_f64();
+        self.index_at(self.end)
+    }
+
+    /// The first request due at or after `t` (the count of requests due before `t`).
+    pub fn index_at(&self, t: Instant) -> u64 {
+        let span = t.saturating_duration_since(self.start).as_secs_f64();
         let mut n = (span * self.rate_rps).floor() as u64;
         // Float rounding can put one boundary request on either side; ask time_of.
-        while n > 0 && self.time_of(n - 1) >= self.end {
+        while n > 0 && self.time_of(n - 1) >= t {
             n -= 1;
         }
-        while self.time_of(n) < self.end {
+        while self.time_of(n) < t {
             n += 1;
         }
         n
@@ -116,6 +121,20 @@ mod tests {
         assert_eq!(s.advance(t0 + ms(5_000)), 10);
         assert_eq!(s.next_due_at(), None);
         assert_eq!(s.total(), 10);
+    }
+
+    #[test]
+    fn index_at_counts_the_requests_due_before_an_instant() {
+        let t0 = Instant::now();
+        let s = Schedule::new(t0, t0 + ms(10_000), 100.0);
+        assert_eq!(s.index_at(t0), 0);
+        assert_eq!(
+            s.index_at(t0 + ms(10)),
+            1,
+            "request 1 is due exactly at 10 ms"
+        );
+        assert_eq!(s.index_at(t0 + ms(11)), 2);
+        assert_eq!(s.index_at(t0 + ms(1_000)), 100);
     }
 
     #[test]
