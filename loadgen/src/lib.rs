@@ -9,8 +9,10 @@
 //!
 //! Everything runs on mio, one event loop per thread, with non-blocking sockets.
 
+pub mod challenge;
 pub mod client;
 pub mod h1;
+pub mod hold;
 pub mod http;
 pub mod id;
 pub mod latency;
@@ -18,3 +20,4 @@ pub mod net;
 pub mod rng;
 pub mod schedule;
 pub mod sim;
+pub mod timer;

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 pub use report::{ErrorKind, Outcome, Report};
 
 /// Defaults of [`HttpConfig`].
+/// Open loop by default, at this rate.
+pub const DEFAULT_RATE_RPS: f64 = 1_000.0;
 pub const DEFAULT_CONNECTIONS: usize = 16;
 pub const DEFAULT_THREADS: usize = 1;
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(10);
@@ -48,7 +50,8 @@ pub struct HttpConfig {
     pub method: String,
     pub headers: Vec<(String, String)>,
     pub body: Body,
-    /// Requests per second across all connections; 0 = closed loop. Default 0.
+    /// Requests per second across all connections; 0 = closed loop. Default
+    /// [`DEFAULT_RATE_RPS`].
     pub rate_rps: f64,
     /// Default [`DEFAULT_CONNECTIONS`].
     pub connections: usize,
@@ -103,7 +106,7 @@ impl HttpConfig {
             method: DEFAULT_METHOD.to_string(),
             headers: Vec::new(),
             body: Body::None,
-            rate_rps: 0.0,
+            rate_rps: DEFAULT_RATE_RPS,
             connections: DEFAULT_CONNECTIONS,
             threads: DEFAULT_THREADS,
             duration: DEFAULT_DURATION,

@@ -23,7 +23,10 @@ use crate::id::{Id, IdGenerator, ID_LEN};
 use crate::net::{self, interrupted, would_block};
 use crate::rng::mix64;
 use crate::schedule::Schedule;
+use crate::timer::PreciseTimer;
 
+/// The precise wake-up; connection tokens are slab keys.
+const TIMER: Token = Token(usize::MAX);
 const EVENTS_CAPACITY: usize = 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// How often request deadlines are checked.
@@ -64,6 +67,7 @@ struct Worker<'a> {
     cfg: &'a HttpConfig,
     progress: &'a Progress,
     poll: Poll,
+    timer: PreciseTimer,
     conns: Slab<Conn>,
     free: Vec<usize>,
     cooling: Vec<(Instant, usize)>,
@@ -133,10 +137,13 @@ impl<'a> Worker<'a> {
             let k = share.index % source_ips.len();
             source_ips.rotate_left(k);
         }
+        let poll = Poll::new()?;
+        let timer = PreciseTimer::new(poll.registry(), TIMER)?;
         Ok(Worker {
             cfg,
             progress,
-            poll: Poll::new()?,
+            poll,
+            timer,
             free: (0..share.connections).rev().collect(),
             conns,
             cooling: Vec::new(),
@@ -198,6 +205,8 @@ impl<'a> Worker<'a> {
 
     /// Waits for events until `wake` at the latest and handles them.
     fn poll_once(&mut self, events: &mut Events, wake: Instant) -> io::Result<()> {
+        self.timer.arm(wake)?;
+        // The poll timeout (whole milliseconds, rounded up) is only a fallback for the timer.
         let timeout = wake.saturating_duration_since(Instant::now());
         match self.poll.poll(events, Some(timeout)) {
             Ok(()) => {}
@@ -205,7 +214,10 @@ impl<'a> Worker<'a> {
             Err(e) => return Err(e),
         }
         for event in events.iter() {
-            self.drive(event.token().0);
+            match event.token() {
+                TIMER => self.timer.clear(),
+                Token(key) => self.drive(key),
+            }
         }
         Ok(())
     }

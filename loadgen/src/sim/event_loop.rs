@@ -20,8 +20,11 @@ use slab::Slab;
 use crate::h1::{self, H1Error, Method, Request, RequestReader, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use crate::net::{interrupted, would_block};
 use crate::sim::{control, lock, Shared};
+use crate::timer::PreciseTimer;
 
 pub(crate) const WAKER: Token = Token(usize::MAX);
+/// The precise wake-up for service-time deadlines.
+const TIMER: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `FIRST_LISTENER + i`; connection tokens are slab keys below it.
 const FIRST_LISTENER: usize = usize::MAX / 2;
 const EVENTS_CAPACITY: usize = 1024;
@@ -159,6 +162,7 @@ struct Workers {
 
 struct Loop {
     poll: Poll,
+    timer: PreciseTimer,
     listeners: Vec<Listener>,
     conns: Slab<Conn>,
     timers: BinaryHeap<Reverse<Timer>>,
@@ -180,8 +184,10 @@ pub(crate) fn run(parts: LoopParts) -> io::Result<()> {
         poll.registry()
             .register(&mut l.socket, Token(FIRST_LISTENER + i), Interest::READABLE)?;
     }
+    let timer = PreciseTimer::new(poll.registry(), TIMER)?;
     let mut lp = Loop {
         poll,
+        timer,
         listeners,
         conns: Slab::new(),
         timers: BinaryHeap::new(),
@@ -194,7 +200,12 @@ pub(crate) fn run(parts: LoopParts) -> io::Result<()> {
     };
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     while !stop.load(Ordering::Acquire) {
-        let timeout = lp.next_timeout();
+        let next = lp.timers.peek().map(|Reverse(t)| t.at);
+        if let Some(at) = next {
+            lp.timer.arm(at)?;
+        }
+        // Whole milliseconds, rounded up: only a fallback for the precise timer.
+        let timeout = next.map(|at| at.saturating_duration_since(Instant::now()));
         if let Err(e) = lp.poll.poll(&mut events, timeout) {
             if interrupted(&e) {
                 continue;
@@ -204,6 +215,7 @@ pub(crate) fn run(parts: LoopParts) -> io::Result<()> {
         for event in events.iter() {
             match event.token() {
                 WAKER => {}
+                TIMER => lp.timer.clear(),
                 Token(t) if t >= FIRST_LISTENER => lp.accept(t - FIRST_LISTENER),
                 Token(key) => lp.drive(key),
             }
@@ -214,12 +226,6 @@ pub(crate) fn run(parts: LoopParts) -> io::Result<()> {
 }
 
 impl Loop {
-    fn next_timeout(&self) -> Option<Duration> {
-        self.timers
-            .peek()
-            .map(|Reverse(t)| t.at.saturating_duration_since(Instant::now()))
-    }
-
     fn accept(&mut self, index: usize) {
         let Some(listener) = self.listeners.get(index) else {
             return;
