@@ -165,3 +165,19 @@ fn a_closed_port_counts_connect_errors() {
         report.errors
     );
 }
+
+#[test]
+fn warmup_requests_are_sent_but_not_counted() {
+    init_logger();
+    let sim = Sim::start(
+        SimConfig::new(Profile::Uniform)
+            .with_servers(1)
+            .with_service_time_ms(0),
+    )
+    .unwrap();
+    let mut cfg = config(sim.server_addrs()[0], 200.0, 500);
+    cfg.warmup = Duration::from_millis(500);
+    let report = http::run(&cfg).unwrap();
+    assert_eq!((report.scheduled, report.requests), (100, 100));
+    assert_eq!(sim.servers()[0].requests, 200);
+}

@@ -163,3 +163,73 @@ fn stopping_the_sim_closes_its_ports() {
     sim.stop();
     assert!(loadgen::client::request(addr, "GET", "/", None).is_err());
 }
+
+/// Polls `cond` until it holds (no fixed sleeps: it returns as soon as the state is reached).
+#[track_caller]
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn bounded_workers_queue_the_rest_and_report_the_queue() {
+    use std::io::Write;
+    init_logger();
+    let mut cfg = SimConfig::new(Profile::Heavytail)
+        .with_servers(1)
+        .with_service_time_ms(600_000);
+    cfg.workers_per_server = 1;
+    let sim = Sim::start(cfg).unwrap();
+    let addr = sim.server_addrs()[0];
+    let mut clients: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /work HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    let queue = |sim: &loadgen::sim::SimHandle| {
+        let s = &sim.servers()[0];
+        (s.active, s.queue_depth)
+    };
+    wait_for("one in service, two queued", || queue(&sim) == (1, 2));
+    // A queued client that leaves is no longer queued.
+    clients.pop();
+    wait_for("one queued", || queue(&sim) == (1, 1));
+    // Unbounded workers: the queue drains into service at the next release; a fresh request
+    // is admitted at once.
+    sim.patch(
+        0,
+        ServerPatch {
+            workers: Some(None),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut extra = std::net::TcpStream::connect(addr).unwrap();
+    extra
+        .write_all(b"GET /work HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    wait_for("two in service", || queue(&sim) == (2, 1));
+}
+
+#[test]
+fn sim_servers_spread_over_threads_all_answer() {
+    init_logger();
+    let mut cfg = SimConfig::new(Profile::Uniform)
+        .with_servers(5)
+        .with_service_time_ms(0);
+    cfg.threads = 2;
+    let sim = Sim::start(cfg).unwrap();
+    for addr in sim.server_addrs() {
+        assert_eq!(get(addr, "/work").status, 200);
+    }
+    assert!(sim.servers().iter().all(|s| s.requests == 1));
+}

@@ -30,7 +30,10 @@ pub struct Decision {
     pub body: &'static [u8],
     /// Service time before the answer; 0 answers at once.
     pub delay_ms: u64,
-    /// Worker limit the request must get a slot under, if the server bounds its workers.
+    /// Whether the request goes through service (a worker, then `delay_ms`), as opposed to an
+    /// immediate refusal.
+    pub served: bool,
+    /// The server's worker limit; `None` = unbounded.
     pub workers: Option<u32>,
     /// The ledger line this request adds: its id and whether it was accepted.
     pub attempt: Option<(Id, bool)>,
@@ -43,6 +46,7 @@ impl Decision {
             retry_after_s: None,
             body,
             delay_ms: 0,
+            served: false,
             workers: None,
             attempt: None,
         }
@@ -153,6 +157,7 @@ impl ServerState {
         }
         Decision {
             delay_ms,
+            served: true,
             workers: self.params.workers,
             ..Decision::now(status, body)
         }

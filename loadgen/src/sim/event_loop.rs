@@ -4,7 +4,8 @@
 //! Service times are deadlines in a binary heap that bounds the poll timeout, never sleeping
 //! threads. A server with bounded workers (heavytail) admits a request when it has a free
 //! worker and queues it otherwise; each deadline that releases a worker starts the next queued
-//! request. Requests on one connection are answered in order, one at a time.
+//! request. Requests on one connection are answered in order, one at a time. A client that
+//! closes its side abandons its pending request.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -284,6 +285,12 @@ impl Loop {
             if conn.flushed() && conn.close_after_flush {
                 return self.close(key);
             }
+            if conn.peer_closed && conn.pending.is_some() {
+                // The client gave up (or half-closed): drop its request, freeing a queue slot.
+                // Work already in service keeps its worker until its deadline, like a real
+                // server that cannot cancel.
+                return self.close(key);
+            }
             if conn.pending.is_some() || conn.close_after_flush {
                 return;
             }
@@ -362,7 +369,11 @@ impl Loop {
             },
             close: !req.keep_alive,
         });
-        if let Some(limit) = decision.workers {
+        let instant = decision.delay_ms == 0 && decision.workers.is_none();
+        if decision.served && !instant {
+            // Unbounded servers go through the same accounting, so `active` counts every
+            // request in service.
+            let limit = decision.workers.unwrap_or(u32::MAX);
             self.admit(index, key, serial, decision.delay_ms, limit, now);
         } else if let Some(until) = stalled_until {
             self.push_timer(until, key, serial, None);
