@@ -9,6 +9,7 @@
 //!
 //! Everything runs on mio, one event loop per thread, with non-blocking sockets.
 
+pub mod buf;
 pub mod challenge;
 pub mod client;
 pub mod h1;

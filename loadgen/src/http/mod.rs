@@ -172,6 +172,10 @@ pub fn run(cfg: &HttpConfig) -> io::Result<Report> {
             "rate must be 0 (closed loop) or positive",
         ));
     }
+    // Many connections need many descriptors; the hard limit is the real ceiling.
+    if let Err(e) = crate::net::raise_fd_limit() {
+        log::debug!("http: raising the open-file limit: {e}");
+    }
     let threads = cfg.threads.clamp(1, cfg.connections);
     let progress = Arc::new(Progress::default());
     // A common start a little ahead, so every thread's schedule begins together.

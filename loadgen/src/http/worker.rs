@@ -7,7 +7,7 @@
 //! its next request at once. Per-request work is one write, usually one read, and an httparse
 //! call over a reused buffer.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::buf::ReadBuf;
 use crate::h1::{self, ResponseReader};
 use crate::http::report::{ErrorKind, Outcome, Part};
 use crate::http::{Body, HttpConfig, Progress};
@@ -28,7 +29,7 @@ use crate::timer::PreciseTimer;
 /// The precise wake-up; connection tokens are slab keys.
 const TIMER: Token = Token(usize::MAX);
 const EVENTS_CAPACITY: usize = 1024;
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 4 * 1024;
 /// How often request deadlines are checked.
 const TIMEOUT_SCAN: Duration = Duration::from_millis(10);
 /// A connection whose connect failed rests this long before its next request, so a closed
@@ -58,7 +59,7 @@ struct Conn {
     connected: bool,
     out: Vec<u8>,
     written: usize,
-    inbuf: Vec<u8>,
+    inbuf: ReadBuf,
     reader: ResponseReader,
     inflight: Option<Inflight>,
 }
@@ -127,7 +128,7 @@ impl<'a> Worker<'a> {
                 connected: false,
                 out: Vec::new(),
                 written: 0,
-                inbuf: Vec::new(),
+                inbuf: ReadBuf::with_chunk(READ_CHUNK),
                 reader: ResponseReader::new(),
                 inflight: None,
             });
@@ -323,11 +324,7 @@ impl<'a> Worker<'a> {
             }
         }
         loop {
-            let len = conn.inbuf.len();
-            conn.inbuf.resize(len + READ_CHUNK, 0);
-            let result = stream.read(&mut conn.inbuf[len..]);
-            conn.inbuf.truncate(len + *result.as_ref().unwrap_or(&0));
-            match result {
+            match conn.inbuf.read_from(stream) {
                 Ok(0) if conn.inflight.is_none() => return self.close_stream(key),
                 Ok(0) => {
                     return match conn.reader.at_eof() {
@@ -339,13 +336,13 @@ impl<'a> Worker<'a> {
                     // Bytes nobody asked for: the connection is out of step.
                     return self.close_stream(key);
                 }
-                Ok(_) => match conn.reader.advance(&conn.inbuf, self.head_request) {
+                Ok(_) => match conn.reader.advance(conn.inbuf.data(), self.head_request) {
                     Ok((used, Some(resp))) => {
-                        conn.inbuf.drain(..used);
+                        conn.inbuf.consume(used);
                         return self.complete(key, resp.status, resp.keep_alive);
                     }
                     Ok((used, None)) => {
-                        conn.inbuf.drain(..used);
+                        conn.inbuf.consume(used);
                     }
                     Err(_) => return self.fail(key, ErrorKind::Parse),
                 },

@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::buf::ReadBuf;
 use crate::h1::{self, H1Error, Method, Request, RequestReader, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use crate::net::{interrupted, would_block};
 use crate::sim::{control, lock, Shared};
@@ -29,7 +30,8 @@ const TIMER: Token = Token(usize::MAX - 1);
 /// Listener `i` has token `FIRST_LISTENER + i`; connection tokens are slab keys below it.
 const FIRST_LISTENER: usize = usize::MAX / 2;
 const EVENTS_CAPACITY: usize = 1024;
-const READ_CHUNK: usize = 16 * 1024;
+/// Read buffers grow by this much (requests are small; bodies up to 1 MiB grow it further).
+const READ_CHUNK: usize = 4 * 1024;
 /// Stop reading from a connection that has this much unprocessed input.
 const MAX_INBUF: usize = MAX_HEAD_BYTES + MAX_BODY_BYTES;
 
@@ -67,7 +69,7 @@ struct Conn {
     origin: Origin,
     /// Distinguishes this connection from later ones that reuse its slab key.
     serial: u64,
-    inbuf: Vec<u8>,
+    inbuf: ReadBuf,
     outbuf: Vec<u8>,
     written: usize,
     reader: RequestReader,
@@ -81,11 +83,7 @@ struct Conn {
 impl Conn {
     fn fill(&mut self) -> io::Result<()> {
         while !self.peer_closed && self.inbuf.len() < MAX_INBUF {
-            let len = self.inbuf.len();
-            self.inbuf.resize(len + READ_CHUNK, 0);
-            let result = self.stream.read(&mut self.inbuf[len..]);
-            self.inbuf.truncate(len + *result.as_ref().unwrap_or(&0));
-            match result {
+            match self.inbuf.read_from(&mut self.stream) {
                 Ok(0) => self.peer_closed = true,
                 Ok(_) => {}
                 Err(e) if would_block(&e) => return Ok(()),
@@ -251,7 +249,7 @@ impl Loop {
                         stream,
                         origin,
                         serial: self.next_serial,
-                        inbuf: Vec::new(),
+                        inbuf: ReadBuf::with_chunk(READ_CHUNK),
                         outbuf: Vec::new(),
                         written: 0,
                         reader: RequestReader::default(),
@@ -294,13 +292,13 @@ impl Loop {
             if conn.pending.is_some() || conn.close_after_flush {
                 return;
             }
-            match conn.reader.advance(&conn.inbuf) {
+            match conn.reader.advance(conn.inbuf.data()) {
                 Ok((n, Some(req))) => {
-                    conn.inbuf.drain(..n);
+                    conn.inbuf.consume(n);
                     self.handle(key, req);
                 }
                 Ok((n, None)) => {
-                    conn.inbuf.drain(..n);
+                    conn.inbuf.consume(n);
                     if conn.peer_closed && conn.flushed() {
                         self.close(key);
                     }
