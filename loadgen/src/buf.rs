@@ -53,8 +53,11 @@ impl ReadBuf {
         self.end = 0;
     }
 
-    /// One `read` into the free space, making room first; returns what `read` returned.
-    pub fn read_from<R: Read>(&mut self, source: &mut R) -> io::Result<usize> {
+    /// One `read` into the free space, making room first. Returns the bytes read and whether
+    /// the read was short (filled less than the free space): on a stream socket that means
+    /// the socket is drained, so an edge-triggered loop can skip the read that would only
+    /// return `WouldBlock` (epoll(7), "edge-triggered").
+    pub fn read_from<R: Read>(&mut self, source: &mut R) -> io::Result<(usize, bool)> {
         if self.end == self.buf.len() {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -65,9 +68,10 @@ impl ReadBuf {
                 self.buf.resize(grown, 0);
             }
         }
+        let space = self.buf.len() - self.end;
         let n = source.read(&mut self.buf[self.end..])?;
         self.end += n;
-        Ok(n)
+        Ok((n, n < space))
     }
 }
 
@@ -79,17 +83,17 @@ mod tests {
     fn reads_accumulate_consume_and_compact() {
         let mut b = ReadBuf::with_chunk(4);
         let mut src: &[u8] = b"abcdefghij";
-        assert_eq!(b.read_from(&mut src).unwrap(), 4);
+        assert_eq!(b.read_from(&mut src).unwrap(), (4, false));
         assert_eq!(b.data(), b"abcd");
         b.consume(3);
         // Full: the remaining "d" moves to the front and 3 more bytes fit.
-        assert_eq!(b.read_from(&mut src).unwrap(), 3);
+        assert_eq!(b.read_from(&mut src).unwrap(), (3, false));
         assert_eq!(b.data(), b"defg");
-        // Full with nothing consumed: it grows.
-        assert_eq!(b.read_from(&mut src).unwrap(), 3);
+        // Full with nothing consumed: it grows; only 3 bytes are left, a short read.
+        assert_eq!(b.read_from(&mut src).unwrap(), (3, true));
         assert_eq!(b.data(), b"defghij");
         b.consume(100);
         assert!(b.is_empty());
-        assert_eq!(b.read_from(&mut src).unwrap(), 0);
+        assert_eq!(b.read_from(&mut src).unwrap(), (0, true));
     }
 }

@@ -7,7 +7,7 @@
 //! precision; elsewhere this is a no-op and the poll timeout alone applies.
 
 use std::io;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
@@ -44,23 +44,40 @@ impl PreciseTimer {
 
     /// Arms the timer for `at`, replacing the previous arming (a no-op when unchanged).
     pub fn arm(&mut self, at: Instant) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
         if self.armed == Some(at) {
             return Ok(());
         }
+        self.set(at, Duration::ZERO)?;
+        self.armed = Some(at);
+        Ok(())
+    }
+
+    /// Fires at `first` and then every `interval` until re-armed, with one read per tick and
+    /// no re-arming (the open-loop schedule's pace).
+    pub fn arm_periodic(&mut self, first: Instant, interval: Duration) -> io::Result<()> {
+        self.armed = None;
+        self.set(first, interval.max(Duration::from_nanos(1)))
+    }
+
+    /// Stops the timer.
+    pub fn disarm(&mut self) -> io::Result<()> {
+        self.armed = None;
+        self.write_spec(Duration::ZERO, Duration::ZERO)
+    }
+
+    fn set(&mut self, at: Instant, interval: Duration) -> io::Result<()> {
         // Relative to now on the same monotonic clock Instant uses; zero would disarm.
         let left = at
             .saturating_duration_since(Instant::now())
-            .max(std::time::Duration::from_nanos(1));
+            .max(Duration::from_nanos(1));
+        self.write_spec(left, interval)
+    }
+
+    fn write_spec(&mut self, left: Duration, interval: Duration) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
         let spec = libc::itimerspec {
-            it_interval: libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: libc::timespec {
-                tv_sec: left.as_secs() as libc::time_t,
-                tv_nsec: left.subsec_nanos() as libc::c_long,
-            },
+            it_interval: timespec(interval),
+            it_value: timespec(left),
         };
         // SAFETY: valid fd and a fully initialised itimerspec.
         let rc =
@@ -68,17 +85,25 @@ impl PreciseTimer {
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }
-        self.armed = Some(at);
         Ok(())
     }
 
-    /// Acknowledges a fired timer; call on its event.
+    /// Acknowledges a fired timer; call on its event. The read matters: a periodic timerfd
+    /// only schedules its next expiry when read.
     pub fn clear(&mut self) {
         use std::os::fd::AsRawFd;
         let mut expirations = [0u8; 8];
         // SAFETY: reads at most 8 bytes into a local buffer; EAGAIN is fine.
         let _ = unsafe { libc::read(self.fd.as_raw_fd(), expirations.as_mut_ptr().cast(), 8) };
         self.armed = None;
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
     }
 }
 
@@ -90,6 +115,15 @@ impl PreciseTimer {
 
     pub fn arm(&mut self, at: Instant) -> io::Result<()> {
         self.armed = Some(at);
+        Ok(())
+    }
+
+    pub fn arm_periodic(&mut self, _first: Instant, _interval: Duration) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn disarm(&mut self) -> io::Result<()> {
+        self.armed = None;
         Ok(())
     }
 
@@ -116,5 +150,21 @@ mod tests {
             .unwrap();
         assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
         timer.clear();
+    }
+
+    #[test]
+    fn a_periodic_timer_keeps_firing_without_rearming() {
+        let mut poll = mio::Poll::new().unwrap();
+        let mut timer = PreciseTimer::new(poll.registry(), Token(3)).unwrap();
+        timer
+            .arm_periodic(Instant::now(), Duration::from_micros(100))
+            .unwrap();
+        let mut events = mio::Events::with_capacity(4);
+        for _ in 0..5 {
+            poll.poll(&mut events, Some(Duration::from_secs(10)))
+                .unwrap();
+            assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(3)));
+            timer.clear();
+        }
     }
 }

@@ -288,7 +288,7 @@ impl<'a> Holder<'a> {
         }
         loop {
             match conn.inbuf.read_from(stream) {
-                Ok(0) => return self.lose(key, now),
+                Ok((0, _)) => return self.lose(key, now),
                 Ok(_) => match conn.reader.advance(conn.inbuf.data(), false) {
                     Ok((used, Some(resp))) => {
                         conn.inbuf.consume(used);

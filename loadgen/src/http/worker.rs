@@ -171,6 +171,7 @@ impl<'a> Worker<'a> {
                 let _ = self.connect(key);
             }
         }
+        self.pace_timer()?;
         // Connects may complete meanwhile; requests start together at the common start.
         while Instant::now() < self.start {
             self.poll_once(&mut events, self.start)?;
@@ -183,20 +184,16 @@ impl<'a> Worker<'a> {
             if (now >= self.end && self.inflight == 0) || now >= hard_stop {
                 break;
             }
+            // Open loop: the periodic timer wakes the loop at each due time.
             let mut wake = next_scan;
-            if let Some(s) = &self.schedule {
-                if self.next_send >= s.due() {
-                    if let Some(due) = s.next_due_at() {
-                        wake = wake.min(due);
-                    }
-                }
-            } else if now < self.end {
+            if now < self.end {
                 wake = wake.min(self.end);
             }
             self.poll_once(&mut events, wake)?;
             let now = Instant::now();
             if now >= next_scan {
                 self.expire(now);
+                self.pace_timer()?;
                 next_scan = now + TIMEOUT_SCAN;
             }
         }
@@ -204,10 +201,22 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
+    /// Open loop: (re)aligns the periodic timer with the schedule's next due time, which also
+    /// cancels the drift of the timer's whole-nanosecond interval; disarms it once the
+    /// schedule has ended.
+    fn pace_timer(&mut self) -> io::Result<()> {
+        let Some(s) = &self.schedule else {
+            return Ok(());
+        };
+        match s.next_due_at() {
+            Some(next) => self.timer.arm_periodic(next, s.interval()),
+            None => self.timer.disarm(),
+        }
+    }
+
     /// Waits for events until `wake` at the latest and handles them.
     fn poll_once(&mut self, events: &mut Events, wake: Instant) -> io::Result<()> {
-        self.timer.arm(wake)?;
-        // The poll timeout (whole milliseconds, rounded up) is only a fallback for the timer.
+        // Whole milliseconds, rounded up: the precise wake-ups come from the timer.
         let timeout = wake.saturating_duration_since(Instant::now());
         match self.poll.poll(events, Some(timeout)) {
             Ok(()) => {}
@@ -217,7 +226,7 @@ impl<'a> Worker<'a> {
         for event in events.iter() {
             match event.token() {
                 TIMER => self.timer.clear(),
-                Token(key) => self.drive(key),
+                Token(key) => self.drive(key, true),
             }
         }
         Ok(())
@@ -276,7 +285,8 @@ impl<'a> Worker<'a> {
                 self.fail(key, ErrorKind::Connect);
             }
         } else if conn.connected {
-            self.drive(key);
+            // The answer can't be there yet: write only, the readable event will follow.
+            self.drive(key, false);
         }
     }
 
@@ -298,8 +308,8 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// Completes a connect, writes the request, reads the response.
-    fn drive(&mut self, key: usize) {
+    /// Completes a connect, writes the request, and (with `read`) reads the response.
+    fn drive(&mut self, key: usize, read: bool) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
@@ -323,10 +333,13 @@ impl<'a> Worker<'a> {
                 Err(_) => return self.fail(key, ErrorKind::Reset),
             }
         }
+        if !read {
+            return;
+        }
         loop {
             match conn.inbuf.read_from(stream) {
-                Ok(0) if conn.inflight.is_none() => return self.close_stream(key),
-                Ok(0) => {
+                Ok((0, _)) if conn.inflight.is_none() => return self.close_stream(key),
+                Ok((0, _)) => {
                     return match conn.reader.at_eof() {
                         Some(resp) => self.complete(key, resp.status, false),
                         None => self.fail(key, ErrorKind::Reset),
@@ -336,13 +349,16 @@ impl<'a> Worker<'a> {
                     // Bytes nobody asked for: the connection is out of step.
                     return self.close_stream(key);
                 }
-                Ok(_) => match conn.reader.advance(conn.inbuf.data(), self.head_request) {
+                Ok((_, short)) => match conn.reader.advance(conn.inbuf.data(), self.head_request) {
                     Ok((used, Some(resp))) => {
                         conn.inbuf.consume(used);
                         return self.complete(key, resp.status, resp.keep_alive);
                     }
                     Ok((used, None)) => {
                         conn.inbuf.consume(used);
+                        if short {
+                            return; // drained; the rest comes with the next readable event
+                        }
                     }
                     Err(_) => return self.fail(key, ErrorKind::Parse),
                 },

@@ -84,8 +84,9 @@ impl Conn {
     fn fill(&mut self) -> io::Result<()> {
         while !self.peer_closed && self.inbuf.len() < MAX_INBUF {
             match self.inbuf.read_from(&mut self.stream) {
-                Ok(0) => self.peer_closed = true,
-                Ok(_) => {}
+                Ok((0, _)) => self.peer_closed = true,
+                Ok((_, true)) => return Ok(()), // drained
+                Ok((_, false)) => {}
                 Err(e) if would_block(&e) => return Ok(()),
                 Err(e) if interrupted(&e) => {}
                 Err(e) => return Err(e),
