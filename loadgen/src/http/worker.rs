@@ -205,9 +205,12 @@ impl<'a> Worker<'a> {
     /// cancels the drift of the timer's whole-nanosecond interval; disarms it once the
     /// schedule has ended.
     fn pace_timer(&mut self) -> io::Result<()> {
-        let Some(s) = &self.schedule else {
+        let Some(s) = self.schedule.as_mut() else {
             return Ok(());
         };
+        // Without advancing, a request that fell due since the last pump would make the timer
+        // start from now, out of phase with the schedule.
+        s.advance(Instant::now());
         match s.next_due_at() {
             Some(next) => self.timer.arm_periodic(next, s.interval()),
             None => self.timer.disarm(),
