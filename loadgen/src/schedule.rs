@@ -48,11 +48,6 @@ impl Schedule {
         }
     }
 
-    /// Time between requests, rounded down to the nanosecond.
-    pub fn interval(&self) -> Duration {
-        Duration::from_nanos((1e9 / self.rate_rps) as u64)
-    }
-
     /// Requests due so far.
     pub fn due(&self) -> u64 {
         self.due

@@ -47,36 +47,19 @@ impl PreciseTimer {
         if self.armed == Some(at) {
             return Ok(());
         }
-        self.set(at, Duration::ZERO)?;
+        self.set(at)?;
         self.armed = Some(at);
         Ok(())
     }
 
-    /// Fires at `first` and then every `interval` until re-armed, with one read per tick and
-    /// no re-arming (the open-loop schedule's pace).
-    pub fn arm_periodic(&mut self, first: Instant, interval: Duration) -> io::Result<()> {
-        self.armed = None;
-        self.set(first, interval.max(Duration::from_nanos(1)))
-    }
-
-    /// Stops the timer.
-    pub fn disarm(&mut self) -> io::Result<()> {
-        self.armed = None;
-        self.write_spec(Duration::ZERO, Duration::ZERO)
-    }
-
-    fn set(&mut self, at: Instant, interval: Duration) -> io::Result<()> {
+    fn set(&mut self, at: Instant) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
         // Relative to now on the same monotonic clock Instant uses; zero would disarm.
         let left = at
             .saturating_duration_since(Instant::now())
             .max(Duration::from_nanos(1));
-        self.write_spec(left, interval)
-    }
-
-    fn write_spec(&mut self, left: Duration, interval: Duration) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
         let spec = libc::itimerspec {
-            it_interval: timespec(interval),
+            it_interval: timespec(Duration::ZERO),
             it_value: timespec(left),
         };
         // SAFETY: valid fd and a fully initialised itimerspec.
@@ -88,8 +71,7 @@ impl PreciseTimer {
         Ok(())
     }
 
-    /// Acknowledges a fired timer; call on its event. The read matters: a periodic timerfd
-    /// only schedules its next expiry when read.
+    /// Acknowledges a fired timer; call on its event.
     pub fn clear(&mut self) {
         use std::os::fd::AsRawFd;
         let mut expirations = [0u8; 8];
@@ -118,15 +100,6 @@ impl PreciseTimer {
         Ok(())
     }
 
-    pub fn arm_periodic(&mut self, _first: Instant, _interval: Duration) -> io::Result<()> {
-        Ok(())
-    }
-
-    pub fn disarm(&mut self) -> io::Result<()> {
-        self.armed = None;
-        Ok(())
-    }
-
     pub fn clear(&mut self) {
         self.armed = None;
     }
@@ -150,21 +123,5 @@ mod tests {
             .unwrap();
         assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(7)));
         timer.clear();
-    }
-
-    #[test]
-    fn a_periodic_timer_keeps_firing_without_rearming() {
-        let mut poll = mio::Poll::new().unwrap();
-        let mut timer = PreciseTimer::new(poll.registry(), Token(3)).unwrap();
-        timer
-            .arm_periodic(Instant::now(), Duration::from_micros(100))
-            .unwrap();
-        let mut events = mio::Events::with_capacity(4);
-        for _ in 0..5 {
-            poll.poll(&mut events, Some(Duration::from_secs(10)))
-                .unwrap();
-            assert_eq!(events.iter().next().map(|e| e.token()), Some(Token(3)));
-            timer.clear();
-        }
     }
 }

@@ -171,7 +171,6 @@ impl<'a> Worker<'a> {
                 let _ = self.connect(key);
             }
         }
-        self.pace_timer()?;
         // Connects may complete meanwhile; requests start together at the common start.
         while Instant::now() < self.start {
             self.poll_once(&mut events, self.start)?;
@@ -184,16 +183,21 @@ impl<'a> Worker<'a> {
             if (now >= self.end && self.inflight == 0) || now >= hard_stop {
                 break;
             }
-            // Open loop: the periodic timer wakes the loop at each due time.
             let mut wake = next_scan;
-            if now < self.end {
+            if let Some(s) = &self.schedule {
+                // With a backlog, the next wake-up that matters is a connection freeing up.
+                if self.next_send >= s.due() {
+                    if let Some(due) = s.next_due_at() {
+                        wake = wake.min(due);
+                    }
+                }
+            } else if now < self.end {
                 wake = wake.min(self.end);
             }
             self.poll_once(&mut events, wake)?;
             let now = Instant::now();
             if now >= next_scan {
                 self.expire(now);
-                self.pace_timer()?;
                 next_scan = now + TIMEOUT_SCAN;
             }
         }
@@ -201,25 +205,10 @@ impl<'a> Worker<'a> {
         Ok(())
     }
 
-    /// Open loop: (re)aligns the periodic timer with the schedule's next due time, which also
-    /// cancels the drift of the timer's whole-nanosecond interval; disarms it once the
-    /// schedule has ended.
-    fn pace_timer(&mut self) -> io::Result<()> {
-        let Some(s) = self.schedule.as_mut() else {
-            return Ok(());
-        };
-        // Without advancing, a request that fell due since the last pump would make the timer
-        // start from now, out of phase with the schedule.
-        s.advance(Instant::now());
-        match s.next_due_at() {
-            Some(next) => self.timer.arm_periodic(next, s.interval()),
-            None => self.timer.disarm(),
-        }
-    }
-
     /// Waits for events until `wake` at the latest and handles them.
     fn poll_once(&mut self, events: &mut Events, wake: Instant) -> io::Result<()> {
-        // Whole milliseconds, rounded up: the precise wake-ups come from the timer.
+        self.timer.arm(wake)?;
+        // Whole milliseconds, rounded up: only a fallback for the precise timer.
         let timeout = wake.saturating_duration_since(Instant::now());
         match self.poll.poll(events, Some(timeout)) {
             Ok(()) => {}
