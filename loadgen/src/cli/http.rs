@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use clap::Args;
 use loadgen::http::{
-    self, Body, HttpConfig, DEFAULT_CONNECTIONS, DEFAULT_RATE_RPS, DEFAULT_THREADS,
+    self, Body, HttpConfig, DEFAULT_CONNECTIONS, DEFAULT_RATE_RPS, DEFAULT_SEND_AHEAD,
+    DEFAULT_THREADS,
 };
 
 use super::{parse_duration, parse_ip_list, print_report, CliError, CliResult, IpList};
@@ -46,6 +47,10 @@ pub struct HttpArgs {
     /// Source addresses to bind round-robin, inclusive range: 127.0.0.2-127.0.0.40
     #[arg(long, value_parser = parse_ip_list)]
     pub source_ips: Option<IpList>,
+    /// Open loop: send requests up to this many microseconds before they are due, batching
+    /// wake-ups (latency still counts from the earlier of due time and send)
+    #[arg(long, default_value_t = DEFAULT_SEND_AHEAD.as_micros() as u64)]
+    pub send_ahead_us: u64,
     /// Per-request timeout
     #[arg(long, default_value = "5", value_parser = parse_duration)]
     pub timeout: Duration,
@@ -95,6 +100,7 @@ pub fn run(args: HttpArgs) -> CliResult {
         (None, false) => Body::None,
     };
     cfg.close = args.close;
+    cfg.send_ahead = Duration::from_micros(args.send_ahead_us);
     cfg.source_ips = args.source_ips.map(|l| l.0).unwrap_or_default();
     cfg.timeout = args.timeout;
     cfg.seed = args.seed;
