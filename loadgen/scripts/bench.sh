@@ -31,32 +31,49 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 
-# Reads one JSON report per line on stdin, prints a table row of medians.
+# Reads "<json report> <generator cpu s> <simulator cpu s>" per line on stdin, prints a table
+# row of medians; CPU is shown as % of one core over the whole run (warmup included).
 MEDIANS=$(cat <<'PY'
 import json, statistics, sys
-name = sys.argv[1]
-runs = [json.loads(line) for line in sys.stdin if line.strip()]
+name, wall = sys.argv[1], float(sys.argv[2])
+runs = []
+for line in sys.stdin:
+    if line.strip():
+        report, gen_cpu, sim_cpu = line.rsplit(" ", 2)
+        runs.append((json.loads(report), float(gen_cpu), float(sim_cpu)))
 def med(f):
     return statistics.median(f(r) for r in runs)
-row = [name, f"{med(lambda r: r['throughput_rps']):,.0f}"]
-row += [f"{med(lambda r: r['latency_us'][k]):.0f}" for k in ("p50", "p99", "p999", "max")]
-row.append(f"{med(lambda r: sum(r['errors'].values())):.0f}")
+row = [name, f"{med(lambda r: r[0]['throughput_rps']):,.0f}"]
+row += [f"{med(lambda r: r[0]['latency_us'][k]):.0f}" for k in ("p50", "p99", "p999", "max")]
+row.append(f"{med(lambda r: sum(r[0]['errors'].values())):.0f}")
+row.append(f"{med(lambda r: r[1]) / wall * 100:.0f}%")
+row.append(f"{med(lambda r: r[2]) / wall * 100:.0f}%")
 print("| " + " | ".join(row) + " |")
 PY
 )
+
+TICK=$(getconf CLK_TCK)
+sim_cpu_s() { awk -v t="$TICK" '{printf "%.2f", ($14 + $15) / t}' "/proc/$SIM_PID/stat"; }
 
 bench() { # name, extra flags...
     local name=$1
     shift
     for _ in $(seq "$RUNS"); do
-        "$BIN" http "http://127.0.0.1:$PORT/" -c "$CONNECTIONS" -t 1 -d "$DURATION" \
-            --warmup "$WARMUP" --json "$@" 2>/dev/null | tail -n 1
-    done | python3 -c "$MEDIANS" "$name"
+        local before after report
+        before=$(sim_cpu_s)
+        report=$( { /usr/bin/time -f "CPU %U %S" "$BIN" http "http://127.0.0.1:$PORT/" \
+            -c "$CONNECTIONS" -t 1 -d "$DURATION" --warmup "$WARMUP" --json "$@" 2>&1; } )
+        after=$(sim_cpu_s)
+        echo "$(grep '^{' <<<"$report" | tail -n 1)" \
+            "$(awk '/^CPU/ {print $2 + $3}' <<<"$report")" \
+            "$(awk -v a="$after" -v b="$before" 'BEGIN {print a - b}')"
+    done | python3 -c "$MEDIANS" "$name" "$((DURATION + WARMUP))"
 }
 
-echo "| run (median of $RUNS, ${DURATION}s + ${WARMUP}s warmup, $CONNECTIONS connections, 1 thread) | req/s | p50 us | p99 us | p99.9 us | max us | errors |"
-echo "|---|---|---|---|---|---|---|"
+echo "| run (median of $RUNS, ${DURATION}s + ${WARMUP}s warmup, $CONNECTIONS connections, 1 thread) | req/s | p50 us | p99 us | p99.9 us | max us | errors | generator CPU | simulator CPU |"
+echo "|---|---|---|---|---|---|---|---|---|"
 bench "closed loop (--rate 0)" --rate 0
 bench "fixed rate 10,000 req/s" --rate 10000
+bench "fixed rate 10,000 req/s, --send-ahead-us 0" --rate 10000 --send-ahead-us 0
 bench "fixed rate 50,000 req/s" --rate 50000
 bench "fixed rate 100,000 req/s" --rate 100000
