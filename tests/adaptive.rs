@@ -1,0 +1,83 @@
+//! The adaptive decision engine end to end (brief 004): `loadgen sim` makes one backend slow, and
+//! `adaptive` moves from round-robin to a latency-aware strategy within the switch interval, then
+//! back when the backend recovers. Every switch is visible in `GET /api/strategy` with its reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use loadgen::sim::{Profile, ServerPatch, Sim, SimConfig};
+use sluice::backend::BackendSpec;
+use sluice::config::{Mode, Settings};
+use sluice::strategy::StrategyKind;
+
+#[test]
+fn adaptive_leaves_round_robin_for_a_slow_backend_and_returns_when_it_recovers() {
+    let sim = Sim::start(
+        SimConfig::new(Profile::Uniform)
+            .with_servers(3)
+            .with_service_time_ms(2),
+    )
+    .unwrap();
+    let specs = sim
+        .server_addrs()
+        .into_iter()
+        .map(|addr| BackendSpec { addr, weight: 1 })
+        .collect();
+    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Adaptive);
+    s.control.switch_interval_ms = 2_000;
+    let lb = Sluice::with_settings(s);
+    let traffic = Traffic::start(lb.addr, 4);
+    let strategy = || lb.api("GET", "/api/strategy", None).1;
+    assert_eq!(strategy()["configured"], "adaptive");
+    assert_eq!(strategy()["active"], "round-robin");
+
+    // One backend slows down 40-fold.
+    sim.patch(
+        1,
+        ServerPatch {
+            service_time_ms: Some(80),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let limit = Duration::from_secs(60);
+    assert!(
+        wait_until(limit, || strategy()["active"] == "least-time"),
+        "still {} after the slowdown",
+        strategy()
+    );
+    let view = strategy();
+    assert!(
+        view["reason"].as_str().unwrap().contains("latency spread"),
+        "{view}"
+    );
+    assert!(view["switches"].as_u64().unwrap() >= 1);
+
+    // It recovers: the spread goes away and round-robin comes back.
+    sim.patch(
+        1,
+        ServerPatch {
+            service_time_ms: Some(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(90), || strategy()["active"]
+            == "round-robin"),
+        "still {} after the recovery",
+        strategy()
+    );
+    assert!(strategy()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("look alike"));
+
+    let (_, failures) = traffic.finish();
+    assert!(failures.is_empty(), "switching lost requests: {failures:?}");
+    let (_, metrics) = lb.api("GET", "/api/status", None);
+    assert_eq!(metrics["strategy"]["configured"], "adaptive");
+}
