@@ -11,6 +11,23 @@ use super::head::{
     MAX_HEADERS,
 };
 
+/// An accepted head has only CRLF line endings: no CR without LF, no LF without CR.
+fn no_bare_line_endings(head: &[u8]) {
+    let mut prev = 0u8;
+    for (i, &b) in head.iter().enumerate() {
+        assert!(
+            !(b == b'\n' && prev != b'\r'),
+            "bare LF at {i} in an accepted head"
+        );
+        assert!(
+            !(prev == b'\r' && b != b'\n'),
+            "bare CR at {i} in an accepted head"
+        );
+        prev = b;
+    }
+    assert_ne!(prev, b'\r', "a head cannot end in CR");
+}
+
 /// Never a panic; what sluice forwards is a head sluice accepts, with the same framing and method.
 pub fn request_head(data: &[u8]) {
     let opts = RequestOptions {
@@ -24,6 +41,7 @@ pub fn request_head(data: &[u8]) {
         return;
     };
     assert!(h.head_len <= data.len());
+    no_bare_line_endings(&data[..h.head_len]);
     assert!(h.out_len <= out.len());
     assert!(h.target.end <= h.out_len);
     for r in [&h.cookie, &h.idempotency_key, &h.host, &h.key_field]
@@ -69,6 +87,7 @@ pub fn response_head(data: &[u8]) {
         return;
     };
     assert!(h.head_len <= data.len());
+    no_bare_line_endings(&data[..h.head_len]);
     assert!(h.out_len <= out.len());
     let mut again = vec![0u8; h.out_len + 1024];
     let ctx2 = ResponseContext {

@@ -179,10 +179,28 @@ enum Field {
     Other,
 }
 
-/// Classifies a field name, switching on length first so most names cost one comparison.
+/// Whether `name` equals `lower` (lower-case letters and `-`) ignoring case, eight bytes at a time.
+/// `b | 0x20` folds an ASCII capital to its lower case and leaves `-` alone; no other token byte
+/// (httparse has checked the name) folds onto a lower-case letter or `-`.
+fn eq_lower(name: &[u8], lower: &[u8]) -> bool {
+    if name.len() != lower.len() {
+        return false;
+    }
+    let fold = |chunk: &[u8]| -> u64 {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        u64::from_le_bytes(word) | 0x2020_2020_2020_2020
+    };
+    name.chunks(8)
+        .zip(lower.chunks(8))
+        .all(|(a, b)| fold(a) == fold(b))
+}
+
+/// Classifies a field name: length first, so most names cost one comparison or none.
 fn classify(name: &str) -> Field {
-    let is = |s: &str| name.eq_ignore_ascii_case(s);
-    match name.len() {
+    let n = name.as_bytes();
+    let is = |s: &str| eq_lower(n, s.as_bytes());
+    match n.len() {
         2 if is("te") => Field::Te,
         4 if is("host") => Field::Host,
         6 if is("cookie") => Field::Cookie,
@@ -199,6 +217,15 @@ fn classify(name: &str) -> Field {
         17 if is("x-forwarded-proto") => Field::XForwardedProto,
         _ => Field::Other,
     }
+}
+
+/// Each field's class, worked out once per head and read by both passes.
+fn classify_all(headers: &[httparse::Header<'_>]) -> [Field; MAX_HEADERS] {
+    let mut fields = [Field::Other; MAX_HEADERS];
+    for (slot, h) in fields.iter_mut().zip(headers) {
+        *slot = classify(h.name);
+    }
+    fields
 }
 
 /// The Connection field's options: close, keep-alive, upgrade, and the other fields it names.
@@ -279,18 +306,63 @@ impl Out<'_> {
     }
 }
 
+/// Where `part`, a slice of `src`, ends within `src` (`None` if it is not a slice of `src`).
+fn end_in(src: &[u8], part: &[u8]) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(src.as_ptr() as usize)?;
+    let end = start + part.len();
+    (end <= src.len()).then_some(end)
+}
+
 /// Refuses line endings other than CRLF: httparse accepts a bare LF, RFC 9112 section 2.2 lets a
 /// recipient do so, and a proxy must not, since the next hop might not.
-fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
-    let mut prev = 0u8;
-    for &b in head {
-        if b == b'\n' && prev != b'\r' {
-            return Err(HeadError::Malformed("bare LF in head"));
+///
+/// httparse refuses an LF inside a line and a CR not followed by LF, so a bare LF can only end a
+/// line, and it is enough to look at the byte ending each line httparse found: the first line,
+/// every field (past trailing whitespace), and the empty last line. That costs a few instructions
+/// per line instead of a branch per byte; when a line's end is unknown (an empty reason phrase or
+/// field value may not point into the buffer) every byte is counted instead. The fuzz invariant
+/// `check::no_bare_line_endings` verifies the reasoning byte by byte.
+fn check_line_endings(
+    head: &[u8],
+    first_line: Option<(usize, usize)>,
+    fields: &[httparse::Header<'_>],
+) -> Result<(), HeadError> {
+    let bare = HeadError::Malformed("bare LF or CR in head");
+    let cr_at = |mut at: usize| {
+        while matches!(head.get(at), Some(b' ' | b'\t')) {
+            at += 1;
         }
-        if prev == b'\r' && b != b'\n' {
-            return Err(HeadError::Malformed("bare CR in head"));
+        head.get(at) == Some(&b'\r')
+    };
+    let Some((start, end)) = first_line else {
+        return count_line_endings(head);
+    };
+    // Empty lines before the first line are skipped (RFC 9112 section 2.2), CRLF ones only.
+    if start % 2 != 0 || !head[..start].chunks(2).all(|pair| pair == b"\r\n") || !cr_at(end) {
+        return Err(bare);
+    }
+    for f in fields {
+        match end_in(head, f.value) {
+            Some(at) if !f.value.is_empty() => {
+                if !cr_at(at) {
+                    return Err(bare);
+                }
+            }
+            _ => return count_line_endings(head),
         }
-        prev = b;
+    }
+    if !head.ends_with(b"\r\n") {
+        return Err(bare);
+    }
+    Ok(())
+}
+
+/// The slow way: every CR starts a CRLF (httparse saw to that), so a bare LF shows as one LF more
+/// than there are CRs.
+fn count_line_endings(head: &[u8]) -> Result<(), HeadError> {
+    let count = |c: u8| head.iter().filter(|&&b| b == c).count();
+    if count(b'\n') != count(b'\r') {
+        return Err(HeadError::Malformed("bare LF or CR in head"));
     }
     Ok(())
 }
@@ -315,35 +387,49 @@ fn ends_in_chunked(value: &[u8]) -> bool {
     last.eq_ignore_ascii_case(b"chunked")
 }
 
+/// Decimal text of every byte value: `(digits, len)`, built at compile time.
+const OCTET_TEXT: [([u8; 3], u8); 256] = {
+    let mut table = [([0u8; 3], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let (h, t, o) = ((i / 100) as u8, (i / 10 % 10) as u8, (i % 10) as u8);
+        table[i] = if i >= 100 {
+            ([b'0' + h, b'0' + t, b'0' + o], 3)
+        } else if i >= 10 {
+            ([b'0' + t, b'0' + o, 0], 2)
+        } else {
+            ([b'0' + o, 0, 0], 1)
+        };
+        i += 1;
+    }
+    table
+};
+
 /// Writes a client address in its usual text form.
 fn write_ip(out: &mut Out<'_>, ip: IpAddr) -> Result<(), HeadError> {
-    let mut text = [0u8; 48];
-    let mut cursor = std::io::Cursor::new(&mut text[..]);
     match ip {
         IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().iter().enumerate() {
+            let mut text = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.put(b".")?;
+                    text[n] = b'.';
+                    n += 1;
                 }
-                let mut digits = [0u8; 3];
-                let mut n = *octet;
-                let mut at = 3;
-                loop {
-                    at -= 1;
-                    digits[at] = b'0' + n % 10;
-                    n /= 10;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                out.put(&digits[at..])?;
+                let (digits, len) = OCTET_TEXT[usize::from(octet)];
+                text[n..n + 3].copy_from_slice(&digits);
+                n += usize::from(len);
             }
-            return Ok(());
+            out.put(&text[..n])
         }
-        IpAddr::V6(v6) => write!(cursor, "{v6}").map_err(|_| HeadError::TooLarge)?,
+        IpAddr::V6(v6) => {
+            let mut text = [0u8; 48];
+            let mut cursor = std::io::Cursor::new(&mut text[..]);
+            write!(cursor, "{v6}").map_err(|_| HeadError::TooLarge)?;
+            let n = cursor.position() as usize;
+            out.put(&text[..n])
+        }
     }
-    let n = cursor.position() as usize;
-    out.put(&text[..n])
 }
 
 /// Finds cookie `name` in a Cookie field value (`a=1; b=2`, RFC 6265 section 5.4); returns the
@@ -398,10 +484,13 @@ pub fn forward_request(
         }
         Err(_) => return Err(HeadError::Malformed("malformed request head")),
     };
-    check_line_endings(&src[..head_len])?;
     let (Some(method_str), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::Malformed("malformed request line"));
     };
+    // The request line runs from the method to the target and " HTTP/1.x" (one space each).
+    let line_start = end_in(src, method_str.as_bytes()).map(|end| end - method_str.len());
+    let line_end = end_in(src, target.as_bytes()).map(|end| end + " HTTP/1.1".len());
+    check_line_endings(&src[..head_len], line_start.zip(line_end), req.headers)?;
     let method = Method::parse(method_str);
     if method == Method::Connect {
         return Err(HeadError::NotImplemented("CONNECT is not supported"));
@@ -413,8 +502,9 @@ pub fn forward_request(
     let mut chunked = false;
     let mut hosts = 0;
     let mut has_upgrade_field = false;
-    for h in headers {
-        match classify(h.name) {
+    let fields = classify_all(headers);
+    for (h, &field) in headers.iter().zip(&fields) {
+        match field {
             Field::Connection => conn.add(h.value)?,
             Field::ContentLength => {
                 if length.is_some() {
@@ -480,8 +570,7 @@ pub fn forward_request(
     let mut host = None;
     let mut key_field = None;
     let mut forwarded_for = false;
-    for h in headers {
-        let field = classify(h.name);
+    for (h, &field) in headers.iter().zip(&fields) {
         forwarded_for |= field == Field::XForwardedFor;
         let drop = match field {
             Field::XForwardedFor | Field::XForwardedProto => true,
@@ -511,9 +600,10 @@ pub fn forward_request(
     // One X-Forwarded-For: the client's list, then the client itself.
     o.put(b"X-Forwarded-For: ")?;
     if forwarded_for {
-        for h in headers
+        for (h, _) in headers
             .iter()
-            .filter(|h| classify(h.name) == Field::XForwardedFor)
+            .zip(&fields)
+            .filter(|(_, &f)| f == Field::XForwardedFor)
         {
             o.put(h.value)?;
             o.put(b", ")?;
@@ -566,7 +656,12 @@ pub fn forward_response(
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
         Err(_) => return Err(HeadError::Malformed("malformed response head")),
     };
-    check_line_endings(&src[..head_len])?;
+    let line_end = resp
+        .reason
+        .filter(|r| !r.is_empty())
+        .and_then(|r| end_in(src, r.as_bytes()));
+    let line_start = src.starts_with(b"HTTP/").then_some(0);
+    check_line_endings(&src[..head_len], line_start.zip(line_end), resp.headers)?;
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::Malformed("malformed status line"));
     };
@@ -579,8 +674,9 @@ pub fn forward_response(
     let mut length: Option<u64> = None;
     let mut transfer_encoding: Option<bool> = None;
     let mut retry_after_s = None;
-    for h in headers {
-        match classify(h.name) {
+    let fields = classify_all(headers);
+    for (h, &field) in headers.iter().zip(&fields) {
+        match field {
             Field::Connection => conn.add(h.value)?,
             Field::ContentLength => {
                 let n = parse_length(h.value)?;
@@ -653,8 +749,7 @@ pub fn forward_response(
     o.put(b" ")?;
     o.put(resp.reason.unwrap_or("").as_bytes())?;
     o.put(b"\r\n")?;
-    for h in headers {
-        let field = classify(h.name);
+    for (h, &field) in headers.iter().zip(&fields) {
         if !(field == Field::Upgrade && switching) && is_hop_by_hop(field, h.name, &conn) {
             continue;
         }

@@ -405,3 +405,51 @@ fn set_cookie_goes_on_final_responses_only() {
     let (_, out) = resp("HTTP/1.1 100 Continue\r\n\r\n", ctx).unwrap().unwrap();
     assert!(!out.contains("Set-Cookie"));
 }
+
+#[test]
+fn empty_lines_before_the_request_line_must_be_crlf() {
+    assert!(req("\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        req("\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap_err()
+            .status(),
+        400
+    );
+    assert_eq!(
+        req("\r\n\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap_err()
+            .status(),
+        400
+    );
+}
+
+#[test]
+fn field_names_compare_without_case() {
+    assert!(eq_lower(b"Content-Length", b"content-length"));
+    assert!(eq_lower(b"CONTENT-LENGTH", b"content-length"));
+    assert!(!eq_lower(b"Content-Lengths", b"content-length"));
+    assert!(!eq_lower(b"Content_Length", b"content-length"));
+    assert!(eq_lower(b"tE", b"te"));
+}
+
+#[test]
+fn ipv4_addresses_format_like_std() {
+    for ip in [
+        "0.0.0.0",
+        "1.2.3.4",
+        "10.100.200.255",
+        "255.255.255.255",
+        "127.0.0.1",
+    ] {
+        let mut buf = [0u8; 64];
+        let mut out = Out {
+            buf: &mut buf,
+            len: 0,
+        };
+        write_ip(&mut out, ip.parse().unwrap()).unwrap();
+        let len = out.len;
+        assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), ip);
+    }
+}
