@@ -157,6 +157,10 @@ pub struct BackendTable {
     pub backends: Vec<Backend>,
     pub strategy: StrategyKind,
     pub params: StrategyParams,
+    /// Whether workers keep each backend's Peak-EWMA latency up to date: only strategies that
+    /// read it (`least-time`, `p2c`, and `adaptive`, which may switch to them) pay for the shared
+    /// writes on every response.
+    pub latency_aware: bool,
     /// Indices of eligible backends, computed once per version so a pick never filters.
     pub eligible: Vec<usize>,
 }
@@ -171,6 +175,7 @@ impl BackendTable {
             backends,
             strategy,
             params: StrategyParams::default(),
+            latency_aware: true,
             eligible,
         }
     }

@@ -380,7 +380,9 @@ impl Core {
         };
         let stats = &self.table.backends[i].stats;
         self.metrics.backend(id, i).record_failure(failure);
-        stats.record_response(latency_us, false, self.now_ms);
+        if self.table.latency_aware {
+            stats.record_response(latency_us, false, self.now_ms);
+        }
         if self.table.strategy == StrategyKind::Bandit {
             stats.learned.observe(false, self.now_ms);
         }

@@ -492,6 +492,11 @@ impl ControlState {
             .collect();
         let mut table = BackendTable::new(self.version, backends, self.active_strategy);
         table.params = self.params;
+        table.latency_aware = self.strategy == StrategyKind::Adaptive
+            || matches!(
+                self.active_strategy,
+                StrategyKind::LeastTime | StrategyKind::P2c
+            );
         Arc::new(table)
     }
 

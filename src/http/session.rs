@@ -306,8 +306,10 @@ impl Core {
                             self.metrics
                                 .backend(b.backend_id, b.table_index)
                                 .record_response(h.status, latency_us);
-                            b.stats
-                                .record_response(latency_us, h.status < 500, self.now_ms);
+                            if self.table.latency_aware {
+                                b.stats
+                                    .record_response(latency_us, h.status < 500, self.now_ms);
+                            }
                             b.stats.note_success();
                             if self.table.strategy == StrategyKind::Bandit {
                                 if h.status == 429 {
