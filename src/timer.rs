@@ -82,6 +82,15 @@ impl TimerWheel {
         self.len
     }
 
+    /// Gives back the memory of slots that grew during a crowd and are nearly empty now.
+    pub fn shrink(&mut self) {
+        for slot in &mut self.slots {
+            if slot.capacity() > 4 * slot.len() + 16 {
+                slot.shrink_to(slot.len() * 2);
+            }
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -204,6 +213,19 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert!(w.is_empty());
         assert_eq!(w.poll_timeout_ms(10_000), None);
+    }
+
+    #[test]
+    fn shrink_returns_slot_memory_after_a_crowd() {
+        let mut w = TimerWheel::new(10, 4);
+        for t in 0..10_000 {
+            w.schedule(10, t);
+        }
+        let mut out = Vec::new();
+        w.expire(100, &mut out);
+        assert!(w.slots.iter().map(Vec::capacity).sum::<usize>() >= 10_000);
+        w.shrink();
+        assert!(w.slots.iter().map(Vec::capacity).sum::<usize>() < 100);
     }
 
     #[test]

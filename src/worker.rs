@@ -51,6 +51,11 @@ pub enum WorkerMsg {
 /// At shutdown, idle keep-alive clients stay open this long in case a request is on its way.
 const SHUTDOWN_IDLE_GRACE_MS: u64 = 500;
 
+/// How often a worker gives memory back after a crowd of connections left.
+const TRIM_EVERY_MS: u64 = 5_000;
+/// Spare buffers kept across a trim.
+const TRIM_KEEP_BUFFERS: usize = 64;
+
 /// How often a worker hands its metrics to the control thread.
 const METRICS_FLUSH_MS: u64 = 1_000;
 
@@ -100,6 +105,7 @@ pub struct Core {
     /// The attempt budget per request id, shared by all workers.
     pub budget: Arc<IdBudget>,
     next_flush_ms: u64,
+    next_trim_ms: u64,
     accept_paused_until_ms: u64,
     accept_blocked: bool,
     max_clients: usize,
@@ -158,6 +164,7 @@ impl Worker {
             budget,
             metrics: WorkerMetrics::new(index),
             next_flush_ms: crate::clock::now_ms() + METRICS_FLUSH_MS,
+            next_trim_ms: crate::clock::now_ms() + TRIM_EVERY_MS,
             accept_paused_until_ms: 0,
             accept_blocked: false,
             max_clients,
@@ -454,6 +461,22 @@ impl Core {
         }
     }
 
+    /// Returns memory held for connections that are gone: a slab much larger than its contents is
+    /// cut back (to its last live entry: keys stay valid), as are timer slots, spare exchanges and
+    /// spare buffers. So RSS falls back after a crowd of connections leaves.
+    fn trim_memory(&mut self) {
+        if self.clients.capacity() > 4 * self.clients.len() + 1024 {
+            self.clients.shrink_to_fit();
+        }
+        if self.backends.capacity() > 4 * self.backends.len() + 1024 {
+            self.backends.shrink_to_fit();
+        }
+        self.timers.shrink();
+        self.bufs.trim(TRIM_KEEP_BUFFERS);
+        self.spare_exchanges.truncate(TRIM_KEEP_BUFFERS);
+        self.spare_exchanges.shrink_to(TRIM_KEEP_BUFFERS);
+    }
+
     /// Runs clients whose queued backend got room while another client was handled.
     fn run_wakeups(&mut self) {
         while let Some(k) = self.wake.pop() {
@@ -500,6 +523,10 @@ impl Core {
         if self.now_ms >= self.next_flush_ms {
             let table = self.table.clone();
             self.flush_metrics(&table);
+        }
+        if self.now_ms >= self.next_trim_ms {
+            self.next_trim_ms = self.now_ms + TRIM_EVERY_MS;
+            self.trim_memory();
         }
         if self.accept_paused_until_ms != 0 && self.now_ms >= self.accept_paused_until_ms {
             self.accept_paused_until_ms = 0;

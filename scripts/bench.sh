@@ -1,0 +1,296 @@
+#!/usr/bin/env bash
+# sluice against HAProxy and nginx, side by side in one run, on this machine.
+#
+# A backend (nginx answering a tiny 200) sits behind each proxy; every proxy runs WORKERS worker
+# threads (processes for nginx). Contenders run interleaved (A B C, then again), ROUNDS times,
+# under each load: wrk and loadgen with 50 and 200 keep-alive connections, wrk with
+# "Connection: close" and 50 connections, and loadgen at a fixed rate of half the measured
+# maximum (the same rate for everyone) to compare latency. TCP mode is compared with HAProxy's
+# `mode tcp`. For every run: requests/s, p50/p99/p99.9, and the proxy's CPU time per request
+# (utime + stime from /proc/PID/stat, before and after). User-space instructions per request come
+# from separate short runs under `valgrind --tool=callgrind` (two request counts, difference of
+# the totals, so start-up and shutdown cancel).
+#
+# Usage: scripts/bench.sh                   WORKERS=1 ROUNDS=3 DURATION=10 scripts/bench.sh
+# Prints Markdown tables (medians over rounds) and writes them to target/bench/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/ensure.sh
+
+WORKERS=${WORKERS:-1}
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+CALLGRIND=${CALLGRIND:-1}
+
+ensure_deb nginx nginx
+ensure_deb haproxy haproxy
+ensure_deb wrk wrk
+ensure_deb valgrind valgrind
+cargo build --release --workspace -q
+
+out=target/bench
+mkdir -p "$out"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    sleep 0.3
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# Connection: close runs open tens of thousands of connections a second.
+sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)"
+
+BACKEND=19001
+SLUICE=19010 HAPROXY=19011 NGINX=19012 SLUICE_TCP=19013 HAPROXY_TCP=19014
+
+wait_port() {
+    for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
+    echo "nothing listens on $1" >&2
+    return 1
+}
+
+cat >"$work/backend.conf" <<EOF
+worker_processes 1;
+pid $work/backend.pid;
+error_log $work/backend.err;
+events { worker_connections 16384; }
+worker_rlimit_nofile 18000;
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  server { listen 127.0.0.1:$BACKEND reuseport backlog=4096; location / { return 200 "ok\n"; } }
+}
+EOF
+cat >"$work/nginx.conf" <<EOF
+worker_processes $WORKERS;
+pid $work/nginx.pid;
+error_log $work/nginx.err;
+events { worker_connections 8192; }
+worker_rlimit_nofile 18000;
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  upstream be { server 127.0.0.1:$BACKEND; keepalive 512; keepalive_requests 100000000; }
+  server {
+    listen 127.0.0.1:$NGINX reuseport backlog=4096;
+    location / {
+      proxy_pass http://be;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }
+}
+EOF
+cat >"$work/haproxy.cfg" <<EOF
+global
+  nbthread $WORKERS
+  maxconn 8000
+defaults
+  timeout connect 3s
+  timeout client 60s
+  timeout server 60s
+frontend fe
+  mode http
+  bind 127.0.0.1:$HAPROXY
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  default_backend be
+backend be
+  mode http
+  http-reuse always
+  server s1 127.0.0.1:$BACKEND
+frontend fe_tcp
+  mode tcp
+  bind 127.0.0.1:$HAPROXY_TCP
+  default_backend be_tcp
+backend be_tcp
+  mode tcp
+  server s1 127.0.0.1:$BACKEND
+EOF
+
+nginx -c "$work/backend.conf"
+wait_port $BACKEND
+pids+=("$(cat "$work/backend.pid")")
+
+SLUICE_ARGS=(--workers "$WORKERS" --admin 127.0.0.1:0 --health-interval 0 --max-conns 16000 --backend "127.0.0.1:$BACKEND")
+target/release/sluice --listen "127.0.0.1:$SLUICE" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice.err" &
+pids+=($!); SLUICE_PID=$!
+target/release/sluice --mode tcp --listen "127.0.0.1:$SLUICE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-tcp.err" &
+pids+=($!); SLUICE_TCP_PID=$!
+haproxy -D -f "$work/haproxy.cfg" -p "$work/haproxy.pid"
+HAPROXY_PID=$(cat "$work/haproxy.pid"); pids+=("$HAPROXY_PID")
+nginx -c "$work/nginx.conf"
+wait_port $NGINX
+NGINX_MASTER=$(cat "$work/nginx.pid"); pids+=("$NGINX_MASTER")
+for p in $SLUICE $SLUICE_TCP $HAPROXY $HAPROXY_TCP $NGINX; do wait_port "$p"; done
+
+# The processes whose CPU a contender spends (nginx: its workers, not the idle master).
+cpu_pids() {
+    case $1 in
+    sluice) echo "$SLUICE_PID" ;;
+    sluice-tcp) echo "$SLUICE_TCP_PID" ;;
+    haproxy | haproxy-tcp) echo "$HAPROXY_PID" ;;
+    nginx) pgrep -P "$NGINX_MASTER" | tr '\n' ' ' ;;
+    esac
+}
+port_of() {
+    case $1 in
+    sluice) echo $SLUICE ;; sluice-tcp) echo $SLUICE_TCP ;; haproxy) echo $HAPROXY ;;
+    haproxy-tcp) echo $HAPROXY_TCP ;; nginx) echo $NGINX ;;
+    esac
+}
+# Clock ticks of user + system time of the given processes (all their threads).
+ticks() {
+    local sum=0
+    for pid in $1; do
+        read -r -a f <"/proc/$pid/stat"
+        sum=$((sum + f[13] + f[14]))
+    done
+    echo $sum
+}
+HZ=$(getconf CLK_TCK)
+
+results="$work/runs.jsonl"
+# run CONTENDER LOAD: runs one measurement, appends a JSON line to $results.
+run() {
+    local who=$1 load=$2 port json
+    port=$(port_of "$who")
+    local url="http://127.0.0.1:$port/" cp before after
+    cp=$(cpu_pids "$who")
+    before=$(ticks "$cp")
+    case $load in
+    wrk-ka50) json=$(wrk -t1 -c50 -d"$DURATION" -s scripts/bench/wrk-report.lua "$url" | tail -n 1) ;;
+    wrk-ka200) json=$(wrk -t1 -c200 -d"$DURATION" -s scripts/bench/wrk-report.lua "$url" | tail -n 1) ;;
+    wrk-close50) json=$(wrk -t1 -c50 -d"$DURATION" -H "Connection: close" -s scripts/bench/wrk-report.lua "$url" | tail -n 1) ;;
+    lg-ka50) json=$(target/release/loadgen http "$url" --rate 0 -c 50 -d "$DURATION" --json 2>/dev/null | tail -n 1) ;;
+    lg-ka200) json=$(target/release/loadgen http "$url" --rate 0 -c 200 -d "$DURATION" --json 2>/dev/null | tail -n 1) ;;
+    lg-rate) json=$(target/release/loadgen http "$url" --rate "$RATE" -c 50 -d "$DURATION" --json 2>/dev/null | tail -n 1) ;;
+    esac
+    after=$(ticks "$cp")
+    echo "{\"who\":\"$who\",\"load\":\"$load\",\"cpu_s\":$(python3 -c "print(($after - $before) / $HZ)"),\"report\":$json}" >>"$results"
+    printf '  %-11s %-11s %s\n' "$who" "$load" "$(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(round(r.get('requests',0)/$DURATION), 'req/s')" "$json")" >&2
+}
+
+HTTP=(sluice haproxy nginx)
+TCP=(sluice-tcp haproxy-tcp)
+echo "warming up" >&2
+for who in "${HTTP[@]}" "${TCP[@]}"; do wrk -t1 -c50 -d2 "http://127.0.0.1:$(port_of "$who")/" >/dev/null; done
+
+for round in $(seq "$ROUNDS"); do
+    echo "round $round/$ROUNDS" >&2
+    for load in wrk-ka50 wrk-ka200 wrk-close50 lg-ka50 lg-ka200; do
+        for who in "${HTTP[@]}"; do run "$who" "$load"; done
+    done
+    for load in wrk-ka50 lg-ka50; do
+        for who in "${TCP[@]}"; do run "$who" "$load"; done
+    done
+done
+# Half the measured maximum: the median over contenders of their median wrk keep-alive rate.
+RATE=$(python3 - "$results" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+rates = {}
+for r in runs:
+    if r["load"] == "wrk-ka50" and r["who"] in ("sluice", "haproxy", "nginx"):
+        rates.setdefault(r["who"], []).append(r["report"]["requests"] * 1e6 / r["report"]["duration_us"])
+print(int(statistics.median(statistics.median(v) for v in rates.values()) / 2))
+PY
+)
+echo "fixed-rate runs at $RATE req/s" >&2
+for round in $(seq "$ROUNDS"); do
+    for who in "${HTTP[@]}"; do run "$who" lg-rate; done
+done
+
+# Instructions per request under callgrind (one worker, keep-alive, 4 connections).
+instr="$work/instr.txt"
+: >"$instr"
+if [ "$CALLGRIND" = 1 ]; then
+    count_ir() { # count_ir PORT N command...: total instructions of the command serving N requests
+        local port=$1 n=$2
+        shift 2
+        rm -f "$work"/cg.*
+        valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$@" >/dev/null 2>"$work/vg.err" &
+        local vp=$!
+        wait_port "$port"
+        python3 scripts/bench/nreq.py 127.0.0.1 "$port" "$n"
+        kill -INT "$vp" 2>/dev/null || true
+        sleep 1
+        kill "$vp" 2>/dev/null || true
+        wait "$vp" 2>/dev/null || true
+        cat "$work"/cg.* | awk '/^summary:/ {s += $2} END {print s}'
+    }
+    per_request() { # per_request NAME PORT -- command...
+        local name=$1 port=$2 a b
+        shift 3
+        a=$(count_ir "$port" 2000 "$@")
+        b=$(count_ir "$port" 12000 "$@")
+        echo "$name $(((b - a) / 10000))" >>"$instr"
+        echo "  instructions/request $name: $(((b - a) / 10000))" >&2
+    }
+    sed "s/^worker_processes .*/worker_processes 1;/; s/listen 127.0.0.1:$NGINX/listen 127.0.0.1:19022/" "$work/nginx.conf" >"$work/nginx-cg.conf"
+    sed "s/nbthread .*/nbthread 1/; s/127.0.0.1:$HAPROXY\$/127.0.0.1:19021/; s/127.0.0.1:$HAPROXY_TCP\$/127.0.0.1:19024/" "$work/haproxy.cfg" >"$work/haproxy-cg.cfg"
+    per_request sluice 19020 -- target/release/sluice --listen 127.0.0.1:19020 --workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND"
+    per_request haproxy 19021 -- haproxy -db -f "$work/haproxy-cg.cfg"
+    per_request nginx 19022 -- nginx -c "$work/nginx-cg.conf" -g "daemon off; master_process off;"
+    per_request sluice-tcp 19023 -- target/release/sluice --mode tcp --listen 127.0.0.1:19023 --workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND"
+    per_request haproxy-tcp 19024 -- haproxy -db -f "$work/haproxy-cg.cfg"
+fi
+
+python3 - "$results" "$instr" "$WORKERS" "$DURATION" "$ROUNDS" "$RATE" <<'PY' | tee "$out/results.md"
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+instr = dict(l.split() for l in open(sys.argv[2]) if l.strip())
+workers, duration, rounds, rate = sys.argv[3:7]
+LOADS = {
+    "wrk-ka50": "wrk, keep-alive, 50 conns", "wrk-ka200": "wrk, keep-alive, 200 conns",
+    "wrk-close50": "wrk, Connection: close, 50 conns", "lg-ka50": "loadgen, keep-alive, 50 conns",
+    "lg-ka200": "loadgen, keep-alive, 200 conns", "lg-rate": f"loadgen, fixed {int(rate):,} req/s, 50 conns",
+}
+def metrics(r):
+    rep = r["report"]
+    if "latency_us" in rep:  # loadgen
+        n = rep["requests"]; secs = rep["duration_s"]; lat = rep["latency_us"]
+        errs = sum(rep["errors"].values()) + sum(v for k, v in rep["status"].items() if not k.startswith("2"))
+        p50, p99, p999 = lat["p50"], lat["p99"], lat["p999"]
+    else:  # wrk
+        n = rep["requests"]; secs = rep["duration_us"] / 1e6; errs = rep["errors"]
+        p50, p99, p999 = rep["p50"], rep["p99"], rep["p999"]
+    return {"rps": n / secs, "p50": p50, "p99": p99, "p999": p999, "cpu_us": r["cpu_s"] * 1e6 / max(n, 1), "errors": errs}
+table = {}
+for r in runs:
+    table.setdefault((r["load"], r["who"]), []).append(metrics(r))
+print(f"{workers} worker(s) each; medians of {rounds} interleaved rounds of {duration} s.\n")
+print("| load | proxy | req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | errors |")
+print("|---|---|---|---|---|---|---|---|")
+for load in LOADS:
+    for who in ("sluice", "haproxy", "nginx", "sluice-tcp", "haproxy-tcp"):
+        ms = table.get((load, who))
+        if not ms:
+            continue
+        med = lambda k: statistics.median(m[k] for m in ms)
+        print(f"| {LOADS[load]} | {who} | {med('rps'):,.0f} | {med('p50'):,.0f} | {med('p99'):,.0f} | {med('p999'):,.0f} | {med('cpu_us'):.1f} | {sum(m['errors'] for m in ms)} |")
+if instr:
+    print("\n| proxy | user-space instructions per request (callgrind) |")
+    print("|---|---|")
+    for who, n in instr.items():
+        print(f"| {who} | {int(n):,} |")
+print("\nRatios (sluice ÷ peer, same load, medians):\n")
+print("| load | CPU/req vs HAProxy | req/s vs HAProxy | req/s vs nginx | p99 vs HAProxy |")
+print("|---|---|---|---|---|")
+for load in LOADS:
+    s, h, n = table.get((load, "sluice")), table.get((load, "haproxy")), table.get((load, "nginx"))
+    if not (s and h and n):
+        continue
+    med = lambda ms, k: statistics.median(m[k] for m in ms)
+    print(f"| {LOADS[load]} | {med(s,'cpu_us')/med(h,'cpu_us'):.2f} | {med(s,'rps')/med(h,'rps'):.2f} | {med(s,'rps')/med(n,'rps'):.2f} | {med(s,'p99')/med(h,'p99'):.2f} |")
+s, h = table.get(("wrk-ka50", "sluice-tcp")), table.get(("wrk-ka50", "haproxy-tcp"))
+if s and h:
+    med = lambda ms, k: statistics.median(m[k] for m in ms)
+    print(f"\nTCP mode, wrk keep-alive 50 conns: CPU/req sluice ÷ HAProxy = {med(s,'cpu_us')/med(h,'cpu_us'):.2f}, req/s ratio {med(s,'rps')/med(h,'rps'):.2f}")
+PY
