@@ -54,7 +54,7 @@ const SHUTDOWN_IDLE_GRACE_MS: u64 = 500;
 /// How often a worker gives memory back after a crowd of connections left.
 const TRIM_EVERY_MS: u64 = 5_000;
 /// Spare buffers kept across a trim.
-const TRIM_KEEP_BUFFERS: usize = 64;
+const TRIM_KEEP_BUFFERS: usize = 16;
 
 /// How often a worker hands its metrics to the control thread.
 const METRICS_FLUSH_MS: u64 = 1_000;
@@ -465,16 +465,24 @@ impl Core {
     /// cut back (to its last live entry: keys stay valid), as are timer slots, spare exchanges and
     /// spare buffers. So RSS falls back after a crowd of connections leaves.
     fn trim_memory(&mut self) {
-        if self.clients.capacity() > 4 * self.clients.len() + 1024 {
+        let crowd_left = self.clients.capacity() > 4 * self.clients.len() + 1024;
+        if crowd_left {
             self.clients.shrink_to_fit();
         }
         if self.backends.capacity() > 4 * self.backends.len() + 1024 {
             self.backends.shrink_to_fit();
         }
         self.timers.shrink();
+        self.fired.shrink_to(1024);
         self.bufs.trim(TRIM_KEEP_BUFFERS);
         self.spare_exchanges.truncate(TRIM_KEEP_BUFFERS);
         self.spare_exchanges.shrink_to(TRIM_KEEP_BUFFERS);
+        // glibc keeps freed memory in per-thread arenas; hand it back to the system.
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        if crowd_left {
+            // SAFETY: malloc_trim only releases free heap memory; no pointer we hold is affected.
+            unsafe { libc::malloc_trim(0) };
+        }
     }
 
     /// Runs clients whose queued backend got room while another client was handled.
