@@ -11,18 +11,16 @@ DURATION=${DURATION:-10}
 RATE=${RATE:-20000}
 cargo build --release --workspace -q
 LG=target/release/loadgen
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT INT TERM
+source scripts/lib/proc.sh
 
 $LG sim --profile uniform --service-time-ms 0 --ports 18000-18001 --control-port 18100 >/dev/null 2>&1 &
 pids+=($!)
 target/release/sluice --listen 127.0.0.1:18080 --admin off --workers 1 --health-interval 0 \
     --backend 127.0.0.1:18000 >/dev/null 2>&1 &
 pids+=($!)
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/18080) 2>/dev/null && break; sleep 0.1; done
+wait_port 18080
 
-out=$(mktemp)
+out="$work/runs"
 for round in $(seq "$RUNS"); do
     for target in sim:18000 sluice:18080; do
         for mode in closed rate; do
@@ -49,4 +47,3 @@ for (target, mode), runs in rows.items():
           f"{med(lambda r: r['latency_us']['p99']):.0f} | {med(lambda r: r['latency_us']['p999']):.0f} | "
           f"{med(lambda r: sum(r['errors'].values())):.0f} |")
 PY
-rm -f "$out"

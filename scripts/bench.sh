@@ -30,15 +30,7 @@ cargo build --release --workspace -q
 
 out=target/bench
 mkdir -p "$out"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 0.3
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+source scripts/lib/proc.sh
 
 # Connection: close runs open tens of thousands of connections a second.
 sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 2>/dev/null || true
@@ -47,11 +39,6 @@ ulimit -n "$(ulimit -Hn)"
 BACKEND=19001
 SLUICE=19010 HAPROXY=19011 NGINX=19012 SLUICE_TCP=19013 HAPROXY_TCP=19014
 
-wait_port() {
-    for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-    echo "nothing listens on $1" >&2
-    return 1
-}
 
 cat >"$work/backend.conf" <<EOF
 worker_processes 1;

@@ -7,13 +7,7 @@ cd "$(dirname "$0")/.."
 examples=${1:-200}
 command -v schemathesis >/dev/null 2>&1 || python3 -m pip install -q schemathesis
 cargo build --release -q
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/lib/proc.sh
 
 # A backend for the routes to point at, and sluice with a state file (mutations are persisted).
 python3 -m http.server 0 --bind 127.0.0.1 -d "$work" >"$work/backend.log" 2>&1 &

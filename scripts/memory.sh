@@ -18,18 +18,8 @@ cargo build --release --workspace -q
 ulimit -n "$(ulimit -Hn)"
 sysctl -qw net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 2>/dev/null || true
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+source scripts/lib/proc.sh
 
-wait_port() {
-    for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
 rss_kib() { awk '/^VmRSS:/ {s += $2} END {print s}' $(for p in $1; do echo "/proc/$p/status"; done); }
 
 target/release/loadgen sim --profile uniform --service-time-ms 0 --ports 19301-19302 --control-port 19399 >/dev/null 2>&1 &

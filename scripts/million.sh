@@ -31,19 +31,7 @@ sysctl -qw fs.file-max=$((4 * CONNS + 100000)) \
 sysctl -qw net.ipv4.tcp_mem="1572864 2097152 3145728"
 ulimit -n "$(ulimit -Hn)"
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 1
-    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-wait_port() {
-    for _ in $(seq 600); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
+source scripts/lib/proc.sh
 slab_kib() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 rss_kib() { awk '/^VmRSS:/ {s += $2} END {print s}' $(for p in "$@"; do echo "/proc/$p/status"; done); }
 

@@ -14,17 +14,7 @@ WARMUP=${WARMUP:-60}
 SEED=${SEED:-1}
 cargo build --release --workspace -q
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-wait_port() {
-    for _ in $(seq 300); do (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done
-    return 1
-}
+source scripts/lib/proc.sh
 
 SERVERS=5
 target/release/loadgen sim --profile uniform --service-time-ms 2 --ports 19801-$((19801 + SERVERS)) \

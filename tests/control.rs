@@ -11,17 +11,12 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use common::*;
-use sluice::backend::BackendSpec;
 use sluice::config::{Mode, Settings};
 use sluice::control::health::ProbeKind;
 use sluice::strategy::StrategyKind;
 
 fn settings(mode: Mode, backends: &[SocketAddr]) -> Settings {
-    let specs = backends
-        .iter()
-        .map(|&addr| BackendSpec { addr, weight: 1 })
-        .collect();
-    Settings::local(test_config(mode), specs, StrategyKind::RoundRobin)
+    settings_for(test_config(mode), backends, StrategyKind::RoundRobin)
 }
 
 /// A backend whose `/health` answers 503 while `sick` is set; counts probes by outcome and serves

@@ -13,17 +13,12 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use sluice::backend::BackendSpec;
-use sluice::config::{Mode, ProxyConfig, Settings};
+use sluice::config::{Mode, ProxyConfig};
 use sluice::strategy::StrategyKind;
 
 /// sluice (passive ejection off, so a faulty backend stays in the rotation).
 fn lb_with(cfg: ProxyConfig, backends: &[SocketAddr]) -> Sluice {
-    let specs = backends
-        .iter()
-        .map(|&addr| BackendSpec { addr, weight: 1 })
-        .collect();
-    let mut s = Settings::local(cfg, specs, StrategyKind::RoundRobin);
+    let mut s = settings_for(cfg, backends, StrategyKind::RoundRobin);
     s.control.eject_after = 0;
     s.proxy.eject_after = 0;
     Sluice::with_settings(s)

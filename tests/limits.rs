@@ -11,16 +11,11 @@ use std::thread;
 use std::time::Duration;
 
 use common::*;
-use sluice::backend::BackendSpec;
-use sluice::config::{Mode, ProxyConfig, Settings};
+use sluice::config::{Mode, ProxyConfig};
 use sluice::strategy::StrategyKind;
 
 fn lb_with(cfg: ProxyConfig, backends: &[SocketAddr]) -> Sluice {
-    let specs = backends
-        .iter()
-        .map(|&addr| BackendSpec { addr, weight: 1 })
-        .collect();
-    Sluice::with_settings(Settings::local(cfg, specs, StrategyKind::RoundRobin))
+    Sluice::start(cfg, backends, StrategyKind::RoundRobin)
 }
 
 #[test]

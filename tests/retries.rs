@@ -26,11 +26,7 @@ fn post_id(id: &str) -> Vec<u8> {
 }
 
 fn lb(backends: &[SocketAddr], policy: &str, methods: &str) -> Sluice {
-    let specs = backends
-        .iter()
-        .map(|&addr| BackendSpec { addr, weight: 1 })
-        .collect();
-    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::RoundRobin);
+    let mut s = settings_for(test_config(Mode::Http), backends, StrategyKind::RoundRobin);
     s.proxy.retry = RetryPolicy::parse(policy, methods).unwrap();
     s.proxy.eject_after = 0;
     Sluice::with_settings(s)

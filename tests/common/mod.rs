@@ -115,6 +115,15 @@ pub fn api_call(
     (resp.status, json)
 }
 
+/// Settings for sluice in front of `backends` (weight 1 each), everything on loopback port 0.
+pub fn settings_for(cfg: ProxyConfig, backends: &[SocketAddr], strategy: StrategyKind) -> Settings {
+    let specs = backends
+        .iter()
+        .map(|&addr| BackendSpec { addr, weight: 1 })
+        .collect();
+    Settings::local(cfg, specs, strategy)
+}
+
 /// Defaults with two workers, so tests exercise more than one event loop.
 pub fn test_config(mode: Mode) -> ProxyConfig {
     ProxyConfig {
