@@ -15,6 +15,9 @@ pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 pub const LATENCY_WINDOW_S: usize = 10;
 /// Seconds of per-second history kept for the dashboard's charts.
 pub const HISTORY_S: usize = 300;
+/// Seconds that rates and error rates average over: workers hand their counts over once a second
+/// on their own clocks, so a single second can hold two of one worker's snapshots, or none.
+pub const RATE_WINDOW_S: usize = 5;
 
 /// Two significant figures: 1% resolution in a few KiB, which is what a quantile needs.
 #[allow(clippy::expect_used)] // constant bounds: 1 <= low, high >= 2 * low, 2 significant figures
@@ -155,9 +158,8 @@ pub struct BackendAggregate {
     /// Per-second latency histograms, newest last.
     window: VecDeque<Histogram<u64>>,
     current: Histogram<u64>,
-    /// Attempts and failures in the last complete second.
-    pub last_second_attempts: u64,
-    pub last_second_failures: u64,
+    /// Attempts and failures of the last complete seconds, newest last.
+    rates: VecDeque<(u64, u64)>,
     second_attempts: u64,
     second_failures: u64,
 }
@@ -172,8 +174,7 @@ impl Default for BackendAggregate {
             broken: 0,
             window: VecDeque::new(),
             current: new_histogram(),
-            last_second_attempts: 0,
-            last_second_failures: 0,
+            rates: VecDeque::new(),
             second_attempts: 0,
             second_failures: 0,
         }
@@ -201,8 +202,13 @@ impl BackendAggregate {
         while self.window.len() > LATENCY_WINDOW_S {
             self.window.pop_front();
         }
-        self.last_second_attempts = std::mem::take(&mut self.second_attempts);
-        self.last_second_failures = std::mem::take(&mut self.second_failures);
+        self.rates.push_back((
+            std::mem::take(&mut self.second_attempts),
+            std::mem::take(&mut self.second_failures),
+        ));
+        while self.rates.len() > RATE_WINDOW_S {
+            self.rates.pop_front();
+        }
         let last = self.window.len() - 1;
         &self.window[last]
     }
@@ -229,17 +235,25 @@ impl BackendAggregate {
         )
     }
 
-    /// Share of last second's attempts that failed.
+    /// Share of the recent attempts ([`RATE_WINDOW_S`]) that failed.
     pub fn error_rate(&self) -> f64 {
-        if self.last_second_attempts == 0 {
+        let (attempts, failures) = self
+            .rates
+            .iter()
+            .fold((0, 0), |(a, f), &(x, y)| (a + x, f + y));
+        if attempts == 0 {
             0.0
         } else {
-            self.last_second_failures as f64 / self.last_second_attempts as f64
+            failures as f64 / attempts as f64
         }
     }
 
+    /// Attempts per second over the recent window.
     pub fn requests_per_s(&self) -> f64 {
-        self.last_second_attempts as f64
+        if self.rates.is_empty() {
+            return 0.0;
+        }
+        self.rates.iter().map(|r| r.0).sum::<u64>() as f64 / self.rates.len() as f64
     }
 }
 
@@ -329,6 +343,22 @@ impl MetricsHub {
         self.active_by_worker.values().sum()
     }
 
+    /// Client responses per second over the recent window.
+    pub fn requests_per_s(&self) -> f64 {
+        let recent: Vec<f64> = self
+            .history
+            .iter()
+            .rev()
+            .take(RATE_WINDOW_S)
+            .map(|p| p.requests_per_s)
+            .collect();
+        if recent.is_empty() {
+            0.0
+        } else {
+            recent.iter().sum::<f64>() / recent.len() as f64
+        }
+    }
+
     /// Forgets backends that are gone.
     pub fn retain_backends(&mut self, keep: impl Fn(BackendId) -> bool) {
         self.backends.retain(|&id, _| keep(id));
@@ -387,6 +417,19 @@ mod tests {
         hub.merge(&first);
         hub.merge(&second);
         assert_eq!(hub.active_clients(), 1, "the latest gauge of worker 3");
+    }
+
+    #[test]
+    fn rates_average_over_the_window_so_uneven_snapshots_even_out() {
+        let mut hub = MetricsHub::default();
+        let ten: Vec<(u16, u64)> = (0..10).map(|_| (200, 1_000)).collect();
+        // One worker's snapshots land twice in one second and not at all in the next.
+        hub.merge(&snapshot(0, 1, &ten));
+        hub.merge(&snapshot(0, 1, &ten));
+        hub.rotate(1_000);
+        hub.rotate(2_000);
+        assert_eq!(hub.backends[&1].requests_per_s(), 10.0);
+        assert_eq!(hub.requests_per_s(), 10.0);
     }
 
     #[test]

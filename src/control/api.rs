@@ -365,7 +365,7 @@ impl Control {
             version: self.state.version(),
             mode: format!("{:?}", self.settings.proxy.mode).to_lowercase(),
             strategy: self.strategy_view(),
-            requests_per_s: self.hub.last_second_responses as f64,
+            requests_per_s: self.hub.requests_per_s(),
             active_connections: self.hub.active_clients(),
             backends,
         }
