@@ -25,7 +25,7 @@ echo "== $CONNS connections: $procs sluice processes, $procs loadgen hold proces
 # The kernel needs room for 2 x CONNS sockets (both ends are on this machine).
 sysctl -qw fs.file-max=$((4 * CONNS + 100000)) \
     net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=262144 \
-    net.ipv4.ip_local_port_range="1024 65535" net.core.netdev_max_backlog=65536 \
+    net.ipv4.ip_local_port_range="32768 65535" net.core.netdev_max_backlog=65536 \
     net.ipv4.tcp_tw_reuse=1
 # tcp_mem is in pages: let TCP use up to 12 GiB before it considers memory pressure.
 sysctl -qw net.ipv4.tcp_mem="1572864 2097152 3145728"
