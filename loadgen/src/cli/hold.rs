@@ -33,6 +33,10 @@ pub struct HoldArgs {
     /// Connect and ping timeout
     #[arg(long, default_value = "5", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Leave pings of the first part of the run out of the summary's latencies (the trickle is
+    /// then measured with every connection open)
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    pub warmup: Duration,
     /// Print the summary as one JSON object on the last line too
     #[arg(long)]
     pub json: bool,
@@ -69,6 +73,7 @@ pub fn run(args: HoldArgs) -> CliResult {
     cfg.source_ips = args.source_ips.clone().map(|l| l.0).unwrap_or_default();
     cfg.connect_rate = args.connect_rate;
     cfg.timeout = args.timeout;
+    cfg.warmup = args.warmup;
 
     let per_process = args.connections.div_ceil(args.procs);
     hold::check_fd_limit(per_process, args.procs).map_err(CliError::usage)?;
@@ -114,6 +119,8 @@ fn child_args(args: &HoldArgs, ips: &[IpAddr]) -> Vec<Vec<String>> {
                 args.connect_rate.to_string(),
                 "--timeout".into(),
                 format!("{}ms", args.timeout.as_millis()),
+                "--warmup".into(),
+                format!("{}ms", args.warmup.as_millis()),
             ];
             let slice = if ips.len() >= k {
                 &ips[i * ips.len() / k..(i + 1) * ips.len() / k]

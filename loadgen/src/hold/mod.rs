@@ -48,6 +48,9 @@ pub struct HoldConfig {
     pub connect_rate: u32,
     /// Default [`DEFAULT_TIMEOUT`].
     pub timeout: Duration,
+    /// Pings answered before this much time has passed are not in the summary's latencies (the
+    /// per-second ticks still show them): the trickle is measured once connections are open.
+    pub warmup: Duration,
 }
 
 impl HoldConfig {
@@ -62,6 +65,7 @@ impl HoldConfig {
             source_ips: Vec::new(),
             connect_rate: DEFAULT_CONNECT_RATE,
             timeout: DEFAULT_TIMEOUT,
+            warmup: Duration::ZERO,
         }
     }
 }

@@ -59,6 +59,8 @@ struct Holder<'a> {
     second: Tick,
     second_hist: hdrhistogram::Histogram<u64>,
     total_hist: hdrhistogram::Histogram<u64>,
+    /// Pings answered before this time stay out of `total_hist` and `total_pings`.
+    measure_from: Instant,
     total_pings: u64,
     total_ping_errors: u64,
 }
@@ -66,6 +68,7 @@ struct Holder<'a> {
 pub(crate) fn run(cfg: &HoldConfig, mut on_tick: impl FnMut(&Tick)) -> io::Result<HoldSummary> {
     let mut h = Holder::new(cfg)?;
     let start = Instant::now();
+    h.measure_from = start + cfg.warmup;
     let end = start + cfg.duration;
     let mut events = Events::with_capacity(EVENTS_CAPACITY);
     let mut next_tick = start + TICK;
@@ -162,6 +165,7 @@ impl<'a> Holder<'a> {
             total_hist: latency::new_histogram(),
             total_pings: 0,
             total_ping_errors: 0,
+            measure_from: Instant::now(),
         })
     }
 
@@ -295,9 +299,11 @@ impl<'a> Holder<'a> {
                         if let Some(sent) = conn.ping_sent.take() {
                             let us = now.duration_since(sent).as_micros() as u64;
                             self.second_hist.saturating_record(us.max(1));
-                            self.total_hist.saturating_record(us.max(1));
                             self.second.pings += 1;
-                            self.total_pings += 1;
+                            if now >= self.measure_from {
+                                self.total_hist.saturating_record(us.max(1));
+                                self.total_pings += 1;
+                            }
                         }
                         if !resp.keep_alive {
                             return self.lose(key, now);
