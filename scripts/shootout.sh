@@ -24,6 +24,16 @@
 #   scripts/shootout.sh                              # full run: 3 rounds of 10 s warm-up + 30 s
 #   ROUNDS=1 DURATION=5 WARMUP=3 scripts/shootout.sh # quick check
 #   CONTENDERS="sluice:adaptive haproxy:leastconn" scripts/shootout.sh
+#   RETRY_AFTER_MS=30 scripts/shootout.sh            # every proxy cuts the tail by retrying
+#   scripts/shootout.sh --table target/shootout/shootout-T.jsonl   # a past run's table again
+#
+# RETRY_AFTER_MS (off by default) gives every proxy the same per-attempt response timeout and
+# retries a request that times out on another backend, up to 7 attempts in all: sluice
+# `--response-timeout Nms --retry-on connect,timeout,gateway --max-attempts 7`, HAProxy
+# `timeout server Nms`, `retry-on conn-failure empty-response response-timeout`, `retries 6`,
+# `option redispatch 1`, nginx `proxy_read_timeout Nms`, `proxy_next_upstream error timeout`,
+# `proxy_next_upstream_tries 7`. The simulator keeps working on an abandoned request until its
+# deadline, as a real server would.
 #
 # Environment (defaults): ROUNDS (3), DURATION (30 s), WARMUP (10 s), LOAD (0.7), SERVERS (10),
 # SIM_WORKERS (4), SERVICE_MS (10), WORKERS (2, for every proxy), CONNECTIONS (256),
@@ -34,6 +44,72 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/ensure.sh
 source scripts/lib/ensure.sh
+
+# table RAW.jsonl: the Markdown table of a run's medians.
+table() {
+    python3 - "$1" <<'PY'
+import json, statistics, sys
+raw = sys.argv[1]
+runs = {}
+for line in open(raw):
+    r = json.loads(line)
+    runs.setdefault(r["contender"], []).append(r)
+
+def ms(us):
+    return f"{us / 1000:,.1f}"
+
+rows = {}
+first = next(iter(runs.values()))[0]
+rate, capacity = first["rate_rps"], first["capacity_rps"]
+service_ms = first.get("service_ms")
+print(f"Offered {int(rate):,} req/s (capacity {float(capacity):,.0f} req/s); medians over "
+      f"{max(len(rs) for rs in runs.values())} rounds; p99 range = lowest–highest round.")
+if service_ms:
+    # 5% of requests take 10-50x (uniform): 1% of all take at least 42x, 0.1% at least 49.2x.
+    print(f"No balancer can beat the service times themselves: p50 {service_ms:g} ms, "
+          f"p99 {42 * service_ms:g} ms, p99.9 {49.2 * service_ms:g} ms.")
+print()
+print("| contender | p50 ms | p90 ms | p99 ms | p99 range ms | p99.9 ms | answered | errors | backend shares % | max share % |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for name, rs in runs.items():
+    ok = [r for r in rs if "latency_us" in r["report"]]
+    if not ok:
+        print(f"| {name} | failed | | | | | | | | |")
+        continue
+    answered = sum(r["report"]["requests"] for r in ok)
+    scheduled = sum(r["report"]["scheduled"] for r in ok)
+    failed = sum(sum(r["report"]["errors"].values()) for r in ok)
+    failed += sum(v for r in ok for k, v in r["report"]["status"].items() if k != "200")
+    counts = [sum(c) for c in zip(*(r["backend_requests"] for r in ok))]
+    total = sum(counts) or 1
+    shares = " ".join(f"{100 * c / total:.0f}" for c in counts)
+    top = f"{100 * max(counts) / total:.0f}"
+    timed = [r for r in ok if r["report"]["requests"] > 0]
+    if not timed:
+        print(f"| {name} | – | – | – | – | – | 0% | {failed} | {shares} | {top} |")
+        continue
+    lat = lambda q: statistics.median(r["report"]["latency_us"][q] for r in timed)
+    p99s = [r["report"]["latency_us"]["p99"] for r in timed]
+    rows[name] = lat("p99")
+    print(f"| {name} | {ms(lat('p50'))} | {ms(lat('p90'))} | {ms(lat('p99'))} | "
+          f"{ms(min(p99s))}–{ms(max(p99s))} | {ms(lat('p999'))} | {100 * answered / scheduled:.1f}% | "
+          f"{failed} | {shares} | {top} |")
+proxies = {k: v for k, v in rows.items() if k.split(":")[0] in ("haproxy", "nginx")}
+if "sluice:adaptive" in rows and proxies:
+    best = min(proxies, key=proxies.get)
+    ratio = rows["sluice:adaptive"] / proxies[best]
+    print(f"\nadaptive p99 {ms(rows['sluice:adaptive'])} ms = {ratio:.2f}x the best of HAProxy and nginx "
+          f"({best}, {ms(proxies[best])} ms); target <= 0.70x: {'met' if ratio <= 0.7 else 'not met'}")
+chosen = [r["strategy"] for r in runs.get("sluice:adaptive", []) if r.get("strategy")]
+for c in chosen:
+    print(f"adaptive ran {c.get('active')}: {c.get('reason')}")
+PY
+}
+
+if [ "${1:-}" = --table ]; then
+    table "$2"
+    exit 0
+fi
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-30}
@@ -48,6 +124,7 @@ SOURCE_IPS=${SOURCE_IPS:-32}
 SEED=${SEED:-1}
 BASE_PORT=${BASE_PORT:-19400}
 SLUICE_ARGS=${SLUICE_ARGS:-}
+RETRY_AFTER_MS=${RETRY_AFTER_MS:-}
 OUT_DIR=${OUT_DIR:-target/shootout}
 
 SIM_CONTROL=$((BASE_PORT + 100))
@@ -142,8 +219,14 @@ defaults
     mode http
     timeout connect 3s
     timeout client 60s
-    timeout server 60s
+    timeout server ${RETRY_AFTER_MS:+${RETRY_AFTER_MS}ms}${RETRY_AFTER_MS:-60s}
     http-reuse always
+EOF
+    if [ -n "$RETRY_AFTER_MS" ]; then
+        printf '    %s\n' "retry-on conn-failure empty-response response-timeout" "retries 6" \
+            "option redispatch 1"
+    fi
+    cat <<EOF
 frontend shootout
     bind $HOST:$LISTEN
     default_backend servers
@@ -181,6 +264,12 @@ EOF
             proxy_pass http://servers;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+EOF
+    if [ -n "$RETRY_AFTER_MS" ]; then
+        printf '            %s\n' "proxy_read_timeout ${RETRY_AFTER_MS}ms;" \
+            "proxy_next_upstream error timeout;" "proxy_next_upstream_tries 7;"
+    fi
+    cat <<EOF
         }
     }
 }
@@ -192,12 +281,16 @@ start_proxy() {
     local kind=${1%%:*} variant=${1#*:}
     case $kind in
     sluice)
-        local backends=()
+        local backends=() retry=()
         for port in $(backend_ports); do backends+=(--backend "$HOST:$port"); done
+        if [ -n "$RETRY_AFTER_MS" ]; then
+            retry=(--response-timeout "${RETRY_AFTER_MS}ms" --retry-on connect,timeout,gateway
+                --max-attempts 7)
+        fi
         # shellcheck disable=SC2086 # SLUICE_ARGS is a list of flags
         $SLUICE --listen "$HOST:$LISTEN" --admin "$HOST:$ADMIN" --workers "$WORKERS" \
-            --strategy "$variant" --health-interval 0 --eject-after 0 $SLUICE_ARGS \
-            "${backends[@]}" >"$work/proxy.log" 2>&1 &
+            --strategy "$variant" --health-interval 0 --eject-after 0 "${retry[@]}" \
+            $SLUICE_ARGS "${backends[@]}" >"$work/proxy.log" 2>&1 &
         ;;
     haproxy)
         haproxy_config "$variant" >"$work/haproxy.cfg"
@@ -227,7 +320,8 @@ cat >&2 <<INFO
 shootout: ${#contenders[@]} contenders x $ROUNDS rounds, ${WARMUP}s warm-up + ${DURATION}s each
 heavytail: $SERVERS servers x $SIM_WORKERS workers, service ${SERVICE_MS} ms (mean ${MEAN_MS} ms)
 capacity $CAPACITY req/s; offered $RATE req/s (LOAD=$LOAD), $CONNECTIONS connections from 127.0.0.2-127.0.0.$last_ip
-raw results: $raw
+raw results: $raw${RETRY_AFTER_MS:+
+every proxy retries a request on another backend after ${RETRY_AFTER_MS} ms without an answer}
 INFO
 
 for round in $(seq "$ROUNDS"); do
@@ -251,9 +345,11 @@ for round in $(seq "$ROUNDS"); do
         if [ "${contender%%:*}" = sluice ]; then
             strategy=$(curl -sf "http://$HOST:$ADMIN/api/strategy" || echo null)
         fi
-        python3 - "$contender" "$round" "$work" "$strategy" >>"$raw" <<'PY'
+        python3 - "$contender" "$round" "$work" "$strategy" "$RATE" "$CAPACITY" "$SERVICE_MS" \
+            >>"$raw" <<'PY'
 import json, sys
 contender, round_, work, strategy = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rate, capacity, service_ms = float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
 try:
     report = json.load(open(f"{work}/report.json"))
 except (ValueError, OSError):
@@ -261,7 +357,8 @@ except (ValueError, OSError):
 before = {s["port"]: s["requests"] for s in json.load(open(f"{work}/before.json"))}
 after = {s["port"]: s["requests"] for s in json.load(open(f"{work}/after.json"))}
 counts = [after[p] - before.get(p, 0) for p in sorted(after)]
-print(json.dumps({"contender": contender, "round": round_, "report": report,
+print(json.dumps({"contender": contender, "round": round_, "rate_rps": rate,
+                  "capacity_rps": capacity, "service_ms": service_ms, "report": report,
                   "backend_requests": counts, "strategy": json.loads(strategy)}))
 PY
         stop "$PROXY_PID"
@@ -270,46 +367,5 @@ PY
 done
 
 table="$OUT_DIR/shootout-$stamp.md"
-python3 - "$raw" "$RATE" "$CAPACITY" <<'PY' | tee "$table"
-import json, statistics, sys
-raw, rate, capacity = sys.argv[1], sys.argv[2], sys.argv[3]
-runs = {}
-for line in open(raw):
-    r = json.loads(line)
-    runs.setdefault(r["contender"], []).append(r)
-
-def ms(us):
-    return f"{us / 1000:,.1f}"
-
-rows = {}
-print(f"Offered {int(rate):,} req/s (capacity {float(capacity):,.0f} req/s); medians over rounds; "
-      "p99 range = lowest–highest round.\n")
-print("| contender | p50 ms | p99 ms | p99 range ms | p99.9 ms | errors | backend shares % | max share % |")
-print("|---|---|---|---|---|---|---|---|")
-for name, rs in runs.items():
-    ok = [r for r in rs if "latency_us" in r["report"]]
-    if not ok:
-        print(f"| {name} | failed | | | | | | |")
-        continue
-    lat = lambda q: statistics.median(r["report"]["latency_us"][q] for r in ok)
-    p99s = [r["report"]["latency_us"]["p99"] for r in ok]
-    errors = sum(sum(r["report"]["errors"].values()) + r["report"].get("unsent", 0) for r in ok)
-    non200 = sum(v for r in ok for k, v in r["report"]["status"].items() if k != "200")
-    counts = [sum(c) for c in zip(*(r["backend_requests"] for r in ok))]
-    total = sum(counts) or 1
-    shares = [100 * c / total for c in counts]
-    rows[name] = lat("p99")
-    print(f"| {name} | {ms(lat('p50'))} | {ms(lat('p99'))} | {ms(min(p99s))}–{ms(max(p99s))} | "
-          f"{ms(lat('p999'))} | {errors + non200} | {' '.join(f'{s:.0f}' for s in shares)} | "
-          f"{max(shares):.0f} |")
-proxies = {k: v for k, v in rows.items() if k.split(":")[0] in ("haproxy", "nginx")}
-if "sluice:adaptive" in rows and proxies:
-    best = min(proxies, key=proxies.get)
-    ratio = rows["sluice:adaptive"] / proxies[best]
-    print(f"\nadaptive p99 {ms(rows['sluice:adaptive'])} ms = {ratio:.2f}x the best of HAProxy and nginx "
-          f"({best}, {ms(proxies[best])} ms); target <= 0.70x: {'met' if ratio <= 0.7 else 'not met'}")
-chosen = [r["strategy"] for r in runs.get("sluice:adaptive", []) if r.get("strategy")]
-for c in chosen:
-    print(f"adaptive ran {c.get('active')}: {c.get('reason')}")
-PY
+table "$raw" | tee "$table"
 echo "table: $table" >&2
