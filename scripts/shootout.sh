@@ -37,7 +37,7 @@
 #
 # Environment (defaults): ROUNDS (3), DURATION (30 s), WARMUP (10 s), LOAD (0.7), SERVERS (10),
 # SIM_WORKERS (4), SERVICE_MS (10), WORKERS (2, for every proxy), CONNECTIONS (256),
-# SOURCE_IPS (32: 127.0.0.2 onwards), SEED (1), BASE_PORT (19400: servers from it, simulator
+# SOURCE_IPS (32: 127.0.0.2 onwards), SEED (1), BASE_PORT (23400: servers from it, simulator
 # control +100, proxy +200, sluice admin +201), CONTENDERS (all), SLUICE_ARGS (extra flags for
 # every sluice contender), OUT_DIR (target/shootout).
 set -euo pipefail
@@ -122,7 +122,7 @@ WORKERS=${WORKERS:-2}
 CONNECTIONS=${CONNECTIONS:-256}
 SOURCE_IPS=${SOURCE_IPS:-32}
 SEED=${SEED:-1}
-BASE_PORT=${BASE_PORT:-19400}
+BASE_PORT=${BASE_PORT:-23400}
 SLUICE_ARGS=${SLUICE_ARGS:-}
 RETRY_AFTER_MS=${RETRY_AFTER_MS:-}
 OUT_DIR=${OUT_DIR:-target/shootout}
