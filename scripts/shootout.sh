@@ -206,7 +206,7 @@ start_sim() {
         --workers-per-server "$SIM_WORKERS" >"$work/sim.log" 2>&1 &
     pids+=($!)
     SIM_PID=$!
-    wait_port "$SIM_CONTROL"
+    wait_port "$SIM_CONTROL" || { cat "$work/sim.log" >&2; exit 1; }
 }
 
 haproxy_config() {

@@ -4,16 +4,23 @@
 //! The rules, checked in order:
 //! 1. **A backend is over its limit** (its requests in flight reach `--threshold-high`):
 //!    `threshold`, which skips it until it drains below `--threshold-low` (brief 002's remedy).
-//! 2. **Error rates differ** by [`ERROR_SPREAD`]: `least-time`, which charges a failure as a slow
-//!    response, so a backend that fails fast does not attract traffic (as it would under least
-//!    connections).
+//! 2. **Error rates differ** by [`ERROR_SPREAD`], or **attempts fail everywhere** (the median
+//!    backend fails [`ERRORS_ENTER`] of its attempts, timeouts included): `least-time`, which
+//!    charges a failure as a slow response, so a backend that fails fast does not attract traffic
+//!    (as it would under least connections), and new attempts go where attempts failed least
+//!    lately. When a short `--response-timeout` retries slow requests elsewhere, the backend that
+//!    timed out is still busy with the abandoned request, and a failure is the only trace of that:
+//!    the proxy no longer counts the request in flight. Round-robin there feeds busy backends,
+//!    which time out more, which retries more: a retry storm that also looks "alike" everywhere.
 //! 3. **Latency varies per request** (a heavy tail: on the median backend p99 is [`TAIL_ENTER`]
 //!    times p50 and at least [`TAIL_MIN_US`] above it): `least-connections`. When a few requests
 //!    take many times longer than the rest and each backend works on a bounded number at once,
 //!    the next request waits least on the backend with the fewest requests queued or in service
 //!    (join-the-shortest-queue; Winston, "Optimality of the shortest line discipline", J. Appl.
-//!    Prob. 1977). Latency history says nothing about the next request there: a backend that just
-//!    finished a slow request is the one with a free worker, yet Peak-EWMA prices it highest.
+//!    Prob. 1977). Latency history says little about the next request there: which backend drew
+//!    the last slow requests is luck, not a property of the backend, so least-time's Peak-EWMA
+//!    factor only adds noise to the in-flight count it multiplies (in `scripts/shootout.sh` the two
+//!    reach the same p99; round-robin's p90 is 16 times theirs).
 //! 4. **A backend backs up** relative to the others (at least [`BACKLOG_FACTOR`] times the median
 //!    in flight and at least [`BACKLOG_MIN`], still under `--threshold-high`, so threshold would
 //!    not skip it): `least-connections`, which routes by exactly what is piling up.
@@ -39,6 +46,10 @@ pub const SPREAD_ENTER: f64 = 2.0;
 pub const SPREAD_EXIT: f64 = 1.5;
 /// Error rates this far apart (absolute) also call for a latency-aware strategy.
 pub const ERROR_SPREAD: f64 = 0.2;
+/// Attempts fail everywhere: the median backend's error rate reaches this...
+pub const ERRORS_ENTER: f64 = 0.05;
+/// ...and a latency-aware strategy chosen for it stays until the rate falls below this.
+pub const ERRORS_EXIT: f64 = 0.01;
 /// A heavy tail: on the median backend, p99 is at least this many times p50...
 pub const TAIL_ENTER: f64 = 4.0;
 /// ...and least-connections stays until the ratio falls below this.
@@ -143,7 +154,7 @@ impl AdaptiveEngine {
             StrategyKind::LeastTime
         };
         self.over_limit(samples, params)
-            .or_else(|| error_spread(samples, latency_aware))
+            .or_else(|| self.errors(samples, latency_aware))
             .or_else(|| self.heavy_tail(samples))
             .or_else(|| backlog(samples))
             .or_else(|| self.latency_spread(samples, latency_aware))
@@ -179,6 +190,46 @@ impl AdaptiveEngine {
                 )
             },
         )
+    }
+
+    /// Rule 2: error rates far apart, or attempts failing on most backends.
+    fn errors(
+        &self,
+        samples: &[Sample],
+        latency_aware: StrategyKind,
+    ) -> Option<(StrategyKind, String)> {
+        let mut rates: Vec<f64> = samples.iter().map(|s| s.error_rate).collect();
+        rates.sort_unstable_by(f64::total_cmp);
+        let (lo, hi) = (rates[0], rates[rates.len() - 1]);
+        if hi - lo >= ERROR_SPREAD {
+            return Some((
+                latency_aware,
+                format!(
+                    "error rates differ: {:.0}% to {:.0}%",
+                    lo * 100.0,
+                    hi * 100.0
+                ),
+            ));
+        }
+        let median = rates[(rates.len() - 1) / 2];
+        let in_latency_mode = matches!(self.active, StrategyKind::LeastTime | StrategyKind::P2c);
+        let limit = if in_latency_mode {
+            ERRORS_EXIT
+        } else {
+            ERRORS_ENTER
+        };
+        (median >= limit).then(|| {
+            (
+                latency_aware,
+                format!(
+                    "attempts fail everywhere: {:.0}% on the median backend (timeouts count), \
+                     from {:.0}% to {:.0}%",
+                    median * 100.0,
+                    lo * 100.0,
+                    hi * 100.0
+                ),
+            )
+        })
     }
 
     /// Rule 3: latency varies per request rather than per backend.
@@ -268,22 +319,6 @@ impl AdaptiveEngine {
             }
         }
     }
-}
-
-/// Rule 2: error rates far apart.
-fn error_spread(samples: &[Sample], latency_aware: StrategyKind) -> Option<(StrategyKind, String)> {
-    let errors = samples.iter().map(|s| s.error_rate);
-    let (lo, hi) = errors.fold((f64::MAX, f64::MIN), |(lo, hi), e| (lo.min(e), hi.max(e)));
-    (hi - lo >= ERROR_SPREAD).then(|| {
-        (
-            latency_aware,
-            format!(
-                "error rates differ: {:.0}% to {:.0}%",
-                lo * 100.0,
-                hi * 100.0
-            ),
-        )
-    })
 }
 
 /// Rule 4: one backend with many times the median in flight, under the threshold limit.
@@ -497,6 +532,45 @@ mod tests {
             run(&mut e, 0, 3, &one),
             vec![(2_000, StrategyKind::LeastTime)]
         );
+    }
+
+    #[test]
+    fn attempts_failing_everywhere_call_for_least_time_until_they_stop() {
+        // A short --response-timeout with retries against a heavy tail: every backend times out
+        // on its slow requests, and round-robin would feed the ones still busy with them.
+        let mut e = AdaptiveEngine::new(0);
+        let failing = |rate: f64| {
+            let mut s = [
+                tailed("a", 10, 30, 1),
+                tailed("b", 10, 30, 1),
+                tailed("c", 10, 30, 1),
+            ];
+            for (s, r) in s.iter_mut().zip([rate, rate * 1.2, rate * 0.9]) {
+                s.error_rate = r;
+            }
+            s
+        };
+        assert_eq!(
+            run(&mut e, 0, 3, &failing(0.6)),
+            vec![(2_000, StrategyKind::LeastTime)]
+        );
+        let reason = e.last_reason.clone().unwrap();
+        assert!(
+            reason.contains("attempts fail everywhere: 60% on the median backend"),
+            "{reason}"
+        );
+        // Recovered to the timeouts of the slow requests alone: under the entry rate, over the
+        // exit rate, it stays.
+        assert!(run(&mut e, 3_000, 10, &failing(0.03)).is_empty());
+        assert_eq!(
+            run(&mut e, 13_000, 3, &failing(0.0)),
+            vec![(15_000, StrategyKind::RoundRobin)]
+        );
+        // A few failures here and there are not "everywhere".
+        let mut e = AdaptiveEngine::new(0);
+        let mut few = failing(0.0);
+        few[0].error_rate = 0.1;
+        assert!(run(&mut e, 0, 10, &few).is_empty());
     }
 
     #[test]
