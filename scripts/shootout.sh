@@ -188,25 +188,43 @@ stop() {
     pids=("${keep[@]}")
 }
 
-# wait_port PORT: until something accepts on it (10 s at most).
+# wait_port PORT PID: until something accepts on PORT (10 s at most), or PID has exited.
 wait_port() {
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null && return 0
+        kill -0 "$2" 2>/dev/null || return 1
         sleep 0.1
     done
     echo "nothing listens on $1" >&2
     return 1
 }
 
+# start NAME LOG PORT COMMAND...: starts COMMAND in the background until it listens on PORT;
+# sets STARTED_PID. Tries again a few times: this machine's ephemeral port range starts at 1024,
+# so now and then an outgoing connection of some other program holds one of our ports.
+start() {
+    local name=$1 log=$2 port=$3 attempt
+    shift 3
+    for attempt in 1 2 3 4 5; do
+        "$@" >"$log" 2>&1 &
+        pids+=($!)
+        STARTED_PID=$!
+        wait_port "$port" "$STARTED_PID" && return 0
+        echo "$name did not start (attempt $attempt): $(tail -n 2 "$log")" >&2
+        stop "$STARTED_PID"
+        sleep 2
+    done
+    exit 1
+}
+
 backend_ports() { seq "$BASE_PORT" $((BASE_PORT + SERVERS - 1)); }
 
 start_sim() {
-    $LG sim --profile heavytail --ports "$BASE_PORT-$((BASE_PORT + SERVERS))" \
+    start simulator "$work/sim.log" "$SIM_CONTROL" \
+        $LG sim --profile heavytail --ports "$BASE_PORT-$((BASE_PORT + SERVERS))" \
         --control-port "$SIM_CONTROL" --seed "$SEED" --service-time-ms "$SERVICE_MS" \
-        --workers-per-server "$SIM_WORKERS" >"$work/sim.log" 2>&1 &
-    pids+=($!)
-    SIM_PID=$!
-    wait_port "$SIM_CONTROL" || { cat "$work/sim.log" >&2; exit 1; }
+        --workers-per-server "$SIM_WORKERS"
+    SIM_PID=$STARTED_PID
 }
 
 haproxy_config() {
@@ -278,7 +296,7 @@ EOF
 
 # start_proxy CONTENDER: starts it in front of the simulator; sets PROXY_PID.
 start_proxy() {
-    local kind=${1%%:*} variant=${1#*:}
+    local kind=${1%%:*} variant=${1#*:} cmd
     case $kind in
     sluice)
         local backends=() retry=()
@@ -287,27 +305,26 @@ start_proxy() {
             retry=(--response-timeout "${RETRY_AFTER_MS}ms" --retry-on connect,timeout,gateway
                 --max-attempts 7)
         fi
-        # shellcheck disable=SC2086 # SLUICE_ARGS is a list of flags
-        $SLUICE --listen "$HOST:$LISTEN" --admin "$HOST:$ADMIN" --workers "$WORKERS" \
-            --strategy "$variant" --health-interval 0 --eject-after 0 "${retry[@]}" \
-            $SLUICE_ARGS "${backends[@]}" >"$work/proxy.log" 2>&1 &
+        # shellcheck disable=SC2206 # SLUICE_ARGS is a list of flags
+        cmd=($SLUICE --listen "$HOST:$LISTEN" --admin "$HOST:$ADMIN" --workers "$WORKERS"
+            --strategy "$variant" --health-interval 0 --eject-after 0 "${retry[@]}"
+            $SLUICE_ARGS "${backends[@]}")
         ;;
     haproxy)
         haproxy_config "$variant" >"$work/haproxy.cfg"
-        haproxy -db -f "$work/haproxy.cfg" >"$work/proxy.log" 2>&1 &
+        cmd=(haproxy -db -f "$work/haproxy.cfg")
         ;;
     nginx)
         nginx_config "${variant//-/ }" >"$work/nginx.conf"
-        nginx -p "$work" -c "$work/nginx.conf" >"$work/proxy.log" 2>&1 &
+        cmd=(nginx -p "$work" -c "$work/nginx.conf")
         ;;
     *)
         echo "unknown contender $1 (sluice:STRATEGY, haproxy:BALANCE, nginx:METHOD)" >&2
         exit 2
         ;;
     esac
-    pids+=($!)
-    PROXY_PID=$!
-    wait_port "$LISTEN" || { cat "$work/proxy.log" >&2; exit 1; }
+    start "$1" "$work/proxy.log" "$LISTEN" "${cmd[@]}"
+    PROXY_PID=$STARTED_PID
     curl -sf -o /dev/null "http://$HOST:$LISTEN/" || {
         echo "$1 does not answer:" >&2
         cat "$work/proxy.log" >&2

@@ -20,7 +20,7 @@
 //!    Prob. 1977). Latency history says little about the next request there: which backend drew
 //!    the last slow requests is luck, not a property of the backend, so least-time's Peak-EWMA
 //!    factor only adds noise to the in-flight count it multiplies (in `scripts/shootout.sh` the two
-//!    reach the same p99; round-robin's p90 is 16 times theirs).
+//!    reach the same p99 and p90; round-robin's p90 is 18 times theirs).
 //! 4. **A backend backs up** relative to the others (at least [`BACKLOG_FACTOR`] times the median
 //!    in flight and at least [`BACKLOG_MIN`], still under `--threshold-high`, so threshold would
 //!    not skip it): `least-connections`, which routes by exactly what is piling up.
