@@ -81,3 +81,44 @@ fn adaptive_leaves_round_robin_for_a_slow_backend_and_returns_when_it_recovers()
     let (_, metrics) = lb.api("GET", "/api/status", None);
     assert_eq!(metrics["strategy"]["configured"], "adaptive");
 }
+
+#[test]
+fn adaptive_runs_least_connections_for_a_heavy_tail_and_stays() {
+    // Brief 002's backends: 5% of requests take 10-50x the service time, four workers each.
+    let sim = Sim::start(
+        SimConfig::new(Profile::Heavytail)
+            .with_servers(3)
+            .with_service_time_ms(2),
+    )
+    .unwrap();
+    let specs = sim
+        .server_addrs()
+        .into_iter()
+        .map(|addr| BackendSpec { addr, weight: 1 })
+        .collect();
+    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Adaptive);
+    s.control.switch_interval_ms = 1_000;
+    let lb = Sluice::with_settings(s);
+    let traffic = Traffic::start(lb.addr, 6);
+    let strategy = || lb.api("GET", "/api/strategy", None).1;
+    assert!(
+        wait_until(Duration::from_secs(60), || strategy()["active"]
+            == "least-connections"),
+        "still {}",
+        strategy()
+    );
+    let view = strategy();
+    assert!(
+        view["reason"].as_str().unwrap().contains("heavy tail"),
+        "{view}"
+    );
+    // Least connections evens out the queues; the tail stays, and so does the choice, although
+    // the switch interval would allow a switch every second.
+    let switches = view["switches"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let later = strategy();
+    assert_eq!(later["active"], "least-connections", "{later}");
+    assert_eq!(later["switches"].as_u64().unwrap(), switches, "{later}");
+    let (_, failures) = traffic.finish();
+    assert!(failures.is_empty(), "{failures:?}");
+}

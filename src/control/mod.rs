@@ -336,11 +336,11 @@ impl Control {
             .filter(|b| b.routable())
             .map(|b| {
                 let agg = self.hub.backends.get(&b.id);
+                let quantiles = agg.and_then(|a| a.latency_quantiles_us(&[0.5, 0.99]));
                 Sample {
                     name: b.addr.to_string(),
-                    p99_us: agg
-                        .and_then(|a| a.latency_quantiles_us(&[0.99]))
-                        .map(|q| q[0]),
+                    p50_us: quantiles.as_ref().map(|q| q[0]),
+                    p99_us: quantiles.as_ref().map(|q| q[1]),
                     error_rate: agg.map_or(0.0, |a| a.error_rate()),
                     in_flight: b.stats.in_flight(),
                 }
