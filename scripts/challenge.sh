@@ -38,6 +38,7 @@
 #                   (control +100), contenders listening on 8180 + c
 #   OUT [target/challenge]  where each run's JSON report and results.tsv are kept
 #   NGINX_MAX_FAILS, NGINX_FAIL_TIMEOUT [per configuration, see above]
+#   BIN             a directory with sluice and loadgen binaries to use instead of building
 # Quick check: DURATION=30 SEEDS=1 scripts/challenge.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,10 +58,12 @@ ensure_deb nginx nginx
 ensure_deb haproxy haproxy
 ensure_deb jq jq
 
-echo "building (release)..." >&2
-cargo build --release --workspace -q
-sluice=target/release/sluice
-loadgen=target/release/loadgen
+if [ -z "${BIN:-}" ]; then
+    echo "building (release)..." >&2
+    cargo build --release --workspace -q
+fi
+sluice=${BIN:-target/release}/sluice
+loadgen=${BIN:-target/release}/loadgen
 
 work=$(mktemp -d)
 mkdir -p "$out"
