@@ -218,7 +218,10 @@ EOF
             exit 2
             ;;
     esac
-    wait_port "$listen" "$name"
+    wait_port "$listen" "$name" || {
+        cat "$dir"/*.log >&2
+        exit 1
+    }
 }
 
 # run_round PROFILE SEED: the four contenders at once, one simulator each.
@@ -243,7 +246,10 @@ run_round() {
     done
     c=0
     for name in $contenders; do
-        wait_port "${controls[$c]}" "simulator for $name"
+        wait_port "${controls[$c]}" "simulator for $name" || {
+            cat "$work/sim-$name.log" >&2
+            exit 1
+        }
         start_contender "$name" "$profile" "${listens[$c]}" $((base + 200 * c))
         c=$((c + 1))
     done
