@@ -32,8 +32,10 @@ use crate::rng::Rng;
 mod brief000;
 
 /// How much higher a failed backend's mean success must be than every other candidate's for a
-/// retry to go back to it.
-pub const CLEARLY_BEST_MARGIN: f64 = 0.15;
+/// retry to go back to it. Small: with independent failures (brief 000) the best backend is the
+/// best retry too; the margin only keeps a retry off a backend that is best by a hair. (0.15 before
+/// the replay in `brief000` showed 0.05 accepting 0.2% more ids in configuration 1.)
+pub const CLEARLY_BEST_MARGIN: f64 = 0.05;
 
 /// How much higher the mean success of a backend without room must be than that of the best one
 /// with room for a request to wait for it.
@@ -283,7 +285,7 @@ mod tests {
     fn a_retry_avoids_the_failed_backend_unless_it_is_clearly_best() {
         let b = backends(&[1, 1, 1]);
         teach(&b[0], 0.7, 100, 1);
-        teach(&b[1], 0.65, 100, 1);
+        teach(&b[1], 0.68, 100, 1);
         teach(&b[2], 0.2, 100, 1);
         let mut bandit = Bandit::with_seed(3);
         let tried = [b[0].id];
