@@ -70,6 +70,7 @@ mkdir -p "$out"
 results="$out/results.tsv"
 : >"$results"
 pids=()
+clients=() # the running `loadgen challenge`s, stopped too if the script is interrupted
 stop_all() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
@@ -77,6 +78,7 @@ stop_all() {
 }
 cleanup() {
     trap - EXIT INT TERM
+    for pid in "${clients[@]}"; do kill "$pid" 2>/dev/null || true; done
     stop_all
     rm -rf "$work"
 }
@@ -253,7 +255,6 @@ run_round() {
         start_contender "$name" "$profile" "${listens[$c]}" $((base + 200 * c))
         c=$((c + 1))
     done
-    local clients=()
     c=0
     for name in $contenders; do
         "$loadgen" challenge --target "127.0.0.1:${listens[$c]}" \
@@ -263,6 +264,7 @@ run_round() {
         c=$((c + 1))
     done
     for pid in "${clients[@]}"; do wait "$pid" || true; done
+    clients=()
     stop_all
     for name in $contenders; do
         local json="$out/$profile-seed$seed-$name.json"
