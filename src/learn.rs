@@ -19,8 +19,9 @@
 //!   [`MIN_PROBE_AFTER_MS`]), like the doubling backoff of TCP's retransmission timer (RFC 6298
 //!   section 5.5). A `Retry-After` is obeyed: no attempts until it passes (RFC 9110 section 10.2.3).
 //!   Before the first 429 nothing is paced. (This replaced additive-increase/multiplicative-decrease
-//!   on a token bucket, whose sawtooth cost a 429 every few seconds on every saturated backend and
-//!   left a fifth of each limit unused; `scripts/challenge.sh` and PERF.md have the numbers.)
+//!   on a token bucket, whose sawtooth, down to 0.6 of the rate on a 429 and back by 0.1 per answer,
+//!   cost a 429 every few seconds on every saturated backend and ran at about four fifths of its
+//!   limit; PERF.md has the scores before and after.)
 //! - **Who gets a limited backend**: attempts are classed by their number ([`class_of`]). A
 //!   request's last chance may fill a backend's window; earlier attempts only the part of it that
 //!   later attempts wanting the backend leave over ([`Learned::wait_ms`]), because a success is
