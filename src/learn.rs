@@ -1,31 +1,61 @@
 //! What sluice learns about each backend from its answers, shared by all workers: how likely an
-//! attempt is to succeed, and how fast the backend may be sent requests before it answers 429.
+//! attempt is to succeed, and how many attempts the backend takes per second before it answers 429.
 //!
 //! - **Success probability**: a Beta(α, β) posterior over "an attempt succeeds", starting from the
 //!   uniform Beta(1, 1), with both counts decaying with half-life [`SUCCESS_HALF_LIFE_MS`] so that a
 //!   backend that changes is re-learned (a discounted Thompson-sampling bandit; Raj and Kalyani,
 //!   "Taming non-stationary bandits", 2017).
-//! - **Rate limit**: additive increase, multiplicative decrease of an allowed rate (as TCP congestion
-//!   control): each answer that is not a 429 adds [`RATE_INCREASE`] requests/s, each 429 multiplies
-//!   the rate by [`RATE_DECREASE`] and, with `Retry-After`, blocks the backend until then. Attempts are
-//!   paced by a token bucket that refills at the learned rate and holds at most one second of it, the
-//!   same shape as a one-second sliding-window limit. Limits that move (brief 000's configuration 3)
-//!   are followed the same way.
+//! - **Rate limit**: a backend that answers 429 is paced by a mirror of the limiter it most likely
+//!   runs, a sliding-window log (at most *L* requests in any [`WINDOW_MS`]; the "sliding log" of
+//!   rate limiting, as in Figma's "An alternative approach to rate limiting", 2017, and brief 000's
+//!   servers). sluice remembers when it sent its last [`SEND_LOG`] attempts to the backend; a 429
+//!   says the backend's window was full, so *L* is at most the attempts of ours that it admitted in
+//!   the last second, and when all of the backend's traffic is ours that count *is* its limit: one
+//!   429 teaches it. An attempt is then sent only while fewer than *L* of ours are in the window, so
+//!   a fixed limit is used to the last request and not exceeded again. Limits that move (brief
+//!   000's configuration 3) are followed down by the next 429, and up by probing: while the window
+//!   is full, *L* is raised by one every [`PROBE_AFTER_MS`]; a probe answered 429 doubles that
+//!   interval (up to [`MAX_PROBE_AFTER_MS`]), a probe that held halves it (down to
+//!   [`MIN_PROBE_AFTER_MS`]), like the doubling backoff of TCP's retransmission timer (RFC 6298
+//!   section 5.5). A `Retry-After` is obeyed: no attempts until it passes (RFC 9110 section 10.2.3).
+//!   Before the first 429 nothing is paced. (This replaced additive-increase/multiplicative-decrease
+//!   on a token bucket, whose sawtooth, down to 0.6 of the rate on a 429 and back by 0.1 per answer,
+//!   cost a 429 every few seconds on every saturated backend and ran at about four fifths of its
+//!   limit; PERF.md has the scores before and after.)
+//! - **Who gets a limited backend**: attempts are classed by their number ([`class_of`]). A
+//!   request's last chance may fill a backend's window; earlier attempts only the part of it that
+//!   later attempts wanting the backend leave over ([`Learned::wait_ms`]), because a success is
+//!   worth the most where no attempt is left after it.
 //!
-//! Each quantity is packed into one atomic word and updated with compare-and-swap, so workers never
-//! wait for each other; a lost race retries the update.
+//! Each quantity lives in atomic words updated with compare-and-swap, so workers never wait for each
+//! other; a lost race retries the update.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 pub const SUCCESS_HALF_LIFE_MS: f64 = 60_000.0;
-/// Starting rate, requests per second: generous, so that an unlimited backend is never held back.
-pub const INITIAL_RATE: f64 = 50.0;
-pub const MIN_RATE: f64 = 0.2;
-pub const MAX_RATE: f64 = 100_000.0;
-pub const RATE_INCREASE: f64 = 0.1;
-pub const RATE_DECREASE: f64 = 0.6;
-/// A bucket never holds less than this many tokens' room, so a slow backend can still be tried.
-pub const MIN_BURST: f64 = 1.0;
+/// The window a rate limit counts requests in.
+pub const WINDOW_MS: u64 = 1_000;
+/// A send leaves our window this much later than the backend's: our clock is read once per event
+/// loop turn and may lag the moment the request arrives, and a 429 costs more than the capacity.
+pub const WINDOW_GUARD_MS: u64 = 20;
+/// Send times remembered per backend. A limit above this many per window is enforced over a
+/// proportionally shorter window (the same rate, with bursts of at most this many).
+pub const SEND_LOG: usize = 64;
+/// Largest limit learned.
+pub const MAX_LIMIT: u32 = 30_000;
+pub const PROBE_AFTER_MS: u64 = 4_000;
+pub const MIN_PROBE_AFTER_MS: u64 = 1_000;
+pub const MAX_PROBE_AFTER_MS: u64 = 16_000;
+/// Attempt classes: first attempts, second attempts, and third or later (a request's last chance
+/// under the default `--max-attempts 3`).
+pub const CLASSES: usize = 3;
+/// Time constant of the measured demand of each class on a backend.
+pub const DEMAND_TAU_MS: f64 = 10_000.0;
+
+/// The class of a request's `attempt`-th attempt (1-based): 1 ..= [`CLASSES`].
+pub fn class_of(attempt: usize) -> usize {
+    attempt.clamp(1, CLASSES)
+}
 
 fn pack2(a: f32, b: f32) -> u64 {
     (u64::from(a.to_bits()) << 32) | u64::from(b.to_bits())
@@ -33,15 +63,6 @@ fn pack2(a: f32, b: f32) -> u64 {
 
 fn unpack2(v: u64) -> (f32, f32) {
     (f32::from_bits((v >> 32) as u32), f32::from_bits(v as u32))
-}
-
-/// A token bucket word: tokens as f32, last refill as the low 32 bits of the ms clock (wrapping).
-fn pack_bucket(tokens: f32, stamp_ms: u32) -> u64 {
-    (u64::from(tokens.to_bits()) << 32) | u64::from(stamp_ms)
-}
-
-fn unpack_bucket(v: u64) -> (f32, u32) {
-    (f32::from_bits((v >> 32) as u32), v as u32)
 }
 
 /// Updates an atomic word with `f` until no other thread got in between.
@@ -56,16 +77,88 @@ fn update(cell: &AtomicU64, mut f: impl FnMut(u64) -> u64) -> u64 {
     }
 }
 
+/// A send-log entry: (ms + 1) shifted left twice, with the attempt class in the low bits.
+fn pack_send(now_ms: u64, class: usize) -> u64 {
+    ((now_ms + 1) << 2) | class as u64
+}
+
+/// (send time in ms, class) of a non-zero entry.
+fn unpack_send(v: u64) -> (u64, usize) {
+    ((v >> 2) - 1, (v & 3) as usize)
+}
+
+/// A demand word (a count as f32, its time as the low 32 bits of the ms clock) decayed to
+/// `now_ms`.
+fn decayed(v: u64, now_ms: u64) -> f64 {
+    let (count, stamp) = (f32::from_bits((v >> 32) as u32), v as u32);
+    let elapsed_ms = f64::from((now_ms as u32).wrapping_sub(stamp));
+    f64::from(count) * (-elapsed_ms / DEMAND_TAU_MS).exp()
+}
+
+/// The learned limit and its probing schedule, packed in one word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Limit {
+    /// Attempts per [`WINDOW_MS`]; 0 = none learned (not paced).
+    per_window: u32,
+    /// How long the window must stay full before the limit is raised by a probe.
+    probe_after_ms: u64,
+    /// When the limit last changed (low 32 bits of the ms clock, wrapping).
+    changed_ms: u32,
+    /// Whether that change was a probe (a raise).
+    probing: bool,
+}
+
+impl Limit {
+    const NONE: Limit = Limit {
+        per_window: 0,
+        probe_after_ms: PROBE_AFTER_MS,
+        changed_ms: 0,
+        probing: false,
+    };
+
+    /// per_window (15 bits) and the probing flag above it | probe_after in ms (16) | changed_ms (32).
+    fn pack(self) -> u64 {
+        let head = u64::from(self.per_window.min(0x7fff)) | if self.probing { 0x8000 } else { 0 };
+        (head << 48) | (self.probe_after_ms.min(0xffff) << 32) | u64::from(self.changed_ms)
+    }
+
+    fn unpack(v: u64) -> Limit {
+        let head = v >> 48;
+        Limit {
+            per_window: (head & 0x7fff) as u32,
+            probe_after_ms: (v >> 32) & 0xffff,
+            changed_ms: v as u32,
+            probing: head & 0x8000 != 0,
+        }
+    }
+
+    fn since_change_ms(self, now_ms: u64) -> u64 {
+        u64::from((now_ms as u32).wrapping_sub(self.changed_ms))
+    }
+
+    /// The window our sends are counted in, and how many may be in it: the learned limit over
+    /// [`WINDOW_MS`] (plus the guard), or, for a limit above [`SEND_LOG`], as many as the log holds
+    /// over the part of the window they may take.
+    fn span(self) -> (u64, usize) {
+        let k = (self.per_window as usize).min(SEND_LOG);
+        let span = WINDOW_MS * k as u64 / u64::from(self.per_window.max(1));
+        (span.max(1) + WINDOW_GUARD_MS, k)
+    }
+}
+
 /// The shared learned state of one backend.
 #[derive(Debug)]
 pub struct Learned {
     /// (α, β) as two f32, excluding the Beta(1, 1) prior.
     counts: AtomicU64,
     counts_stamp_ms: AtomicU64,
-    /// Allowed rate, f64 bits.
-    rate: AtomicU64,
-    /// Tokens and last refill ([`pack_bucket`]).
-    bucket: AtomicU64,
+    /// Our latest attempts, a ring ([`pack_send`]; 0 for none, or withdrawn after a 429).
+    sends: [AtomicU64; SEND_LOG],
+    next_send: AtomicUsize,
+    /// Per class after the first: attempts that wanted this backend ([`decayed`]).
+    demand: [AtomicU64; CLASSES - 1],
+    /// [`Limit`], packed.
+    limit: AtomicU64,
     /// No attempts before this time (ms), from a 429's Retry-After.
     blocked_until_ms: AtomicU64,
 }
@@ -75,8 +168,10 @@ impl Default for Learned {
         Learned {
             counts: AtomicU64::new(pack2(0.0, 0.0)),
             counts_stamp_ms: AtomicU64::new(0),
-            rate: AtomicU64::new(INITIAL_RATE.to_bits()),
-            bucket: AtomicU64::new(pack_bucket(INITIAL_RATE as f32, 0)),
+            sends: std::array::from_fn(|_| AtomicU64::new(0)),
+            next_send: AtomicUsize::new(0),
+            demand: std::array::from_fn(|_| AtomicU64::new(0)),
+            limit: AtomicU64::new(Limit::NONE.pack()),
             blocked_until_ms: AtomicU64::new(0),
         }
     }
@@ -102,24 +197,113 @@ impl Learned {
                 pack2(a, b + 1.0)
             }
         });
-        update(&self.rate, |v| {
-            (f64::from_bits(v) + RATE_INCREASE).min(MAX_RATE).to_bits()
+    }
+
+    /// Records a 429, with the backend's `Retry-After` in seconds if it sent one: the attempt it
+    /// refused leaves our window, and the limit becomes what the backend admitted of ours in the
+    /// last second (at least 1).
+    pub fn rate_limited(&self, retry_after_s: Option<u32>, now_ms: u64) {
+        self.withdraw_latest(now_ms);
+        // Count over a window shortened by the guard, so that the limit is never overestimated.
+        let mut times = [0u64; SEND_LOG];
+        let n = self.sends_within(now_ms, WINDOW_MS - WINDOW_GUARD_MS, CLASSES, &mut times);
+        let admitted = if n < SEND_LOG {
+            n as u64
+        } else {
+            // The log is full within the window: extrapolate its rate to the whole window.
+            let oldest = times[..n].iter().min().copied().unwrap_or(now_ms);
+            (n as u64 * WINDOW_MS) / now_ms.saturating_sub(oldest).max(1)
+        };
+        let admitted = admitted.clamp(1, u64::from(MAX_LIMIT)) as u32;
+        update(&self.limit, |v| {
+            let old = Limit::unpack(v);
+            let failed_probe = old.probing && old.since_change_ms(now_ms) < 2 * WINDOW_MS;
+            let per_window = if old.per_window == 0 {
+                admitted
+            } else {
+                old.per_window.min(admitted)
+            };
+            Limit {
+                per_window,
+                probe_after_ms: if failed_probe {
+                    (old.probe_after_ms * 2).min(MAX_PROBE_AFTER_MS)
+                } else {
+                    old.probe_after_ms
+                },
+                changed_ms: now_ms as u32,
+                probing: false,
+            }
+            .pack()
+        });
+        if let Some(s) = retry_after_s {
+            self.blocked_until_ms
+                .fetch_max(now_ms + u64::from(s) * 1000, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the most recent send out of the log: the attempt a 429 just refused (at one answer
+    /// per attempt and 429s answered at once, it is the latest one sent to this backend).
+    fn withdraw_latest(&self, now_ms: u64) {
+        loop {
+            let latest = self
+                .sends
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (i, s.load(Ordering::Relaxed)))
+                .filter(|&(_, v)| v != 0 && unpack_send(v).0 <= now_ms)
+                .max_by_key(|&(_, v)| unpack_send(v).0);
+            let Some((i, v)) = latest else { return };
+            if self.sends[i]
+                .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// Our sends within the last `span_ms` (and any stamped later by a worker whose clock ran
+    /// ahead) of class `max_class` or lower, into `out`; returns how many.
+    fn sends_within(
+        &self,
+        now_ms: u64,
+        span_ms: u64,
+        max_class: usize,
+        out: &mut [u64; SEND_LOG],
+    ) -> usize {
+        let mut n = 0;
+        for s in &self.sends {
+            let v = s.load(Ordering::Relaxed);
+            if v == 0 {
+                continue;
+            }
+            let (t, class) = unpack_send(v);
+            if t + span_ms > now_ms && class <= max_class {
+                out[n] = t;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Records an attempt of `class` (2 or more) that would rather have been sent here, whether
+    /// it was or not.
+    pub fn note_demand(&self, class: usize, now_ms: u64) {
+        let Some(cell) = self.demand.get(class.wrapping_sub(2)) else {
+            return;
+        };
+        update(cell, |v| {
+            let count = decayed(v, now_ms) + 1.0;
+            (u64::from((count as f32).to_bits()) << 32) | u64::from(now_ms as u32)
         });
     }
 
-    /// Records a 429, with the backend's `Retry-After` in seconds if it sent one.
-    pub fn rate_limited(&self, retry_after_s: Option<u32>, now_ms: u64) {
-        let rate = f64::from_bits(update(&self.rate, |v| {
-            (f64::from_bits(v) * RATE_DECREASE).max(MIN_RATE).to_bits()
-        }));
-        let pause_ms = match retry_after_s {
-            Some(s) => u64::from(s) * 1000,
-            None => (1000.0 / rate) as u64,
-        };
-        self.blocked_until_ms
-            .fetch_max(now_ms + pause_ms, Ordering::Relaxed);
-        // Empty the bucket: the backend just said it had enough.
-        update(&self.bucket, |_| pack_bucket(0.0, now_ms as u32));
+    /// Attempts of `class` per [`WINDOW_MS`] that wanted this backend lately (an exponentially
+    /// weighted rate over [`DEMAND_TAU_MS`]).
+    pub fn demand(&self, class: usize, now_ms: u64) -> f64 {
+        self.demand.get(class.wrapping_sub(2)).map_or(0.0, |cell| {
+            decayed(cell.load(Ordering::Relaxed), now_ms) * WINDOW_MS as f64 / DEMAND_TAU_MS
+        })
     }
 
     /// Posterior (α, β) including the uniform prior.
@@ -134,39 +318,89 @@ impl Learned {
         a / (a + b)
     }
 
-    pub fn rate(&self) -> f64 {
-        f64::from_bits(self.rate.load(Ordering::Relaxed))
+    /// The learned limit, attempts per second; `None` until the backend answers 429.
+    pub fn limit(&self) -> Option<u32> {
+        let l = Limit::unpack(self.limit.load(Ordering::Relaxed));
+        (l.per_window != 0).then_some(l.per_window)
     }
 
-    fn refilled(&self, v: u64, now_ms: u64) -> (f64, u32) {
-        let (tokens, stamp) = unpack_bucket(v);
-        let now = now_ms as u32;
-        let elapsed_s = f64::from(now.wrapping_sub(stamp)) / 1000.0;
-        let rate = self.rate();
-        let cap = rate.max(MIN_BURST);
-        ((f64::from(tokens) + elapsed_s * rate).min(cap), now)
-    }
-
-    /// Milliseconds until an attempt may be sent (0: now).
-    pub fn wait_ms(&self, now_ms: u64) -> u64 {
+    /// Milliseconds until an attempt of `class` ([`class_of`]) may be sent (0: now). A request's
+    /// last chance may fill the window; an earlier attempt only the part of it that the demand of
+    /// later classes for this backend ([`Learned::demand`]) leaves over: a success is worth the
+    /// most where no attempt is left after it, so a backend's scarce capacity goes there first.
+    /// These are nested booking limits, protecting capacity for the more valuable classes
+    /// (Littlewood, "Forecasting and control of passenger bookings", 1972; trunk reservation in
+    /// loss networks, Key 1990). A class left no share at all gets `u64::MAX`: not until the
+    /// demand of later classes falls.
+    pub fn wait_ms(&self, now_ms: u64, class: usize) -> u64 {
         let blocked = self
             .blocked_until_ms
             .load(Ordering::Relaxed)
             .saturating_sub(now_ms);
-        let (tokens, _) = self.refilled(self.bucket.load(Ordering::Relaxed), now_ms);
-        let for_token = if tokens >= 1.0 {
-            0
-        } else {
-            ((1.0 - tokens) / self.rate() * 1000.0).ceil() as u64
-        };
-        blocked.max(for_token)
+        let limit = Limit::unpack(self.limit.load(Ordering::Relaxed));
+        if limit.per_window == 0 {
+            return blocked;
+        }
+        let (span, k) = limit.span();
+        let mut wait = self.window_wait(now_ms, span, k, CLASSES);
+        if class < CLASSES && (limit.per_window as usize) <= SEND_LOG {
+            let protected: f64 = (class + 1..=CLASSES).map(|c| self.demand(c, now_ms)).sum();
+            let share = f64::from(limit.per_window) - protected;
+            if share < 1.0 {
+                return u64::MAX;
+            }
+            wait = wait.max(self.window_wait(now_ms, span, share as usize, class));
+        }
+        blocked.max(wait)
     }
 
-    /// Spends one token for an attempt sent now (even if none is left: a forced attempt still counts).
-    pub fn take(&self, now_ms: u64) {
-        update(&self.bucket, |v| {
-            let (tokens, now) = self.refilled(v, now_ms);
-            pack_bucket((tokens - 1.0).max(-1.0) as f32, now)
+    /// How long until fewer than `k` of our sends of class `max_class` or lower are in the last
+    /// `span` ms.
+    fn window_wait(&self, now_ms: u64, span: u64, k: usize, max_class: usize) -> u64 {
+        let mut times = [0u64; SEND_LOG];
+        let n = self.sends_within(now_ms, span, max_class, &mut times);
+        if n < k {
+            return 0;
+        }
+        // The window holds n ≥ k: the (n − k + 1)-th oldest must leave it first.
+        let times = &mut times[..n];
+        times.sort_unstable();
+        (times[n - k] + span).saturating_sub(now_ms).max(1)
+    }
+
+    /// Records an attempt of `class` sent now (even one sent without room: a forced attempt still
+    /// counts). When it fills the window and the limit has held for the probing interval, the
+    /// limit is raised by one, so that a limit that went up is found.
+    pub fn take(&self, now_ms: u64, class: usize) {
+        let i = self.next_send.fetch_add(1, Ordering::Relaxed) % SEND_LOG;
+        self.sends[i].store(pack_send(now_ms, class), Ordering::Relaxed);
+        let limit = Limit::unpack(self.limit.load(Ordering::Relaxed));
+        if limit.per_window == 0 || limit.since_change_ms(now_ms) < limit.probe_after_ms {
+            return;
+        }
+        let (span, k) = limit.span();
+        let mut times = [0u64; SEND_LOG];
+        if self.sends_within(now_ms, span, CLASSES, &mut times) < k {
+            return;
+        }
+        update(&self.limit, |v| {
+            let old = Limit::unpack(v);
+            if old != limit {
+                return v;
+            }
+            let step = (old.per_window / SEND_LOG as u32).max(1);
+            Limit {
+                per_window: (old.per_window + step).min(MAX_LIMIT),
+                // The last probe held (no 429 since): probe sooner.
+                probe_after_ms: if old.probing {
+                    (old.probe_after_ms / 2).max(MIN_PROBE_AFTER_MS)
+                } else {
+                    old.probe_after_ms
+                },
+                changed_ms: now_ms as u32,
+                probing: true,
+            }
+            .pack()
         });
     }
 }
@@ -174,6 +408,58 @@ impl Learned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend with a sliding one-second window, as brief 000's: at most `limit(now)` admitted
+    /// attempts in any second, 429 (with `retry_after_s`) otherwise.
+    struct WindowServer {
+        admitted: Vec<u64>,
+        retry_after_s: Option<u32>,
+    }
+
+    /// What [`drive`] saw: attempts admitted, and when 429s came.
+    struct Driven {
+        admitted: usize,
+        rejected_at: Vec<u64>,
+    }
+
+    impl WindowServer {
+        fn new(retry_after_s: Option<u32>) -> WindowServer {
+            WindowServer {
+                admitted: Vec::new(),
+                retry_after_s,
+            }
+        }
+
+        /// Offers an attempt every 10 ms from `from` to `to` whenever `l` lets it go.
+        fn drive(
+            &mut self,
+            l: &Learned,
+            from: u64,
+            to: u64,
+            limit: impl Fn(u64) -> usize,
+        ) -> Driven {
+            let mut out = Driven {
+                admitted: 0,
+                rejected_at: Vec::new(),
+            };
+            for now in (from..to).step_by(10) {
+                if l.wait_ms(now, CLASSES) > 0 {
+                    continue;
+                }
+                l.take(now, CLASSES);
+                self.admitted.retain(|&t| t + WINDOW_MS > now);
+                if self.admitted.len() >= limit(now) {
+                    l.rate_limited(self.retry_after_s, now);
+                    out.rejected_at.push(now);
+                } else {
+                    self.admitted.push(now);
+                    out.admitted += 1;
+                    l.observe(true, now);
+                }
+            }
+            out
+        }
+    }
 
     #[test]
     fn the_posterior_learns_and_forgets() {
@@ -196,94 +482,113 @@ mod tests {
     }
 
     #[test]
+    fn one_429_teaches_a_fixed_window_limit() {
+        let l = Learned::default();
+        assert_eq!(l.limit(), None, "nothing is paced before a 429");
+        let driven = WindowServer::new(None).drive(&l, 0, 100, |_| 4);
+        assert_eq!(driven.admitted, 4);
+        assert_eq!(driven.rejected_at, [40], "the fifth attempt, and no other");
+        assert_eq!(l.limit(), Some(4));
+        // The next attempt goes when the first (sent at 0) has left the window, with the guard.
+        assert_eq!(l.wait_ms(100, CLASSES), WINDOW_MS + WINDOW_GUARD_MS - 100);
+    }
+
+    #[test]
     fn pacing_holds_under_a_learned_limit() {
         let l = Learned::default();
-        // A backend limited to 5/s: 429 whenever more than 5 were sent in the last second.
-        let limit = 5usize;
-        let mut sent: Vec<u64> = Vec::new();
-        let mut rejected_late = 0;
-        for now in (0..120_000u64).step_by(10) {
-            if l.wait_ms(now) > 0 {
-                continue;
-            }
-            l.take(now);
-            sent.retain(|&t| t + 1000 > now);
-            if sent.len() >= limit {
-                l.rate_limited(None, now);
-                if now > 60_000 {
-                    rejected_late += 1;
-                }
-            } else {
-                sent.push(now);
-                l.observe(true, now);
-            }
-        }
-        let rate = l.rate();
-        assert!(rate > 2.0 && rate < 8.0, "learned {rate}/s for a 5/s limit");
+        let mut server = WindowServer::new(None);
+        server.drive(&l, 0, 60_000, |_| 5);
+        let late = server.drive(&l, 60_000, 120_000, |_| 5);
+        let limit = l.limit().unwrap_or(0);
         assert!(
-            rejected_late < 40,
-            "{rejected_late} 429s in the second minute"
+            (5..=6).contains(&limit),
+            "learned {limit}/s for a 5/s limit"
         );
+        // Only failed probes, ever further apart, are refused: one per MAX_PROBE_AFTER_MS at most.
+        let probes = (60_000 / MAX_PROBE_AFTER_MS + 1) as usize;
+        assert!(
+            late.rejected_at.len() <= probes,
+            "{:?} refused in the second minute",
+            late.rejected_at
+        );
+        // And the limit is used: 5 every second and a guard.
+        assert!(late.admitted >= 290, "{} admitted in 60 s", late.admitted);
     }
 
     #[test]
     fn pacing_follows_a_changed_limit() {
         let l = Learned::default();
-        let run = |limit: usize, from: u64, to: u64| {
-            let mut sent: Vec<u64> = Vec::new();
-            let mut accepted = 0;
-            for now in (from..to).step_by(10) {
-                if l.wait_ms(now) > 0 {
-                    continue;
-                }
-                l.take(now);
-                sent.retain(|&t| t + 1000 > now);
-                if sent.len() >= limit {
-                    l.rate_limited(None, now);
-                } else {
-                    sent.push(now);
-                    accepted += 1;
-                    l.observe(true, now);
-                }
-            }
-            accepted as f64 / ((to - from) as f64 / 1000.0)
-        };
-        let before = run(10, 0, 60_000);
-        let low = run(2, 60_000, 120_000);
-        let rate_low = l.rate();
-        assert!(rate_low < 4.0, "follows the limit down: {rate_low}");
-        let high = run(20, 120_000, 240_000);
-        assert!(l.rate() > rate_low * 3.0, "and back up: {}", l.rate());
+        let mut server = WindowServer::new(None);
+        let per_s = |d: &Driven, secs: u64| d.admitted as f64 / secs as f64;
+        let before = server.drive(&l, 0, 60_000, |_| 10);
+        let low = server.drive(&l, 60_000, 120_000, |_| 2);
+        let limit_low = l.limit().unwrap_or(0);
+        assert!(limit_low <= 3, "follows the limit down: {limit_low}");
+        let high = server.drive(&l, 120_000, 240_000, |_| 20);
+        let limit_high = l.limit().unwrap_or(0);
+        assert!(limit_high >= 18, "and back up: {limit_high}");
+        let (before, low, high) = (per_s(&before, 60), per_s(&low, 60), per_s(&high, 120));
         assert!(
-            before > 5.0 && low <= 2.1 && high > before,
+            before > 9.0 && low <= 2.1 && high > before,
             "{before} {low} {high}"
         );
     }
 
     #[test]
-    fn refills_stay_exact_after_days_of_uptime() {
+    fn probes_back_off_while_they_fail_and_speed_up_while_they_hold() {
         let l = Learned::default();
-        let day_ms = 86_400_000 * 3 + 17;
-        l.take(day_ms);
-        l.take(day_ms);
-        let before = l.wait_ms(day_ms + 1);
-        assert_eq!(before, 0, "48 tokens left");
-        for _ in 0..48 {
-            l.take(day_ms + 1);
-        }
-        // Empty now; at 50/s the next token comes 20 ms later, not rounded to the clock's float step.
+        let mut server = WindowServer::new(None);
+        let first = server.drive(&l, 0, 30_000, |_| 3);
+        let later = server.drive(&l, 30_000, 60_000, |_| 3);
         assert!(
-            (19..=21).contains(&l.wait_ms(day_ms + 1)),
-            "{}",
-            l.wait_ms(day_ms + 1)
+            later.rejected_at.len() < first.rejected_at.len(),
+            "{:?} then {:?}",
+            first.rejected_at,
+            later.rejected_at
         );
+        // The limit doubles: probes hold, come ever sooner, and find it within a few seconds of
+        // the first one (at most MAX_PROBE_AFTER_MS after the last change).
+        let raised = server.drive(&l, 60_000, 60_000 + MAX_PROBE_AFTER_MS + 10_000, |_| 6);
+        assert!(raised.rejected_at.is_empty(), "{:?}", raised.rejected_at);
+        assert_eq!(l.limit(), Some(6));
+    }
+
+    #[test]
+    fn a_limit_that_drops_costs_two_429s_at_most_and_never_three_in_a_second() {
+        let l = Learned::default();
+        // Brief 000's servers send Retry-After: 1 with a 429; three 429s within a second would put
+        // a configuration 3 server in its penalty box.
+        let mut server = WindowServer::new(Some(1));
+        server.drive(&l, 0, 20_000, |_| 8);
+        let dropped = server.drive(&l, 20_000, 40_000, |_| 2);
+        assert_eq!(l.limit(), Some(2));
+        let drop_429s: Vec<u64> = dropped
+            .rejected_at
+            .iter()
+            .copied()
+            .filter(|&t| t < 25_000)
+            .collect();
+        assert!(drop_429s.len() <= 2, "{drop_429s:?}");
+        for w in dropped.rejected_at.windows(3) {
+            assert!(w[2] - w[0] >= 1_000, "{:?}", dropped.rejected_at);
+        }
+    }
+
+    #[test]
+    fn windows_stay_exact_after_days_of_uptime() {
+        let l = Learned::default();
+        let t = 86_400_000 * 3 + 17;
+        let driven = WindowServer::new(None).drive(&l, t, t + 30, |_| 2);
+        assert_eq!((driven.admitted, l.limit()), (2, Some(2)));
+        assert_eq!(l.wait_ms(t + 30, CLASSES), WINDOW_MS + WINDOW_GUARD_MS - 30);
+        assert_eq!(l.wait_ms(t + WINDOW_MS + WINDOW_GUARD_MS, CLASSES), 0);
     }
 
     #[test]
     fn retry_after_blocks_the_backend() {
         let l = Learned::default();
         l.rate_limited(Some(3), 1_000);
-        assert_eq!(l.wait_ms(1_000), 3_000);
-        assert_eq!(l.wait_ms(4_000), 0);
+        assert_eq!(l.wait_ms(1_000, CLASSES), 3_000);
+        assert_eq!(l.wait_ms(4_000, CLASSES), 0);
     }
 }
