@@ -95,6 +95,7 @@ print(f"| {duration} s | {rate}/s | {sum(faults.values())} ({', '.join(f'{k} {v}
       f"{r['requests']:,} | {lost} | {errors} {r['errors'] or ''} | {non_2xx} {dict((k, v) for k, v in r['status'].items() if not k.startswith('2')) or ''} | "
       f"{r['latency_us']['p99'] / 1000:.1f} ms | {r['latency_us']['max'] / 1000:.0f} ms | "
       f"{after_warmup[0] / 1024:.1f} → {after_warmup[-1] / 1024:.1f} MiB | {growth:+.1f}% |")
+print("\nRSS every 10 s, MiB: " + " ".join(f"{x / 1024:.1f}" for x in rss))
 print(f"\nafter the load: {leftover[0]} client connections and {leftover[1]} requests in flight left in sluice")
 ok = lost == 0 and errors == 0 and growth < 5
 print("PASS" if ok else "FAIL")

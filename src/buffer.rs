@@ -169,9 +169,12 @@ impl BufPool {
     }
 
     /// Frees cached buffers beyond `keep`, so memory returns to the system after a burst.
-    pub fn trim(&mut self, keep: usize) {
+    /// Keeps at most `keep` spare buffers; true when it freed any.
+    pub fn trim(&mut self, keep: usize) -> bool {
+        let freed = self.free.len() > keep;
         self.free.truncate(keep);
         self.free.shrink_to(keep);
+        freed
     }
 }
 

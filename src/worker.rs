@@ -465,21 +465,25 @@ impl Core {
     /// cut back (to its last live entry: keys stay valid), as are timer slots, spare exchanges and
     /// spare buffers. So RSS falls back after a crowd of connections leaves.
     fn trim_memory(&mut self) {
-        let crowd_left = self.clients.capacity() > 4 * self.clients.len() + 1024;
-        if crowd_left {
+        let mut released = false;
+        if self.clients.capacity() > 4 * self.clients.len() + 1024 {
             self.clients.shrink_to_fit();
+            released = true;
         }
         if self.backends.capacity() > 4 * self.backends.len() + 1024 {
             self.backends.shrink_to_fit();
+            released = true;
         }
         self.timers.shrink();
         self.fired.shrink_to(1024);
-        self.bufs.trim(TRIM_KEEP_BUFFERS);
+        released |= self.bufs.trim(TRIM_KEEP_BUFFERS);
+        released |= self.spare_exchanges.len() > TRIM_KEEP_BUFFERS;
         self.spare_exchanges.truncate(TRIM_KEEP_BUFFERS);
         self.spare_exchanges.shrink_to(TRIM_KEEP_BUFFERS);
-        // glibc keeps freed memory in per-thread arenas; hand it back to the system.
+        // glibc keeps freed memory in per-thread arenas; after a crowd or a burst of requests in
+        // flight (a stalled backend) has gone, hand it back to the system. Every 5 s at most.
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        if crowd_left {
+        if released {
             // SAFETY: malloc_trim only releases free heap memory; no pointer we hold is affected.
             unsafe { libc::malloc_trim(0) };
         }
