@@ -25,7 +25,7 @@ use crate::conn::{BackendConn, BackendState, ClientConn, ClientState, Exchange, 
 use crate::control::{ControlLink, ControlMsg};
 use crate::metrics::WorkerMetrics;
 use crate::strategy::{self, Strategy};
-use crate::timer::{Deadline, TimerEntry, TimerWheel, DEFAULT_SLOTS, DEFAULT_TICK_MS};
+use crate::timer::{Deadline, TimerEntry, TimerWheel, DEFAULT_SLOTS};
 use crate::upstream::Slot;
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -142,6 +142,7 @@ impl Worker {
         let seed = 0x5eed_0000_u64 + index as u64;
         let strategy = strategy::build(table.strategy, &table.params, &table.backends, seed);
         let max_clients = cfg.max_conns.div_ceil(cfg.workers.max(1)).max(1);
+        let tick_ms = cfg.timer_tick_ms();
         let core = Core {
             bufs: BufPool::new(cfg.buffer_size, DEFAULT_POOL_MAX_FREE),
             cfg,
@@ -150,7 +151,7 @@ impl Worker {
             clients: Slab::new(),
             backends: Slab::new(),
             spare_exchanges: Vec::new(),
-            timers: TimerWheel::new(DEFAULT_TICK_MS, DEFAULT_SLOTS),
+            timers: TimerWheel::new(tick_ms, DEFAULT_SLOTS),
             fired: Vec::new(),
             slots: (0..table.backends.len()).map(|_| Slot::default()).collect(),
             wake: Vec::new(),
