@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{wait_until, HttpBackend, Reply, IO_TIMEOUT};
+use common::{proxy_addr_of, wait_until, HttpBackend, Reply, IO_TIMEOUT};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 /// Descriptors the sluice process may open: its own (epoll, wakers, listeners, std streams)
@@ -62,16 +62,7 @@ fn accept_pauses_on_emfile_and_resumes_when_descriptors_free_up() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("proxy="))
-        .expect("proxy address on stdout")
-        .parse()
-        .unwrap();
+    let addr = proxy_addr_of(&mut child);
     let pauses = Arc::new(AtomicUsize::new(0));
     let counter = pauses.clone();
     let stderr = child.stderr.take().unwrap();

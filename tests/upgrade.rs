@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -126,16 +126,7 @@ fn ten_upgrades_under_load_lose_no_request() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(first.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("proxy="))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let addr = proxy_addr_of(&mut first);
     assert_eq!(read_pid(&pid_file), Some(first.id() as i32));
 
     let load = start_load(addr, 4);

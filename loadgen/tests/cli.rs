@@ -5,7 +5,6 @@ mod common;
 use std::process::{Command, Output};
 
 use common::init_logger;
-use loadgen::sim::{Profile, Sim, SimConfig};
 
 fn loadgen(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -62,12 +61,7 @@ fn bad_flags_exit_2_with_a_clear_message() {
 #[test]
 fn http_json_is_the_last_line() {
     init_logger();
-    let sim = Sim::start(
-        SimConfig::new(Profile::Uniform)
-            .with_servers(1)
-            .with_service_time_ms(0),
-    )
-    .unwrap();
+    let sim = common::instant_sim();
     let url = format!("http://{}/work", sim.server_addrs()[0]);
     let out = loadgen(&[
         "http", &url, "--rate", "100", "-d", "500ms", "-c", "2", "--json",
@@ -86,12 +80,7 @@ fn http_json_is_the_last_line() {
 #[test]
 fn hold_with_procs_merges_its_children() {
     init_logger();
-    let sim = Sim::start(
-        SimConfig::new(Profile::Uniform)
-            .with_servers(1)
-            .with_service_time_ms(0),
-    )
-    .unwrap();
+    let sim = common::instant_sim();
     let target = sim.server_addrs()[0].to_string();
     let out = loadgen(&[
         "hold",

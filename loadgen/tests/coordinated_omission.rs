@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::init_logger;
 use loadgen::http::{self, HttpConfig};
-use loadgen::sim::{Profile, ServerPatch, Sim, SimConfig};
+use loadgen::sim::ServerPatch;
 
 const RATE_RPS: f64 = 200.0;
 const DURATION_S: u64 = 10;
@@ -16,12 +16,7 @@ const DURATION_S: u64 = 10;
 #[test]
 fn a_one_second_stall_shows_in_p99_and_the_schedule_holds() {
     init_logger();
-    let sim = Sim::start(
-        SimConfig::new(Profile::Uniform)
-            .with_servers(1)
-            .with_service_time_ms(0),
-    )
-    .unwrap();
+    let sim = common::instant_sim();
     // Every answer due between 4 s and 5 s into the run waits until 5 s.
     let stall = ServerPatch {
         stall_after_ms: Some(4_000),

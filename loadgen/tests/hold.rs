@@ -6,17 +6,11 @@ use std::time::Duration;
 
 use common::init_logger;
 use loadgen::hold::{self, HoldConfig};
-use loadgen::sim::{Profile, Sim, SimConfig};
 
 #[test]
 fn holder_keeps_every_connection_and_pings_them() {
     init_logger();
-    let sim = Sim::start(
-        SimConfig::new(Profile::Uniform)
-            .with_servers(1)
-            .with_service_time_ms(0),
-    )
-    .unwrap();
+    let sim = common::instant_sim();
     let mut cfg = HoldConfig::new(sim.server_addrs()[0]);
     cfg.connections = 50;
     cfg.ping_interval = Duration::from_millis(200);

@@ -104,12 +104,7 @@ fn id24_bodies_reach_the_ledger_as_distinct_ids() {
 #[test]
 fn close_mode_and_source_addresses_use_a_connection_per_request() {
     init_logger();
-    let sim = Sim::start(
-        SimConfig::new(Profile::Uniform)
-            .with_servers(1)
-            .with_service_time_ms(0),
-    )
-    .unwrap();
+    let sim = common::instant_sim();
     let mut cfg = config(sim.server_addrs()[0], 200.0, 500);
     cfg.close = true;
     cfg.source_ips = vec![
@@ -124,12 +119,7 @@ fn close_mode_and_source_addresses_use_a_connection_per_request() {
 #[test]
 fn a_stalled_server_produces_timeouts_and_the_run_still_ends() {
     init_logger();
-    let sim = Sim::start(
-        SimConfig::new(Profile::Uniform)
-            .with_servers(1)
-            .with_service_time_ms(0),
-    )
-    .unwrap();
+    let sim = common::instant_sim();
     sim.patch(
         0,
         ServerPatch {
@@ -169,12 +159,7 @@ fn a_closed_port_counts_connect_errors() {
 #[test]
 fn warmup_requests_are_sent_but_not_counted() {
     init_logger();
-    let sim = Sim::start(
-        SimConfig::new(Profile::Uniform)
-            .with_servers(1)
-            .with_service_time_ms(0),
-    )
-    .unwrap();
+    let sim = common::instant_sim();
     let mut cfg = config(sim.server_addrs()[0], 200.0, 500);
     cfg.warmup = Duration::from_millis(500);
     let report = http::run(&cfg).unwrap();

@@ -576,3 +576,16 @@ impl Traffic {
         (all, failures)
     }
 }
+
+/// The proxy address a started `sluice` binary prints on its first stdout line (`proxy=ADDR`).
+pub fn proxy_addr_of(child: &mut std::process::Child) -> SocketAddr {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout piped"))
+        .read_line(&mut line)
+        .unwrap();
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("proxy="))
+        .unwrap_or_else(|| panic!("no proxy address in {line:?}"))
+        .parse()
+        .unwrap()
+}

@@ -1,5 +1,5 @@
 //! Shared helpers for loadgen's integration tests: logger set-up and small blocking calls.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::Once;
@@ -34,4 +34,15 @@ pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Response {
 
 pub fn body_text(r: &Response) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// One uniform server that answers at once: the plainest target for the generator's tests.
+pub fn instant_sim() -> loadgen::sim::SimHandle {
+    use loadgen::sim::{Profile, Sim, SimConfig};
+    Sim::start(
+        SimConfig::new(Profile::Uniform)
+            .with_servers(1)
+            .with_service_time_ms(0),
+    )
+    .unwrap()
 }
