@@ -248,8 +248,13 @@ fn ms(v: Option<f64>) -> String {
 
 /// The status table of `sluice ctl status` (also used by `top`).
 pub fn status_text(s: &StatusView) -> String {
+    let applied = if s.installed_version >= s.version {
+        "applied by every worker".to_string()
+    } else {
+        format!("workers still on {}", s.installed_version)
+    };
     let mut out = format!(
-        "table version {}  mode {}  strategy {} (active {})  {:.0} req/s  {} client connections\n\n",
+        "table version {} ({applied})  mode {}  strategy {} (active {})  {:.0} req/s  {} client connections\n\n",
         s.version, s.mode, s.strategy.configured, s.strategy.active, s.requests_per_s, s.active_connections
     );
     let rows: Vec<Vec<String>> = s

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -35,6 +36,8 @@ pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 struct WorkerLink {
     tx: Sender<WorkerMsg>,
     waker: Arc<Waker>,
+    /// The table version the worker routes by, stored by the worker when it installs one.
+    installed_version: Arc<AtomicU64>,
 }
 
 /// The running workers.
@@ -71,6 +74,7 @@ impl DataPlane {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = unbounded();
+            let installed_version = Arc::new(AtomicU64::new(table.version));
             let worker = Worker::new(WorkerParts {
                 index: i,
                 cfg: cfg.clone(),
@@ -80,11 +84,16 @@ impl DataPlane {
                 table: table.clone(),
                 control: control.clone(),
                 budget: budget.clone(),
+                installed_version: installed_version.clone(),
             })?;
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
                 .spawn(move || worker.run())?;
-            links.push(WorkerLink { tx, waker });
+            links.push(WorkerLink {
+                tx,
+                waker,
+                installed_version,
+            });
             threads.push(thread);
         }
         Ok(DataPlane {
@@ -103,6 +112,16 @@ impl DataPlane {
         for link in &self.links {
             self.send(link, WorkerMsg::Table(table.clone()));
         }
+    }
+
+    /// The oldest table version any worker still routes by: a backend left out of this version
+    /// is picked by no worker any more.
+    pub fn installed_version(&self) -> u64 {
+        self.links
+            .iter()
+            .map(|l| l.installed_version.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
     }
 
     /// Orders every worker to close its connections to backend `id` (its drain time is over).

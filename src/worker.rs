@@ -7,6 +7,7 @@
 //! deadlines, paused accepts). Control messages arrive on a crossbeam channel with a `Waker` event.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,6 +105,8 @@ pub struct Core {
     pub metrics: WorkerMetrics,
     /// The attempt budget per request id, shared by all workers.
     pub budget: Arc<IdBudget>,
+    /// The version of `table`, for the control thread (see [`crate::server::DataPlane::installed_version`]).
+    installed_version: Arc<AtomicU64>,
     next_flush_ms: u64,
     next_trim_ms: u64,
     accept_paused_until_ms: u64,
@@ -123,6 +126,7 @@ pub struct WorkerParts {
     pub table: Arc<BackendTable>,
     pub control: ControlLink,
     pub budget: Arc<IdBudget>,
+    pub installed_version: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -136,6 +140,7 @@ impl Worker {
             table,
             control,
             budget,
+            installed_version,
         } = parts;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -163,6 +168,7 @@ impl Worker {
             now_us: crate::clock::now_us(),
             control,
             budget,
+            installed_version,
             metrics: WorkerMetrics::new(index),
             next_flush_ms: crate::clock::now_ms() + METRICS_FLUSH_MS,
             next_trim_ms: crate::clock::now_ms() + TRIM_EVERY_MS,
@@ -283,6 +289,10 @@ impl Core {
         }
         self.strategy = strategy::build(table.strategy, &table.params, &table.backends, self.seed);
         debug!("worker installed backend table version {}", table.version);
+        // Release: the in-flight counts of picks made under the old table are visible to the
+        // control thread before the version that says this worker stopped making them.
+        self.installed_version
+            .store(table.version, Ordering::Release);
         self.table = table;
     }
 

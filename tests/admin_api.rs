@@ -231,6 +231,10 @@ fn status_reports_version_and_live_numbers() {
     let (status, s) = lb.api("GET", "/api/status", None);
     assert_eq!(status, 200);
     assert!(s["version"].as_u64().unwrap() >= 1);
+    assert_eq!(
+        s["installed_version"], s["version"],
+        "every worker applied it"
+    );
     assert_eq!(s["strategy"]["configured"], "round-robin");
     let b = &s["backends"][0];
     assert_eq!(b["address"], a.addr.to_string());
@@ -290,17 +294,16 @@ fn changes_under_traffic_lose_no_request() {
     assert_eq!(strategy["active"], "least-connections");
 
     // A disabled backend gets nothing new; enabled again, it does. Requests already on their way
-    // finish, so the count is taken once 50 more requests went elsewhere (every worker has then
-    // installed the new table), and checked over the next 50.
+    // finish, so the count is taken once every worker routes by the new table and nothing is in
+    // flight to it, and checked over the next 50 requests.
     assert_eq!(
         lb.api("POST", &format!("/api/backends/{}/disable", b.addr), None)
             .0,
         200
     );
-    let others = || a.requests().len() + c.requests().len();
-    let mark = others();
-    assert!(wait_until(IO_TIMEOUT, || others() > mark + 50));
+    assert!(wait_settled(&lb, b.addr));
     let frozen = b.requests().len();
+    let others = || a.requests().len() + c.requests().len();
     let mark = others();
     assert!(wait_until(IO_TIMEOUT, || others() > mark + 50));
     assert_eq!(

@@ -60,6 +60,10 @@ pub struct BackendStatusView {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct StatusView {
     pub version: u64,
+    /// The oldest version a worker routes by; equal to `version` once every worker applied the
+    /// last change.
+    #[serde(default)]
+    pub installed_version: u64,
     pub mode: String,
     pub strategy: StrategyView,
     pub requests_per_s: f64,
@@ -363,6 +367,7 @@ impl Control {
             .collect();
         StatusView {
             version: self.state.version(),
+            installed_version: self.installed_version(),
             mode: format!("{:?}", self.settings.proxy.mode).to_lowercase(),
             strategy: self.strategy_view(),
             requests_per_s: self.hub.requests_per_s(),

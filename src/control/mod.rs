@@ -300,7 +300,8 @@ impl Control {
             changed |= self.apply_probe(r);
         }
         changed |= self.end_ejections();
-        let (sever_removed, removed) = self.state.reap_removed(now);
+        let installed = self.installed_version();
+        let (sever_removed, removed) = self.state.reap_removed(now, installed);
         changed |= removed;
         let sever_disabled = self.state.expired_drains(now);
         if changed {
@@ -444,6 +445,14 @@ impl Control {
             }
         }
         changed
+    }
+
+    /// The oldest table version a worker still routes by (the last one published when there are
+    /// no workers).
+    pub fn installed_version(&self) -> u64 {
+        self.plane
+            .as_ref()
+            .map_or(self.state.version(), |p| p.installed_version())
     }
 
     /// Sends the current state to every worker as a new table version.

@@ -78,6 +78,9 @@ pub struct BackendEntry {
     pub last_ejection_end_ms: u64,
     /// Removed by the operator and draining: gone from the table once idle or at this deadline.
     pub removing_deadline_ms: Option<u64>,
+    /// The first table version without it as a target: it is idle only once every worker has
+    /// installed that version (before, a worker may still pick it).
+    pub removing_from_version: u64,
     /// Disabled and draining: connections still open at this deadline are closed.
     pub drain_deadline_ms: Option<u64>,
     /// When it last became eligible, for slow start.
@@ -286,6 +289,7 @@ impl ControlState {
             ejections: 0,
             last_ejection_end_ms: 0,
             removing_deadline_ms: None,
+            removing_from_version: 0,
             drain_deadline_ms: None,
             since_ms: now_ms,
             stats: Arc::new(BackendStats::default()),
@@ -371,6 +375,7 @@ impl ControlState {
         next.backends.retain(|b| b.address != addr);
         self.persist(&next)?;
         self.backends[i].removing_deadline_ms = Some(drain_deadline_ms);
+        self.backends[i].removing_from_version = self.version + 1;
         Ok(())
     }
 
@@ -439,16 +444,17 @@ impl ControlState {
         self.active_strategy = strategy;
     }
 
-    /// Drops removed backends that are drained or past their deadline. Returns the ids whose
-    /// connections must be closed (deadline passed with work still in flight), and whether the
-    /// backend list changed.
-    pub fn reap_removed(&mut self, now_ms: u64) -> (Vec<BackendId>, bool) {
+    /// Drops removed backends that are drained or past their deadline. `installed_version` is the
+    /// oldest table version a worker still routes by: a backend is drained when every worker has
+    /// stopped picking it and nothing is in flight. Returns the ids whose connections must be
+    /// closed (deadline passed with work still in flight), and whether the backend list changed.
+    pub fn reap_removed(&mut self, now_ms: u64, installed_version: u64) -> (Vec<BackendId>, bool) {
         let mut sever = Vec::new();
         let before = self.backends.len();
         self.backends.retain(|b| match b.removing_deadline_ms {
             None => true,
             Some(deadline) => {
-                let busy = b.stats.in_flight() > 0;
+                let busy = b.stats.in_flight() > 0 || installed_version < b.removing_from_version;
                 if busy && now_ms >= deadline {
                     sever.push(b.id);
                 }
@@ -665,9 +671,10 @@ mod tests {
         stats
             .in_flight
             .store(1, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(s.reap_removed(50), (vec![], false));
+        let v = t.version;
+        assert_eq!(s.reap_removed(50, v), (vec![], false));
         assert_eq!(
-            s.reap_removed(100),
+            s.reap_removed(100, v),
             (vec![1], true),
             "deadline: sever and drop"
         );
@@ -675,6 +682,16 @@ mod tests {
         // Adding it again is allowed once it is gone, and also while the old one drains.
         s.add(addr(1), 1, 1).unwrap();
         s.remove(addr(1), 10).unwrap();
-        assert_eq!(s.reap_removed(5), (vec![], true), "idle: dropped at once");
+        assert_eq!(
+            s.reap_removed(5, s.version()),
+            (vec![], false),
+            "a worker may still pick it until the next table is installed"
+        );
+        let v = s.table().version;
+        assert_eq!(
+            s.reap_removed(5, v),
+            (vec![], true),
+            "idle: dropped at once"
+        );
     }
 }

@@ -519,11 +519,25 @@ pub fn backend_view(lb: &Sluice, addr: SocketAddr) -> Option<serde_json::Value> 
         .cloned()
 }
 
-/// A client that sends requests over a few keep-alive connections from its own thread until told to
-/// stop, counting responses by body and failures.
+/// Waits until every worker routes by the latest table and nothing is in flight to `addr`. From
+/// then on, a backend that table takes out of rotation gets no new request.
+pub fn wait_settled(lb: &Sluice, addr: SocketAddr) -> bool {
+    wait_until(IO_TIMEOUT, || {
+        let (_, s) = lb.api("GET", "/api/status", None);
+        let in_flight = s["backends"].as_array().and_then(|all| {
+            all.iter()
+                .find(|b| b["address"] == addr.to_string())
+                .map(|b| b["in_flight"].clone())
+        });
+        s["installed_version"] == s["version"] && in_flight == Some(0.into())
+    })
+}
+
 /// What a traffic thread saw: responses by body, and failures.
 pub type TrafficResult = (std::collections::HashMap<String, usize>, Vec<String>);
 
+/// A client that sends requests over a few keep-alive connections from its own thread until told to
+/// stop, counting responses by body and failures.
 pub struct Traffic {
     stop: Arc<std::sync::atomic::AtomicBool>,
     threads: Vec<thread::JoinHandle<TrafficResult>>,
