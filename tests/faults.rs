@@ -281,13 +281,12 @@ fn client_gone_mid_response() {
 
 #[test]
 fn all_backends_down_and_back() {
-    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = holder.local_addr().unwrap();
-    drop(holder);
+    let (down, addr) = bound_not_listening();
     let lb = lb_with(one_worker(), &[addr]);
     assert_eq!(roundtrip(lb.addr, &get("/")).status, 503);
     // The backend comes up on the same address: served again, no restart needed.
-    let listener = TcpListener::bind(addr).unwrap();
+    down.listen(128).unwrap();
+    let listener = TcpListener::from(down);
     thread::spawn(move || {
         for s in listener.incoming().flatten() {
             thread::spawn(move || {

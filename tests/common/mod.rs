@@ -141,10 +141,23 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// An address nothing listens on: bound, then released.
+/// A socket bound to a port of its own but not listening: connections to it are refused until
+/// `listen` is called on it. Holding the socket keeps the port, so no other test (they run in
+/// parallel) can be given it.
+pub fn bound_not_listening() -> (socket2::Socket, SocketAddr) {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sock.bind(&any.into()).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    (sock, addr)
+}
+
+/// An address that refuses connections for the rest of the test process.
 pub fn refused_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    let (sock, addr) = bound_not_listening();
+    std::mem::forget(sock);
+    addr
 }
 
 /// A backend on port 0 that runs `handle` on each accepted connection in its own thread.
