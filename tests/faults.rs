@@ -203,8 +203,15 @@ fn flapping_backend_loses_no_request() {
     let lb = lb_with(test_config(Mode::Http), &[steady.addr, refused_addr()]);
     // Swap the second backend between a refusing and a working address while traffic flows.
     let traffic = Traffic::start(lb.addr, 4);
+    // The second backend that is not draining (a removed one stays listed until drained).
     let second = || {
-        lb.api("GET", "/api/backends", None).1[1]["address"]
+        let (_, list) = lb.api("GET", "/api/backends", None);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["draining"] == false)
+            .nth(1)
+            .unwrap()["address"]
             .as_str()
             .unwrap()
             .to_string()

@@ -31,10 +31,7 @@ fn holder_keeps_every_connection_and_pings_them() {
 #[test]
 fn holder_counts_failures_against_a_closed_port() {
     init_logger();
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = common::refused_addr();
     let mut cfg = HoldConfig::new(addr);
     cfg.connections = 5;
     cfg.duration = Duration::from_millis(300);

@@ -143,10 +143,7 @@ fn a_stalled_server_produces_timeouts_and_the_run_still_ends() {
 #[test]
 fn a_closed_port_counts_connect_errors() {
     init_logger();
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let addr = common::refused_addr();
     let report = http::run(&config(addr, 100.0, 300)).unwrap();
     assert_eq!(report.requests, 0);
     assert!(

@@ -117,6 +117,7 @@ pub(crate) fn run(cfg: &HoldConfig, mut on_tick: impl FnMut(&Tick)) -> io::Resul
             h.drive(event.token().0);
         }
     }
+    h.finish_pings(end + cfg.timeout, &mut events)?;
     let l = LatencySummary::of(&h.total_hist);
     Ok(HoldSummary {
         connections: cfg.connections as u64,
@@ -347,6 +348,30 @@ impl<'a> Holder<'a> {
         self.failed += 1;
         self.timers
             .push(Reverse((now + RECONNECT_DELAY, key, conn.generation)));
+    }
+
+    /// Sends no new ping and waits until `deadline` for the answers to those already sent, so
+    /// every ping sent is counted as answered or failed; one still unanswered then has failed.
+    fn finish_pings(&mut self, deadline: Instant, events: &mut Events) -> io::Result<()> {
+        let out = |h: &Self| h.conns.iter().filter(|c| c.ping_sent.is_some()).count() as u64;
+        while out(self) > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                let late = out(self);
+                self.second.ping_errors += late;
+                self.total_ping_errors += late;
+                return Ok(());
+            }
+            match self.poll.poll(events, Some(deadline - now)) {
+                Ok(()) => {}
+                Err(e) if interrupted(&e) => continue,
+                Err(e) => return Err(e),
+            }
+            for event in events.iter() {
+                self.drive(event.token().0);
+            }
+        }
+        Ok(())
     }
 
     fn close_second(&mut self) -> Tick {

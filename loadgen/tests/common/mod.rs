@@ -32,6 +32,18 @@ pub fn post(addr: SocketAddr, path: &str, body: &[u8]) -> Response {
     }
 }
 
+/// An address that refuses connections for the rest of the test process: a socket bound to it
+/// but not listening. Holding it keeps the port, so no test running in parallel is given it.
+pub fn refused_addr() -> SocketAddr {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    sock.bind(&any.into()).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(sock);
+    addr
+}
+
 pub fn body_text(r: &Response) -> String {
     String::from_utf8_lossy(&r.body).into_owned()
 }
