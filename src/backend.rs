@@ -25,6 +25,8 @@ pub struct BackendStats {
     pub in_flight: AtomicU64,
     /// Open connections to the backend, idle pooled ones included.
     pub conns: AtomicU64,
+    /// Requests waiting in the workers' queues for a connection (`--backend-max-conns`).
+    pub queued: AtomicU64,
     /// Peak-EWMA response time in microseconds, stored as `f64` bits (see [`BackendStats::latency_us`]).
     latency_ewma_bits: AtomicU64,
     /// When `latency_ewma_bits` was last updated, in ms of [`crate::clock`].
@@ -49,6 +51,10 @@ impl BackendStats {
 
     pub fn conns(&self) -> u64 {
         self.conns.load(Ordering::Relaxed)
+    }
+
+    pub fn queued(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 
     /// Counts a failed attempt; returns the failures in a row so far.

@@ -13,6 +13,7 @@ use log::debug;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
+use crate::backend::BackendStats;
 use crate::budget::Reserve;
 use crate::config::Mode;
 use crate::conn::Exchange;
@@ -35,8 +36,42 @@ pub struct Slot {
     pub idle: Vec<usize>,
     /// Connections this worker has open to the backend, idle ones included.
     pub conns: usize,
-    /// Clients waiting for a connection while the backend is at `--backend-max-conns`.
-    pub queue: std::collections::VecDeque<usize>,
+    /// Clients waiting for a connection while the backend is at `--backend-max-conns`; every
+    /// change is mirrored in the backend's shared `queued` count.
+    queue: std::collections::VecDeque<usize>,
+}
+
+impl Slot {
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn enqueue(&mut self, k: usize, stats: &BackendStats) {
+        self.queue.push_back(k);
+        stats.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn dequeue(&mut self, stats: &BackendStats) -> Option<usize> {
+        let k = self.queue.pop_front()?;
+        stats.queued.fetch_sub(1, Ordering::Relaxed);
+        Some(k)
+    }
+
+    /// Takes client `k` out of the queue if it waits there.
+    fn leave(&mut self, k: usize, stats: &BackendStats) {
+        if let Some(i) = self.queue.iter().position(|&x| x == k) {
+            self.queue.remove(i);
+            stats.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Empties the queue into `out` (its clients are routed again).
+    pub fn drain_queue(&mut self, stats: &BackendStats, out: &mut Vec<usize>) {
+        stats
+            .queued
+            .fetch_sub(self.queue.len() as u64, Ordering::Relaxed);
+        out.extend(self.queue.drain(..));
+    }
 }
 
 /// The budget's clock: seconds of the process clock.
@@ -111,7 +146,7 @@ impl Core {
         let limit = self.cfg.backend_max_conns.div_ceil(self.cfg.workers.max(1));
         let slot = &mut self.slots[idx];
         if self.cfg.backend_max_conns != 0 && slot.idle.is_empty() && slot.conns >= limit {
-            if slot.queue.len() >= self.cfg.backend_queue {
+            if slot.queue_len() >= self.cfg.backend_queue {
                 return match self.cfg.mode {
                     Mode::Http => self.answer(
                         k,
@@ -122,7 +157,7 @@ impl Core {
                     Mode::Tcp => Next::Close,
                 };
             }
-            slot.queue.push_back(k);
+            slot.enqueue(k, &self.table.backends[idx].stats);
             ex.queued = true;
             c.deadline
                 .set(self.now_ms + self.cfg.queue_timeout_ms, k, &mut self.timers);
@@ -500,9 +535,9 @@ impl Core {
     /// Lets the first client queued for backend `i` try again, if the backend has room now.
     fn wake_one(&mut self, i: usize) {
         let limit = self.conn_limit();
-        if let Some(slot) = self.slots.get_mut(i) {
+        if let (Some(slot), Some(b)) = (self.slots.get_mut(i), self.table.backends.get(i)) {
             if slot.conns < limit || !slot.idle.is_empty() {
-                if let Some(k) = slot.queue.pop_front() {
+                if let Some(k) = slot.dequeue(&b.stats) {
                     self.wake.push(k);
                 }
             }
@@ -517,8 +552,8 @@ impl Core {
             .and_then(|c| c.ex.as_mut())
             .is_some_and(|ex| std::mem::take(&mut ex.queued));
         if queued {
-            for slot in &mut self.slots {
-                slot.queue.retain(|&x| x != k);
+            for (slot, b) in self.slots.iter_mut().zip(self.table.backends.iter()) {
+                slot.leave(k, &b.stats);
             }
         }
     }

@@ -263,17 +263,18 @@ impl Core {
                 .backends
                 .get(i)
                 .and_then(|old| table.position(old.id));
+            let stats = &self.table.backends[i].stats;
             match position {
                 Some(j) => {
                     if !table.backends[j].is_eligible() {
                         to_close.append(&mut slot.idle);
-                        self.wake.extend(slot.queue.drain(..));
+                        slot.drain_queue(stats, &mut self.wake);
                     }
                     slots[j] = slot;
                 }
                 None => {
                     to_close.append(&mut slot.idle);
-                    self.wake.extend(slot.queue.drain(..));
+                    slot.drain_queue(stats, &mut self.wake);
                 }
             }
         }

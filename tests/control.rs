@@ -6,7 +6,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
@@ -19,38 +19,48 @@ fn settings(mode: Mode, backends: &[SocketAddr]) -> Settings {
     settings_for(test_config(mode), backends, StrategyKind::RoundRobin)
 }
 
-/// A backend whose `/health` answers 503 while `sick` is set; counts probes by outcome and serves
-/// other requests with `name`.
+/// A backend whose `/health` answers as the test says, one probe at a time: each probe waits
+/// for the next verdict (true: 200, false: 503), so the test knows exactly which probes failed.
+/// Other requests are served with `name`.
 struct Checked {
     backend: HttpBackend,
-    sick: Arc<AtomicBool>,
-    failed_probes: Arc<AtomicUsize>,
-    passed_probes: Arc<AtomicUsize>,
+    verdicts: mpsc::Sender<bool>,
+    /// Probes that reached the backend, answered or waiting for their verdict.
+    probes: Arc<AtomicUsize>,
 }
 
 impl Checked {
     fn start(name: &'static str) -> Checked {
-        let sick = Arc::new(AtomicBool::new(false));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let passed = Arc::new(AtomicUsize::new(0));
-        let (s, f, p) = (sick.clone(), failed.clone(), passed.clone());
+        let (verdicts, rx) = mpsc::channel::<bool>();
+        let rx = Mutex::new(rx);
+        let probes = Arc::new(AtomicUsize::new(0));
+        let arrived = probes.clone();
         let backend = HttpBackend::start(move |r| {
             if r.target == "/health" {
-                if s.load(Ordering::SeqCst) {
-                    f.fetch_add(1, Ordering::SeqCst);
-                    return Reply::status(503, b"sick");
-                }
-                p.fetch_add(1, Ordering::SeqCst);
-                return Reply::ok(b"fine");
+                arrived.fetch_add(1, Ordering::SeqCst);
+                return match rx.lock().unwrap().recv_timeout(IO_TIMEOUT) {
+                    Ok(true) => Reply::ok(b"fine"),
+                    _ => Reply::status(503, b"sick"),
+                };
             }
             Reply::ok(name.as_bytes())
         });
         Checked {
             backend,
-            sick,
-            failed_probes: failed,
-            passed_probes: passed,
+            verdicts,
+            probes,
         }
+    }
+
+    /// Answers the waiting probe with `pass`, then waits for the next probe to arrive: sluice
+    /// starts it only after it applied this one's result.
+    fn answer(&self, pass: bool) {
+        let next = self.probes.load(Ordering::SeqCst) + 1;
+        self.verdicts.send(pass).unwrap();
+        assert!(wait_until(IO_TIMEOUT, || self
+            .probes
+            .load(Ordering::SeqCst)
+            >= next));
     }
 
     fn served(&self) -> usize {
@@ -65,41 +75,42 @@ impl Checked {
 #[test]
 fn failing_health_checks_take_a_backend_out_and_passing_ones_bring_it_back() {
     let a = Checked::start("a");
-    let b = Checked::start("b");
-    let mut s = settings(Mode::Http, &[a.backend.addr, b.backend.addr]);
+    let b = HttpBackend::start(|_| Reply::ok(b"b"));
+    let served_b = || b.requests().len();
+    let mut s = settings(Mode::Http, &[a.backend.addr, b.addr]);
     s.control.health.kind = ProbeKind::Http {
         path: "/health".into(),
     };
     s.control.health.interval_ms = 50;
+    // A probe waits for the test's verdict; it must not time out meanwhile.
+    s.control.health.timeout_ms = 60_000;
     s.control.health.rise = 2;
     s.control.health.fall = 3;
     let lb = Sluice::with_settings(s);
     let traffic = Traffic::start(lb.addr, 2);
-    assert!(wait_until(IO_TIMEOUT, || a.served() > 10 && b.served() > 10));
-
-    a.sick.store(true, Ordering::SeqCst);
+    assert!(wait_until(IO_TIMEOUT, || a.served() > 10 && served_b() > 10));
     let healthy = || backend_view(&lb, a.backend.addr).unwrap()["healthy"] == true;
-    assert!(wait_until(IO_TIMEOUT, || !healthy()));
-    let failed = a.failed_probes.load(Ordering::SeqCst);
-    assert!(
-        (3..=4).contains(&failed),
-        "down after {failed} failed checks, fall is 3"
-    );
+
+    // Fall is 3: two failed checks leave it in, the third takes it out.
+    assert!(wait_until(IO_TIMEOUT, || a.probes.load(Ordering::SeqCst) >= 1));
+    a.answer(false);
+    a.answer(false);
+    assert!(healthy(), "down after 2 failed checks, fall is 3");
+    a.answer(false);
+    assert!(!healthy(), "still up after 3 failed checks");
+
     // Once every worker routes by the new table and a's last requests are answered, nothing more.
     assert!(wait_settled(&lb, a.backend.addr));
     let frozen = a.served();
-    let mark = b.served();
-    assert!(wait_until(IO_TIMEOUT, || b.served() > mark + 50));
+    let mark = served_b();
+    assert!(wait_until(IO_TIMEOUT, || served_b() > mark + 50));
     assert_eq!(a.served(), frozen, "a down backend got traffic");
 
-    let passed_before = a.passed_probes.load(Ordering::SeqCst);
-    a.sick.store(false, Ordering::SeqCst);
-    assert!(wait_until(IO_TIMEOUT, healthy));
-    let passed = a.passed_probes.load(Ordering::SeqCst) - passed_before;
-    assert!(
-        (2..=3).contains(&passed),
-        "up after {passed} passed checks, rise is 2"
-    );
+    // Rise is 2: one passed check is not enough, the second brings it back.
+    a.answer(true);
+    assert!(!healthy(), "up after 1 passed check, rise is 2");
+    a.answer(true);
+    assert!(healthy(), "still down after 2 passed checks");
     assert!(
         wait_until(IO_TIMEOUT, || a.served() > frozen),
         "a recovered backend gets traffic again"
@@ -183,7 +194,8 @@ fn a_passing_active_check_ends_an_ejection_early() {
 fn tcp_connections_to_a_disabled_backend_close_after_the_drain_timeout() {
     let echo = echo_backend(b"");
     let mut s = settings(Mode::Tcp, &[echo.addr]);
-    s.control.drain_timeout_ms = 300;
+    // Long enough for the pong below to make its round trip on a busy machine.
+    s.control.drain_timeout_ms = 2_000;
     let lb = Sluice::with_settings(s);
     let mut c = lb.connect();
     c.write_all(b"ping").unwrap();

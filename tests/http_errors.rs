@@ -209,7 +209,8 @@ fn idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     let backend = HttpBackend::echo_target();
     let lb = lb_with(
         ProxyConfig {
-            idle_timeout_ms: 200,
+            // The idle clock starts at accept: long enough for the first request to arrive.
+            idle_timeout_ms: 1_000,
             ..test_config(Mode::Http)
         },
         &[backend.addr],

@@ -146,7 +146,7 @@ fn requests_beyond_a_backends_connection_limit_queue_and_the_queue_is_bounded() 
     arrived.recv().unwrap(); // one request holds the only connection; two wait in the queue
     assert!(wait_until(IO_TIMEOUT, || {
         let (_, s) = lb.api("GET", "/api/status", None);
-        s["active_connections"].as_u64() == Some(3)
+        s["backends"][0]["queued"].as_u64() == Some(2)
     }));
     // A fourth finds the queue full.
     let full = roundtrip(addr, &get("/q3"));
@@ -161,6 +161,11 @@ fn requests_beyond_a_backends_connection_limit_queue_and_the_queue_is_bounded() 
         .collect();
     bodies.sort();
     assert_eq!(bodies, vec!["/q0", "/q1", "/q2"]);
+    let (_, s) = lb.api("GET", "/api/status", None);
+    assert_eq!(
+        s["backends"][0]["queued"], 0,
+        "the queue count follows the queue"
+    );
     assert_eq!(
         backend.accepts(),
         1,
@@ -184,6 +189,8 @@ fn a_request_queued_too_long_gets_503() {
     let second = roundtrip(addr, &get("/second"));
     assert_eq!(second.status, 503);
     assert!(second.text().contains("queue timeout"), "{second:?}");
+    let (_, s) = lb.api("GET", "/api/status", None);
+    assert_eq!(s["backends"][0]["queued"], 0, "it left the queue");
     release.send(()).unwrap();
     assert_eq!(first.join().unwrap().text(), "/first");
 }

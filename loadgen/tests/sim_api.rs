@@ -167,13 +167,14 @@ fn stopping_the_sim_closes_its_ports() {
 /// Polls `cond` until it holds (no fixed sleeps: it returns as soon as the state is reached).
 #[track_caller]
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !cond() {
         assert!(
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        std::thread::yield_now();
+        // A short pause between checks leaves the CPU to the threads being waited for.
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -50,6 +50,9 @@ pub struct BackendStatusView {
     #[serde(flatten)]
     pub backend: BackendView,
     pub in_flight: u64,
+    /// Requests waiting for a connection under `--backend-max-conns`.
+    #[serde(default)]
+    pub queued: u64,
     pub active_connections: u64,
     pub requests_per_s: f64,
     pub error_rate: f64,
@@ -357,6 +360,7 @@ impl Control {
                 BackendStatusView {
                     backend: BackendView::of(b),
                     in_flight: b.stats.in_flight(),
+                    queued: b.stats.queued(),
                     active_connections: b.stats.conns(),
                     requests_per_s: agg.map_or(0.0, |a| a.requests_per_s()),
                     error_rate: agg.map_or(0.0, |a| a.error_rate()),

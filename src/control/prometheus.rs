@@ -163,7 +163,7 @@ impl Control {
             .iter()
             .map(|b| (format!("backend=\"{}\"", label(&b.addr.to_string())), b))
             .collect();
-        let gauges: [Family<BackendEntry>; 5] = [
+        let gauges: [Family<BackendEntry>; 6] = [
             (
                 "sluice_backend_up",
                 "1 when active health checks pass.",
@@ -183,6 +183,11 @@ impl Control {
                 "sluice_backend_in_flight",
                 "Requests (HTTP) or tunnels (TCP) in progress.",
                 |b| b.stats.in_flight(),
+            ),
+            (
+                "sluice_backend_queued",
+                "Requests waiting for a connection under --backend-max-conns.",
+                |b| b.stats.queued(),
             ),
             (
                 "sluice_backend_connections",
