@@ -34,6 +34,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: &str = "3s";
 pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
 pub const DEFAULT_HEAD_TIMEOUT: &str = "10s";
 pub const DEFAULT_RESPONSE_TIMEOUT: &str = "60s";
+/// Early retries after `--per-try-timeout`, per 100 requests. Envoy's and linkerd's retry budgets
+/// default to 20; an early retry adds work while its backend is still busy with the first
+/// attempt, so half that.
+pub const DEFAULT_PER_TRY_BUDGET: u32 = 10;
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -173,6 +177,17 @@ pub struct RunArgs {
     /// Answer 504 when a backend sends nothing for this long while a request waits.
     #[arg(long, default_value = DEFAULT_RESPONSE_TIMEOUT, value_name = "DURATION")]
     pub response_timeout: DurationArg,
+
+    /// Send an idempotent request (any with --retry-methods any) to another backend when its
+    /// backend has not started answering after this long, while --per-try-budget allows; else
+    /// keep waiting, up to --response-timeout. 0 = off.
+    #[arg(long, default_value = "0", value_name = "DURATION")]
+    pub per_try_timeout: DurationArg,
+
+    /// Early retries after --per-try-timeout, as a percentage of requests (each worker also
+    /// allows 10 per second whatever its traffic).
+    #[arg(long, default_value_t = DEFAULT_PER_TRY_BUDGET, value_name = "PERCENT")]
+    pub per_try_budget: u32,
 
     /// Close a pooled idle backend connection after this long.
     #[arg(long, default_value = DEFAULT_POOL_IDLE_TIMEOUT, value_name = "DURATION")]
@@ -317,6 +332,10 @@ pub struct ProxyConfig {
     pub idle_timeout_ms: u64,
     pub head_timeout_ms: u64,
     pub response_timeout_ms: u64,
+    /// Retry elsewhere when no answer byte came this long after the attempt started (0 = off).
+    pub per_try_timeout_ms: u64,
+    /// Early retries per 100 requests (see [`crate::retry::EarlyRetryBudget`]).
+    pub per_try_budget_percent: u32,
     pub pool_idle_timeout_ms: u64,
     pub pool_max_idle: usize,
     pub max_conns: usize,
@@ -360,6 +379,8 @@ impl Default for ProxyConfig {
             idle_timeout_ms: ms(DEFAULT_IDLE_TIMEOUT),
             head_timeout_ms: ms(DEFAULT_HEAD_TIMEOUT),
             response_timeout_ms: ms(DEFAULT_RESPONSE_TIMEOUT),
+            per_try_timeout_ms: 0,
+            per_try_budget_percent: DEFAULT_PER_TRY_BUDGET,
             pool_idle_timeout_ms: ms(DEFAULT_POOL_IDLE_TIMEOUT),
             pool_max_idle: DEFAULT_POOL_MAX_IDLE,
             max_conns: default_max_conns(),
@@ -393,6 +414,7 @@ impl ProxyConfig {
             self.connect_timeout_ms,
             self.head_timeout_ms,
             self.response_timeout_ms,
+            self.per_try_timeout_ms,
             self.queue_timeout_ms,
         ]
         .into_iter()
@@ -457,6 +479,18 @@ impl ProxyConfig {
             return Err(format!(
                 "--buffer-size must be at most 16 MiB, not {}",
                 self.buffer_size
+            ));
+        }
+        if self.per_try_timeout_ms >= self.response_timeout_ms {
+            return Err(format!(
+                "--per-try-timeout ({} ms) must be shorter than --response-timeout ({} ms)",
+                self.per_try_timeout_ms, self.response_timeout_ms
+            ));
+        }
+        if self.per_try_budget_percent > 100 {
+            return Err(format!(
+                "--per-try-budget must be a percentage from 0 to 100, not {}",
+                self.per_try_budget_percent
             ));
         }
         for (name, ms) in [
@@ -539,6 +573,8 @@ impl RunArgs {
             idle_timeout_ms: self.idle_timeout.ms(),
             head_timeout_ms: self.head_timeout.ms(),
             response_timeout_ms: self.response_timeout.ms(),
+            per_try_timeout_ms: self.per_try_timeout.ms(),
+            per_try_budget_percent: self.per_try_budget,
             pool_idle_timeout_ms: self.pool_idle_timeout.ms(),
             pool_max_idle: self.pool_max_idle,
             max_conns: self.max_conns.unwrap_or_else(default_max_conns),

@@ -260,6 +260,9 @@ pub struct Exchange {
     pub started_ms: u64,
     /// When the current attempt was sent, in us of [`crate::clock`].
     pub attempt_started_us: u64,
+    /// `--per-try-timeout` is on and the current attempt has had no answer byte yet: its deadline
+    /// is the per-try one.
+    pub per_try_pending: bool,
 
     /// Tunnel: each side's sending half has ended (EOF read) and been passed on (shutdown written).
     pub up_eof: bool,
@@ -302,6 +305,7 @@ impl Exchange {
             reused_conn: false,
             started_ms: 0,
             attempt_started_us: 0,
+            per_try_pending: false,
             up_eof: false,
             up_shut: false,
             down_eof: false,

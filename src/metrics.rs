@@ -97,6 +97,8 @@ pub struct WorkerSnapshot {
     pub client_responses: [u64; 6],
     pub attempts: u64,
     pub retries: u64,
+    /// Retries after `--per-try-timeout` (also counted in `retries`).
+    pub early_retries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub backends: Vec<BackendCounts>,
@@ -278,6 +280,7 @@ pub struct MetricsHub {
     pub client_responses: [u64; 6],
     pub attempts: u64,
     pub retries: u64,
+    pub early_retries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
     /// Latest active-client gauge from each worker.
@@ -302,6 +305,7 @@ impl MetricsHub {
         self.second_errors += snap.client_responses[5];
         self.attempts += snap.attempts;
         self.retries += snap.retries;
+        self.early_retries += snap.early_retries;
         self.bytes_in += snap.bytes_in;
         self.bytes_out += snap.bytes_out;
         self.active_by_worker

@@ -188,6 +188,10 @@ impl Core {
         ex.tried[usize::from(ex.attempts)] = backend.id;
         ex.attempts += 1;
         ex.attempt_started_us = self.now_us;
+        ex.per_try_pending = self.cfg.per_try_timeout_ms != 0 && self.cfg.mode == Mode::Http;
+        if ex.attempts == 1 {
+            self.early_retries.deposit();
+        }
         self.metrics.current.attempts += 1;
         if ex.attempts > 1 {
             self.metrics.current.retries += 1;
@@ -201,7 +205,8 @@ impl Core {
             b.client = k;
             b.deadline.clear();
             b.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-            self.set_deadline(k, self.cfg.response_timeout_ms);
+            let wait_ms = self.response_wait_ms(k);
+            self.set_deadline(k, wait_ms);
             return Next::Again;
         }
 
@@ -254,7 +259,7 @@ impl Core {
             ConnectProgress::Connected => {
                 self.backends[bk].state = BackendState::Busy;
                 let after = match self.cfg.mode {
-                    Mode::Http => self.cfg.response_timeout_ms,
+                    Mode::Http => self.response_wait_ms(k),
                     Mode::Tcp => self.cfg.idle_timeout_ms,
                 };
                 self.set_deadline(k, after);
@@ -467,9 +472,71 @@ impl Core {
             return self.attempt_failed(k, Failure::Connect);
         }
         match self.clients[k].state {
+            ClientState::Proxy if ex.per_try_pending => self.per_try_expired(k),
             ClientState::Proxy => self.attempt_failed(k, Failure::Timeout),
             _ => Next::Close,
         }
+    }
+
+    /// How long client `k` may wait for its backend from now: what is left of the attempt's
+    /// `--per-try-timeout` while no answer byte came, `--response-timeout` otherwise.
+    pub fn response_wait_ms(&self, k: usize) -> u64 {
+        match self.clients.get(k).and_then(|c| c.ex.as_ref()) {
+            Some(ex) if ex.per_try_pending => {
+                let elapsed_ms = self.now_us.saturating_sub(ex.attempt_started_us) / 1000;
+                self.cfg
+                    .per_try_timeout_ms
+                    .saturating_sub(elapsed_ms)
+                    .max(1)
+            }
+            _ => self.cfg.response_timeout_ms,
+        }
+    }
+
+    /// The attempt of client `k` passed `--per-try-timeout` without an answer byte. It is sent
+    /// to a backend not tried yet when the request may be sent again and the worker's early-retry
+    /// budget has room; otherwise it keeps waiting, up to `--response-timeout` from the attempt's
+    /// start.
+    fn per_try_expired(&mut self, k: usize) -> Next {
+        let now_s = now_s(self.now_ms);
+        let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else {
+            return Next::Close;
+        };
+        let may_retry = (self.cfg.retry.any_method || ex.method.is_idempotent())
+            && usize::from(ex.attempts) < usize::from(self.cfg.max_attempts)
+            && ex.req_sent == ex.req_len
+            && self.replayable(ex)
+            && ex
+                .id
+                .is_none_or(|id| self.budget.would_grant(id, self.cfg.max_attempts, now_s))
+            && self
+                .table
+                .eligible
+                .iter()
+                .any(|&i| !ex.tried().contains(&self.table.backends[i].id));
+        let waited_us = self.now_us.saturating_sub(ex.attempt_started_us);
+        if let Some(ex) = self.clients.get_mut(k).and_then(|c| c.ex.as_mut()) {
+            ex.per_try_pending = false;
+        }
+        if may_retry && self.early_retries.try_take(self.now_ms) {
+            self.metrics.current.early_retries += 1;
+            // The backend has taken at least this long: latency-aware strategies learn it.
+            let bound = self.clients[k].ex.as_ref().and_then(|ex| ex.backend);
+            if let Some(b) = bound.and_then(|bk| self.backends.get(bk)) {
+                if self.table.latency_aware {
+                    b.stats.record_response(waited_us, true, self.now_ms);
+                }
+            }
+            self.unbind_backend(k, false);
+            self.reset_attempt(k);
+            return self.dispatch(k);
+        }
+        let left_ms = self
+            .cfg
+            .response_timeout_ms
+            .saturating_sub(self.cfg.per_try_timeout_ms);
+        self.set_deadline(k, left_ms.max(1));
+        Next::Wait
     }
 
     /// Detaches client `k`'s backend connection: back to the idle pool when `reuse` and the backend

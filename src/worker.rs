@@ -25,6 +25,7 @@ use crate::config::{Mode, ProxyConfig};
 use crate::conn::{BackendConn, BackendState, ClientConn, ClientState, Exchange, Ready};
 use crate::control::{ControlLink, ControlMsg};
 use crate::metrics::WorkerMetrics;
+use crate::retry::EarlyRetryBudget;
 use crate::strategy::{self, Strategy};
 use crate::timer::{Deadline, TimerEntry, TimerWheel, DEFAULT_SLOTS};
 use crate::upstream::Slot;
@@ -105,6 +106,8 @@ pub struct Core {
     pub metrics: WorkerMetrics,
     /// The attempt budget per request id, shared by all workers.
     pub budget: Arc<IdBudget>,
+    /// Early retries after `--per-try-timeout` this worker may still make.
+    pub early_retries: EarlyRetryBudget,
     /// The version of `table`, for the control thread (see [`crate::server::DataPlane::installed_version`]).
     installed_version: Arc<AtomicU64>,
     next_flush_ms: u64,
@@ -148,6 +151,8 @@ impl Worker {
         let strategy = strategy::build(table.strategy, &table.params, &table.backends, seed);
         let max_clients = cfg.max_conns.div_ceil(cfg.workers.max(1)).max(1);
         let tick_ms = cfg.timer_tick_ms();
+        let early_retries =
+            EarlyRetryBudget::new(cfg.per_try_budget_percent, crate::clock::now_ms());
         let core = Core {
             bufs: BufPool::new(cfg.buffer_size, DEFAULT_POOL_MAX_FREE),
             cfg,
@@ -168,6 +173,7 @@ impl Worker {
             now_us: crate::clock::now_us(),
             control,
             budget,
+            early_retries,
             installed_version,
             metrics: WorkerMetrics::new(index),
             next_flush_ms: crate::clock::now_ms() + METRICS_FLUSH_MS,

@@ -177,6 +177,8 @@ fn bad_flags_get_a_message_and_a_non_zero_exit() {
         &["--connect-timeout", "3 parsecs"],
         &["--hash-key", "shoe-size"],
         &["--listen", "127.0.0.1:0", "--admin", "not an address"],
+        &["--per-try-timeout", "2s", "--response-timeout", "1s"],
+        &["--per-try-budget", "101"],
     ] {
         let out = Command::new(SLUICE).args(args).output().unwrap();
         assert_eq!(

@@ -9,28 +9,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-/// The value of the first sample line starting with `series` (name and labels).
-fn value(exposition: &str, series: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn scrape(lb: &Sluice) -> String {
-    let mut s = connect(lb.admin);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
-    let resp = read_response(&mut BufReader::new(s), false).unwrap();
-    assert_eq!(resp.status, 200);
-    assert!(resp
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/plain; version=0.0.4"));
-    resp.text()
-}
-
 #[test]
 fn counters_follow_the_traffic_and_promtool_accepts_them() {
     let backend = HttpBackend::start(|r| {

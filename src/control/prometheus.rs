@@ -44,7 +44,7 @@ impl Control {
     pub fn prometheus(&self) -> String {
         let hub = &self.hub;
         let mut o = String::with_capacity(8 * 1024);
-        let simple: [(&str, &str, &str, u64); 10] = [
+        let simple: [(&str, &str, &str, u64); 11] = [
             (
                 "sluice_connections_accepted_total",
                 "counter",
@@ -74,6 +74,12 @@ impl Control {
                 "counter",
                 "Attempts that were retries of a failed attempt.",
                 hub.retries,
+            ),
+            (
+                "sluice_early_retries_total",
+                "counter",
+                "Retries of attempts with no answer after --per-try-timeout (in sluice_retries_total too).",
+                hub.early_retries,
             ),
             (
                 "sluice_received_bytes_total",

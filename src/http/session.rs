@@ -268,7 +268,10 @@ impl Core {
             // Response bytes from the backend.
             let resp = ex.resp.get_or_insert_with(|| self.bufs.get());
             match read_into(&mut b.sock, &mut b.ready, resp, limit) {
-                Io::Done(_) => progress = true,
+                Io::Done(_) => {
+                    progress = true;
+                    ex.per_try_pending = false;
+                }
                 Io::Blocked => {}
                 Io::Eof => {
                     if ex.resp_phase == RespPhase::Body && matches!(ex.resp_body, Body::UntilClose)
@@ -427,7 +430,8 @@ impl Core {
             moved = true;
         }
         if moved {
-            self.set_deadline(k, self.cfg.response_timeout_ms);
+            let wait_ms = self.response_wait_ms(k);
+            self.set_deadline(k, wait_ms);
         }
         Next::Wait
     }

@@ -546,6 +546,29 @@ pub fn wait_settled(lb: &Sluice, addr: SocketAddr) -> bool {
     })
 }
 
+/// The value of the first sample line starting with `series` (name and labels).
+pub fn value(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `GET /metrics`: the Prometheus exposition.
+pub fn scrape(lb: &Sluice) -> String {
+    let mut s = connect(lb.admin);
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let resp = read_response(&mut BufReader::new(s), false).unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(resp
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    resp.text()
+}
+
 /// What a traffic thread saw: responses by body, and failures.
 pub type TrafficResult = (std::collections::HashMap<String, usize>, Vec<String>);
 
