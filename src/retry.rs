@@ -89,7 +89,7 @@ impl RetryPolicy {
         if outcome == Outcome::Connect {
             return true;
         }
-        if !self.any_method && !method.is_idempotent() {
+        if !self.allows_method(method) {
             return false;
         }
         match outcome {
@@ -102,6 +102,11 @@ impl RetryPolicy {
             }
             Outcome::Status(_) => false,
         }
+    }
+
+    /// Whether a `method` request the backend may have acted on may be sent again.
+    pub fn allows_method(&self, method: Method) -> bool {
+        self.any_method || method.is_idempotent()
     }
 
     /// Whether some status answer could ever be retried (then responses are inspected before they

@@ -189,7 +189,7 @@ impl Core {
         ex.attempts += 1;
         ex.attempt_started_us = self.now_us;
         ex.per_try_pending = self.cfg.per_try_timeout_ms != 0 && self.cfg.mode == Mode::Http;
-        if ex.attempts == 1 {
+        if ex.per_try_pending && ex.attempts == 1 {
             self.early_retries.deposit();
         }
         self.metrics.current.attempts += 1;
@@ -310,21 +310,15 @@ impl Core {
                     self.budget.refund(id, now_s);
                 }
             }
-            let attempts_left = usize::from(ex.attempts) < usize::from(self.cfg.max_attempts);
             match self.cfg.mode {
-                Mode::Tcp => failure == Failure::Connect && attempts_left,
+                Mode::Tcp => failure == Failure::Connect && self.attempts_left(ex),
                 Mode::Http => {
                     let outcome = match failure {
                         Failure::Connect => Outcome::Connect,
                         Failure::Timeout => Outcome::Timeout,
                         Failure::Broken | Failure::Garbage => Outcome::Broken,
                     };
-                    self.cfg.retry.allows(outcome, ex.method)
-                        && attempts_left
-                        && self.replayable(ex)
-                        && ex.id.is_none_or(|id| {
-                            self.budget.would_grant(id, self.cfg.max_attempts, now_s)
-                        })
+                    self.cfg.retry.allows(outcome, ex.method) && self.may_send_again(ex, now_s)
                 }
             }
         };
@@ -387,6 +381,20 @@ impl Core {
     }
 
     /// Whether the whole request is still held, within `--retry-buffer`, so it can be sent again.
+    /// Whether the request has attempts left, is still whole in its buffer, and its id (if any)
+    /// may have another attempt: what every retry needs, whatever made the attempt fail.
+    fn may_send_again(&self, ex: &Exchange, now_s: u32) -> bool {
+        self.attempts_left(ex)
+            && self.replayable(ex)
+            && ex
+                .id
+                .is_none_or(|id| self.budget.would_grant(id, self.cfg.max_attempts, now_s))
+    }
+
+    fn attempts_left(&self, ex: &Exchange) -> bool {
+        usize::from(ex.attempts) < usize::from(self.cfg.max_attempts)
+    }
+
     pub fn replayable(&self, ex: &Exchange) -> bool {
         ex.replayable && ex.req_body.is_done() && ex.req_len <= self.cfg.retry_buffer
     }
@@ -502,13 +510,9 @@ impl Core {
         let Some(ex) = self.clients.get(k).and_then(|c| c.ex.as_ref()) else {
             return Next::Close;
         };
-        let may_retry = (self.cfg.retry.any_method || ex.method.is_idempotent())
-            && usize::from(ex.attempts) < usize::from(self.cfg.max_attempts)
+        let may_retry = self.cfg.retry.allows_method(ex.method)
             && ex.req_sent == ex.req_len
-            && self.replayable(ex)
-            && ex
-                .id
-                .is_none_or(|id| self.budget.would_grant(id, self.cfg.max_attempts, now_s))
+            && self.may_send_again(ex, now_s)
             && self
                 .table
                 .eligible

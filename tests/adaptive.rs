@@ -8,17 +8,21 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use loadgen::sim::{Profile, ServerPatch, Sim, SimConfig};
+use loadgen::sim::{Profile, ServerPatch, Sim, SimConfig, SimHandle};
 use sluice::backend::BackendSpec;
 use sluice::config::{Mode, Settings};
 use sluice::strategy::StrategyKind;
 
-#[test]
-fn adaptive_leaves_round_robin_for_a_slow_backend_and_returns_when_it_recovers() {
+/// Three simulated servers of `profile` and `adaptive` sluice in front of them.
+fn adaptive_over_sim(
+    profile: Profile,
+    service_time_ms: u64,
+    switch_interval_ms: u64,
+) -> (SimHandle, Sluice) {
     let sim = Sim::start(
-        SimConfig::new(Profile::Uniform)
+        SimConfig::new(profile)
             .with_servers(3)
-            .with_service_time_ms(20),
+            .with_service_time_ms(service_time_ms),
     )
     .unwrap();
     let specs = sim
@@ -27,8 +31,13 @@ fn adaptive_leaves_round_robin_for_a_slow_backend_and_returns_when_it_recovers()
         .map(|addr| BackendSpec { addr, weight: 1 })
         .collect();
     let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Adaptive);
-    s.control.switch_interval_ms = 2_000;
-    let lb = Sluice::with_settings(s);
+    s.control.switch_interval_ms = switch_interval_ms;
+    (sim, Sluice::with_settings(s))
+}
+
+#[test]
+fn adaptive_leaves_round_robin_for_a_slow_backend_and_returns_when_it_recovers() {
+    let (sim, lb) = adaptive_over_sim(Profile::Uniform, 20, 2_000);
     let traffic = Traffic::start(lb.addr, 4);
     let strategy = || lb.api("GET", "/api/strategy", None).1;
     assert_eq!(strategy()["configured"], "adaptive");
@@ -86,20 +95,7 @@ fn adaptive_leaves_round_robin_for_a_slow_backend_and_returns_when_it_recovers()
 #[test]
 fn adaptive_runs_least_connections_for_a_heavy_tail_and_stays() {
     // Brief 002's backends: 5% of requests take 10-50x the service time, four workers each.
-    let sim = Sim::start(
-        SimConfig::new(Profile::Heavytail)
-            .with_servers(3)
-            .with_service_time_ms(2),
-    )
-    .unwrap();
-    let specs = sim
-        .server_addrs()
-        .into_iter()
-        .map(|addr| BackendSpec { addr, weight: 1 })
-        .collect();
-    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Adaptive);
-    s.control.switch_interval_ms = 1_000;
-    let lb = Sluice::with_settings(s);
+    let (_sim, lb) = adaptive_over_sim(Profile::Heavytail, 2, 1_000);
     let traffic = Traffic::start(lb.addr, 6);
     let strategy = || lb.api("GET", "/api/strategy", None).1;
     assert!(

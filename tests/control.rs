@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
@@ -25,19 +24,14 @@ fn settings(mode: Mode, backends: &[SocketAddr]) -> Settings {
 struct Checked {
     backend: HttpBackend,
     verdicts: mpsc::Sender<bool>,
-    /// Probes that reached the backend, answered or waiting for their verdict.
-    probes: Arc<AtomicUsize>,
 }
 
 impl Checked {
     fn start(name: &'static str) -> Checked {
         let (verdicts, rx) = mpsc::channel::<bool>();
         let rx = Mutex::new(rx);
-        let probes = Arc::new(AtomicUsize::new(0));
-        let arrived = probes.clone();
         let backend = HttpBackend::start(move |r| {
             if r.target == "/health" {
-                arrived.fetch_add(1, Ordering::SeqCst);
                 return match rx.lock().unwrap().recv_timeout(IO_TIMEOUT) {
                     Ok(true) => Reply::ok(b"fine"),
                     _ => Reply::status(503, b"sick"),
@@ -45,22 +39,24 @@ impl Checked {
             }
             Reply::ok(name.as_bytes())
         });
-        Checked {
-            backend,
-            verdicts,
-            probes,
-        }
+        Checked { backend, verdicts }
+    }
+
+    /// Probes that reached the backend, answered or waiting for their verdict.
+    fn probes(&self) -> usize {
+        self.backend
+            .requests()
+            .iter()
+            .filter(|r| r.target == "/health")
+            .count()
     }
 
     /// Answers the waiting probe with `pass`, then waits for the next probe to arrive: sluice
     /// starts it only after it applied this one's result.
     fn answer(&self, pass: bool) {
-        let next = self.probes.load(Ordering::SeqCst) + 1;
+        let next = self.probes() + 1;
         self.verdicts.send(pass).unwrap();
-        assert!(wait_until(IO_TIMEOUT, || self
-            .probes
-            .load(Ordering::SeqCst)
-            >= next));
+        assert!(wait_until(IO_TIMEOUT, || self.probes() >= next));
     }
 
     fn served(&self) -> usize {
@@ -92,7 +88,7 @@ fn failing_health_checks_take_a_backend_out_and_passing_ones_bring_it_back() {
     let healthy = || backend_view(&lb, a.backend.addr).unwrap()["healthy"] == true;
 
     // Fall is 3: two failed checks leave it in, the third takes it out.
-    assert!(wait_until(IO_TIMEOUT, || a.probes.load(Ordering::SeqCst) >= 1));
+    assert!(wait_until(IO_TIMEOUT, || a.probes() >= 1));
     a.answer(false);
     a.answer(false);
     assert!(healthy(), "down after 2 failed checks, fall is 3");
