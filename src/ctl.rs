@@ -9,8 +9,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
+use crate::admin::schema::{BackendView, StatusView, StrategyView};
 use crate::config::DEFAULT_ADMIN;
-use crate::control::api::{BackendView, StatusView, StrategyView};
 
 /// How long ctl waits for the admin API.
 const TIMEOUT: Duration = Duration::from_secs(10);

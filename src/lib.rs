@@ -9,22 +9,17 @@
 
 pub mod admin;
 pub mod backend;
-pub mod budget;
-pub mod buffer;
 pub mod clock;
 pub mod config;
-pub mod conn;
 pub mod control;
 pub mod ctl;
 pub mod http;
-pub mod learn;
+pub mod link;
+pub mod listeners;
 pub mod metrics;
 pub mod retry;
 pub mod rng;
-pub mod server;
+pub mod run;
 pub mod strategy;
-pub mod timer;
-pub mod tunnel;
 pub mod upgrade;
-pub mod upstream;
 pub mod worker;

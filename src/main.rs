@@ -74,15 +74,15 @@ fn run(args: &RunArgs) -> ExitCode {
     let mode = settings.proxy.mode;
     let workers = settings.proxy.workers;
     let pid_file = args.pid_file.clone();
-    let started = match upgrade::inherited() {
+    let started = match sluice::listeners::inherited() {
         Ok(Some(listeners)) => {
             info!(
                 "live upgrade: taking over {} listening sockets",
                 listeners.proxy.len()
             );
-            sluice::control::start_with(settings, listeners)
+            sluice::run::start_with(settings, listeners)
         }
-        Ok(None) => sluice::control::start(settings),
+        Ok(None) => sluice::run::start(settings),
         Err(e) => Err(e),
     };
     let running = match started {

@@ -10,144 +10,18 @@
 //! overlap are accepted by whichever process takes them.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::server::bind_reuseport;
+use crate::listeners::{set_cloexec, Listeners};
 
-pub const ENV_FDS: &str = "SLUICE_UPGRADE_FDS";
+pub(crate) const ENV_FDS: &str = "SLUICE_UPGRADE_FDS";
 pub const ENV_READY_FD: &str = "SLUICE_READY_FD";
 /// How long the old process waits for the new one to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The listening sockets of one sluice process.
-pub struct Listeners {
-    /// One per worker, all bound to the proxy address with SO_REUSEPORT.
-    pub proxy: Vec<TcpListener>,
-    pub admin: Option<TcpListener>,
-}
-
-impl Listeners {
-    /// Binds the proxy address once per worker (the first bind fixes a port 0), and the admin address.
-    pub fn bind(
-        listen: SocketAddr,
-        workers: usize,
-        admin: Option<SocketAddr>,
-    ) -> Result<Listeners, String> {
-        let proxy_err = |e: io::Error| format!("cannot listen on {listen}: {e}");
-        let first = bind_reuseport(listen).map_err(proxy_err)?;
-        let local = first.local_addr().map_err(proxy_err)?;
-        let mut proxy = vec![first];
-        for _ in 1..workers.max(1) {
-            proxy.push(bind_reuseport(local).map_err(proxy_err)?);
-        }
-        let admin = match admin {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?,
-            ),
-            None => None,
-        };
-        Ok(Listeners { proxy, admin })
-    }
-
-    /// Duplicates of every socket (close-on-exec set), kept for a later hand-over.
-    pub fn duplicate(&self) -> io::Result<Listeners> {
-        Ok(Listeners {
-            proxy: self
-                .proxy
-                .iter()
-                .map(TcpListener::try_clone)
-                .collect::<io::Result<_>>()?,
-            admin: self
-                .admin
-                .as_ref()
-                .map(TcpListener::try_clone)
-                .transpose()?,
-        })
-    }
-
-    fn describe(&self) -> String {
-        let proxy: Vec<String> = self
-            .proxy
-            .iter()
-            .map(|l| l.as_raw_fd().to_string())
-            .collect();
-        let mut text = format!("proxy={}", proxy.join(","));
-        if let Some(admin) = &self.admin {
-            text.push_str(&format!(";admin={}", admin.as_raw_fd()));
-        }
-        text
-    }
-
-    fn fds(&self) -> Vec<RawFd> {
-        self.proxy
-            .iter()
-            .chain(self.admin.iter())
-            .map(AsRawFd::as_raw_fd)
-            .collect()
-    }
-}
-
-/// The listeners a predecessor handed over, if this process was started by a live upgrade.
-pub fn inherited() -> Result<Option<Listeners>, String> {
-    let Ok(text) = std::env::var(ENV_FDS) else {
-        return Ok(None);
-    };
-    std::env::remove_var(ENV_FDS);
-    let bad = || format!("{ENV_FDS} is malformed: {text:?}");
-    let fd = |s: &str| -> Result<TcpListener, String> {
-        let n: RawFd = s.trim().parse().map_err(|_| bad())?;
-        if n < 3 {
-            return Err(bad());
-        }
-        // SAFETY: the predecessor passed this descriptor, open and listening, for us to own.
-        let listener = unsafe { TcpListener::from_raw_fd(n) };
-        listener
-            .local_addr()
-            .map_err(|e| format!("inherited descriptor {n} is not a socket: {e}"))?;
-        set_cloexec(n, true);
-        Ok(listener)
-    };
-    let mut out = Listeners {
-        proxy: Vec::new(),
-        admin: None,
-    };
-    for part in text.split(';') {
-        match part.split_once('=') {
-            Some(("proxy", list)) => {
-                for item in list.split(',') {
-                    out.proxy.push(fd(item)?);
-                }
-            }
-            Some(("admin", item)) => out.admin = Some(fd(item)?),
-            _ => return Err(bad()),
-        }
-    }
-    if out.proxy.is_empty() {
-        return Err(bad());
-    }
-    Ok(Some(out))
-}
-
-fn set_cloexec(fd: RawFd, on: bool) {
-    // SAFETY: fcntl on a descriptor we hold; it is async-signal-safe, so also fine after fork.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags >= 0 {
-            let flags = if on {
-                flags | libc::FD_CLOEXEC
-            } else {
-                flags & !libc::FD_CLOEXEC
-            };
-            libc::fcntl(fd, libc::F_SETFD, flags);
-        }
-    }
-}
 
 /// Starts the successor with `handover`'s sockets and waits until it reports ready. On error the
 /// successor (if any) is killed and this process goes on serving.

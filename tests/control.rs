@@ -10,8 +10,8 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 
 use common::*;
+use sluice::config::ProbeKind;
 use sluice::config::{Mode, Settings};
-use sluice::control::health::ProbeKind;
 use sluice::strategy::StrategyKind;
 
 fn settings(mode: Mode, backends: &[SocketAddr]) -> Settings {

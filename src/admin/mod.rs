@@ -7,6 +7,7 @@
 //! the control thread answers them.
 
 pub mod routes;
+pub mod schema;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

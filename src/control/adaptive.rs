@@ -64,7 +64,6 @@ pub const BACKLOG_MIN: u64 = 8;
 pub const CONFIRMATIONS: u32 = 3;
 /// Above this many backends, `p2c` replaces `least-time` (constant cost per pick).
 pub const P2C_ABOVE_BACKENDS: usize = 16;
-pub const DEFAULT_SWITCH_INTERVAL_MS: u64 = 60_000;
 
 /// What the engine sees of one routable backend.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,100 +3,27 @@
 
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
-
 use super::state::{BackendEntry, ChangeError};
 use super::Control;
 use crate::admin::routes::{dashboard_html, route, Match, Route, OPENAPI_JSON};
+use crate::admin::schema::{
+    BackendStatusView, BackendView, NewBackend, StatusView, StrategyChange, StrategyView,
+    WeightChange,
+};
 use crate::admin::{token_matches, AdminRequest, AdminResponse};
-use crate::backend::{parse_addr, parse_backend_addr, DEFAULT_WEIGHT, MAX_WEIGHT};
+use crate::backend::{parse_addr, parse_backend_addr, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
 
 /// A backend as the API shows it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct BackendView {
-    pub address: String,
-    pub weight: u32,
-    pub enabled: bool,
-    pub healthy: bool,
-    pub ejected: bool,
-    pub draining: bool,
-}
-
-impl BackendView {
-    fn of(b: &BackendEntry) -> BackendView {
-        BackendView {
-            address: b.addr.to_string(),
-            weight: b.weight,
-            enabled: b.enabled,
-            healthy: b.health.healthy,
-            ejected: b.is_ejected(),
-            draining: b.removing_deadline_ms.is_some(),
-        }
+fn backend_view(b: &BackendEntry) -> BackendView {
+    BackendView {
+        address: b.addr.to_string(),
+        weight: b.weight,
+        enabled: b.enabled,
+        healthy: b.health.healthy,
+        ejected: b.is_ejected(),
+        draining: b.removing_deadline_ms.is_some(),
     }
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StrategyView {
-    pub configured: String,
-    pub active: String,
-    pub reason: Option<String>,
-    pub switches: u64,
-    pub available: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct BackendStatusView {
-    #[serde(flatten)]
-    pub backend: BackendView,
-    pub in_flight: u64,
-    /// Requests waiting for a connection under `--backend-max-conns`.
-    #[serde(default)]
-    pub queued: u64,
-    pub active_connections: u64,
-    pub requests_per_s: f64,
-    pub error_rate: f64,
-    pub p50_ms: Option<f64>,
-    pub p99_ms: Option<f64>,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct StatusView {
-    pub version: u64,
-    /// The oldest version a worker routes by; equal to `version` once every worker applied the
-    /// last change.
-    #[serde(default)]
-    pub installed_version: u64,
-    pub mode: String,
-    pub strategy: StrategyView,
-    pub requests_per_s: f64,
-    pub active_connections: u64,
-    pub backends: Vec<BackendStatusView>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewBackend {
-    address: String,
-    /// Absent means the default; `null` is refused like any other non-integer.
-    #[serde(default = "default_weight")]
-    weight: u32,
-}
-
-fn default_weight() -> u32 {
-    DEFAULT_WEIGHT
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeightChange {
-    weight: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StrategyChange {
-    strategy: String,
 }
 
 fn change_error(e: ChangeError) -> AdminResponse {
@@ -110,7 +37,7 @@ fn change_error(e: ChangeError) -> AdminResponse {
 }
 
 /// Parses a JSON body, refusing other media types (415) and bad JSON (400).
-fn json_body<T: for<'de> Deserialize<'de>>(req: &AdminRequest) -> Result<T, AdminResponse> {
+fn json_body<T: serde::de::DeserializeOwned>(req: &AdminRequest) -> Result<T, AdminResponse> {
     if let Some(ct) = req.header("content-type") {
         let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
         if !ct.trim_start().starts_with("application/json") {
@@ -235,13 +162,13 @@ impl Control {
     }
 
     fn list_backends(&self) -> AdminResponse {
-        let list: Vec<BackendView> = self.state.backends.iter().map(BackendView::of).collect();
+        let list: Vec<BackendView> = self.state.backends.iter().map(backend_view).collect();
         AdminResponse::json(200, &list)
     }
 
     fn view_of(&self, addr: SocketAddr) -> AdminResponse {
         match self.state.find(addr) {
-            Some(i) => AdminResponse::json(200, &BackendView::of(&self.state.backends[i])),
+            Some(i) => AdminResponse::json(200, &backend_view(&self.state.backends[i])),
             None => AdminResponse::error(404, &format!("no backend {addr}")),
         }
     }
@@ -260,7 +187,7 @@ impl Control {
             .add(addr, weight, self.now_ms)
             .map_err(change_error)?;
         log::info!("backend {addr} added (weight {weight})");
-        self.publish();
+        self.mark_changed();
         let mut resp = self.view_of(addr);
         resp.status = 201;
         Ok(resp)
@@ -272,7 +199,7 @@ impl Control {
             .remove(addr, self.now_ms + self.cfg.drain_timeout_ms)
             .map_err(change_error)?;
         log::info!("backend {addr} removed; draining");
-        self.publish();
+        self.mark_changed();
         Ok(AdminResponse::json(
             200,
             &serde_json::json!({ "address": addr.to_string(), "draining": true }),
@@ -293,7 +220,7 @@ impl Control {
             .set_weight(addr, body.weight)
             .map_err(change_error)?;
         log::info!("backend {addr} weight set to {}", body.weight);
-        self.publish();
+        self.mark_changed();
         Ok(self.view_of(addr))
     }
 
@@ -317,7 +244,7 @@ impl Control {
                     "disabled; draining"
                 }
             );
-            self.publish();
+            self.mark_changed();
         }
         Ok(self.view_of(addr))
     }
@@ -330,7 +257,7 @@ impl Control {
             .map_err(|e: String| AdminResponse::error(400, &e))?;
         self.state.set_strategy(kind).map_err(change_error)?;
         log::info!("strategy set to {kind}");
-        self.publish();
+        self.mark_changed();
         Ok(AdminResponse::json(200, &self.strategy_view()))
     }
 
@@ -358,7 +285,7 @@ impl Control {
                 let agg = self.hub.backends.get(&b.id);
                 let q = agg.and_then(|a| a.latency_quantiles_us(&[0.5, 0.99]));
                 BackendStatusView {
-                    backend: BackendView::of(b),
+                    backend: backend_view(b),
                     in_flight: b.stats.in_flight(),
                     queued: b.stats.queued(),
                     active_connections: b.stats.conns(),

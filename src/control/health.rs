@@ -12,11 +12,7 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use crate::backend::BackendId;
-
-pub const DEFAULT_INTERVAL_MS: u64 = 2_000;
-pub const DEFAULT_TIMEOUT_MS: u64 = 1_000;
-pub const DEFAULT_RISE: u32 = 2;
-pub const DEFAULT_FALL: u32 = 3;
+use crate::config::{HealthConfig, ProbeKind};
 
 /// Consecutive-result counters for one backend's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,26 +53,6 @@ impl Hysteresis {
         }
         false
     }
-}
-
-/// What a probe does.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ProbeKind {
-    Tcp,
-    /// `GET path`, 2xx passes.
-    Http {
-        path: String,
-    },
-}
-
-#[derive(Clone, Debug)]
-pub struct HealthConfig {
-    pub kind: ProbeKind,
-    /// 0 turns active checks off.
-    pub interval_ms: u64,
-    pub timeout_ms: u64,
-    pub rise: u32,
-    pub fall: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -16,25 +16,23 @@ pub mod state;
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver};
 use log::{info, warn};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::admin::AdminServer;
-use crate::backend::BackendId;
+use crate::backend::{BackendId, BackendTable};
 use crate::clock;
-use crate::config::Settings;
-use crate::metrics::{MetricsHub, WorkerSnapshot};
-use crate::server::DataPlane;
+use crate::config::{ControlConfig, Settings};
+use crate::link::{ControlLink, ControlMsg, Workers};
+use crate::metrics::MetricsHub;
 use crate::strategy::StrategyKind;
-use crate::upgrade::Listeners;
 use adaptive::{AdaptiveEngine, Sample};
-use health::{HealthChecker, HealthConfig, ProbeResult};
+use health::{HealthChecker, ProbeResult};
 use state::{ControlState, StateFile};
 
 const ADMIN_LISTENER: Token = Token(0);
@@ -44,148 +42,76 @@ const HEALTH_TOKEN_BASE: usize = 1 << 40;
 /// The control loop wakes at least this often for its timers.
 const TICK_MS: u64 = 100;
 
-/// Settings of the control side.
-#[derive(Clone, Debug)]
-pub struct ControlConfig {
-    /// Admin API address; `None` turns the API off.
-    pub admin: Option<SocketAddr>,
-    pub admin_token: Option<String>,
-    pub state_file: Option<PathBuf>,
-    pub health: HealthConfig,
-    /// Consecutive failures that eject a backend; 0 turns passive ejection off.
-    pub eject_after: u32,
-    pub eject_base_ms: u64,
-    pub eject_max_ms: u64,
-    pub max_ejection_percent: u32,
-    /// How long disabled or removed backends may keep connections open.
-    pub drain_timeout_ms: u64,
-    /// `adaptive`: at most one strategy switch per this long.
-    pub switch_interval_ms: u64,
-}
-
-/// Messages to the control thread.
-pub enum ControlMsg {
-    Metrics(Box<WorkerSnapshot>),
-    /// A backend's consecutive failures reached `--eject-after`.
-    Failing(BackendId),
-    Stop,
-}
-
-/// How workers (and the main thread) reach the control thread.
-#[derive(Clone)]
-pub struct ControlLink {
-    tx: Sender<ControlMsg>,
-    waker: Arc<Waker>,
-}
-
-impl ControlLink {
-    pub fn send(&self, msg: ControlMsg) {
-        if self.tx.send(msg).is_ok() {
-            let _ = self.waker.wake();
-        }
+/// The control thread before it runs: state opened, admin listener registered.
+impl Control {
+    /// Opens the state (file or flags) and registers the admin listener. Returns the control
+    /// thread to [`Control::spawn`] once the workers run, and the link the workers reach it by.
+    pub fn new(
+        settings: Settings,
+        admin_listener: Option<std::net::TcpListener>,
+    ) -> Result<(Control, ControlLink), String> {
+        let now_ms = clock::now_ms();
+        let poll = Poll::new().map_err(|e| format!("cannot create event loop: {e}"))?;
+        let waker = Arc::new(
+            Waker::new(poll.registry(), WAKER).map_err(|e| format!("cannot create waker: {e}"))?,
+        );
+        let (tx, rx) = unbounded();
+        let ctl = settings.control.clone();
+        let state = ControlState::open(
+            ctl.state_file.clone().map(StateFile::new),
+            &settings.backends,
+            settings.strategy,
+            settings.params,
+        )?;
+        let admin = match admin_listener {
+            Some(listener) => {
+                let mut server = AdminServer::from_std(listener, ADMIN_TOKEN_BASE)
+                    .map_err(|e| format!("admin listener: {e}"))?;
+                server
+                    .register(poll.registry(), ADMIN_LISTENER)
+                    .map_err(|e| e.to_string())?;
+                Some(server)
+            }
+            None => None,
+        };
+        let control = Control {
+            poll,
+            admin,
+            health: HealthChecker::new(ctl.health.clone(), HEALTH_TOKEN_BASE),
+            state,
+            workers: None,
+            rx,
+            hub: MetricsHub::default(),
+            adaptive: AdaptiveEngine::new(ctl.switch_interval_ms),
+            cfg: ctl,
+            settings,
+            now_ms,
+            next_second_ms: now_ms + 1_000,
+            counters: ControlCounters::default(),
+            changed: false,
+            stop: false,
+        };
+        Ok((control, ControlLink::new(tx, waker)))
     }
-}
 
-/// A running sluice: data plane plus control thread.
-pub struct Running {
-    pub proxy_addr: SocketAddr,
-    pub admin_addr: Option<SocketAddr>,
-    link: ControlLink,
-    thread: JoinHandle<()>,
-    /// Duplicates of the listening sockets, for a live upgrade.
-    pub handover: Listeners,
-}
-
-impl Running {
-    /// Graceful stop: no new connections, requests in flight finish within the shutdown timeout.
-    pub fn stop(self) {
-        // Our copies of the listening sockets go first: once the workers drop theirs, new
-        // connections are refused (or, after a live upgrade, taken by the successor) instead of
-        // waiting in a backlog nobody accepts from.
-        drop(self.handover);
-        self.link.send(ControlMsg::Stop);
-        let _ = self.thread.join();
+    /// The address the admin API listens on, if it is on.
+    pub fn admin_addr(&mut self) -> Option<SocketAddr> {
+        self.admin.as_mut().and_then(|a| a.local_addr().ok())
     }
-}
 
-/// Binds the listeners, then starts the control thread and the workers. Errors are messages for
-/// the user.
-pub fn start(settings: Settings) -> Result<Running, String> {
-    let listeners = Listeners::bind(
-        settings.listen,
-        settings.proxy.workers,
-        settings.control.admin,
-    )?;
-    start_with(settings, listeners)
-}
+    /// The first table version, for the workers to start with.
+    pub fn first_table(&mut self) -> Arc<BackendTable> {
+        self.state.next_version()
+    }
 
-/// Starts the control thread and the workers on listeners bound (or inherited) already.
-pub fn start_with(settings: Settings, listeners: Listeners) -> Result<Running, String> {
-    let handover = listeners
-        .duplicate()
-        .map_err(|e| format!("cannot keep the listeners for upgrades: {e}"))?;
-    let Listeners {
-        proxy: proxy_listeners,
-        admin: admin_listener,
-    } = listeners;
-    let now_ms = clock::now_ms();
-    let poll = Poll::new().map_err(|e| format!("cannot create event loop: {e}"))?;
-    let waker = Arc::new(
-        Waker::new(poll.registry(), WAKER).map_err(|e| format!("cannot create waker: {e}"))?,
-    );
-    let (tx, rx) = unbounded();
-    let link = ControlLink { tx, waker };
-    let ctl = settings.control.clone();
-
-    let mut state = ControlState::open(
-        ctl.state_file.clone().map(StateFile::new),
-        &settings.backends,
-        settings.strategy,
-        settings.params,
-    )?;
-    let mut admin = match admin_listener {
-        Some(listener) => {
-            let mut server = AdminServer::from_std(listener, ADMIN_TOKEN_BASE)
-                .map_err(|e| format!("admin listener: {e}"))?;
-            server
-                .register(poll.registry(), ADMIN_LISTENER)
-                .map_err(|e| e.to_string())?;
-            Some(server)
-        }
-        None => None,
-    };
-    let admin_addr = admin.as_mut().and_then(|a| a.local_addr().ok());
-    let table = state.table();
-    let plane = DataPlane::start(settings.proxy.clone(), proxy_listeners, table, link.clone())
-        .map_err(|e| format!("cannot start the workers: {e}"))?;
-    let proxy_addr = plane.local_addr();
-    let control = Control {
-        poll,
-        admin,
-        health: HealthChecker::new(ctl.health.clone(), HEALTH_TOKEN_BASE),
-        state,
-        plane: Some(plane),
-        rx,
-        hub: MetricsHub::default(),
-        adaptive: AdaptiveEngine::new(ctl.switch_interval_ms),
-        cfg: ctl,
-        settings,
-        now_ms,
-        next_second_ms: now_ms + 1_000,
-        counters: ControlCounters::default(),
-        stop: false,
-    };
-    let thread = std::thread::Builder::new()
-        .name("sluice-control".into())
-        .spawn(move || control.run())
-        .map_err(|e| format!("cannot start the control thread: {e}"))?;
-    Ok(Running {
-        proxy_addr,
-        admin_addr,
-        link,
-        thread,
-        handover,
-    })
+    /// Runs the control loop on a thread of its own, in charge of `workers`.
+    pub fn spawn(mut self, workers: Workers) -> Result<JoinHandle<()>, String> {
+        self.workers = Some(workers);
+        std::thread::Builder::new()
+            .name("sluice-control".into())
+            .spawn(move || self.run())
+            .map_err(|e| format!("cannot start the control thread: {e}"))
+    }
 }
 
 fn unix_ms() -> u64 {
@@ -207,7 +133,7 @@ pub struct Control {
     admin: Option<AdminServer>,
     health: HealthChecker,
     pub state: ControlState,
-    plane: Option<DataPlane>,
+    workers: Option<Workers>,
     rx: Receiver<ControlMsg>,
     pub hub: MetricsHub,
     pub adaptive: AdaptiveEngine,
@@ -216,6 +142,9 @@ pub struct Control {
     pub now_ms: u64,
     next_second_ms: u64,
     pub counters: ControlCounters,
+    /// Set by every change that routing depends on; the loop publishes one new table version
+    /// per iteration when it is set.
+    changed: bool,
     stop: bool,
 }
 
@@ -248,9 +177,10 @@ impl Control {
                 }
             }
             self.housekeeping(&mut results);
+            self.publish_if_changed();
         }
-        if let Some(plane) = self.plane.take() {
-            plane.shutdown(Duration::from_millis(
+        if let Some(workers) = self.workers.take() {
+            workers.shutdown(Duration::from_millis(
                 self.settings.proxy.shutdown_timeout_ms,
             ));
         }
@@ -304,13 +234,11 @@ impl Control {
         let (sever_removed, removed) = self.state.reap_removed(now, installed);
         changed |= removed;
         let sever_disabled = self.state.expired_drains(now);
-        if changed {
-            self.publish();
-        }
-        if let Some(plane) = &self.plane {
+        self.changed |= changed;
+        if let Some(workers) = &self.workers {
             for id in sever_removed.into_iter().chain(sever_disabled) {
                 info!("drain timeout: closing connections still open to backend {id}");
-                plane.sever(id);
+                workers.sever(id);
             }
         }
         if now >= self.next_second_ms {
@@ -358,7 +286,7 @@ impl Control {
             );
             self.counters.strategy_switches += 1;
             self.state.set_active(switch.to);
-            self.publish();
+            self.mark_changed();
         }
     }
 
@@ -429,7 +357,7 @@ impl Control {
             "backend {} ejected for {duration} ms after {} consecutive failures",
             b.addr, self.cfg.eject_after
         );
-        self.publish();
+        self.mark_changed();
     }
 
     fn end_ejections(&mut self) -> bool {
@@ -450,16 +378,24 @@ impl Control {
     /// The oldest table version a worker still routes by (the last one published when there are
     /// no workers).
     pub fn installed_version(&self) -> u64 {
-        self.plane
+        self.workers
             .as_ref()
-            .map_or(self.state.version(), |p| p.installed_version())
+            .map_or(self.state.version(), |w| w.installed_version())
     }
 
-    /// Sends the current state to every worker as a new table version.
-    pub fn publish(&mut self) {
-        let table = self.state.table();
-        if let Some(plane) = &self.plane {
-            plane.publish(&table);
+    /// Routing changed: a new table version goes out at the end of this loop iteration.
+    pub fn mark_changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// Sends the current state to every worker as a new table version, if anything changed.
+    fn publish_if_changed(&mut self) {
+        if !std::mem::take(&mut self.changed) {
+            return;
+        }
+        let table = self.state.next_version();
+        if let Some(workers) = &self.workers {
+            workers.publish(&table);
         }
     }
 }

@@ -481,7 +481,7 @@ impl ControlState {
     }
 
     /// A new table version for the workers.
-    pub fn table(&mut self) -> Arc<BackendTable> {
+    pub fn next_version(&mut self) -> Arc<BackendTable> {
         self.version += 1;
         let backends = self
             .backends
@@ -624,7 +624,7 @@ mod tests {
         assert_eq!(s.saved().backends.len(), 2);
         assert_eq!(s.saved().backends[0].weight, 1);
         assert_eq!(s.strategy, StrategyKind::RoundRobin);
-        assert_eq!(s.table().eligible.len(), 2);
+        assert_eq!(s.next_version().eligible.len(), 2);
     }
 
     #[test]
@@ -664,7 +664,7 @@ mod tests {
         )
         .unwrap();
         s.remove(addr(1), 100).unwrap();
-        let t = s.table();
+        let t = s.next_version();
         assert_eq!(t.backends.len(), 2, "still in the table while draining");
         assert_eq!(t.eligible, vec![1], "but takes no new work");
         let stats = s.backends[0].stats.clone();
@@ -678,7 +678,7 @@ mod tests {
             (vec![1], true),
             "deadline: sever and drop"
         );
-        assert_eq!(s.table().backends.len(), 1);
+        assert_eq!(s.next_version().backends.len(), 1);
         // Adding it again is allowed once it is gone, and also while the old one drains.
         s.add(addr(1), 1, 1).unwrap();
         s.remove(addr(1), 10).unwrap();
@@ -687,7 +687,7 @@ mod tests {
             (vec![], false),
             "a worker may still pick it until the next table is installed"
         );
-        let v = s.table().version;
+        let v = s.next_version().version;
         assert_eq!(
             s.reap_removed(5, v),
             (vec![], true),

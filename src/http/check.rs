@@ -1,5 +1,5 @@
 //! Invariants of the HTTP parsers over arbitrary input, asserted by the fuzz targets (fuzz/) and by
-//! `tests/fuzz_corpus.rs`, which replays every saved input (the seed corpus, and each crash the
+//! the `corpus_replay` tests below, which replay every saved input (the seed corpus, and each crash the
 //! fuzzers ever found, under fuzz/regressions) on every test run.
 //!
 //! Each function panics when an invariant breaks; that is its purpose.
@@ -142,4 +142,46 @@ pub fn chunked(data: &[u8]) {
     assert_eq!(whole, scan(&[&body[..at], &body[at..]]));
     let bytewise: Vec<&[u8]> = body.chunks(1).collect();
     assert_eq!(whole, scan(&bytewise));
+}
+
+/// Every saved fuzz input (fuzz/corpus: the seeds; fuzz/regressions: every crash a fuzzer found,
+/// kept as a regression test) through the invariants above.
+#[cfg(test)]
+mod corpus_replay {
+    use std::path::Path;
+
+    fn replay(target: &str, check: fn(&[u8])) -> usize {
+        let mut n = 0;
+        for dir in ["corpus", "regressions"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz")
+                .join(dir)
+                .join(target);
+            let Ok(entries) = std::fs::read_dir(&path) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                if let Ok(data) = std::fs::read(entry.path()) {
+                    check(&data);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn request_head_corpus_holds_the_invariants() {
+        assert!(replay("request_head", super::request_head) >= 4);
+    }
+
+    #[test]
+    fn response_head_corpus_holds_the_invariants() {
+        assert!(replay("response_head", super::response_head) >= 4);
+    }
+
+    #[test]
+    fn chunked_corpus_holds_the_invariants() {
+        assert!(replay("chunked", super::chunked) >= 2);
+    }
 }

@@ -3,7 +3,7 @@
 //!
 //! A first attempt is chosen by Thompson sampling (Thompson 1933; Chapelle and Li, "An Empirical
 //! Evaluation of Thompson Sampling", NIPS 2011): draw a success probability for each candidate from
-//! its Beta posterior ([`crate::learn::Learned`]) and take the highest draw. Uncertain backends get
+//! its Beta posterior ([`crate::backend::learn::Learned`]) and take the highest draw. Uncertain backends get
 //! tried now and then, proven ones get most of the traffic, and no tuning knob is needed. A retry
 //! exploits instead: it takes the highest posterior mean, because a request that already failed
 //! has the fewest attempts left and exploring with it is what costs an id (brief 000 scores ids,
@@ -12,8 +12,8 @@
 //! with constant per-attempt error rates, trying the best one again beats a worse one.
 //!
 //! A backend without room under its learned limit is skipped. Room depends on the attempt's class
-//! ([`crate::learn::class_of`]): a request's last chance may fill a backend's window, earlier
-//! attempts only what later ones leave over ([`crate::learn::Learned::wait_ms`]), so that the few
+//! ([`crate::backend::learn::class_of`]): a request's last chance may fill a backend's window, earlier
+//! attempts only what later ones leave over ([`crate::backend::learn::Learned::wait_ms`]), so that the few
 //! slots of a good but rate-limited backend go where a success is worth the most, as the simulator's
 //! oracle (a linear program over attempts) sends them. When a retry's best backend by mean is
 //! among those skipped and beats every backend with room by more than [`WAIT_MARGIN`], the caller
@@ -27,8 +27,8 @@
 //! limits, retries that wait make the 99th percentile about a second.
 
 use super::{Choice, PickContext, Strategy};
+use crate::backend::learn::{class_of, CLASSES, WINDOW_MS};
 use crate::backend::Backend;
-use crate::learn::{class_of, CLASSES, WINDOW_MS};
 use crate::rng::Rng;
 
 #[cfg(test)]

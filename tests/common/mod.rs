@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sluice::backend::BackendSpec;
 use sluice::config::{Mode, ProxyConfig, Settings};
-use sluice::control::Running;
+use sluice::run::Running;
 use sluice::strategy::StrategyKind;
 
 /// Generous bound on any single blocking read in a test; hitting it means a hang, i.e. a bug.
@@ -45,7 +45,7 @@ impl Sluice {
         init_logger();
         settings.proxy.validate().expect("valid test config");
         settings.proxy.shutdown_timeout_ms = settings.proxy.shutdown_timeout_ms.min(5_000);
-        let running = sluice::control::start(settings).expect("start sluice");
+        let running = sluice::run::start(settings).expect("start sluice");
         Sluice {
             addr: running.proxy_addr,
             admin: running.admin_addr.expect("admin API on"),

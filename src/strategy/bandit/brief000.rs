@@ -1,5 +1,5 @@
 //! Brief 000's challenge replayed in simulated time: the `bandit` strategy and what it learns
-//! ([`crate::learn::Learned`]) in front of ten servers that follow `loadgen sim`'s flaky profiles
+//! ([`crate::backend::learn::Learned`]) in front of ten servers that follow `loadgen sim`'s flaky profiles
 //! rule for rule, with the simulator's own parameters, limits, penalty box and random streams
 //! (same seed, same servers as `loadgen sim --profile flakyN --seed S`). Ids arrive at 10 per
 //! second; each gets up to 3 attempts, retried at once on a 5xx or 429 as sluice does with

@@ -6,6 +6,13 @@
 //! The loop is the plain mio shape: poll, dispatch each event by token, then housekeeping (expired
 //! deadlines, paused accepts). Control messages arrive on a crossbeam channel with a `Waker` event.
 
+pub(crate) mod buffer;
+pub(crate) mod conn;
+mod dispatch;
+mod http;
+pub(crate) mod timer;
+mod tunnel;
+
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,16 +26,16 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::backend::{BackendId, BackendTable};
-use crate::budget::IdBudget;
-use crate::buffer::{BufPool, DEFAULT_POOL_MAX_FREE};
 use crate::config::{Mode, ProxyConfig};
-use crate::conn::{BackendConn, BackendState, ClientConn, ClientState, Exchange, Ready};
-use crate::control::{ControlLink, ControlMsg};
+use crate::link::{ControlLink, ControlMsg, WorkerMsg};
 use crate::metrics::WorkerMetrics;
+use crate::retry::budget::IdBudget;
 use crate::retry::EarlyRetryBudget;
 use crate::strategy::{self, Strategy};
-use crate::timer::{Deadline, TimerEntry, TimerWheel, DEFAULT_SLOTS};
-use crate::upstream::Slot;
+use buffer::{BufPool, DEFAULT_POOL_MAX_FREE};
+use conn::{BackendConn, BackendState, ClientConn, ClientState, Exchange, Ready};
+use dispatch::Slot;
+use timer::{Deadline, TimerEntry, TimerWheel, DEFAULT_SLOTS};
 
 pub const LISTENER: Token = Token(usize::MAX - 1);
 pub const WAKER: Token = Token(usize::MAX - 2);
@@ -39,16 +46,6 @@ pub const BACKEND_BIT: usize = 1 << 40;
 const ACCEPT_PAUSE_MS: u64 = 100;
 /// Events handled per `poll` call.
 const EVENTS_CAPACITY: usize = 1024;
-
-/// Messages from the control thread.
-pub enum WorkerMsg {
-    /// Route by this table from now on.
-    Table(Arc<BackendTable>),
-    /// Stop accepting, finish what is in flight within `timeout`, then exit.
-    Shutdown { timeout: Duration },
-    /// Close every connection to this backend (its drain time is over).
-    Sever(BackendId),
-}
 
 /// At shutdown, idle keep-alive clients stay open this long in case a request is on its way.
 const SHUTDOWN_IDLE_GRACE_MS: u64 = 500;
@@ -108,7 +105,7 @@ pub struct Core {
     pub budget: Arc<IdBudget>,
     /// Early retries after `--per-try-timeout` this worker may still make.
     pub early_retries: EarlyRetryBudget,
-    /// The version of `table`, for the control thread (see [`crate::server::DataPlane::installed_version`]).
+    /// The version of `table`, for the control thread (see [`crate::link::Workers::installed_version`]).
     installed_version: Arc<AtomicU64>,
     next_flush_ms: u64,
     next_trim_ms: u64,

@@ -4,19 +4,19 @@
 //! [`ProxyConfig`] is the checked, unit-explicit form a worker reads (its `Default` is the same
 //! defaults, which tests start from).
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use clap::{Args, ValueEnum};
 
 use crate::backend::{parse_addr, BackendSpec};
-use crate::budget;
-use crate::control::health::{self, HealthConfig, ProbeKind};
-use crate::control::ControlConfig;
 use crate::http::head::{MAX_HEADERS, REWRITE_RESERVE_BYTES};
+use crate::retry::budget;
 use crate::retry::RetryPolicy;
 use crate::strategy::{self, StrategyKind, StrategyParams};
-use crate::timer::DEFAULT_TICK_MS;
+
+mod duration;
+mod settings;
+
+pub use duration::{parse_duration, DurationArg};
+pub use settings::*;
 
 /// What the proxy speaks on its listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -273,11 +273,11 @@ pub struct RunArgs {
     pub health_timeout: DurationArg,
 
     /// Consecutive passed checks that bring a backend back up.
-    #[arg(long, default_value_t = health::DEFAULT_RISE, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_RISE, value_name = "N")]
     pub rise: u32,
 
     /// Consecutive failed checks that mark a backend down.
-    #[arg(long, default_value_t = health::DEFAULT_FALL, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_FALL, value_name = "N")]
     pub fall: u32,
 
     /// Eject a backend after this many consecutive failed attempts (connect errors, resets,
@@ -320,246 +320,6 @@ pub struct RunArgs {
     /// threshold strategy: never leave fewer than this many backends to choose from.
     #[arg(long, default_value_t = strategy::DEFAULT_MIN_ENABLED, value_name = "N")]
     pub min_enabled: usize,
-}
-
-/// Settings a worker reads, checked and in explicit units.
-#[derive(Clone, Debug)]
-pub struct ProxyConfig {
-    pub mode: Mode,
-    pub workers: usize,
-    pub max_attempts: u8,
-    pub connect_timeout_ms: u64,
-    pub idle_timeout_ms: u64,
-    pub head_timeout_ms: u64,
-    pub response_timeout_ms: u64,
-    /// Retry elsewhere when no answer byte came this long after the attempt started (0 = off).
-    pub per_try_timeout_ms: u64,
-    /// Early retries per 100 requests (see [`crate::retry::EarlyRetryBudget`]).
-    pub per_try_budget_percent: u32,
-    pub pool_idle_timeout_ms: u64,
-    pub pool_max_idle: usize,
-    pub max_conns: usize,
-    pub max_header_bytes: usize,
-    pub max_headers: usize,
-    pub buffer_size: usize,
-    pub shutdown_timeout_ms: u64,
-    /// Consecutive failures after which a worker asks the control thread to eject a backend.
-    pub eject_after: u32,
-    /// What `maglev` hashes in HTTP mode.
-    pub hash_key: RequestAttr,
-    /// Which failed attempts are retried.
-    pub retry: RetryPolicy,
-    /// Requests (head and body) up to this size are kept for a retry; larger ones stream.
-    pub retry_buffer: usize,
-    /// Keep the attempt budget per request id.
-    pub id_budget: bool,
-    pub id_memory: usize,
-    pub id_window_s: u32,
-    /// Longest a request waits for a backend's rate budget before it is sent anyway.
-    pub max_pacing_wait_ms: u64,
-    /// Connections per backend across workers (each worker takes an equal share); 0 = no limit.
-    pub backend_max_conns: usize,
-    /// Requests that may wait for a connection per backend and worker; more get 503.
-    pub backend_queue: usize,
-    pub queue_timeout_ms: u64,
-    /// Longest request line; longer ones get 414.
-    pub max_request_line: usize,
-    /// Largest request body; larger ones get 413 (0 = no limit).
-    pub max_body_bytes: u64,
-}
-
-impl Default for ProxyConfig {
-    fn default() -> Self {
-        let ms = |s: &str| parse_duration(s).map(|d| d.as_millis() as u64).unwrap_or(0);
-        ProxyConfig {
-            mode: Mode::Http,
-            workers: default_workers(),
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            connect_timeout_ms: ms(DEFAULT_CONNECT_TIMEOUT),
-            idle_timeout_ms: ms(DEFAULT_IDLE_TIMEOUT),
-            head_timeout_ms: ms(DEFAULT_HEAD_TIMEOUT),
-            response_timeout_ms: ms(DEFAULT_RESPONSE_TIMEOUT),
-            per_try_timeout_ms: 0,
-            per_try_budget_percent: DEFAULT_PER_TRY_BUDGET,
-            pool_idle_timeout_ms: ms(DEFAULT_POOL_IDLE_TIMEOUT),
-            pool_max_idle: DEFAULT_POOL_MAX_IDLE,
-            max_conns: default_max_conns(),
-            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-            max_headers: DEFAULT_MAX_HEADERS,
-            buffer_size: DEFAULT_BUFFER_SIZE,
-            shutdown_timeout_ms: ms(DEFAULT_SHUTDOWN_TIMEOUT),
-            eject_after: DEFAULT_EJECT_AFTER,
-            hash_key: RequestAttr::ClientIp,
-            retry: RetryPolicy::default(),
-            retry_buffer: DEFAULT_RETRY_BUFFER,
-            id_budget: true,
-            id_memory: budget::DEFAULT_ENTRIES,
-            id_window_s: budget::DEFAULT_WINDOW_S,
-            max_pacing_wait_ms: ms(DEFAULT_MAX_PACING_WAIT),
-            backend_max_conns: 0,
-            backend_queue: DEFAULT_BACKEND_QUEUE,
-            queue_timeout_ms: ms(DEFAULT_QUEUE_TIMEOUT),
-            max_request_line: DEFAULT_MAX_REQUEST_LINE,
-            max_body_bytes: 0,
-        }
-    }
-}
-
-impl ProxyConfig {
-    /// The workers' timer tick: deadlines fire up to one tick late, so the tick is a tenth of the
-    /// shortest per-request timeout (at most [`DEFAULT_TICK_MS`], at least 1 ms). A 30 ms response
-    /// timeout then fires within 33 ms, not 40 ms, which matters when a request may take 7 of them.
-    pub fn timer_tick_ms(&self) -> u64 {
-        [
-            self.connect_timeout_ms,
-            self.head_timeout_ms,
-            self.response_timeout_ms,
-            self.per_try_timeout_ms,
-            self.queue_timeout_ms,
-        ]
-        .into_iter()
-        .filter(|&ms| ms != 0)
-        .min()
-        .map_or(DEFAULT_TICK_MS, |ms| (ms / 10).clamp(1, DEFAULT_TICK_MS))
-    }
-
-    /// Checks settings that depend on each other.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.workers == 0 || self.workers > 1024 {
-            return Err(format!(
-                "--workers must be between 1 and 1024, not {}",
-                self.workers
-            ));
-        }
-        if !(1..=7).contains(&self.max_attempts) {
-            return Err(format!(
-                "--max-attempts must be between 1 and 7, not {}",
-                self.max_attempts
-            ));
-        }
-        if self.retry_buffer > self.buffer_size.saturating_sub(REWRITE_RESERVE_BYTES) {
-            return Err(format!(
-                "--retry-buffer {} does not fit in --buffer-size {} (at most {})",
-                self.retry_buffer,
-                self.buffer_size,
-                self.buffer_size.saturating_sub(REWRITE_RESERVE_BYTES)
-            ));
-        }
-        if self.id_memory == 0 || self.id_memory > 1 << 30 {
-            return Err(format!(
-                "--id-memory must be between 1 and {}, not {}",
-                1u64 << 30,
-                self.id_memory
-            ));
-        }
-        if self.max_conns == 0 {
-            return Err("--max-conns must be at least 1".into());
-        }
-        if !(1..=MAX_HEADERS).contains(&self.max_headers) {
-            return Err(format!(
-                "--max-headers must be between 1 and {MAX_HEADERS}, not {}",
-                self.max_headers
-            ));
-        }
-        if self.max_header_bytes < 256 {
-            return Err(format!(
-                "--max-header-bytes must be at least 256, not {}",
-                self.max_header_bytes
-            ));
-        }
-        let needed = self.max_header_bytes + REWRITE_RESERVE_BYTES;
-        if self.buffer_size < needed {
-            return Err(format!(
-                "--buffer-size {} is too small for --max-header-bytes {}: it needs at least {needed} \
-                 (the largest head plus {REWRITE_RESERVE_BYTES} bytes for rewriting)",
-                self.buffer_size, self.max_header_bytes
-            ));
-        }
-        if self.buffer_size > 16 << 20 {
-            return Err(format!(
-                "--buffer-size must be at most 16 MiB, not {}",
-                self.buffer_size
-            ));
-        }
-        if self.per_try_timeout_ms >= self.response_timeout_ms {
-            return Err(format!(
-                "--per-try-timeout ({} ms) must be shorter than --response-timeout ({} ms)",
-                self.per_try_timeout_ms, self.response_timeout_ms
-            ));
-        }
-        if self.per_try_budget_percent > 100 {
-            return Err(format!(
-                "--per-try-budget must be a percentage from 0 to 100, not {}",
-                self.per_try_budget_percent
-            ));
-        }
-        for (name, ms) in [
-            ("--connect-timeout", self.connect_timeout_ms),
-            ("--idle-timeout", self.idle_timeout_ms),
-            ("--head-timeout", self.head_timeout_ms),
-            ("--response-timeout", self.response_timeout_ms),
-            ("--pool-idle-timeout", self.pool_idle_timeout_ms),
-        ] {
-            if ms == 0 {
-                return Err(format!("{name} must be longer than zero"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Everything needed to start the proxy, from the command line.
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub listen: SocketAddr,
-    pub proxy: ProxyConfig,
-    pub backends: Vec<BackendSpec>,
-    pub strategy: StrategyKind,
-    pub params: StrategyParams,
-    pub control: ControlConfig,
-}
-
-impl Settings {
-    /// Settings for running in-process (tests, embedding): everything on loopback port 0, default
-    /// flags otherwise, active health checks off.
-    pub fn local(
-        proxy: ProxyConfig,
-        backends: Vec<BackendSpec>,
-        strategy: StrategyKind,
-    ) -> Settings {
-        let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-        Settings {
-            listen: loopback,
-            proxy,
-            backends,
-            strategy,
-            params: StrategyParams::default(),
-            control: ControlConfig {
-                admin: Some(loopback),
-                admin_token: None,
-                state_file: None,
-                health: HealthConfig {
-                    kind: ProbeKind::Tcp,
-                    interval_ms: 0,
-                    timeout_ms: health::DEFAULT_TIMEOUT_MS,
-                    rise: health::DEFAULT_RISE,
-                    fall: health::DEFAULT_FALL,
-                },
-                eject_after: DEFAULT_EJECT_AFTER,
-                eject_base_ms: ms_of(DEFAULT_EJECT_TIME),
-                eject_max_ms: ms_of(DEFAULT_MAX_EJECT_TIME),
-                max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
-                drain_timeout_ms: ms_of(DEFAULT_DRAIN_TIMEOUT),
-                switch_interval_ms: crate::control::adaptive::DEFAULT_SWITCH_INTERVAL_MS,
-            },
-        }
-    }
-}
-
-fn ms_of(text: &str) -> u64 {
-    parse_duration(text)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl RunArgs {
@@ -688,91 +448,4 @@ pub fn default_max_conns() -> usize {
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
     let files = if ok { limit.rlim_cur as usize } else { 1024 };
     (files.saturating_sub(64) / 2).max(1)
-}
-
-/// A duration flag: `250ms`, `3s`, `2m`, `1h`, or a bare number of seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DurationArg(pub Duration);
-
-impl DurationArg {
-    pub fn ms(self) -> u64 {
-        self.0.as_millis() as u64
-    }
-}
-
-impl std::str::FromStr for DurationArg {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        parse_duration(s).map(DurationArg)
-    }
-}
-
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {text:?} (expected for example 250ms, 3s, 2m)"))?;
-    let scale_ms = match unit {
-        "ms" => 1.0,
-        "" | "s" => 1_000.0,
-        "m" => 60_000.0,
-        "h" => 3_600_000.0,
-        _ => return Err(format!("bad duration unit in {text:?} (use ms, s, m or h)")),
-    };
-    let ms = value * scale_ms;
-    if !ms.is_finite() || ms > 1e12 {
-        return Err(format!("duration {text:?} is too long"));
-    }
-    Ok(Duration::from_micros((ms * 1000.0) as u64))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("3 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn defaults_are_valid_and_checks_catch_conflicts() {
-        assert_eq!(ProxyConfig::default().validate(), Ok(()));
-        let small = ProxyConfig {
-            buffer_size: 4096,
-            ..ProxyConfig::default()
-        };
-        assert!(small.validate().unwrap_err().contains("--buffer-size"));
-        let attempts = ProxyConfig {
-            max_attempts: 0,
-            ..ProxyConfig::default()
-        };
-        assert!(attempts.validate().is_err());
-    }
-
-    #[test]
-    fn the_timer_tick_follows_the_shortest_timeout() {
-        assert_eq!(ProxyConfig::default().timer_tick_ms(), DEFAULT_TICK_MS);
-        let fast = ProxyConfig {
-            response_timeout_ms: 30,
-            ..ProxyConfig::default()
-        };
-        assert_eq!(fast.timer_tick_ms(), 3);
-        let tiny = ProxyConfig {
-            connect_timeout_ms: 5,
-            ..ProxyConfig::default()
-        };
-        assert_eq!(tiny.timer_tick_ms(), 1);
-    }
 }

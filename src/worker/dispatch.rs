@@ -14,14 +14,14 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 
 use crate::backend::BackendStats;
-use crate::budget::Reserve;
 use crate::config::Mode;
-use crate::conn::Exchange;
-use crate::conn::{BackendConn, BackendState, ClientState, Ready, MAX_TRIED};
+use crate::retry::budget::Reserve;
 use crate::retry::Outcome;
 use crate::strategy::sticky::sticky_token;
 use crate::strategy::{Choice, PickContext, StrategyKind};
-use crate::timer::Deadline;
+use crate::worker::conn::Exchange;
+use crate::worker::conn::{BackendConn, BackendState, ClientState, Ready, MAX_TRIED};
+use crate::worker::timer::Deadline;
 use crate::worker::{Core, Next, BACKEND_BIT};
 
 /// Why an attempt failed: a connect that did not succeed (refused, unreachable, timed out), a
@@ -407,7 +407,7 @@ impl Core {
         };
         ex.req_sent = 0;
         ex.resp_len = 0;
-        ex.resp_phase = crate::conn::RespPhase::Head;
+        ex.resp_phase = crate::worker::conn::RespPhase::Head;
         ex.resp_head = None;
         ex.backend_overran = false;
         if let Some(resp) = ex.resp.as_mut() {
@@ -436,7 +436,7 @@ impl Core {
         }
         let in_a_row = stats.note_failure();
         if self.cfg.eject_after > 0 && in_a_row == self.cfg.eject_after {
-            self.control.send(crate::control::ControlMsg::Failing(id));
+            self.control.send(crate::link::ControlMsg::Failing(id));
         }
     }
 

@@ -19,11 +19,11 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 
 use crate::backend::{BackendId, BackendStats};
-use crate::buffer::Buf;
 use crate::http::chunked::{ChunkError, ChunkedDecoder};
 use crate::http::head::{Framing, Method, ResponseHead};
 use crate::strategy::sticky::STICKY_TOKEN_LEN;
-use crate::timer::Deadline;
+use crate::worker::buffer::Buf;
+use crate::worker::timer::Deadline;
 
 /// Cached readiness of one socket.
 #[derive(Clone, Copy, Debug, Default)]
@@ -243,7 +243,7 @@ pub struct Exchange {
 
     pub attempts: u8,
     pub tried: [BackendId; MAX_TRIED],
-    /// The request's id for the attempt budget ([`crate::budget`]), hashed.
+    /// The request's id for the attempt budget ([`crate::retry::budget`]), hashed.
     pub id: Option<u64>,
     /// The request's body is its id and has not fully arrived: no attempt until it has.
     pub awaiting_id: bool,

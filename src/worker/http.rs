@@ -15,23 +15,23 @@
 use std::io::Write as _;
 use std::net::Shutdown;
 
-use crate::buffer::Buf;
-use crate::conn::{read_into, write_from, Body, ClientState, Io, RespPhase};
+use crate::worker::buffer::Buf;
+use crate::worker::conn::{read_into, write_from, Body, ClientState, Io, RespPhase};
 use std::ops::Range;
 
-use crate::budget::{id_hash, request_id};
 use crate::config::RequestAttr;
-use crate::conn::Exchange;
 use crate::http::head::Framing;
 use crate::http::head::{
     self, cookie_value, RequestHead, RequestOptions, ResponseContext, REWRITE_RESERVE_BYTES,
 };
+use crate::retry::budget::{id_hash, request_id};
 use crate::retry::Outcome;
 use crate::strategy::sticky::STICKY_COOKIE_NAME;
 use crate::strategy::RequestKey;
 use crate::strategy::StrategyKind;
-use crate::upstream::now_s;
-use crate::upstream::Failure;
+use crate::worker::conn::Exchange;
+use crate::worker::dispatch::now_s;
+use crate::worker::dispatch::Failure;
 use crate::worker::{Core, Next};
 
 /// How long a closing connection may keep sending before it is closed anyway.
@@ -704,7 +704,7 @@ fn classify_request(
     Ok(())
 }
 
-impl crate::conn::Exchange {
+impl crate::worker::conn::Exchange {
     /// The fields [`classify_request`] works on, borrowed together.
     fn req_body_mut_parts(&mut self) -> (&mut Body, Option<&Buf>, &mut usize, &mut u64) {
         (

@@ -10,8 +10,8 @@ use std::net::Shutdown;
 
 use mio::net::TcpStream;
 
-use crate::buffer::{Buf, BufPool};
-use crate::conn::{read_into, write_from, Io, Ready};
+use crate::worker::buffer::{Buf, BufPool};
+use crate::worker::conn::{read_into, write_from, Io, Ready};
 use crate::worker::{Core, Next};
 
 /// One direction of a tunnel.

@@ -8,9 +8,8 @@
 //! of Varghese and Lauck, "Hashed and Hierarchical Timing Wheels" (SOSP 1987), scheme 4, with deadlines
 //! beyond the wheel's span parked in its last slot and re-armed when they come round.
 
-/// Default tick: deadlines fire up to this late.
-pub const DEFAULT_TICK_MS: u64 = 10;
-/// Default slot count; with the default tick the wheel spans about 41 s.
+/// Default slot count; with the default tick ([`crate::config::DEFAULT_TICK_MS`]) the wheel spans
+/// about 41 s.
 pub const DEFAULT_SLOTS: usize = 4096;
 
 /// One scheduled wake-up: `token` is the owner, `fire_ms` identifies this entry (an owner that re-armed

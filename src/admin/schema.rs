@@ -1,0 +1,81 @@
+//! The admin API's JSON shapes: what the control thread answers and accepts, and what `sluice ctl`
+//! reads. Shared here so the server and its client cannot drift apart; `openapi.json` documents the
+//! same shapes for everyone else.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::DEFAULT_WEIGHT;
+
+/// A backend as the API shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BackendView {
+    pub address: String,
+    pub weight: u32,
+    pub enabled: bool,
+    pub healthy: bool,
+    pub ejected: bool,
+    pub draining: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StrategyView {
+    pub configured: String,
+    pub active: String,
+    pub reason: Option<String>,
+    pub switches: u64,
+    pub available: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct BackendStatusView {
+    #[serde(flatten)]
+    pub backend: BackendView,
+    pub in_flight: u64,
+    /// Requests waiting for a connection under `--backend-max-conns`.
+    #[serde(default)]
+    pub queued: u64,
+    pub active_connections: u64,
+    pub requests_per_s: f64,
+    pub error_rate: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StatusView {
+    pub version: u64,
+    /// The oldest version a worker routes by; equal to `version` once every worker applied the
+    /// last change.
+    #[serde(default)]
+    pub installed_version: u64,
+    pub mode: String,
+    pub strategy: StrategyView,
+    pub requests_per_s: f64,
+    pub active_connections: u64,
+    pub backends: Vec<BackendStatusView>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewBackend {
+    pub address: String,
+    /// Absent means the default; `null` is refused like any other non-integer.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightChange {
+    pub weight: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyChange {
+    pub strategy: String,
+}

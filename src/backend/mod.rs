@@ -1,0 +1,152 @@
+//! Backends: what one backend is ([`Backend`]), the load measure every worker updates
+//! ([`stats`]), what is learned about flaky backends ([`learn`]), and the immutable, versioned
+//! snapshot of the backend set that every worker routes by ([`table`]).
+//!
+//! The control thread owns the authoritative list and publishes a new [`BackendTable`] for every change
+//! (add, remove, weight, enable, health flip, strategy). A worker swaps its `Arc` between events, so it
+//! always routes by one whole version and never sees half an update; a connection already bound to a
+//! backend keeps that backend. The only state all cores write is [`BackendStats`]: a few atomics per
+//! backend (in-flight requests, open connections) that load-aware strategies must read across cores.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub mod learn;
+pub mod stats;
+pub mod table;
+
+pub use stats::BackendStats;
+pub use table::BackendTable;
+
+/// Identifies a backend across table versions; never reused within a process.
+pub type BackendId = u64;
+
+/// Default and largest backend weights, as HAProxy's 1 and 256; weight 0 takes no new traffic.
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const MAX_WEIGHT: u32 = 256;
+
+/// One backend as of one table version.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub id: BackendId,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// Set by an operator (disable drains it).
+    pub enabled: bool,
+    /// Set by health checks.
+    pub healthy: bool,
+    /// When the backend last became eligible (added, enabled, or healthy again), in ms of
+    /// [`crate::clock`]; slow start ramps its weight from here.
+    pub since_ms: u64,
+    pub stats: Arc<BackendStats>,
+}
+
+impl Backend {
+    pub fn new(id: BackendId, addr: SocketAddr, weight: u32) -> Backend {
+        Backend {
+            id,
+            addr,
+            weight,
+            enabled: true,
+            healthy: true,
+            since_ms: 0,
+            stats: Arc::new(BackendStats::default()),
+        }
+    }
+
+    /// May receive new requests and connections.
+    pub fn is_eligible(&self) -> bool {
+        self.enabled && self.healthy && self.weight > 0
+    }
+}
+
+/// A backend as given on the command line: `ADDR` or `ADDR,weight=N`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub addr: SocketAddr,
+    pub weight: u32,
+}
+
+impl fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{},weight={}", self.addr, self.weight)
+    }
+}
+
+impl std::str::FromStr for BackendSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.split(',');
+        let addr_text = parts.next().unwrap_or("").trim();
+        let addr = parse_backend_addr(addr_text)?;
+        let mut weight = DEFAULT_WEIGHT;
+        for option in parts {
+            match option.trim().split_once('=') {
+                Some(("weight", w)) => weight = parse_weight(w)?,
+                _ => {
+                    return Err(format!(
+                        "unknown backend option {option:?} (expected weight=N)"
+                    ))
+                }
+            }
+        }
+        Ok(BackendSpec { addr, weight })
+    }
+}
+
+/// Parses `host:port`, resolving a host name once (at start-up or when the API is called).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    use std::net::ToSocketAddrs;
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{text:?} resolves to no address")),
+        Err(_) => Err(format!(
+            "bad address {text:?} (expected host:port, for example 127.0.0.1:8081)"
+        )),
+    }
+}
+
+/// A backend address: like [`parse_addr`], but port 0 (which no backend listens on) is refused.
+pub fn parse_backend_addr(text: &str) -> Result<SocketAddr, String> {
+    let addr = parse_addr(text)?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "bad address {text:?}: a backend cannot listen on port 0"
+        ));
+    }
+    Ok(addr)
+}
+
+pub fn parse_weight(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(w) if w <= MAX_WEIGHT => Ok(w),
+        _ => Err(format!(
+            "bad weight {text:?} (expected an integer from 0 to {MAX_WEIGHT})"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_spec_parses_address_and_weight() {
+        let s: BackendSpec = "127.0.0.1:81,weight=5".parse().unwrap();
+        assert_eq!(s.addr, "127.0.0.1:81".parse().unwrap());
+        assert_eq!(s.weight, 5);
+        assert_eq!(
+            "[::1]:80".parse::<BackendSpec>().unwrap().weight,
+            DEFAULT_WEIGHT
+        );
+        assert!("127.0.0.1".parse::<BackendSpec>().is_err());
+        assert!("127.0.0.1:80,weight=999".parse::<BackendSpec>().is_err());
+        assert!("127.0.0.1:80,speed=1".parse::<BackendSpec>().is_err());
+    }
+}

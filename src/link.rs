@@ -1,0 +1,119 @@
+//! What crosses threads: the messages between the control thread and the workers, and the handles
+//! each side holds to reach the other. Nothing else is shared between them but the immutable
+//! backend table (an `Arc`) and the per-backend atomics in it.
+//!
+//! A message is a crossbeam `send` followed by a mio `Waker::wake()`, so the receiving loop sees a
+//! readable event and drains its channel between connection events. No side ever waits for the
+//! other, so the two cannot deadlock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use log::warn;
+use mio::Waker;
+
+use crate::backend::{BackendId, BackendTable};
+use crate::metrics::WorkerSnapshot;
+
+/// Messages to the control thread.
+pub enum ControlMsg {
+    Metrics(Box<WorkerSnapshot>),
+    /// A backend's consecutive failures reached `--eject-after`.
+    Failing(BackendId),
+    Stop,
+}
+
+/// How workers (and the main thread) reach the control thread.
+#[derive(Clone)]
+pub struct ControlLink {
+    tx: Sender<ControlMsg>,
+    waker: Arc<Waker>,
+}
+
+impl ControlLink {
+    pub fn new(tx: Sender<ControlMsg>, waker: Arc<Waker>) -> ControlLink {
+        ControlLink { tx, waker }
+    }
+
+    pub fn send(&self, msg: ControlMsg) {
+        if self.tx.send(msg).is_ok() {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// Messages from the control thread to a worker.
+pub enum WorkerMsg {
+    /// Route by this table from now on.
+    Table(Arc<BackendTable>),
+    /// Stop accepting, finish what is in flight within `timeout`, then exit.
+    Shutdown { timeout: Duration },
+    /// Close every connection to this backend (its drain time is over).
+    Sever(BackendId),
+}
+
+/// How the control thread reaches one worker.
+pub struct WorkerLink {
+    pub tx: Sender<WorkerMsg>,
+    pub waker: Arc<Waker>,
+    /// The table version the worker routes by, stored by the worker when it installs one.
+    pub installed_version: Arc<AtomicU64>,
+    pub thread: JoinHandle<()>,
+}
+
+/// The running workers, as the control thread sees them.
+pub struct Workers {
+    links: Vec<WorkerLink>,
+}
+
+impl Workers {
+    pub fn new(links: Vec<WorkerLink>) -> Workers {
+        Workers { links }
+    }
+
+    /// Sends a new table version to every worker.
+    pub fn publish(&self, table: &Arc<BackendTable>) {
+        for link in &self.links {
+            send(link, WorkerMsg::Table(table.clone()));
+        }
+    }
+
+    /// The oldest table version any worker still routes by: a backend left out of this version
+    /// is picked by no worker any more.
+    pub fn installed_version(&self) -> u64 {
+        self.links
+            .iter()
+            .map(|l| l.installed_version.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Orders every worker to close its connections to backend `id` (its drain time is over).
+    pub fn sever(&self, id: BackendId) {
+        for link in &self.links {
+            send(link, WorkerMsg::Sever(id));
+        }
+    }
+
+    /// Stops accepting, lets requests in flight finish within `timeout`, and waits for the workers.
+    pub fn shutdown(self, timeout: Duration) {
+        for link in &self.links {
+            send(link, WorkerMsg::Shutdown { timeout });
+        }
+        for link in self.links {
+            let _ = link.thread.join();
+        }
+    }
+}
+
+fn send(link: &WorkerLink, msg: WorkerMsg) {
+    // A worker that is gone (it failed) has nothing left to update.
+    if link.tx.send(msg).is_ok() {
+        if let Err(e) = link.waker.wake() {
+            warn!("waking a worker: {e}");
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Process assembly: binds (or inherits) the listening sockets, starts one worker per core and the
+//! control thread, and wires them together. The only module that knows both threads; everything
+//! they exchange afterwards is in [`crate::link`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::unbounded;
+use mio::{Poll, Waker};
+
+use crate::backend::BackendTable;
+use crate::config::{ProxyConfig, Settings};
+use crate::control::Control;
+use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
+use crate::listeners::Listeners;
+use crate::retry::budget::IdBudget;
+use crate::worker::{Worker, WorkerParts, WAKER};
+
+/// A running sluice: workers plus control thread.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    link: ControlLink,
+    thread: JoinHandle<()>,
+    /// Duplicates of the listening sockets, for a live upgrade.
+    pub handover: Listeners,
+}
+
+impl Running {
+    /// Graceful stop: no new connections, requests in flight finish within the shutdown timeout.
+    pub fn stop(self) {
+        // Our copies of the listening sockets go first: once the workers drop theirs, new
+        // connections are refused (or, after a live upgrade, taken by the successor) instead of
+        // waiting in a backlog nobody accepts from.
+        drop(self.handover);
+        self.link.send(ControlMsg::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Binds the listeners, then starts the control thread and the workers. Errors are messages for
+/// the user.
+pub fn start(settings: Settings) -> Result<Running, String> {
+    let listeners = Listeners::bind(
+        settings.listen,
+        settings.proxy.workers,
+        settings.control.admin,
+    )?;
+    start_with(settings, listeners)
+}
+
+/// Starts the control thread and the workers on listeners bound (or inherited) already.
+pub fn start_with(settings: Settings, listeners: Listeners) -> Result<Running, String> {
+    let handover = listeners
+        .duplicate()
+        .map_err(|e| format!("cannot keep the listeners for upgrades: {e}"))?;
+    let Listeners { proxy, admin } = listeners;
+    let proxy_cfg = settings.proxy.clone();
+    let (mut control, link) = Control::new(settings, admin)?;
+    let admin_addr = control.admin_addr();
+    let table = control.first_table();
+    let proxy_addr = proxy
+        .first()
+        .ok_or("no proxy listener")?
+        .local_addr()
+        .map_err(|e| format!("proxy listener: {e}"))?;
+    let workers = spawn_workers(proxy_cfg, proxy, &table, &link)
+        .map_err(|e| format!("cannot start the workers: {e}"))?;
+    let thread = control.spawn(workers)?;
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        link,
+        thread,
+        handover,
+    })
+}
+
+/// Starts one worker per listener, routing by `table`. The listeners share one address with
+/// SO_REUSEPORT ([`Listeners::bind`], or inherited from a predecessor).
+fn spawn_workers(
+    cfg: ProxyConfig,
+    listeners: Vec<std::net::TcpListener>,
+    table: &Arc<BackendTable>,
+    control: &ControlLink,
+) -> io::Result<Workers> {
+    let cfg = Arc::new(cfg);
+    let budget = Arc::new(IdBudget::new(
+        if cfg.id_budget { cfg.id_memory } else { 1 },
+        cfg.id_window_s,
+    ));
+    let mut links = Vec::new();
+    for (i, listener) in listeners.into_iter().enumerate() {
+        listener.set_nonblocking(true)?;
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = unbounded();
+        let installed_version = Arc::new(AtomicU64::new(table.version));
+        let worker = Worker::new(WorkerParts {
+            index: i,
+            cfg: cfg.clone(),
+            poll,
+            listener: mio::net::TcpListener::from_std(listener),
+            rx,
+            table: table.clone(),
+            control: control.clone(),
+            budget: budget.clone(),
+            installed_version: installed_version.clone(),
+        })?;
+        let thread = std::thread::Builder::new()
+            .name(format!("sluice-worker-{i}"))
+            .spawn(move || worker.run())?;
+        links.push(WorkerLink {
+            tx,
+            waker,
+            installed_version,
+            thread,
+        });
+    }
+    Ok(Workers::new(links))
+}
