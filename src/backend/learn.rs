@@ -7,8 +7,8 @@
 //!   "Taming non-stationary bandits", 2017).
 //! - **Rate limit**: a backend that answers 429 is paced by a mirror of the limiter it most likely
 //!   runs, a sliding-window log (at most *L* requests in any [`WINDOW_MS`]; the "sliding log" of
-//!   rate limiting, as in Figma's "An alternative approach to rate limiting", 2017, and brief 000's
-//!   servers). sluice remembers when it sent its last [`SEND_LOG`] attempts to the backend; a 429
+//!   rate limiting, as in Figma's "An alternative approach to rate limiting", 2017, and the
+//!   flaky-servers challenge's servers). sluice remembers when it sent its last [`SEND_LOG`] attempts to the backend; a 429
 //!   says the backend's window was full, so *L* is at most the attempts of ours that it admitted in
 //!   the last second, and when all of the backend's traffic is ours that count *is* its limit: one
 //!   429 teaches it. An attempt is then sent only while fewer than *L* of ours are in the window, so
@@ -409,7 +409,8 @@ impl Learned {
 mod tests {
     use super::*;
 
-    /// A backend with a sliding one-second window, as brief 000's: at most `limit(now)` admitted
+    /// A backend with a sliding one-second window, as the flaky-servers
+    /// challenge's: at most `limit(now)` admitted
     /// attempts in any second, 429 (with `retry_after_s`) otherwise.
     struct WindowServer {
         admitted: Vec<u64>,

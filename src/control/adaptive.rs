@@ -1,9 +1,10 @@
-//! The adaptive decision engine (brief 004): once a second the control thread hands it what it
+//! The adaptive decision engine: once a second the control thread hands it what it
 //! measured per backend, and it decides which strategy the workers should run.
 //!
 //! The rules, checked in order:
 //! 1. **A backend is over its limit** (its requests in flight reach `--threshold-high`):
-//!    `threshold`, which skips it until it drains below `--threshold-low` (brief 002's remedy).
+//!    `threshold`, which skips it until it drains below `--threshold-low` (the remedy for a few slow
+//!    requests backing up one server under round robin).
 //! 2. **Error rates differ** by [`ERROR_SPREAD`], or **attempts fail everywhere** (the median
 //!    backend fails [`ERRORS_ENTER`] of its attempts, timeouts included): `least-time`, which
 //!    charges a failure as a slow response, so a backend that fails fast does not attract traffic

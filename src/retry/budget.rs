@@ -1,4 +1,5 @@
-//! The attempt budget per request id (brief 000): whatever a client does — re-send an id on a new
+//! The attempt budget per request id (at most three delivery attempts per id, the flaky-servers
+//! challenge's rule): whatever a client does — re-send an id on a new
 //! connection, send it twice at once — sluice makes at most `--max-attempts` delivery attempts for
 //! it in total, and answers an id that was already accepted with 200 without trying again.
 //!
@@ -204,7 +205,7 @@ impl IdBudget {
 }
 
 /// The id of a request, if it has one: the body when it is exactly 24 ASCII letters and digits
-/// (brief 000), else the Idempotency-Key field.
+/// (the flaky-servers challenge's ids), else the Idempotency-Key field.
 pub fn request_id<'a>(
     body: Option<&'a [u8]>,
     idempotency_key: Option<&'a [u8]>,

@@ -3,7 +3,7 @@
 //! A failed connect is always safe to retry: the backend never saw the request. Anything else the
 //! backend may have acted on, so by default only idempotent methods (RFC 9110 section 9.2.2) are
 //! retried, and only on gateway errors (502, 503, 504), as nginx's `proxy_next_upstream` and
-//! HAProxy's `retry-on` default to. The flaky-backend challenge (brief 000) wants everything retried:
+//! HAProxy's `retry-on` default to. The flaky-servers challenge (README) wants everything retried:
 //! `--retry-on connect,timeout,5xx,429 --retry-methods any`.
 
 use crate::http::head::Method;

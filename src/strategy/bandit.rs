@@ -1,4 +1,4 @@
-//! `bandit`: for unreliable backends (brief 000). Each attempt, first or retry, goes to the backend
+//! `bandit`: for unreliable backends (the flaky-servers challenge in the README). Each attempt, first or retry, goes to the backend
 //! most likely to succeed now, among those whose learned rate limit leaves room for it.
 //!
 //! A first attempt is chosen by Thompson sampling (Thompson 1933; Chapelle and Li, "An Empirical
@@ -6,8 +6,8 @@
 //! its Beta posterior ([`crate::backend::learn::Learned`]) and take the highest draw. Uncertain backends get
 //! tried now and then, proven ones get most of the traffic, and no tuning knob is needed. A retry
 //! exploits instead: it takes the highest posterior mean, because a request that already failed
-//! has the fewest attempts left and exploring with it is what costs an id (brief 000 scores ids,
-//! and information is cheap on first attempts). A retry avoids a backend that already failed for
+//! has the fewest attempts left and exploring with it is what costs an id (the challenge scores
+//! ids, and information is cheap on first attempts). A retry avoids a backend that already failed for
 //! this request unless its posterior mean is still clearly the best ([`CLEARLY_BEST_MARGIN`]):
 //! with constant per-attempt error rates, trying the best one again beats a worse one.
 //!
@@ -18,12 +18,13 @@
 //! oracle (a linear program over attempts) sends them. When a retry's best backend by mean is
 //! among those skipped and beats every backend with room by more than [`WAIT_MARGIN`], the caller
 //! is told to wait for it ([`Choice::Wait`]) rather than spend the attempt on a clearly worse
-//! backend; a first attempt does not wait for a better backend (the replay in `brief000` showed
-//! it only added a second to the median latency, for no more ids accepted). When none has room,
+//! backend; a first attempt does not wait for a better backend (the replay of the challenge in
+//! `tests/bandit_replay.rs` showed it only added a second to the median latency, for no more ids
+//! accepted). When none has room,
 //! either is told how long until one does, rather than spend the attempt on a likely 429. The
 //! caller bounds the waiting (`--max-pacing-wait`) and then forces a pick, which takes the
 //! likeliest backend with room in its whole window, or the one with room soonest, never one sure
-//! to answer 429. Waiting costs latency, not ids (brief 000 scores ids accepted): with rate
+//! to answer 429. Waiting costs latency, not ids (the challenge scores ids accepted): with rate
 //! limits, retries that wait make the 99th percentile about a second.
 
 use super::{Choice, PickContext, Strategy};
@@ -31,13 +32,11 @@ use crate::backend::learn::{class_of, CLASSES, WINDOW_MS};
 use crate::backend::Backend;
 use crate::rng::Rng;
 
-#[cfg(test)]
-mod brief000;
-
 /// How much higher a failed backend's mean success must be than every other candidate's for a
-/// retry to go back to it. Small: with independent failures (brief 000) the best backend is the
+/// retry to go back to it. Small: with independent failures (the
+/// challenge's first configuration) the best backend is the
 /// best retry too; the margin only keeps a retry off a backend that is best by a hair. (0.15 before
-/// the replay in `brief000` showed 0.05 accepting 0.2% more ids in configuration 1.)
+/// the replay in `tests/bandit_replay.rs` showed 0.05 accepting 0.2% more ids in configuration 1.)
 pub const CLEARLY_BEST_MARGIN: f64 = 0.05;
 
 /// How much higher the mean success of a backend without room must be than that of the best one

@@ -1,4 +1,4 @@
-//! Threshold (brief 002): round robin that skips overloaded backends, with hysteresis.
+//! Threshold: round robin that skips overloaded backends, with hysteresis.
 //!
 //! With variable service times, plain round robin keeps feeding a backend that is backed up by a few
 //! slow requests while others idle. Brief 002's remedy, run per pick instead of by a periodic script:
