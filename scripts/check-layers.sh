@@ -7,6 +7,7 @@
 #   - src/control/ reaches the workers only through src/link.rs (never crate::worker);
 #   - no file under src/ is longer than 600 lines, not counting its `#[cfg(test)]` tests
 #     (files named tests.rs are tests);
+#   - no import circle between modules (scripts/lib/module_cycles.py says what counts);
 #   - no "brief 0NN" or "issue N" in src/ or loadgen/src/: name the requirement instead.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,10 @@ while IFS= read -r file; do
         breach "$file has $lines lines of code (most $MAX_LINES): split it by concern"
     fi
 done < <(find src -name '*.rs' ! -name tests.rs)
+
+while IFS= read -r circle; do
+    breach "$circle"
+done < <(python3 scripts/lib/module_cycles.py src)
 
 while IFS= read -r hit; do
     breach "names a task document instead of the requirement: $hit"

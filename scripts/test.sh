@@ -4,6 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/ensure.sh
 
+# The layout rules (arrows point down, small files, no import circle) fail fast, before building.
+scripts/check-layers.sh
+
 # promtool checks the Prometheus exposition (tests/metrics.rs).
 ensure_deb promtool prometheus
 

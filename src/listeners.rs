@@ -8,7 +8,8 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::upgrade::ENV_FDS;
+/// Names the inherited descriptors in a live upgrade's successor: `proxy=3,4;admin=5`.
+pub const ENV_FDS: &str = "SLUICE_UPGRADE_FDS";
 
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 65_535;

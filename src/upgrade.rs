@@ -16,9 +16,8 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::listeners::{set_cloexec, Listeners};
+use crate::listeners::{set_cloexec, Listeners, ENV_FDS};
 
-pub(crate) const ENV_FDS: &str = "SLUICE_UPGRADE_FDS";
 pub const ENV_READY_FD: &str = "SLUICE_READY_FD";
 /// How long the old process waits for the new one to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
