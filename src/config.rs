@@ -43,6 +43,10 @@ pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_BUFFER_SIZE: usize = 32 * 1024;
+/// Smallest `--buffer-size`: a response head must fit in a buffer less [`REWRITE_RESERVE_BYTES`].
+pub const MIN_BUFFER_SIZE: usize = 1024;
+/// Largest `--buffer-size` and `--max-header-bytes`.
+pub const MAX_BUFFER_SIZE: usize = 16 << 20;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 pub const DEFAULT_HEALTH_INTERVAL: &str = "2s";
@@ -223,15 +227,19 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_QUEUE_TIMEOUT, value_name = "DURATION")]
     pub queue_timeout: DurationArg,
 
-    /// Largest request head accepted; larger ones get 431.
+    /// Largest request head accepted (256 B to 16 MiB); larger ones get 431. Independent of
+    /// --buffer-size: a head that outgrows a buffer is read into one grown for it, up to this size,
+    /// and freed after its request.
     #[arg(long, default_value_t = DEFAULT_MAX_HEADER_BYTES, value_name = "BYTES")]
     pub max_header_bytes: usize,
 
-    /// Most header fields in a request; more get 431.
+    /// Most header fields in a request (1-256); more get 431.
     #[arg(long, default_value_t = DEFAULT_MAX_HEADERS, value_name = "N")]
     pub max_headers: usize,
 
-    /// Size of each I/O buffer; a connection holds up to two while bytes are in flight.
+    /// Size of each I/O buffer (1 KiB to 16 MiB); a connection holds up to two while bytes are in
+    /// flight. Response heads must fit in one, less 512 bytes (larger ones get 502), and so must
+    /// --retry-buffer; request heads are limited by --max-header-bytes alone.
     #[arg(long, default_value_t = DEFAULT_BUFFER_SIZE, value_name = "BYTES")]
     pub buffer_size: usize,
 
@@ -437,6 +445,12 @@ impl ProxyConfig {
                 self.max_attempts
             ));
         }
+        if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&self.buffer_size) {
+            return Err(format!(
+                "--buffer-size must be between {MIN_BUFFER_SIZE} and {MAX_BUFFER_SIZE} (16 MiB), not {}",
+                self.buffer_size
+            ));
+        }
         if self.retry_buffer > self.buffer_size.saturating_sub(REWRITE_RESERVE_BYTES) {
             return Err(format!(
                 "--retry-buffer {} does not fit in --buffer-size {} (at most {})",
@@ -461,24 +475,12 @@ impl ProxyConfig {
                 self.max_headers
             ));
         }
-        if self.max_header_bytes < 256 {
+        // A request head larger than a buffer gets a grown buffer (the HTTP session's `http_head`),
+        // so --max-header-bytes and --buffer-size are checked apart.
+        if !(256..=MAX_BUFFER_SIZE).contains(&self.max_header_bytes) {
             return Err(format!(
-                "--max-header-bytes must be at least 256, not {}",
+                "--max-header-bytes must be between 256 and {MAX_BUFFER_SIZE} (16 MiB), not {}",
                 self.max_header_bytes
-            ));
-        }
-        let needed = self.max_header_bytes + REWRITE_RESERVE_BYTES;
-        if self.buffer_size < needed {
-            return Err(format!(
-                "--buffer-size {} is too small for --max-header-bytes {}: it needs at least {needed} \
-                 (the largest head plus {REWRITE_RESERVE_BYTES} bytes for rewriting)",
-                self.buffer_size, self.max_header_bytes
-            ));
-        }
-        if self.buffer_size > 16 << 20 {
-            return Err(format!(
-                "--buffer-size must be at most 16 MiB, not {}",
-                self.buffer_size
             ));
         }
         if self.per_try_timeout_ms >= self.response_timeout_ms {
@@ -750,10 +752,30 @@ mod tests {
     fn defaults_are_valid_and_checks_catch_conflicts() {
         assert_eq!(ProxyConfig::default().validate(), Ok(()));
         let small = ProxyConfig {
-            buffer_size: 4096,
+            buffer_size: 512,
             ..ProxyConfig::default()
         };
         assert!(small.validate().unwrap_err().contains("--buffer-size"));
+        let retry = ProxyConfig {
+            buffer_size: 4096,
+            ..ProxyConfig::default()
+        };
+        assert!(retry.validate().unwrap_err().contains("--retry-buffer"));
+        let big_heads = ProxyConfig {
+            max_header_bytes: 64 * 1024,
+            max_headers: MAX_HEADERS,
+            ..ProxyConfig::default()
+        };
+        assert_eq!(
+            big_heads.validate(),
+            Ok(()),
+            "heads are not bounded by --buffer-size"
+        );
+        let too_many = ProxyConfig {
+            max_headers: MAX_HEADERS + 1,
+            ..ProxyConfig::default()
+        };
+        assert!(too_many.validate().unwrap_err().contains("--max-headers"));
         let attempts = ProxyConfig {
             max_attempts: 0,
             ..ProxyConfig::default()

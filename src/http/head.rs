@@ -18,8 +18,9 @@ use std::ops::Range;
 
 use super::chunked::is_tchar;
 
-/// Most header fields a head may carry; the `--max-headers` flag can only lower it.
-pub const MAX_HEADERS: usize = 128;
+/// Most header fields a head may carry; `--max-headers` sets the request limit up to it, responses
+/// get all of it. The parse keeps one 32-byte slot per field on the worker's stack (8 KiB).
+pub const MAX_HEADERS: usize = 256;
 /// Bytes a rewrite may add to a head (X-Forwarded-*, Connection); buffers keep this much spare room
 /// while a head is read so the rewritten head always fits.
 pub const REWRITE_RESERVE_BYTES: usize = 512;

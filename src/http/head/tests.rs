@@ -242,6 +242,28 @@ fn too_many_headers_is_431() {
 }
 
 #[test]
+fn max_headers_allows_up_to_the_cap() {
+    let head = |fields: usize| {
+        let mut src = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+        for i in 1..fields {
+            src.push_str(&format!("X-{i}: v\r\n"));
+        }
+        src + "\r\n"
+    };
+    let opts = RequestOptions {
+        max_headers: MAX_HEADERS,
+        ..opts()
+    };
+    let mut out = vec![0u8; 16384];
+    let h = forward_request(head(MAX_HEADERS).as_bytes(), &opts, &mut out).unwrap();
+    assert!(h.is_some(), "{MAX_HEADERS} fields pass");
+    assert_eq!(
+        forward_request(head(MAX_HEADERS + 1).as_bytes(), &opts, &mut out),
+        Err(HeadError::TooManyHeaders)
+    );
+}
+
+#[test]
 fn response_trailer_field_is_forwarded() {
     let (h, out) = resp(
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n",
