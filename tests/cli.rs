@@ -197,6 +197,47 @@ fn bad_flags_get_a_message_and_a_non_zero_exit() {
 }
 
 #[test]
+fn header_and_buffer_flags_out_of_range_are_refused_with_the_range() {
+    for (args, message) in [
+        (
+            &["--max-headers", "300"][..],
+            "--max-headers must be between 1 and 256, not 300",
+        ),
+        (
+            &["--max-header-bytes", "100"],
+            "--max-header-bytes must be between 256 and",
+        ),
+        (
+            &["--buffer-size", "512"],
+            "--buffer-size must be between 1024 and",
+        ),
+    ] {
+        let out = Command::new(SLUICE).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn max_header_bytes_above_the_buffer_size_starts() {
+    let p = Proc::start(&[
+        "--max-headers",
+        "256",
+        "--max-header-bytes",
+        "65536",
+        "--buffer-size",
+        "16384",
+        "--retry-buffer",
+        "8192",
+    ]);
+    assert_ne!(p.proxy.port(), 0);
+}
+
+#[test]
 fn ctl_end_to_end() {
     let p = Proc::start(&["--backend", "127.0.0.1:7101"]);
     let ok = |args: &[&str]| {

@@ -110,6 +110,48 @@ fn chunked_response_is_forwarded_and_the_connection_reused() {
 }
 
 #[test]
+fn the_trailer_field_reaches_the_client_with_the_trailers() {
+    let backend = HttpBackend::start(|_| {
+        Reply::raw(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+             3\r\nabc\r\n0\r\nX-Checksum: 900150983cd24fb0\r\n\r\n",
+            false,
+        )
+    });
+    let lb = Sluice::http(&[backend.addr]);
+    let mut s = lb.connect();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\
+          Trailer: X-Sent-At\r\n\r\n2\r\nhi\r\n0\r\nX-Sent-At: 1\r\n\r\n",
+    )
+    .unwrap();
+    let got = String::from_utf8(read_to_eof(&mut s)).unwrap();
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("\r\nTrailer: X-Checksum\r\n"), "{head:?}");
+    assert_eq!(
+        body,
+        "3\r\nabc\r\n0\r\nX-Checksum: 900150983cd24fb0\r\n\r\n"
+    );
+    let req = &backend.requests()[0];
+    assert_eq!(req.header("trailer"), Some("X-Sent-At"));
+    assert_eq!(req.raw_body, b"2\r\nhi\r\n0\r\nX-Sent-At: 1\r\n\r\n");
+}
+
+#[test]
+fn codings_under_a_final_chunked_are_forwarded() {
+    let backend = HttpBackend::start(|r| Reply::ok(&r.body));
+    let lb = Sluice::http(&[backend.addr]);
+    let resp = roundtrip(
+        lb.addr,
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, b"\x1f\x8b\x08");
+    let req = &backend.requests()[0];
+    assert_eq!(req.header("transfer-encoding"), Some("gzip, chunked"));
+}
+
+#[test]
 fn multi_megabyte_bodies_stream_both_ways() {
     // The backend answers with the request body reversed, so both directions carry megabytes.
     let backend = HttpBackend::start(|r| {

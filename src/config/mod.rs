@@ -43,6 +43,10 @@ pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_BUFFER_SIZE: usize = 32 * 1024;
+/// Smallest `--buffer-size`: a response head must fit in a buffer less [`REWRITE_RESERVE_BYTES`].
+pub const MIN_BUFFER_SIZE: usize = 1024;
+/// Largest `--buffer-size` and `--max-header-bytes`.
+pub const MAX_BUFFER_SIZE: usize = 16 << 20;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 pub const DEFAULT_HEALTH_INTERVAL: &str = "2s";
@@ -223,15 +227,19 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_QUEUE_TIMEOUT, value_name = "DURATION")]
     pub queue_timeout: DurationArg,
 
-    /// Largest request head accepted; larger ones get 431.
+    /// Largest request head accepted (256 B to 16 MiB); larger ones get 431. Independent of
+    /// --buffer-size: a head that outgrows a buffer is read into one grown for it, up to this size,
+    /// and freed after its request.
     #[arg(long, default_value_t = DEFAULT_MAX_HEADER_BYTES, value_name = "BYTES")]
     pub max_header_bytes: usize,
 
-    /// Most header fields in a request; more get 431.
+    /// Most header fields in a request (1-256); more get 431.
     #[arg(long, default_value_t = DEFAULT_MAX_HEADERS, value_name = "N")]
     pub max_headers: usize,
 
-    /// Size of each I/O buffer; a connection holds up to two while bytes are in flight.
+    /// Size of each I/O buffer (1 KiB to 16 MiB); a connection holds up to two while bytes are in
+    /// flight. Response heads must fit in one, less 512 bytes (larger ones get 502), and so must
+    /// --retry-buffer; request heads are limited by --max-header-bytes alone.
     #[arg(long, default_value_t = DEFAULT_BUFFER_SIZE, value_name = "BYTES")]
     pub buffer_size: usize,
 

@@ -177,6 +177,12 @@ impl ProxyConfig {
                 self.max_attempts
             ));
         }
+        if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&self.buffer_size) {
+            return Err(format!(
+                "--buffer-size must be between {MIN_BUFFER_SIZE} and {MAX_BUFFER_SIZE} (16 MiB), not {}",
+                self.buffer_size
+            ));
+        }
         if self.retry_buffer > self.buffer_size.saturating_sub(REWRITE_RESERVE_BYTES) {
             return Err(format!(
                 "--retry-buffer {} does not fit in --buffer-size {} (at most {})",
@@ -201,24 +207,12 @@ impl ProxyConfig {
                 self.max_headers
             ));
         }
-        if self.max_header_bytes < 256 {
+        // A request head larger than a buffer gets a grown buffer (the HTTP session reads it into
+        // one), so --max-header-bytes and --buffer-size are checked apart.
+        if !(256..=MAX_BUFFER_SIZE).contains(&self.max_header_bytes) {
             return Err(format!(
-                "--max-header-bytes must be at least 256, not {}",
+                "--max-header-bytes must be between 256 and {MAX_BUFFER_SIZE} (16 MiB), not {}",
                 self.max_header_bytes
-            ));
-        }
-        let needed = self.max_header_bytes + REWRITE_RESERVE_BYTES;
-        if self.buffer_size < needed {
-            return Err(format!(
-                "--buffer-size {} is too small for --max-header-bytes {}: it needs at least {needed} \
-                 (the largest head plus {REWRITE_RESERVE_BYTES} bytes for rewriting)",
-                self.buffer_size, self.max_header_bytes
-            ));
-        }
-        if self.buffer_size > 16 << 20 {
-            return Err(format!(
-                "--buffer-size must be at most 16 MiB, not {}",
-                self.buffer_size
             ));
         }
         if self.per_try_timeout_ms >= self.response_timeout_ms {
@@ -304,10 +298,30 @@ mod tests {
     fn defaults_are_valid_and_checks_catch_conflicts() {
         assert_eq!(ProxyConfig::default().validate(), Ok(()));
         let small = ProxyConfig {
-            buffer_size: 4096,
+            buffer_size: 512,
             ..ProxyConfig::default()
         };
         assert!(small.validate().unwrap_err().contains("--buffer-size"));
+        let retry = ProxyConfig {
+            buffer_size: 4096,
+            ..ProxyConfig::default()
+        };
+        assert!(retry.validate().unwrap_err().contains("--retry-buffer"));
+        let big_heads = ProxyConfig {
+            max_header_bytes: 64 * 1024,
+            max_headers: MAX_HEADERS,
+            ..ProxyConfig::default()
+        };
+        assert_eq!(
+            big_heads.validate(),
+            Ok(()),
+            "heads are not bounded by --buffer-size"
+        );
+        let too_many = ProxyConfig {
+            max_headers: MAX_HEADERS + 1,
+            ..ProxyConfig::default()
+        };
+        assert!(too_many.validate().unwrap_err().contains("--max-headers"));
         let attempts = ProxyConfig {
             max_attempts: 0,
             ..ProxyConfig::default()

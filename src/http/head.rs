@@ -2,20 +2,25 @@
 //!
 //! A head is parsed with httparse straight from the connection's buffer and rewritten into a fresh
 //! buffer in one pass: hop-by-hop fields are dropped (RFC 9110 section 7.6.1: Connection, Keep-Alive,
-//! Proxy-Connection, TE, Trailer, Upgrade, and every field the Connection header names), sluice's own
+//! Proxy-Connection, TE, Upgrade, and every field the Connection header names), sluice's own
 //! connection handling is written instead, and requests gain X-Forwarded-For and X-Forwarded-Proto.
-//! Everything else passes unchanged. Message framing follows RFC 9112 section 6.3, strictly: anything
-//! that two parsers could read differently (Content-Length with Transfer-Encoding, differing lengths,
-//! a transfer coding that is not a final `chunked`, bare LF line endings) is refused, because a proxy
-//! that guesses is what request smuggling exploits.
+//! Everything else passes unchanged, `Trailer` included: it is end to end (RFC 9110 section 6.6.2)
+//! and describes trailer fields that sluice forwards. Message framing follows RFC 9112 section 6.3,
+//! strictly: anything that two parsers could read differently (Content-Length with
+//! Transfer-Encoding, differing lengths, a request whose final transfer coding is not `chunked`,
+//! codings that are not codings, bare LF line endings) is refused, because a proxy that guesses is
+//! what request smuggling exploits.
 
 use std::io::Write as _;
 use std::mem::MaybeUninit;
 use std::net::IpAddr;
 use std::ops::Range;
 
-/// Most header fields a head may carry; the `--max-headers` flag can only lower it.
-pub const MAX_HEADERS: usize = 128;
+use super::chunked::is_tchar;
+
+/// Most header fields a head may carry; `--max-headers` sets the request limit up to it, responses
+/// get all of it. The parse keeps one 32-byte slot per field on the worker's stack (8 KiB).
+pub const MAX_HEADERS: usize = 256;
 /// Bytes a rewrite may add to a head (X-Forwarded-*, Connection); buffers keep this much spare room
 /// while a head is read so the rewritten head always fits.
 pub const REWRITE_RESERVE_BYTES: usize = 512;
@@ -166,7 +171,6 @@ enum Field {
     KeepAlive,
     ProxyConnection,
     Te,
-    Trailer,
     Upgrade,
     TransferEncoding,
     ContentLength,
@@ -204,7 +208,6 @@ fn classify(name: &str) -> Field {
         2 if is("te") => Field::Te,
         4 if is("host") => Field::Host,
         6 if is("cookie") => Field::Cookie,
-        7 if is("trailer") => Field::Trailer,
         7 if is("upgrade") => Field::Upgrade,
         10 if is("connection") => Field::Connection,
         10 if is("keep-alive") => Field::KeepAlive,
@@ -270,13 +273,14 @@ impl<'a> ConnectionOptions<'a> {
 
 /// Hop-by-hop fields are not forwarded. Framing fields stay whatever Connection says: dropping
 /// Content-Length while forwarding the body would let the next hop read the body as a new request.
+/// `Trailer` is not hop-by-hop (RFC 2616 section 13.5.1 listed "Trailers", meaning TE's value; RFC
+/// 9110 section 7.6.1 does not), so it passes with the trailer fields it announces.
 fn is_hop_by_hop(field: Field, name: &str, conn: &ConnectionOptions<'_>) -> bool {
     match field {
         Field::Connection
         | Field::KeepAlive
         | Field::ProxyConnection
         | Field::Te
-        | Field::Trailer
         | Field::Upgrade => true,
         Field::ContentLength | Field::TransferEncoding | Field::Host => false,
         _ => conn.named_len > 0 && conn.names(name),
@@ -377,14 +381,84 @@ fn parse_length(value: &[u8]) -> Result<u64, HeadError> {
         .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Whether a Transfer-Encoding list ends in `chunked` (the only coding sluice can frame by).
-fn ends_in_chunked(value: &[u8]) -> bool {
-    let last = value
-        .rsplit(|&b| b == b',')
-        .next()
-        .unwrap_or(b"")
-        .trim_ascii();
-    last.eq_ignore_ascii_case(b"chunked")
+/// The transfer codings a message lists, read from its Transfer-Encoding fields in order (several
+/// fields make one list, RFC 9110 section 5.3).
+#[derive(Clone, Copy, Default)]
+struct TransferCodings {
+    /// A Transfer-Encoding field was seen.
+    present: bool,
+    chunked_seen: bool,
+    /// The last coding so far is `chunked`: sluice can find where the body ends.
+    final_chunked: bool,
+}
+
+impl TransferCodings {
+    /// Adds one Transfer-Encoding field value. The rule (RFC 9112 section 6.1 and 7), checked per
+    /// coding in list order:
+    /// - a coding is a token (RFC 9110 section 5.6.2) with optional whitespace around each comma; an
+    ///   empty element or other bytes are malformed (400), since a parser that skips an empty
+    ///   element and one that doesn't would disagree on which coding is final;
+    /// - `chunked` may appear once (RFC 9112 section 6.1: never applied twice), else 400;
+    /// - the other codings sluice forwards are the registered ones of RFC 9112 section 7.2: `gzip`,
+    ///   `deflate`, `compress` and their `x-gzip`, `x-compress` aliases. sluice only frames by the
+    ///   final `chunked`, so the codings under it are the backend's business;
+    /// - `identity` is not a transfer coding (RFC 7230 removed it, Appendix A.2; nginx answers 501)
+    ///   and neither is anything else, nor a coding with parameters (none is defined): 501, as RFC
+    ///   9112 section 6.1 asks of a server that does not understand a coding.
+    ///
+    /// Whether the final coding must be `chunked` depends on the direction; see
+    /// [`forward_request`] and [`forward_response`].
+    fn add(&mut self, value: &[u8]) -> Result<(), HeadError> {
+        let ows = |b: &u8| *b == b' ' || *b == b'\t';
+        self.present = true;
+        for element in value.split(|&b| b == b',') {
+            let start = element
+                .iter()
+                .position(|b| !ows(b))
+                .unwrap_or(element.len());
+            let end = element
+                .iter()
+                .rposition(|b| !ows(b))
+                .map_or(start, |i| i + 1);
+            let element = &element[start..end];
+            let name_len = element
+                .iter()
+                .position(|&b| !is_tchar(b))
+                .unwrap_or(element.len());
+            let (name, rest) = element.split_at(name_len);
+            let params = rest.iter().find(|b| !ows(b)) == Some(&b';');
+            if name.is_empty() || (!rest.is_empty() && !params) {
+                return Err(HeadError::Malformed("malformed Transfer-Encoding"));
+            }
+            if params {
+                return Err(HeadError::NotImplemented(
+                    "transfer coding parameters are not supported",
+                ));
+            }
+            let is = |coding: &str| name.eq_ignore_ascii_case(coding.as_bytes());
+            if is("chunked") {
+                if self.chunked_seen {
+                    return Err(HeadError::Malformed("chunked applied twice"));
+                }
+                self.chunked_seen = true;
+                self.final_chunked = true;
+            } else if is("gzip")
+                || is("deflate")
+                || is("compress")
+                || is("x-gzip")
+                || is("x-compress")
+            {
+                self.final_chunked = false;
+            } else if is("identity") {
+                return Err(HeadError::NotImplemented(
+                    "identity is not a transfer coding",
+                ));
+            } else {
+                return Err(HeadError::NotImplemented("unknown transfer coding"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Decimal text of every byte value: `(digits, len)`, built at compile time.
@@ -466,6 +540,11 @@ pub struct RequestOptions<'a> {
 
 /// Parses the request head at the front of `src` and writes the head to forward into `out`.
 /// `Ok(None)`: the head is not complete yet.
+///
+/// Transfer-Encoding: every coding must pass [`TransferCodings::add`] (else 400, or 501 for
+/// `identity` and codings sluice does not know, like nginx), and the final one must be `chunked`:
+/// RFC 9112 section 6.3 says a request whose final coding is anything else has no reliable length
+/// and MUST get 400 and a closed connection. `gzip, chunked` is forwarded as it is.
 pub fn forward_request(
     src: &[u8],
     opts: &RequestOptions<'_>,
@@ -499,7 +578,7 @@ pub fn forward_request(
 
     let mut conn = ConnectionOptions::default();
     let mut length: Option<u64> = None;
-    let mut chunked = false;
+    let mut codings = TransferCodings::default();
     let mut hosts = 0;
     let mut has_upgrade_field = false;
     let fields = classify_all(headers);
@@ -512,22 +591,19 @@ pub fn forward_request(
                 }
                 length = Some(parse_length(h.value)?);
             }
-            Field::TransferEncoding => {
-                if chunked {
-                    return Err(HeadError::Malformed("chunked applied twice"));
-                }
-                if !ends_in_chunked(h.value) {
-                    return Err(HeadError::NotImplemented(
-                        "transfer coding other than chunked",
-                    ));
-                }
-                chunked = true;
-            }
+            Field::TransferEncoding => codings.add(h.value)?,
             Field::Host => hosts += 1,
             Field::Upgrade => has_upgrade_field = true,
             _ => {}
         }
     }
+    // RFC 9112 section 6.3: a request whose final coding is not chunked has no knowable length.
+    if codings.present && !codings.final_chunked {
+        return Err(HeadError::Malformed(
+            "chunked is not the final transfer coding",
+        ));
+    }
+    let chunked = codings.present;
     if chunked && length.is_some() {
         return Err(HeadError::Malformed(
             "both Content-Length and Transfer-Encoding",
@@ -638,6 +714,13 @@ pub fn forward_request(
 
 /// Parses the response head at the front of `src` and writes the head to send the client into `out`.
 /// `Ok(None)`: the head is not complete yet.
+///
+/// Transfer-Encoding: a final `chunked` frames the body; any other final coding means the body
+/// ends when the backend closes (RFC 9112 section 6.3). Codings that fail [`TransferCodings::add`]
+/// (`identity, chunked`, unknown codings) are refused, and the worker answers 502, rather than
+/// forwarded: a client that reads `identity` as "no coding" would wait for the close while sluice
+/// keeps the connection for the next response, and two readings of where a body ends is how a
+/// response queue gets poisoned. nginx, as a proxy, refuses them too.
 pub fn forward_response(
     src: &[u8],
     ctx: &ResponseContext<'_>,
@@ -672,7 +755,7 @@ pub fn forward_response(
 
     let mut conn = ConnectionOptions::default();
     let mut length: Option<u64> = None;
-    let mut transfer_encoding: Option<bool> = None;
+    let mut codings = TransferCodings::default();
     let mut retry_after_s = None;
     let fields = classify_all(headers);
     for (h, &field) in headers.iter().zip(&fields) {
@@ -686,10 +769,10 @@ pub fn forward_response(
                 length = Some(n);
             }
             Field::TransferEncoding => {
-                if transfer_encoding.is_some() {
+                if codings.present {
                     return Err(HeadError::Malformed("Transfer-Encoding repeated"));
                 }
-                transfer_encoding = Some(ends_in_chunked(h.value));
+                codings.add(h.value)?;
             }
             Field::RetryAfter => {
                 retry_after_s = std::str::from_utf8(h.value)
@@ -699,7 +782,7 @@ pub fn forward_response(
             _ => {}
         }
     }
-    if transfer_encoding.is_some() && length.is_some() {
+    if codings.present && length.is_some() {
         return Err(HeadError::Malformed(
             "both Content-Length and Transfer-Encoding",
         ));
@@ -713,7 +796,8 @@ pub fn forward_response(
     let framing = if ctx.method == Method::Head || interim || status == 204 || status == 304 {
         Framing::None
     } else {
-        match (transfer_encoding, length) {
+        // RFC 9112 section 6.3: a response whose final coding is not chunked ends at close.
+        match (codings.present.then_some(codings.final_chunked), length) {
             (Some(true), _) => Framing::Chunked,
             (Some(false), _) => Framing::UntilClose,
             (None, Some(0)) => Framing::None,

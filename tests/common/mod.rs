@@ -17,6 +17,8 @@ use sluice::strategy::StrategyKind;
 
 /// Generous bound on any single blocking read in a test; hitting it means a hang, i.e. a bug.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+/// Header fields the test client and backends parse, above anything sluice lets through.
+pub const MAX_TEST_HEADERS: usize = 512;
 
 pub fn init_logger() {
     static ONCE: Once = Once::new();
@@ -368,7 +370,7 @@ pub fn read_request(r: &mut impl BufRead) -> io::Result<Option<Req>> {
     let Some(head) = read_head_lines(r)? else {
         return Ok(None);
     };
-    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_TEST_HEADERS];
     let mut parsed = httparse::Request::new(&mut headers);
     parsed.parse(&head).map_err(io::Error::other)?;
     let mut req = Req {
@@ -431,7 +433,7 @@ impl Resp {
 /// Reads one response; `head_request` means it has no body whatever it says.
 pub fn read_response(r: &mut impl BufRead, head_request: bool) -> io::Result<Resp> {
     let head = read_head_lines(r)?.ok_or(io::ErrorKind::UnexpectedEof)?;
-    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_TEST_HEADERS];
     let mut parsed = httparse::Response::new(&mut headers);
     parsed.parse(&head).map_err(io::Error::other)?;
     let mut resp = Resp {
