@@ -1,3 +1,5 @@
+use super::fields::*;
+use super::request::*;
 use super::*;
 use std::net::Ipv4Addr;
 
