@@ -197,7 +197,7 @@ fn bad_flags_get_a_message_and_a_non_zero_exit() {
 }
 
 #[test]
-fn header_and_buffer_flags_out_of_range_are_refused_with_the_range() {
+fn header_buffer_and_upgrade_flags_out_of_range_are_refused_with_the_reason() {
     for (args, message) in [
         (
             &["--max-headers", "300"][..],
@@ -211,6 +211,11 @@ fn header_and_buffer_flags_out_of_range_are_refused_with_the_range() {
             &["--buffer-size", "512"],
             "--buffer-size must be between 1024 and",
         ),
+        (
+            &["--allow-upgrade", "h2c"],
+            "--allow-upgrade h2c is refused",
+        ),
+        (&["--allow-upgrade", "two words"], "is not a protocol name"),
     ] {
         let out = Command::new(SLUICE).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -314,6 +314,53 @@ fn expect_100_continue_is_relayed() {
     assert_eq!(resp.body, b"data");
 }
 
+/// A lenient backend (as hypercorn is) switches to HTTP/2 on any `Upgrade: h2c`, with or without
+/// HTTP2-Settings. Through sluice it never sees the token, so it answers in HTTP/1.1 and the next
+/// request on the connection is an HTTP/1.1 request again.
+#[test]
+fn an_h2c_upgrade_is_forwarded_as_plain_http_and_the_backend_never_switches() {
+    let backend = HttpBackend::start(|r| {
+        let wants_h2c = r
+            .header("upgrade")
+            .is_some_and(|u| u.to_ascii_lowercase().contains("h2c"));
+        if wants_h2c {
+            Reply::raw(
+                &b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                    [..],
+                false,
+            )
+        } else {
+            Reply::ok(format!("http/1.1 {}", r.target).as_bytes())
+        }
+    });
+    let lb = Sluice::http(&[backend.addr]);
+    let s = lb.connect();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    for target in ["/first", "/second"] {
+        w.write_all(
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                 Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let resp = read_response(&mut r, false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), format!("http/1.1 {target}"));
+    }
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 2);
+    for req in &seen {
+        assert_eq!(req.header("upgrade"), None, "{:?}", req.headers);
+        assert_eq!(req.header("http2-settings"), None);
+        assert!(!req
+            .header("connection")
+            .is_some_and(|c| c.to_ascii_lowercase().contains("upgrade")));
+    }
+}
+
 #[test]
 fn upgrade_turns_the_connection_into_a_tunnel() {
     let backend = RawBackend::start(|s| {

@@ -214,6 +214,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     pub max_body_bytes: u64,
 
+    /// Also pass this protocol upgrade on (repeatable). WebSocket always passes; any other token
+    /// is dropped from Upgrade and the request forwarded as plain HTTP/1.1. h2c cannot be allowed.
+    #[arg(long = "allow-upgrade", value_name = "TOKEN")]
+    pub allow_upgrade: Vec<String>,
+
     /// Most connections to each backend, across workers (each worker takes an equal share);
     /// requests beyond it wait in a queue. 0 = no limit.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -367,6 +372,11 @@ impl RunArgs {
             queue_timeout_ms: self.queue_timeout.ms(),
             max_request_line: self.max_request_line,
             max_body_bytes: self.max_body_bytes,
+            allow_upgrade: self
+                .allow_upgrade
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
         };
         proxy.validate()?;
         let admin = match self.admin.as_str() {

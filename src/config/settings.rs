@@ -106,6 +106,8 @@ pub struct ProxyConfig {
     pub max_request_line: usize,
     /// Largest request body; larger ones get 413 (0 = no limit).
     pub max_body_bytes: u64,
+    /// Upgrade protocols passed on besides WebSocket (`--allow-upgrade`), lower case.
+    pub allow_upgrade: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -141,6 +143,7 @@ impl Default for ProxyConfig {
             queue_timeout_ms: ms(DEFAULT_QUEUE_TIMEOUT),
             max_request_line: DEFAULT_MAX_REQUEST_LINE,
             max_body_bytes: 0,
+            allow_upgrade: Vec::new(),
         }
     }
 }
@@ -215,6 +218,9 @@ impl ProxyConfig {
                 self.max_header_bytes
             ));
         }
+        for token in &self.allow_upgrade {
+            check_upgrade_token(token)?;
+        }
         if self.per_try_timeout_ms >= self.response_timeout_ms {
             return Err(format!(
                 "--per-try-timeout ({} ms) must be shorter than --response-timeout ({} ms)",
@@ -240,6 +246,23 @@ impl ProxyConfig {
         }
         Ok(())
     }
+}
+
+/// An `--allow-upgrade` protocol: a token (RFC 9110 section 5.6.2), and never `h2c`.
+fn check_upgrade_token(token: &str) -> Result<(), String> {
+    if token.eq_ignore_ascii_case("h2c") {
+        return Err(
+            "--allow-upgrade h2c is refused: sluice would tunnel the HTTP/2 connection blind, \
+             past X-Forwarded-For, the header limits and every per-request rule"
+                .into(),
+        );
+    }
+    if token.is_empty() || !token.bytes().all(crate::http::chunked::is_tchar) {
+        return Err(format!(
+            "--allow-upgrade {token:?} is not a protocol name (letters, digits, -._~!#$%&'*+^`|)"
+        ));
+    }
+    Ok(())
 }
 
 /// Everything needed to start the proxy, from the command line.
@@ -322,6 +345,16 @@ mod tests {
             ..ProxyConfig::default()
         };
         assert!(too_many.validate().unwrap_err().contains("--max-headers"));
+        let h2c = ProxyConfig {
+            allow_upgrade: vec!["h2c".into()],
+            ..ProxyConfig::default()
+        };
+        assert!(h2c.validate().unwrap_err().contains("h2c is refused"));
+        let odd = ProxyConfig {
+            allow_upgrade: vec!["a b".into()],
+            ..ProxyConfig::default()
+        };
+        assert!(odd.validate().unwrap_err().contains("not a protocol name"));
         let attempts = ProxyConfig {
             max_attempts: 0,
             ..ProxyConfig::default()

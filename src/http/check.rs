@@ -35,6 +35,7 @@ pub fn request_head(data: &[u8]) {
         proto: "http",
         max_headers: 100,
         key_field: Some("x-key"),
+        allow_upgrade: &[],
     };
     let mut out = vec![0u8; data.len() + 1024];
     let Ok(Some(h)) = forward_request(data, &opts, &mut out) else {

@@ -90,6 +90,7 @@ impl Core {
                         RequestAttr::Header(name) => Some(name.as_str()),
                         _ => None,
                     },
+                    allow_upgrade: &self.cfg.allow_upgrade,
                 };
                 match head::forward_request(buf.bytes(), &opts, out.tail_mut()) {
                     Ok(Some(_)) if request_line_len(buf.bytes()) > self.cfg.max_request_line => {

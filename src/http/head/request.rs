@@ -60,6 +60,38 @@ pub struct RequestOptions<'a> {
     pub max_headers: usize,
     /// A field whose value's position to report in [`RequestHead::key_field`].
     pub key_field: Option<&'a str>,
+    /// Upgrade protocols passed on besides `websocket` (`--allow-upgrade`), lower case.
+    pub allow_upgrade: &'a [String],
+}
+
+/// The upgrade protocol every proxy passes on: WebSocket (RFC 6455).
+pub const WEBSOCKET: &str = "websocket";
+
+/// Whether one `Upgrade` list element (`protocol[/version]`, RFC 9110 section 7.8) may pass.
+/// `h2c` never may (a `--allow-upgrade h2c` is refused at start): after it, the connection would
+/// carry HTTP/2 streams that sluice tunnels blind, all to one backend, past X-Forwarded-For, the
+/// header limits and every per-request rule; an HTTP/1.1 proxy drops it, as nginx and Envoy do.
+fn upgrade_allowed(element: &[u8], allow: &[String]) -> bool {
+    let protocol = element.split(|&b| b == b'/').next().unwrap_or(element);
+    protocol.eq_ignore_ascii_case(WEBSOCKET.as_bytes())
+        || allow
+            .iter()
+            .any(|a| protocol.eq_ignore_ascii_case(a.as_bytes()))
+}
+
+/// The allowed elements of every `Upgrade` field of a request, in order.
+fn allowed_upgrades<'h>(
+    headers: &'h [httparse::Header<'h>],
+    fields: &'h [Field],
+    allow: &'h [String],
+) -> impl Iterator<Item = &'h [u8]> + 'h {
+    headers
+        .iter()
+        .zip(fields)
+        .filter(|(_, &f)| f == Field::Upgrade)
+        .flat_map(|(h, _)| h.value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(move |e| !e.is_empty() && upgrade_allowed(e, allow))
 }
 
 /// Parses the request head at the front of `src` and writes the head to forward into `out`.
@@ -69,6 +101,10 @@ pub struct RequestOptions<'a> {
 /// `identity` and codings sluice does not know, like nginx), and the final one must be `chunked`:
 /// RFC 9112 section 6.3 says a request whose final coding is anything else has no reliable length
 /// and MUST get 400 and a closed connection. `gzip, chunked` is forwarded as it is.
+///
+/// Upgrade: only `websocket` and the protocols of [`RequestOptions::allow_upgrade`] pass; other
+/// elements are dropped from the `Upgrade` field, and a request left with none is forwarded as
+/// plain HTTP/1.1 (no `Upgrade`, no `Connection: Upgrade`), so the backend cannot switch protocols.
 pub fn forward_request(
     src: &[u8],
     opts: &RequestOptions<'_>,
@@ -151,7 +187,12 @@ pub fn forward_request(
     } else {
         conn.keep_alive && !conn.close
     };
-    let upgrade = conn.upgrade && has_upgrade_field && minor == 1;
+    let upgrade = conn.upgrade
+        && has_upgrade_field
+        && minor == 1
+        && allowed_upgrades(headers, &fields, opts.allow_upgrade)
+            .next()
+            .is_some();
 
     let mut o = Out { buf: out, len: 0 };
     o.put(method_str.as_bytes())?;
@@ -173,8 +214,8 @@ pub fn forward_request(
     for (h, &field) in headers.iter().zip(&fields) {
         forwarded_for |= field == Field::XForwardedFor;
         let drop = match field {
-            Field::XForwardedFor | Field::XForwardedProto => true,
-            Field::Upgrade if upgrade => false,
+            // Written once, filtered, after the other fields.
+            Field::XForwardedFor | Field::XForwardedProto | Field::Upgrade => true,
             _ => is_hop_by_hop(field, h.name, &conn),
         };
         if drop {
@@ -213,7 +254,14 @@ pub fn forward_request(
     o.put(b"\r\n")?;
     o.field("X-Forwarded-Proto", opts.proto.as_bytes())?;
     if upgrade {
-        o.put(b"Connection: Upgrade\r\n")?;
+        o.put(b"Upgrade: ")?;
+        for (i, element) in allowed_upgrades(headers, &fields, opts.allow_upgrade).enumerate() {
+            if i > 0 {
+                o.put(b", ")?;
+            }
+            o.put(element)?;
+        }
+        o.put(b"\r\nConnection: Upgrade\r\n")?;
     } else if minor == 0 {
         // Backend connections are pooled; ask an HTTP/1.0 backend to keep this one.
         o.put(b"Connection: keep-alive\r\n")?;

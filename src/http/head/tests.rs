@@ -9,6 +9,7 @@ fn opts() -> RequestOptions<'static> {
         proto: "http",
         max_headers: 64,
         key_field: Some("x-user"),
+        allow_upgrade: &[],
     }
 }
 
@@ -284,6 +285,52 @@ fn connect_is_not_implemented() {
             .unwrap_err()
             .status(),
         501
+    );
+}
+
+#[test]
+fn h2c_is_dropped_and_the_request_goes_on_as_plain_http() {
+    let (h, out) = req_ok(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+         HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    );
+    assert!(!h.upgrade);
+    assert!(
+        !out.to_ascii_lowercase().contains("upgrade") && !out.contains("HTTP2-Settings"),
+        "{out}"
+    );
+    assert!(
+        h.keep_alive,
+        "the client's connection stays an HTTP/1.1 one"
+    );
+}
+
+#[test]
+fn only_allowed_protocols_stay_in_upgrade() {
+    let (h, out) = req_ok(
+        "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2c, WebSocket/13\r\n\
+         Upgrade: foo\r\n\r\n",
+    );
+    assert!(h.upgrade);
+    assert!(
+        out.contains("Upgrade: WebSocket/13\r\nConnection: Upgrade\r\n"),
+        "{out}"
+    );
+    let allow = ["foo".to_string()];
+    let opts = RequestOptions {
+        allow_upgrade: &allow,
+        ..opts()
+    };
+    let mut buf = vec![0u8; 4096];
+    let src = "GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: FOO, h2c\r\n\r\n";
+    let h = forward_request(src.as_bytes(), &opts, &mut buf)
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&buf[..h.out_len]);
+    assert!(h.upgrade);
+    assert!(
+        out.contains("Upgrade: FOO\r\nConnection: Upgrade\r\n"),
+        "{out}"
     );
 }
 
