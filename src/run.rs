@@ -46,6 +46,7 @@ impl Running {
 pub fn start(settings: Settings) -> Result<Running, String> {
     let listeners = Listeners::bind(
         settings.listen,
+        settings.reuse_port,
         settings.proxy.workers,
         settings.control.admin,
     )?;

@@ -22,17 +22,14 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str]) -> Proc {
+        let listen = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+        Proc::start_exactly(&[&listen[..], args].concat())
+    }
+
+    /// Like `start`, with no listen or admin address of its own.
+    fn start_exactly(args: &[&str]) -> Proc {
         let mut child = Command::new(SLUICE)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--health-interval",
-                "0",
-            ])
+            .args(["--workers", "2", "--health-interval", "0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -43,14 +40,16 @@ impl Proc {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let field = |name: &str| -> SocketAddr {
+        let field = |name: &str| -> Option<SocketAddr> {
             let v = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
                 .unwrap_or_else(|| panic!("{line}"));
-            v.parse().unwrap()
+            v.parse().ok()
         };
-        let (proxy, admin) = (field("proxy="), field("admin="));
+        let proxy = field("proxy=").unwrap_or_else(|| panic!("{line}"));
+        // `admin=off` when the admin API is off; nothing is listening at port 0.
+        let admin = field("admin=").unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
         Proc {
             child,
             proxy,
@@ -313,5 +312,97 @@ fn sigterm_stops_cleanly_with_exit_0() {
     assert!(
         err.contains("shutting down") && err.contains("stopped"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_second_sluice_on_a_taken_port_refuses_to_start_unless_asked_to_share() {
+    let first = Proc::start(&[]);
+    let taken = first.proxy.to_string();
+    let out = Command::new(SLUICE)
+        .args(["--listen", &taken, "--admin", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("another process listens there"),
+        "{}",
+        text(&out.stderr)
+    );
+    let shared = Proc::start_exactly(&[
+        "--listen",
+        &taken,
+        "--admin",
+        "off",
+        "--reuse-port",
+        "shared",
+    ]);
+    assert_eq!(shared.proxy, first.proxy);
+}
+
+#[test]
+fn a_taken_admin_port_suggests_another_or_off() {
+    let first = Proc::start(&[]);
+    let out = Command::new(SLUICE)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            &first.admin.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--admin off"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn listen_takes_a_bare_port_or_colon_port() {
+    for form in ["", ":"] {
+        // A port the kernel just handed out and took back: free unless a parallel test races for it.
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let p = Proc::start_exactly(&["--listen", &format!("{form}{port}"), "--admin", "off"]);
+        assert_eq!(p.proxy, SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+}
+
+#[test]
+fn ctl_takes_the_admin_address_as_a_url_too() {
+    let p = Proc::start(&["--backend", "127.0.0.1:7301"]);
+    for admin in [
+        format!("http://{}", p.admin),
+        format!("http://{}/", p.admin),
+    ] {
+        let out = ctl(&admin, &["backends", "list"]);
+        assert!(out.status.success(), "{admin}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("127.0.0.1:7301"));
+    }
+    let out = ctl(&format!("https://{}", p.admin), &["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("https"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = Command::new(SLUICE).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let line = text(&out.stdout);
+    assert!(line.starts_with("sluice 0."), "{line}");
+    let commit = line
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        commit == "unknown" || commit.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
     );
 }

@@ -4,6 +4,8 @@
 //! [`ProxyConfig`] is the checked, unit-explicit form a worker reads (its `Default` is the same
 //! defaults, which tests start from).
 
+use std::net::SocketAddr;
+
 use clap::{Args, ValueEnum};
 
 use crate::backend::{parse_addr, BackendSpec};
@@ -103,9 +105,15 @@ impl std::str::FromStr for RequestAttr {
 /// Flags for running the proxy.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Address to accept clients on (host:port).
+    /// Address to accept clients on: host:port, :port or port (every IPv4 address).
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: String,
+
+    /// exclusive: refuse to start when another process listens on --listen already. shared: join
+    /// it, and the kernel spreads new connections over every process (several sluice processes on
+    /// one port, as scripts/million.sh runs them).
+    #[arg(long, value_enum, default_value_t = ReusePort::Exclusive, value_name = "POLICY")]
+    pub reuse_port: ReusePort,
 
     /// Protocol: http (L7, HTTP/1.1) or tcp (L4).
     #[arg(long, value_enum, default_value_t = Mode::Http)]
@@ -335,9 +343,28 @@ pub struct RunArgs {
     pub min_enabled: usize,
 }
 
+/// Whether another process may listen on the proxy address too (`--reuse-port`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReusePort {
+    /// Refuse to start when the address is taken.
+    Exclusive,
+    /// Share the address with the processes listening there already.
+    Shared,
+}
+
+/// A listen address: `host:port`, or `:port` and a bare `port` for every IPv4 address, as nginx
+/// and HAProxy accept them.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let port_only = text.strip_prefix(':').unwrap_or(text);
+    match port_only.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
+        Err(_) => parse_addr(text),
+    }
+}
+
 impl RunArgs {
     pub fn settings(&self) -> Result<Settings, String> {
-        let listen = parse_addr(&self.listen).map_err(|e| format!("--listen: {e}"))?;
+        let listen = parse_listen(&self.listen).map_err(|e| format!("--listen: {e}"))?;
         let proxy = ProxyConfig {
             mode: self.mode,
             workers: self.workers.unwrap_or_else(default_workers),
@@ -443,6 +470,7 @@ impl RunArgs {
         };
         Ok(Settings {
             listen,
+            reuse_port: self.reuse_port,
             proxy,
             backends: self.backends.clone(),
             strategy: self.strategy,

@@ -269,6 +269,7 @@ fn check_upgrade_token(token: &str) -> Result<(), String> {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub reuse_port: ReusePort,
     pub proxy: ProxyConfig,
     pub backends: Vec<BackendSpec>,
     pub strategy: StrategyKind,
@@ -287,6 +288,7 @@ impl Settings {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         Settings {
             listen: loopback,
+            reuse_port: ReusePort::Exclusive,
             proxy,
             backends,
             strategy,
