@@ -66,6 +66,19 @@ impl Proc {
     }
 }
 
+impl Proc {
+    /// Kills the process and returns what it logged.
+    fn kill_and_log(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut log = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut log);
+        }
+        log
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -404,5 +417,53 @@ fn version_names_the_commit_it_was_built_from() {
     assert!(
         commit == "unknown" || commit.bytes().all(|b| b.is_ascii_hexdigit()),
         "{line}"
+    );
+}
+
+#[test]
+fn start_up_says_what_the_state_file_restored_and_which_flags_it_overrides() {
+    let dir = temp_dir("restored");
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let p = Proc::start(&["--state-file", state_arg, "--backend", "127.0.0.1:7401"]);
+    let add = r#"{"address": "127.0.0.1:7402"}"#;
+    assert_eq!(p.api("POST", "/api/backends", Some(add)).0, 201);
+    drop(p);
+    let p = Proc::start(&[
+        "--state-file",
+        state_arg,
+        "--backend",
+        "127.0.0.1:7409",
+        "--strategy",
+        "least-connections",
+    ]);
+    let log = p.kill_and_log();
+    assert!(
+        log.contains("restored 2 backends and strategy round-robin from the state file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--backend 127.0.0.1:7409 ignored: the state file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the --strategy flag (least-connections) does not apply"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_first_runtime_change_without_a_state_file_warns_once_that_it_is_not_saved() {
+    let p = Proc::start(&["--backend", "127.0.0.1:7501"]);
+    for port in [7502, 7503] {
+        let add = format!(r#"{{"address": "127.0.0.1:{port}"}}"#);
+        assert_eq!(p.api("POST", "/api/backends", Some(&add)).0, 201);
+    }
+    let log = p.kill_and_log();
+    assert_eq!(
+        log.matches("this runtime change is not saved").count(),
+        1,
+        "{log}"
     );
 }

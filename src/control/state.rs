@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
 use super::health::Hysteresis;
@@ -221,6 +222,41 @@ pub struct ControlState {
     pub active_strategy: StrategyKind,
     pub params: StrategyParams,
     file: Option<StateFile>,
+    /// Whether the first runtime change without a state file was warned about.
+    warned_unsaved: std::cell::Cell<bool>,
+}
+
+/// Says at start what a state file restored, and which flags it overrides.
+fn report_restored(
+    saved: &SavedState,
+    file: &StateFile,
+    flag_backends: &[BackendSpec],
+    flag_strategy: StrategyKind,
+) {
+    let path = file.path().display();
+    info!(
+        "restored {} backends and strategy {} from the state file {path}",
+        saved.backends.len(),
+        saved.strategy
+    );
+    let same_backends = flag_backends.len() == saved.backends.len()
+        && flag_backends
+            .iter()
+            .all(|f| saved.backends.iter().any(|b| b.address == f.addr));
+    if !flag_backends.is_empty() && !same_backends {
+        let flags: Vec<String> = flag_backends.iter().map(|b| b.addr.to_string()).collect();
+        warn!(
+            "--backend {} ignored: the state file {path} decides the backends (change them with \
+             sluice ctl, or remove the file to start from the flags)",
+            flags.join(" --backend ")
+        );
+    }
+    if flag_strategy != saved.strategy {
+        info!(
+            "strategy {} comes from the state file; the --strategy flag ({flag_strategy}) does not apply",
+            saved.strategy
+        );
+    }
 }
 
 impl ControlState {
@@ -236,6 +272,9 @@ impl ControlState {
             None => None,
         };
         let fresh = saved.is_none();
+        if let (Some(saved), Some(f)) = (&saved, &file) {
+            report_restored(saved, f, seed_backends, seed_strategy);
+        }
         let saved = saved.unwrap_or_else(|| SavedState {
             format: STATE_FORMAT,
             strategy: seed_strategy,
@@ -256,6 +295,7 @@ impl ControlState {
             active_strategy: resolve(saved.strategy),
             params,
             file,
+            warned_unsaved: std::cell::Cell::new(false),
         };
         for b in &saved.backends {
             if state.find(b.address).is_some() {
@@ -335,7 +375,15 @@ impl ControlState {
             Some(f) => f
                 .save(next)
                 .map_err(|e| ChangeError::Storage(format!("{}: {e}", f.path().display()))),
-            None => Ok(()),
+            None => {
+                if !self.warned_unsaved.replace(true) {
+                    warn!(
+                        "this runtime change is not saved: without --state-file, changes made \
+                         through the admin API are lost on restart and on a live upgrade"
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
