@@ -38,7 +38,7 @@ impl IdGenerator {
     pub fn next_id(&mut self) -> Id {
         let mut id = [0u8; ID_LEN];
         for byte in &mut id {
-            *byte = ALPHABET[self.rng.below(ALPHABET.len() as u64) as usize];
+            *byte = ALPHABET[self.rng.below_one_draw(ALPHABET.len() as u64) as usize];
         }
         id
     }
