@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/ensure.sh
+source scripts/lib/contenders.sh
 
 WORKERS=${WORKERS:-1}
 ROUNDS=${ROUNDS:-3}
@@ -40,9 +41,10 @@ ulimit -n "$(ulimit -Hn)"
 BACKEND=19001
 SLUICE=19010 HAPROXY=19011 NGINX=19012 SLUICE_TCP=19013 HAPROXY_TCP=19014
 
-
+# The backend (not a contender): nginx answering a tiny 200.
 cat >"$work/backend.conf" <<EOF
 worker_processes 1;
+daemon off;
 pid $work/backend.pid;
 error_log $work/backend.err;
 events { worker_connections 16384; }
@@ -53,69 +55,32 @@ http {
   server { listen 127.0.0.1:$BACKEND reuseport backlog=4096; location / { return 200 "ok\n"; } }
 }
 EOF
-cat >"$work/nginx.conf" <<EOF
-worker_processes $WORKERS;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 8192; }
-worker_rlimit_nofile 18000;
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  upstream be { server 127.0.0.1:$BACKEND; keepalive 512; keepalive_requests 100000000; }
-  server {
-    listen 127.0.0.1:$NGINX reuseport backlog=4096;
-    location / {
-      proxy_pass http://be;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-    }
-  }
+# The contenders' configurations; the same with one worker on other ports for callgrind.
+nginx_bench() { # nginx_bench DIR WORKERS PORT
+    mkdir -p "$1"
+    nginx_config "$1" workers="$2" listen="$3" servers="$BACKEND" connections=8192 nofile=18000 \
+        listen_options="reuseport backlog=4096" upstream_keepalive=512 \
+        upstream_keepalive_requests=100000000 client_keepalive_requests=100000000 forwarded=1 \
+        >"$1/nginx.conf"
 }
-EOF
-cat >"$work/haproxy.cfg" <<EOF
-global
-  nbthread $WORKERS
-  maxconn 8000
-defaults
-  timeout connect 3s
-  timeout client 60s
-  timeout server 60s
-frontend fe
-  mode http
-  bind 127.0.0.1:$HAPROXY
-  option forwardfor
-  http-request set-header X-Forwarded-Proto http
-  default_backend be
-backend be
-  mode http
-  http-reuse always
-  server s1 127.0.0.1:$BACKEND
-frontend fe_tcp
-  mode tcp
-  bind 127.0.0.1:$HAPROXY_TCP
-  default_backend be_tcp
-backend be_tcp
-  mode tcp
-  server s1 127.0.0.1:$BACKEND
-EOF
+haproxy_bench() { # haproxy_bench FILE THREADS HTTP_PORT TCP_PORT
+    haproxy_config threads="$2" listen="$3" tcp_listen="$4" servers="$BACKEND" forwardfor=1 >"$1"
+}
+nginx_bench "$work/nginx" "$WORKERS" $NGINX
+haproxy_bench "$work/haproxy.cfg" "$WORKERS" $HAPROXY $HAPROXY_TCP
 
-nginx -c "$work/backend.conf"
+spawn nginx -c "$work/backend.conf"
 wait_port $BACKEND
-pids+=("$(cat "$work/backend.pid")")
 
 SLUICE_ARGS=(--workers "$WORKERS" --admin 127.0.0.1:0 --health-interval 0 --max-conns 16000 --backend "127.0.0.1:$BACKEND")
-target/release/sluice --listen "127.0.0.1:$SLUICE" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice.err" &
-pids+=($!); SLUICE_PID=$!
-target/release/sluice --mode tcp --listen "127.0.0.1:$SLUICE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-tcp.err" &
-pids+=($!); SLUICE_TCP_PID=$!
-haproxy -D -f "$work/haproxy.cfg" -p "$work/haproxy.pid"
-HAPROXY_PID=$(cat "$work/haproxy.pid"); pids+=("$HAPROXY_PID")
-nginx -c "$work/nginx.conf"
-wait_port $NGINX
-NGINX_MASTER=$(cat "$work/nginx.pid"); pids+=("$NGINX_MASTER")
+spawn target/release/sluice --listen "127.0.0.1:$SLUICE" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice.err"
+SLUICE_PID=$SPAWNED
+spawn target/release/sluice --mode tcp --listen "127.0.0.1:$SLUICE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-tcp.err"
+SLUICE_TCP_PID=$SPAWNED
+spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
+HAPROXY_PID=$SPAWNED
+spawn nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
+NGINX_MASTER=$SPAWNED
 for p in $SLUICE $SLUICE_TCP $HAPROXY $HAPROXY_TCP $NGINX; do wait_port "$p"; done
 
 # The processes whose CPU a contender spends (nginx: its workers, not the idle master).
@@ -133,15 +98,6 @@ port_of() {
     haproxy-tcp) echo $HAPROXY_TCP ;; nginx) echo $NGINX ;;
     esac
 }
-# Clock ticks of user + system time of the given processes (all their threads).
-ticks() {
-    local sum=0
-    for pid in $1; do
-        read -r -a f <"/proc/$pid/stat"
-        sum=$((sum + f[13] + f[14]))
-    done
-    echo $sum
-}
 HZ=$(getconf CLK_TCK)
 
 results="$work/runs.jsonl"
@@ -150,8 +106,8 @@ run() {
     local who=$1 load=$2 port json
     port=$(port_of "$who")
     local url="http://127.0.0.1:$port/" cp before after
-    cp=$(cpu_pids "$who")
-    before=$(ticks "$cp")
+    read -r -a cp <<<"$(cpu_pids "$who")"
+    before=$(cpu_ticks "${cp[@]}")
     case $load in
     wrk-ka50) json=$(wrk -t1 -c50 -d"$DURATION" -s scripts/bench/wrk-report.lua "$url" | tail -n 1) ;;
     wrk-ka200) json=$(wrk -t1 -c200 -d"$DURATION" -s scripts/bench/wrk-report.lua "$url" | tail -n 1) ;;
@@ -160,7 +116,7 @@ run() {
     lg-ka200) json=$(target/release/loadgen http "$url" --rate 0 -c 200 -d "$DURATION" --json 2>/dev/null | tail -n 1) ;;
     lg-rate) json=$(target/release/loadgen http "$url" --rate "$RATE" -c 50 -d "$DURATION" --json 2>/dev/null | tail -n 1) ;;
     esac
-    after=$(ticks "$cp")
+    after=$(cpu_ticks "${cp[@]}")
     echo "{\"who\":\"$who\",\"load\":\"$load\",\"cpu_s\":$(python3 -c "print(($after - $before) / $HZ)"),\"report\":$json}" >>"$results"
     printf '  %-11s %-11s %s\n' "$who" "$load" "$(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(round(r.get('requests',0)/$DURATION), 'req/s')" "$json")" >&2
 }
@@ -200,17 +156,17 @@ instr="$work/instr.txt"
 : >"$instr"
 if [ "$CALLGRIND" = 1 ]; then
     count_ir() { # count_ir PORT N command...: total instructions of the command serving N requests
-        local port=$1 n=$2
+        local port=$1 n=$2 vp
         shift 2
         rm -f "$work"/cg.*
-        valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$@" >/dev/null 2>"$work/vg.err" &
-        local vp=$!
-        wait_port "$port"
+        spawn valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$@" >/dev/null 2>"$work/vg.err"
+        vp=$SPAWNED
+        wait_port "$port" "$vp"
         python3 scripts/bench/nreq.py 127.0.0.1 "$port" "$n"
+        # SIGINT: sluice and nginx exit cleanly on it, so callgrind writes its totals.
         kill -INT "$vp" 2>/dev/null || true
         sleep 1
-        kill "$vp" 2>/dev/null || true
-        wait "$vp" 2>/dev/null || true
+        stop "$vp"
         cat "$work"/cg.* | awk '/^summary:/ {s += $2} END {print s}'
     }
     per_request() { # per_request NAME PORT -- command...
@@ -221,12 +177,13 @@ if [ "$CALLGRIND" = 1 ]; then
         echo "$name $(((b - a) / 10000))" >>"$instr"
         echo "  instructions/request $name: $(((b - a) / 10000))" >&2
     }
-    sed "s/^worker_processes .*/worker_processes 1;/; s/listen 127.0.0.1:$NGINX/listen 127.0.0.1:19022/" "$work/nginx.conf" >"$work/nginx-cg.conf"
-    sed "s/nbthread .*/nbthread 1/; s/127.0.0.1:$HAPROXY\$/127.0.0.1:19021/; s/127.0.0.1:$HAPROXY_TCP\$/127.0.0.1:19024/" "$work/haproxy.cfg" >"$work/haproxy-cg.cfg"
-    per_request sluice 19020 -- target/release/sluice --listen 127.0.0.1:19020 --workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND"
+    nginx_bench "$work/nginx-cg" 1 19022
+    haproxy_bench "$work/haproxy-cg.cfg" 1 19021 19024
+    CG_ARGS=(--workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND")
+    per_request sluice 19020 -- target/release/sluice --listen 127.0.0.1:19020 "${CG_ARGS[@]}"
     per_request haproxy 19021 -- haproxy -db -f "$work/haproxy-cg.cfg"
-    per_request nginx 19022 -- nginx -c "$work/nginx-cg.conf" -g "daemon off; master_process off;"
-    per_request sluice-tcp 19023 -- target/release/sluice --mode tcp --listen 127.0.0.1:19023 --workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND"
+    per_request nginx 19022 -- nginx -p "$work/nginx-cg" -c "$work/nginx-cg/nginx.conf" -g "master_process off;"
+    per_request sluice-tcp 19023 -- target/release/sluice --mode tcp --listen 127.0.0.1:19023 "${CG_ARGS[@]}"
     per_request haproxy-tcp 19024 -- haproxy -db -f "$work/haproxy-cg.cfg"
 fi
 

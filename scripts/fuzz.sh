@@ -11,7 +11,8 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=(request_head response_head chunked)
 
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+source scripts/lib/ensure.sh
+ensure_cargo cargo-fuzz cargo-fuzz
 # cargo fuzz passes nightly-only flags (sanitizers); this machine has one stable toolchain.
 export RUSTC_BOOTSTRAP=1
 for t in "${targets[@]}"; do
