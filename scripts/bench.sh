@@ -11,7 +11,13 @@
 # from separate short runs under `valgrind --tool=callgrind` (two request counts, difference of
 # the totals, so start-up and shutdown cancel).
 #
+# Two builds of sluice in one run: SLUICE_BEFORE=PATH names another sluice binary (say, the
+# previous commit's), which joins as `sluice-before` and `sluice-before-tcp`, interleaved in the
+# same rounds and measured under callgrind the same way; the summary then gives sluice ÷
+# sluice-before for instructions and CPU per request.
+#
 # Usage: scripts/bench.sh                   WORKERS=1 ROUNDS=3 DURATION=10 scripts/bench.sh
+#        SLUICE_BEFORE=/tmp/sluice-before scripts/bench.sh
 # Prints Markdown tables (medians over rounds) and writes them to target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +28,11 @@ WORKERS=${WORKERS:-1}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CALLGRIND=${CALLGRIND:-1}
+SLUICE_BEFORE=${SLUICE_BEFORE:-}
+if [ -n "$SLUICE_BEFORE" ] && [ ! -x "$SLUICE_BEFORE" ]; then
+    echo "SLUICE_BEFORE=$SLUICE_BEFORE is not an executable" >&2
+    exit 2
+fi
 
 ensure_deb nginx nginx
 ensure_deb haproxy haproxy
@@ -40,6 +51,7 @@ ulimit -n "$(ulimit -Hn)"
 
 BACKEND=19001
 SLUICE=19010 HAPROXY=19011 NGINX=19012 SLUICE_TCP=19013 HAPROXY_TCP=19014
+BEFORE=19015 BEFORE_TCP=19016
 
 # The backend (not a contender): nginx answering a tiny 200.
 cat >"$work/backend.conf" <<EOF
@@ -77,17 +89,26 @@ spawn target/release/sluice --listen "127.0.0.1:$SLUICE" "${SLUICE_ARGS[@]}" >/d
 SLUICE_PID=$SPAWNED
 spawn target/release/sluice --mode tcp --listen "127.0.0.1:$SLUICE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-tcp.err"
 SLUICE_TCP_PID=$SPAWNED
+if [ -n "$SLUICE_BEFORE" ]; then
+    spawn "$SLUICE_BEFORE" --listen "127.0.0.1:$BEFORE" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-before.err"
+    BEFORE_PID=$SPAWNED
+    spawn "$SLUICE_BEFORE" --mode tcp --listen "127.0.0.1:$BEFORE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-before-tcp.err"
+    BEFORE_TCP_PID=$SPAWNED
+fi
 spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
 HAPROXY_PID=$SPAWNED
 spawn nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
 NGINX_MASTER=$SPAWNED
 for p in $SLUICE $SLUICE_TCP $HAPROXY $HAPROXY_TCP $NGINX; do wait_port "$p"; done
+[ -z "$SLUICE_BEFORE" ] || { wait_port $BEFORE; wait_port $BEFORE_TCP; }
 
 # The processes whose CPU a contender spends (nginx: its workers, not the idle master).
 cpu_pids() {
     case $1 in
     sluice) echo "$SLUICE_PID" ;;
     sluice-tcp) echo "$SLUICE_TCP_PID" ;;
+    sluice-before) echo "$BEFORE_PID" ;;
+    sluice-before-tcp) echo "$BEFORE_TCP_PID" ;;
     haproxy | haproxy-tcp) echo "$HAPROXY_PID" ;;
     nginx) pgrep -P "$NGINX_MASTER" | tr '\n' ' ' ;;
     esac
@@ -96,6 +117,7 @@ port_of() {
     case $1 in
     sluice) echo $SLUICE ;; sluice-tcp) echo $SLUICE_TCP ;; haproxy) echo $HAPROXY ;;
     haproxy-tcp) echo $HAPROXY_TCP ;; nginx) echo $NGINX ;;
+    sluice-before) echo $BEFORE ;; sluice-before-tcp) echo $BEFORE_TCP ;;
     esac
 }
 HZ=$(getconf CLK_TCK)
@@ -123,6 +145,10 @@ run() {
 
 HTTP=(sluice haproxy nginx)
 TCP=(sluice-tcp haproxy-tcp)
+if [ -n "$SLUICE_BEFORE" ]; then
+    HTTP=(sluice sluice-before haproxy nginx)
+    TCP=(sluice-tcp sluice-before-tcp haproxy-tcp)
+fi
 echo "warming up" >&2
 for who in "${HTTP[@]}" "${TCP[@]}"; do wrk -t1 -c50 -d2 "http://127.0.0.1:$(port_of "$who")/" >/dev/null; done
 
@@ -181,9 +207,15 @@ if [ "$CALLGRIND" = 1 ]; then
     haproxy_bench "$work/haproxy-cg.cfg" 1 19021 19024
     CG_ARGS=(--workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND")
     per_request sluice 19020 -- target/release/sluice --listen 127.0.0.1:19020 "${CG_ARGS[@]}"
+    if [ -n "$SLUICE_BEFORE" ]; then
+        per_request sluice-before 19025 -- "$SLUICE_BEFORE" --listen 127.0.0.1:19025 "${CG_ARGS[@]}"
+    fi
     per_request haproxy 19021 -- haproxy -db -f "$work/haproxy-cg.cfg"
     per_request nginx 19022 -- nginx -p "$work/nginx-cg" -c "$work/nginx-cg/nginx.conf" -g "master_process off;"
     per_request sluice-tcp 19023 -- target/release/sluice --mode tcp --listen 127.0.0.1:19023 "${CG_ARGS[@]}"
+    if [ -n "$SLUICE_BEFORE" ]; then
+        per_request sluice-before-tcp 19026 -- "$SLUICE_BEFORE" --mode tcp --listen 127.0.0.1:19026 "${CG_ARGS[@]}"
+    fi
     per_request haproxy-tcp 19024 -- haproxy -db -f "$work/haproxy-cg.cfg"
 fi
 
@@ -214,7 +246,7 @@ print(f"{workers} worker(s) each; medians of {rounds} interleaved rounds of {dur
 print("| load | proxy | req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | errors |")
 print("|---|---|---|---|---|---|---|---|")
 for load in LOADS:
-    for who in ("sluice", "haproxy", "nginx", "sluice-tcp", "haproxy-tcp"):
+    for who in ("sluice", "sluice-before", "haproxy", "nginx", "sluice-tcp", "sluice-before-tcp", "haproxy-tcp"):
         ms = table.get((load, who))
         if not ms:
             continue
@@ -238,4 +270,18 @@ s, h = table.get(("wrk-ka50", "sluice-tcp")), table.get(("wrk-ka50", "haproxy-tc
 if s and h:
     med = lambda ms, k: statistics.median(m[k] for m in ms)
     print(f"\nTCP mode, wrk keep-alive 50 conns: CPU/req sluice ÷ HAProxy = {med(s,'cpu_us')/med(h,'cpu_us'):.2f}, req/s ratio {med(s,'rps')/med(h,'rps'):.2f}")
+if any(who == "sluice-before" for _, who in table):
+    med = lambda ms, k: statistics.median(m[k] for m in ms)
+    print("\nThis build against the one before (sluice ÷ sluice-before, same load, medians):\n")
+    print("| load | mode | CPU/req | req/s | p99 |")
+    print("|---|---|---|---|---|")
+    for load in LOADS:
+        for now, before, mode in (("sluice", "sluice-before", "HTTP"), ("sluice-tcp", "sluice-before-tcp", "TCP")):
+            a, b = table.get((load, now)), table.get((load, before))
+            if a and b:
+                print(f"| {LOADS[load]} | {mode} | {med(a,'cpu_us')/med(b,'cpu_us'):.2f} | {med(a,'rps')/med(b,'rps'):.2f} | {med(a,'p99')/med(b,'p99'):.2f} |")
+    for now, before, mode in (("sluice", "sluice-before", "HTTP"), ("sluice-tcp", "sluice-before-tcp", "TCP")):
+        if now in instr and before in instr:
+            print(f"\nInstructions/request, {mode}: sluice ÷ sluice-before = {int(instr[now]) / int(instr[before]):.2f} "
+                  f"({int(instr[now]):,} ÷ {int(instr[before]):,})")
 PY
