@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Brief 000's challenge, side by side: sluice `bandit`, sluice `round-robin`, nginx and HAProxy in
-# front of `loadgen sim`'s flaky servers, scored against the simulator's ledger.
+# The flaky-servers challenge (README.md, "The flaky-servers challenge": the task, the score and the
+# oracle bound), side by side: sluice `bandit`, sluice `round-robin`, nginx and HAProxy in front of
+# `loadgen sim`'s flaky servers, scored against the simulator's ledger.
 #
 # For each configuration (profiles flaky1, flaky2, flaky3) and each seed, the four contenders run
 # at the same time, each in front of its OWN simulator started with the same profile and seed:
@@ -70,7 +71,7 @@ mkdir -p "$out"
 results="$out/results.tsv"
 : >"$results"
 
-base_port() { # PROFILE -> the brief's port range start
+base_port() { # PROFILE -> the start of the challenge's port range for it
     case $1 in
         flaky1) echo 4000 ;;
         flaky2) echo 5000 ;;

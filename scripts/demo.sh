@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: sluice in front of brief 000's flaky servers, scored.
+# The demo: sluice in front of the flaky servers of the flaky-servers challenge (README.md, "The
+# flaky-servers challenge"), scored.
 #
-# Builds release, starts `loadgen sim --challenge` (the three configurations of brief 000 on
+# Builds release, starts `loadgen sim --challenge` (the challenge's three configurations on
 # ports 4000-4009, 5000-5009 and 6000-6009), sluice in front of configuration 1 with the bandit
 # strategy and the challenge's retry policy, then sends fresh 24-character ids at 10 per second
 # with `loadgen challenge` and prints the score. Watch it live on the dashboard meanwhile.
@@ -34,7 +35,10 @@ WAIT_S=10 wait_for sluice grep -q "sluice ready" "$work/sluice.out" 2>/dev/null 
     { echo "sluice did not start:"; cat "$work/sluice.log"; exit 1; }
 
 cat <<INFO
-sluice is balancing brief 000's configuration 1 (ten flaky servers on 127.0.0.1:4000-4009).
+sluice is balancing configuration 1 of the flaky-servers challenge: ten servers on
+127.0.0.1:4000-4009, each failing with its own fixed probability. An id scores when a server
+accepts it; each attempt beyond the third for one id costs a point. Reading the score:
+README.md, "The flaky-servers challenge".
   dashboard:  http://$admin/            (live charts, backends, strategy)
   status:     target/release/sluice ctl --admin $admin status
   metrics:    curl -s http://$admin/metrics

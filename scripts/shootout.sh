@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The strategy shootout (issue 5): every sluice strategy, HAProxy (roundrobin, leastconn) and nginx
-# (least_conn, random two least_conn), each in front of brief 002's heavy-tailed backends
+# The strategy shootout: every sluice strategy, HAProxy (roundrobin, leastconn) and nginx
+# (least_conn, random two least_conn), each in front of heavy-tailed backends
 # (`loadgen sim --profile heavytail`: 5% of requests take 10-50x the service time, each server has
 # a few workers and queues the rest), at a fixed share of their capacity, measured open loop with
 # `loadgen http`. Prints a Markdown table of medians over ROUNDS rounds and writes it, with the raw

@@ -1,4 +1,4 @@
-//! Request identifiers of brief 000: exactly 24 ASCII alphanumeric characters.
+//! Request identifiers of the flaky-servers challenge: exactly 24 ASCII alphanumeric characters.
 //!
 //! The challenge client and `http --body-id24` draw fresh ids from a seedable generator, and the
 //! simulator uses [`is_valid_id`] to decide between a real attempt and a `400`.
