@@ -1,10 +1,11 @@
 # Helpers for scripts that start processes, shared by every script under scripts/.
 #
 # Sourcing this file makes a scratch folder, `$work`, and sets one stop policy: when the script
-# exits (normally, on an error, or on Ctrl-C), every process started with `spawn` or recorded with
-# `record` is sent TERM, newest first (load before proxies, proxies before backends); they get
-# STOP_GRACE_S seconds (5) to exit, then whatever is left gets KILL; then `$work` is removed.
-# Ctrl-C or a TERM prints "stopped" and exits with status 130.
+# exits (normally, on an error, or on Ctrl-C), every process started with `spawn` is sent TERM,
+# newest first (load before proxies, proxies before backends); they get STOP_GRACE_S seconds (5)
+# to exit, then whatever is left gets KILL; then `$work` is removed. No daemons: nginx and HAProxy
+# run in the foreground under `spawn` too, so every PID is known. Ctrl-C or a TERM prints
+# "stopped" and exits with status 130.
 # shellcheck shell=bash
 
 STOP_GRACE_S=${STOP_GRACE_S:-5}
@@ -21,11 +22,6 @@ spawn() {
     "$@" &
     SPAWNED=$!
     pids+=("$SPAWNED")
-}
-
-# record PID...: records processes started otherwise (a daemon's PID from its pid file).
-record() {
-    pids+=("$@")
 }
 
 # alive PID: whether the process exists and has not exited (an unreaped child is a zombie).
