@@ -10,6 +10,15 @@
 # Usage: scripts/demo.sh [SECONDS]     (default 60; Ctrl-C stops early and still cleans up)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+-h | --help)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+"" | *[!0-9]*)
+    [ -z "${1:-}" ] || { echo "usage: scripts/demo.sh [SECONDS] (a whole number; see --help)" >&2; exit 2; }
+    ;;
+esac
 source scripts/lib/proc.sh
 secs=${1:-60}
 listen=127.0.0.1:8080
@@ -22,8 +31,10 @@ for port in 4000 4100 5000 5100 6000 6100 8080 9090; do
     fi
 done
 
-echo "building (release)..."
-cargo build --release --workspace -q
+# The first build compiles every dependency with link-time optimisation: a minute or two on two
+# cores. Cargo's own progress lines show it is working; later builds take seconds.
+echo "building sluice and loadgen (release; the first build takes a minute or two)..."
+cargo build --release --workspace
 
 spawn target/release/loadgen sim --challenge --seed 1 >"$work/sim.log" 2>&1
 backends=()
