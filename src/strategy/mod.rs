@@ -387,6 +387,26 @@ mod tests {
     }
 
     #[test]
+    fn only_the_strategies_that_read_a_measure_ask_for_it() {
+        let b = test_support::backends(&[1, 1]);
+        let params = StrategyParams::default();
+        for &kind in <StrategyKind as clap::ValueEnum>::value_variants() {
+            let feedback = build(kind, &params, &b, 1).feedback();
+            assert_eq!(
+                feedback.latency,
+                matches!(kind, StrategyKind::LeastTime | StrategyKind::P2c),
+                "{kind}"
+            );
+            assert_eq!(feedback.success, kind == StrategyKind::Bandit, "{kind}");
+            assert_eq!(
+                feedback.response_cookie,
+                kind == StrategyKind::Sticky,
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
     fn slow_start_ramps_linearly_from_one_percent() {
         let mut b = test_support::backends(&[4]).remove(0);
         b.since_ms = 1_000;

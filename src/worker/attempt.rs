@@ -95,6 +95,7 @@ pub(super) struct RequestFacts {
 }
 
 impl RequestFacts {
+    #[inline]
     pub(super) fn of(ex: &Exchange, retry_buffer: usize) -> RequestFacts {
         RequestFacts {
             method: ex.method,
@@ -121,6 +122,7 @@ pub(super) struct AttemptBackend<'a> {
 
 impl<'a> AttemptBackend<'a> {
     /// The backend of a bound connection.
+    #[inline]
     pub(super) fn bound(b: &'a BackendConn) -> AttemptBackend<'a> {
         AttemptBackend {
             id: b.backend_id,
@@ -154,6 +156,7 @@ pub(super) struct Settle<'a> {
 
 impl Settle<'_> {
     /// Records how the attempt on `backend` (when known) ended and decides what happens next.
+    #[inline(always)]
     pub(super) fn settle(
         &mut self,
         req: &RequestFacts,
@@ -279,6 +282,7 @@ impl Settle<'_> {
 
 /// Whether a request may be sent again after its attempt ended in `end` (a per-try expiry still
 /// needs a token of the early-retry budget on top). `now_s` is the id budget's clock.
+#[inline]
 pub(super) fn may_retry(
     cfg: &ProxyConfig,
     budget: &IdBudget,

@@ -19,14 +19,16 @@ use mio::net::TcpStream;
 use mio::Interest;
 
 use crate::backend::BackendTable;
-use crate::config::Mode;
+use crate::config::{Mode, ProxyConfig};
+use crate::metrics::WorkerMetrics;
 use crate::retry::budget::Reserve;
 use crate::strategy::{Choice, PickContext};
 use crate::worker::attempt::Failure;
-use crate::worker::conn::{BackendConn, BackendConnKey, BackendState, ClientKey};
+use crate::worker::conn::{BackendConn, BackendConnKey, BackendState, ClientConn, ClientKey};
 use crate::worker::exchange::{Exchange, MAX_TRIED};
-use crate::worker::routing::TableIndex;
-use crate::worker::{Core, Next};
+use crate::worker::routing::{Routing, TableIndex};
+use crate::worker::timer::TimerWheel;
+use crate::worker::{Core, Next, Now};
 
 /// Why a request gets no attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,14 +75,15 @@ enum ConnectProgress {
 }
 
 /// The backends a pick may choose from: every eligible backend on a first attempt or when the
-/// strategy may repeat backends, otherwise those not tried yet (collected in `scratch`).
+/// strategy may repeat backends (asked only on a retry), otherwise those not tried yet (collected
+/// in `scratch`).
 fn candidates<'a>(
     table: &'a BackendTable,
     scratch: &'a mut Vec<usize>,
     ex: &Exchange,
-    retries_may_repeat: bool,
+    retries_may_repeat: impl FnOnce() -> bool,
 ) -> &'a [usize] {
-    if ex.attempts == 0 || retries_may_repeat {
+    if ex.attempts == 0 || retries_may_repeat() {
         return &table.eligible;
     }
     scratch.clear();
@@ -100,6 +103,114 @@ fn request_key(ex: &Exchange, mode: Mode) -> &[u8] {
     match (&ex.req, mode) {
         (Some(req), Mode::Http) => req.bytes().get(ex.key.clone()).unwrap_or(b""),
         _ => b"",
+    }
+}
+
+/// What starting an attempt touches besides the client, borrowed from the worker.
+struct Router<'a> {
+    routing: &'a mut Routing,
+    timers: &'a mut TimerWheel,
+    cfg: &'a ProxyConfig,
+    metrics: &'a mut WorkerMetrics,
+    now: Now,
+}
+
+impl Router<'_> {
+    /// The strategy's pick among the candidates, or a wait it asked for (the client's timer
+    /// dispatches again).
+    fn pick(&mut self, k: ClientKey, c: &mut ClientConn) -> Result<TableIndex, Stop> {
+        let (routing, now) = (&mut *self.routing, self.now);
+        let ex = c.ex.as_deref_mut().ok_or(Stop::Next(Next::Close))?;
+        if usize::from(ex.attempts) >= MAX_TRIED {
+            return Err(Stop::Refuse(Refusal::NoBackend));
+        }
+        let strategy = &routing.strategy;
+        let repeat = || strategy.retries_may_repeat();
+        let candidates = candidates(&routing.table, &mut routing.scratch, ex, repeat);
+        if candidates.is_empty() {
+            return Err(Stop::Refuse(Refusal::NoBackend));
+        }
+        let ctx = PickContext {
+            client_ip: c.peer_ip,
+            key: request_key(ex, self.cfg.mode),
+            now_ms: now.ms,
+            tried: ex.tried(),
+            force: ex.pace_until_ms != 0 && now.ms >= ex.pace_until_ms,
+        };
+        let ms = match routing
+            .strategy
+            .choose(&routing.table.backends, candidates, &ctx)
+        {
+            Choice::Backend(i) => {
+                ex.pace_until_ms = 0;
+                return Ok(TableIndex(i));
+            }
+            Choice::Wait { ms } => ms,
+        };
+        // Every backend's rate budget is spent: wait for one, but not past the deadline.
+        if ex.pace_until_ms == 0 {
+            ex.pace_until_ms = now.ms + self.cfg.max_pacing_wait_ms;
+        }
+        let wake = (now.ms + ms).min(ex.pace_until_ms).max(now.ms + 1);
+        c.deadline.set(wake, k.token(), self.timers);
+        Err(Stop::Next(Next::Wait))
+    }
+
+    /// At its connection limit, backend `i` takes the request into its queue (or refuses it when
+    /// the queue is full); the request is woken when a connection frees up.
+    fn admit(&mut self, k: ClientKey, c: &mut ClientConn, i: TableIndex) -> Result<(), Stop> {
+        let pool = &mut self.routing.pool;
+        if !pool.at_limit(i) {
+            return Ok(());
+        }
+        if pool.queue_len(i) >= self.cfg.backend_queue {
+            return Err(Stop::Refuse(Refusal::QueueFull));
+        }
+        let ex = c.ex.as_deref_mut().ok_or(Stop::Next(Next::Close))?;
+        pool.enqueue(i, k, &self.routing.table.backends[i.0].stats);
+        ex.queued = true;
+        let at_ms = self.now.ms + self.cfg.queue_timeout_ms;
+        c.deadline.set(at_ms, k.token(), self.timers);
+        Err(Stop::Next(Next::Wait))
+    }
+
+    /// Takes one of the request id's attempts from the budget all workers share.
+    fn reserve_id(&mut self, ex: &Exchange) -> Result<(), Stop> {
+        let Some(id) = ex.id else {
+            return Ok(());
+        };
+        match self
+            .routing
+            .budget
+            .reserve(id, self.cfg.max_attempts, self.now.secs())
+        {
+            Reserve::Granted(_) => Ok(()),
+            Reserve::Accepted => Err(Stop::Refuse(Refusal::IdAccepted)),
+            Reserve::Exhausted => Err(Stop::Refuse(Refusal::IdExhausted)),
+        }
+    }
+
+    /// Records the attempt on backend `i` in the exchange and the worker's counts, with what the
+    /// strategy adds to the response.
+    #[inline]
+    fn note_attempt(&mut self, ex: &mut Exchange, i: TableIndex) {
+        let (routing, cfg) = (&mut *self.routing, self.cfg);
+        ex.set_cookie = None;
+        if routing.feedback.response_cookie && cfg.mode == Mode::Http {
+            let key = request_key(ex, cfg.mode);
+            ex.set_cookie = routing.strategy.response_cookie(i.0, key);
+        }
+        ex.tried[usize::from(ex.attempts)] = routing.table.backends[i.0].id;
+        ex.attempts += 1;
+        ex.attempt_started_us = self.now.us;
+        ex.per_try_pending = cfg.per_try_timeout_ms != 0 && cfg.mode == Mode::Http;
+        if ex.per_try_pending && ex.attempts == 1 {
+            routing.early_retries.deposit();
+        }
+        self.metrics.current.attempts += 1;
+        if ex.attempts > 1 {
+            self.metrics.current.retries += 1;
+        }
     }
 }
 
@@ -124,137 +235,33 @@ impl Core {
     }
 
     fn start_attempt(&mut self, k: ClientKey) -> Result<Next, Stop> {
-        let i = self.pick(k)?;
-        self.admit(k, i)?;
-        self.reserve_id(k)?;
-        self.note_attempt(k, i);
-        Ok(self.connect(k, i))
-    }
-
-    /// The strategy's pick among the candidates, or a wait it asked for (its timer dispatches
-    /// again).
-    fn pick(&mut self, k: ClientKey) -> Result<TableIndex, Stop> {
         let Core {
             conns,
             routing,
             io,
-            cfg,
-            now,
-            ..
-        } = self;
-        let c = conns.client_mut(k).ok_or(Stop::Next(Next::Close))?;
-        let ex = c.ex.as_deref_mut().ok_or(Stop::Next(Next::Close))?;
-        if usize::from(ex.attempts) >= MAX_TRIED {
-            return Err(Stop::Refuse(Refusal::NoBackend));
-        }
-        let repeat = routing.strategy.retries_may_repeat();
-        let candidates = candidates(&routing.table, &mut routing.scratch, ex, repeat);
-        if candidates.is_empty() {
-            return Err(Stop::Refuse(Refusal::NoBackend));
-        }
-        let ctx = PickContext {
-            client_ip: c.peer_ip,
-            key: request_key(ex, cfg.mode),
-            now_ms: now.ms,
-            tried: ex.tried(),
-            force: ex.pace_until_ms != 0 && now.ms >= ex.pace_until_ms,
-        };
-        let ms = match routing
-            .strategy
-            .choose(&routing.table.backends, candidates, &ctx)
-        {
-            Choice::Backend(i) => {
-                ex.pace_until_ms = 0;
-                return Ok(TableIndex(i));
-            }
-            Choice::Wait { ms } => ms,
-        };
-        // Every backend's rate budget is spent: wait for one, but not past the deadline.
-        if ex.pace_until_ms == 0 {
-            ex.pace_until_ms = now.ms + cfg.max_pacing_wait_ms;
-        }
-        let wake = (now.ms + ms).min(ex.pace_until_ms).max(now.ms + 1);
-        c.deadline.set(wake, k.token(), &mut io.timers);
-        Err(Stop::Next(Next::Wait))
-    }
-
-    /// At its connection limit, backend `i` takes the request into its queue (or refuses it when
-    /// the queue is full); the request is woken when a connection frees up.
-    fn admit(&mut self, k: ClientKey, i: TableIndex) -> Result<(), Stop> {
-        let Core {
-            conns,
-            routing,
-            io,
-            cfg,
-            now,
-            ..
-        } = self;
-        if !routing.pool.at_limit(i) {
-            return Ok(());
-        }
-        if routing.pool.queue_len(i) >= cfg.backend_queue {
-            return Err(Stop::Refuse(Refusal::QueueFull));
-        }
-        let c = conns.client_mut(k).ok_or(Stop::Next(Next::Close))?;
-        let ex = c.ex.as_deref_mut().ok_or(Stop::Next(Next::Close))?;
-        routing
-            .pool
-            .enqueue(i, k, &routing.table.backends[i.0].stats);
-        ex.queued = true;
-        c.deadline
-            .set(now.ms + cfg.queue_timeout_ms, k.token(), &mut io.timers);
-        Err(Stop::Next(Next::Wait))
-    }
-
-    /// Takes one of the request id's attempts from the budget all workers share.
-    fn reserve_id(&mut self, k: ClientKey) -> Result<(), Stop> {
-        let Some(id) = self.conns.exchange(k).and_then(|ex| ex.id) else {
-            return Ok(());
-        };
-        match self
-            .routing
-            .budget
-            .reserve(id, self.cfg.max_attempts, self.now.secs())
-        {
-            Reserve::Granted(_) => Ok(()),
-            Reserve::Accepted => Err(Stop::Refuse(Refusal::IdAccepted)),
-            Reserve::Exhausted => Err(Stop::Refuse(Refusal::IdExhausted)),
-        }
-    }
-
-    /// Records the attempt on backend `i` in the exchange and the worker's counts, with what the
-    /// strategy adds to the response.
-    fn note_attempt(&mut self, k: ClientKey, i: TableIndex) {
-        let Core {
-            conns,
-            routing,
             cfg,
             metrics,
             now,
             ..
         } = self;
-        let Some(ex) = conns.exchange_mut(k) else {
-            return;
+        let c = conns.client_mut(k).ok_or(Stop::Next(Next::Close))?;
+        let mut router = Router {
+            routing,
+            timers: &mut io.timers,
+            cfg,
+            metrics,
+            now: *now,
         };
-        ex.set_cookie = None;
-        if routing.feedback.response_cookie && cfg.mode == Mode::Http {
-            let key = request_key(ex, cfg.mode);
-            ex.set_cookie = routing.strategy.response_cookie(i.0, key);
-        }
-        ex.tried[usize::from(ex.attempts)] = routing.table.backends[i.0].id;
-        ex.attempts += 1;
-        ex.attempt_started_us = now.us;
-        ex.per_try_pending = cfg.per_try_timeout_ms != 0 && cfg.mode == Mode::Http;
-        if ex.per_try_pending && ex.attempts == 1 {
-            routing.early_retries.deposit();
-        }
-        metrics.current.attempts += 1;
-        if ex.attempts > 1 {
-            metrics.current.retries += 1;
-        }
+        let i = router.pick(k, c)?;
+        router.admit(k, c, i)?;
+        let ex = c.ex.as_deref_mut().ok_or(Stop::Next(Next::Close))?;
+        router.reserve_id(ex)?;
+        router.note_attempt(ex, i);
+        Ok(self.connect(k, i))
     }
 
     /// Binds an idle pooled connection to backend `i`, or starts a new one.
+    #[inline]
     fn connect(&mut self, k: ClientKey, i: TableIndex) -> Next {
         let Some(bk) = self.routing.pool.take_idle(i) else {
             return self.connect_new(k, i);
@@ -369,10 +376,11 @@ mod tests {
         let t = table(3);
         let mut scratch = Vec::new();
         let mut ex = Exchange::new();
-        assert_eq!(candidates(&t, &mut scratch, &ex, false), &[0, 1, 2]);
+        let unasked = || unreachable!("a first attempt does not ask the strategy");
+        assert_eq!(candidates(&t, &mut scratch, &ex, unasked), &[0, 1, 2]);
         ex.tried[0] = 2;
         ex.attempts = 1;
-        assert_eq!(candidates(&t, &mut scratch, &ex, false), &[0, 2]);
-        assert_eq!(candidates(&t, &mut scratch, &ex, true), &[0, 1, 2]);
+        assert_eq!(candidates(&t, &mut scratch, &ex, || false), &[0, 2]);
+        assert_eq!(candidates(&t, &mut scratch, &ex, || true), &[0, 1, 2]);
     }
 }

@@ -22,9 +22,9 @@ use crate::http::head::{
 use crate::retry::budget::{id_hash, request_id};
 use crate::strategy::{RequestKey, STICKY_COOKIE_NAME};
 use crate::worker::buffer::Buf;
-use crate::worker::conn::{read_into, write_from, ClientKey, ClientState, Io};
+use crate::worker::conn::{read_into, write_from, ClientConn, ClientKey, ClientState, Io};
 use crate::worker::exchange::{Body, Exchange};
-use crate::worker::{Core, Next};
+use crate::worker::{Core, IoParts, Next, Now};
 
 /// How long a closing connection may keep sending before it is closed anyway.
 const LINGER_MS: u64 = 2_000;
@@ -46,7 +46,7 @@ fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// What the bytes of a request head held so far amount to.
+/// What reading a request head came to.
 enum Parse {
     /// Not a whole head yet.
     Incomplete,
@@ -54,6 +54,10 @@ enum Parse {
     Request,
     /// Refused with this status and reason.
     Refused(u16, &'static str),
+    /// No more bytes for now.
+    Wait,
+    /// The client closed or failed.
+    Close,
 }
 
 impl Core {
@@ -64,96 +68,32 @@ impl Core {
 
     /// `Head`: reads and parses the next request head.
     pub(super) fn http_head(&mut self, k: ClientKey) -> Next {
-        loop {
-            if !self.hold_request_buffer(k) {
-                return Next::Wait;
-            }
-            match self.parse_request_head(k) {
-                Parse::Incomplete => {}
-                Parse::Request => return self.route_request(k),
-                Parse::Refused(status, why) => return self.answer(k, status, why, true),
-            }
-            if let Some(next) = self.read_request_head(k) {
-                return next;
-            }
-        }
-    }
-
-    /// Gives client `k` an exchange and a request buffer, once it has something to read; false
-    /// while an idle client has nothing to say.
-    fn hold_request_buffer(&mut self, k: ClientKey) -> bool {
-        let Core { conns, io, now, .. } = self;
-        let c = &mut conns[k];
-        let ex = match c.ex.as_deref_mut() {
-            Some(ex) => ex,
-            None if !c.ready.readable => return false,
-            None => c.ex.insert(io.take_exchange(now.ms)),
-        };
-        ex.req.get_or_insert_with(|| io.bufs.get());
-        true
-    }
-
-    /// Parses what client `k` sent so far; a whole head is rewritten for the backend.
-    fn parse_request_head(&mut self, k: ClientKey) -> Parse {
         let limit = self.head_limit();
         let Core {
             conns,
             io,
             cfg,
             routing,
+            metrics,
             now,
             ..
         } = self;
-        let c = &mut conns[k];
-        let Some(ex) = c.ex.as_deref_mut() else {
-            return Parse::Incomplete;
+        let reader = HeadReader {
+            k,
+            c: &mut conns[k],
+            io,
+            cfg,
+            request_key: routing.table.strategy.request_key(),
+            bytes_in: &mut metrics.current.bytes_in,
+            now: *now,
+            limit,
         };
-        let Some(buf) = ex.req.as_mut().filter(|b| !b.is_empty()) else {
-            return Parse::Incomplete;
-        };
-        let mut out = io.bufs.get();
-        let opts = RequestOptions {
-            client_ip: c.peer_ip,
-            proto: "http",
-            max_headers: cfg.max_headers,
-            key_field: match &cfg.hash_key {
-                RequestAttr::Header(name) => Some(name.as_str()),
-                _ => None,
-            },
-        };
-        let h = match head::forward_request(buf.bytes(), &opts, out.tail_mut()) {
-            Ok(Some(h)) => h,
-            Ok(None) => {
-                io.bufs.put(out);
-                return incomplete_head(buf, cfg, limit);
-            }
-            Err(e) => {
-                io.bufs.put(out);
-                return Parse::Refused(e.status(), e.reason());
-            }
-        };
-        if let Err((status, why)) = check_head(&h, buf.bytes(), cfg) {
-            io.bufs.put(out);
-            return Parse::Refused(status, why);
+        match reader.read() {
+            Parse::Incomplete | Parse::Wait => Next::Wait,
+            Parse::Close => Next::Close,
+            Parse::Request => self.route_request(k),
+            Parse::Refused(status, why) => self.answer(k, status, why, true),
         }
-        out.fill(h.out_len);
-        if !out.extend(&buf.bytes()[h.head_len..]) {
-            io.bufs.put(out);
-            return Parse::Refused(431, "request head too large");
-        }
-        let old = std::mem::replace(buf, out);
-        io.bufs.put(old);
-        let request_key = routing.table.strategy.request_key();
-        let key = key_range(&h, buf.bytes(), request_key, &cfg.hash_key);
-        start_request(ex, &h, key, now.ms);
-        c.state = ClientState::Proxy;
-        if let Err((status, why)) = classify_request(ex.req_body_mut_parts(), cfg.max_body_bytes) {
-            return Parse::Refused(status, why);
-        }
-        if cfg.id_budget {
-            find_request_id(ex, &h);
-        }
-        Parse::Request
     }
 
     /// A whole request head was read: route it, unless its id is its body and still arriving.
@@ -163,47 +103,6 @@ impl Core {
             return Next::Again;
         }
         self.dispatch(k)
-    }
-
-    /// Reads more of a request head; `Some` when the handler should stop.
-    fn read_request_head(&mut self, k: ClientKey) -> Option<Next> {
-        let limit = self.head_limit();
-        let Core {
-            conns,
-            io,
-            cfg,
-            metrics,
-            now,
-            ..
-        } = self;
-        let c = &mut conns[k];
-        let buf = c.ex.as_deref_mut().and_then(|ex| ex.req.as_deref_mut())?;
-        let was_empty = buf.is_empty();
-        match read_into(
-            &mut c.sock,
-            &mut c.ready,
-            buf,
-            limit.min(cfg.max_header_bytes + 1),
-        ) {
-            Io::Done(n) => {
-                metrics.current.bytes_in += n as u64;
-                if was_empty {
-                    c.deadline
-                        .set(now.ms + cfg.head_timeout_ms, k.token(), &mut io.timers);
-                }
-                None
-            }
-            Io::Blocked => {
-                if buf.is_empty() {
-                    // Idle between requests: hold no buffer and no exchange.
-                    if let Some(ex) = c.ex.take() {
-                        io.recycle_exchange(ex);
-                    }
-                }
-                Some(Next::Wait)
-            }
-            Io::Eof | Io::Err(_) => Some(Next::Close),
-        }
     }
 
     /// A deadline passed in `Head`: idle keep-alive connections close quietly, slow heads get 408.
@@ -381,6 +280,132 @@ impl Core {
                 Io::Blocked => return Next::Wait,
                 Io::Eof | Io::Err(_) => return Next::Close,
             }
+        }
+    }
+}
+
+/// What reading a request head touches, borrowed from the worker for one run of the handler.
+struct HeadReader<'a> {
+    k: ClientKey,
+    c: &'a mut ClientConn,
+    io: &'a mut IoParts,
+    cfg: &'a ProxyConfig,
+    /// What the strategy keys on, to be found in the head.
+    request_key: RequestKey,
+    bytes_in: &'a mut u64,
+    now: Now,
+    /// Most bytes held before a head is parsed ([`Core::head_limit`]).
+    limit: usize,
+}
+
+impl HeadReader<'_> {
+    /// Reads and parses until a whole head, a refusal, or no more bytes for now.
+    fn read(mut self) -> Parse {
+        loop {
+            if !self.hold_request_buffer() {
+                return Parse::Wait;
+            }
+            match self.parse() {
+                Parse::Incomplete => {}
+                done => return done,
+            }
+            if let Some(done) = self.read_more() {
+                return done;
+            }
+        }
+    }
+
+    /// Gives the client an exchange and a request buffer, once it has something to read; false
+    /// while an idle client has nothing to say.
+    fn hold_request_buffer(&mut self) -> bool {
+        let c = &mut *self.c;
+        let ex = match c.ex.as_deref_mut() {
+            Some(ex) => ex,
+            None if !c.ready.readable => return false,
+            None => c.ex.insert(self.io.take_exchange(self.now.ms)),
+        };
+        ex.req.get_or_insert_with(|| self.io.bufs.get());
+        true
+    }
+
+    /// Parses what the client sent so far; a whole head is rewritten for the backend.
+    fn parse(&mut self) -> Parse {
+        let (c, bufs, cfg) = (&mut *self.c, &mut self.io.bufs, self.cfg);
+        let Some(ex) = c.ex.as_deref_mut() else {
+            return Parse::Incomplete;
+        };
+        let Some(buf) = ex.req.as_mut().filter(|b| !b.is_empty()) else {
+            return Parse::Incomplete;
+        };
+        let mut out = bufs.get();
+        let opts = RequestOptions {
+            client_ip: c.peer_ip,
+            proto: "http",
+            max_headers: cfg.max_headers,
+            key_field: match &cfg.hash_key {
+                RequestAttr::Header(name) => Some(name.as_str()),
+                _ => None,
+            },
+        };
+        let h = match head::forward_request(buf.bytes(), &opts, out.tail_mut()) {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                bufs.put(out);
+                return incomplete_head(buf, cfg, self.limit);
+            }
+            Err(e) => {
+                bufs.put(out);
+                return Parse::Refused(e.status(), e.reason());
+            }
+        };
+        if let Err((status, why)) = check_head(&h, buf.bytes(), cfg) {
+            bufs.put(out);
+            return Parse::Refused(status, why);
+        }
+        out.fill(h.out_len);
+        if !out.extend(&buf.bytes()[h.head_len..]) {
+            bufs.put(out);
+            return Parse::Refused(431, "request head too large");
+        }
+        let old = std::mem::replace(buf, out);
+        bufs.put(old);
+        let key = key_range(&h, buf.bytes(), self.request_key, &cfg.hash_key);
+        start_request(ex, &h, key, self.now.ms);
+        c.state = ClientState::Proxy;
+        if let Err((status, why)) = classify_request(ex.req_body_mut_parts(), cfg.max_body_bytes) {
+            return Parse::Refused(status, why);
+        }
+        if cfg.id_budget {
+            find_request_id(ex, &h);
+        }
+        Parse::Request
+    }
+
+    /// Reads more of a request head; `Some` when the handler should stop.
+    fn read_more(&mut self) -> Option<Parse> {
+        let c = &mut *self.c;
+        let buf = c.ex.as_deref_mut().and_then(|ex| ex.req.as_deref_mut())?;
+        let was_empty = buf.is_empty();
+        let limit = self.limit.min(self.cfg.max_header_bytes + 1);
+        match read_into(&mut c.sock, &mut c.ready, buf, limit) {
+            Io::Done(n) => {
+                *self.bytes_in += n as u64;
+                if was_empty {
+                    let at_ms = self.now.ms + self.cfg.head_timeout_ms;
+                    c.deadline.set(at_ms, self.k.token(), &mut self.io.timers);
+                }
+                None
+            }
+            Io::Blocked => {
+                if buf.is_empty() {
+                    // Idle between requests: hold no buffer and no exchange.
+                    if let Some(ex) = c.ex.take() {
+                        self.io.recycle_exchange(ex);
+                    }
+                }
+                Some(Parse::Wait)
+            }
+            Io::Eof | Io::Err(_) => Some(Parse::Close),
         }
     }
 }

@@ -363,26 +363,22 @@ impl Core {
     /// and installed; body bytes counted and sent on.
     fn proxy_pass(&mut self, k: ClientKey, bk: BackendConnKey) -> Result<Pass, Stop> {
         let shutting_down = self.life.shutting_down;
-        let (mut progress, head) = {
-            let mut pump = self.pump(k, bk)?;
-            let sent = pump.send_request()?;
-            let read = pump.read_request_body()?;
-            let answered = pump.read_response()?;
-            (
-                sent | read | answered,
-                pump.parse_response_head(shutting_down)?,
-            )
-        };
-        if let Some((h, out)) = head {
+        let mut pump = self.pump(k, bk)?;
+        let sent = pump.send_request()?;
+        let read = pump.read_request_body()?;
+        let answered = pump.read_response()?;
+        let mut progress = sent | read | answered;
+        if let Some((h, out)) = pump.parse_response_head(shutting_down)? {
+            // Settling needs the whole worker; the pump is borrowed again after it.
             if !h.is_interim() && self.settle_answer(k, bk, &h) == Verdict::Retry {
                 return Ok(Pass::Done(self.retry_answered(k, &h, out)));
             }
-            if self.pump(k, bk)?.install_head(h, out)? {
+            pump = self.pump(k, bk)?;
+            if pump.install_head(h, out)? {
                 return Ok(Pass::Done(Next::Again));
             }
             progress = true;
         }
-        let mut pump = self.pump(k, bk)?;
         pump.count_body()?;
         progress |= pump.send_response()?;
         if pump.response_done() {
