@@ -192,7 +192,6 @@ impl Router<'_> {
 
     /// Records the attempt on backend `i` in the exchange and the worker's counts, with what the
     /// strategy adds to the response.
-    #[inline]
     fn note_attempt(&mut self, ex: &mut Exchange, i: TableIndex) {
         let (routing, cfg) = (&mut *self.routing, self.cfg);
         ex.set_cookie = None;
@@ -261,7 +260,6 @@ impl Core {
     }
 
     /// Binds an idle pooled connection to backend `i`, or starts a new one.
-    #[inline]
     fn connect(&mut self, k: ClientKey, i: TableIndex) -> Next {
         let Some(bk) = self.routing.pool.take_idle(i) else {
             return self.connect_new(k, i);

@@ -7,13 +7,13 @@
 //! housekeeping as named steps (expired deadlines, metrics flush, memory trim, paused accepts, the
 //! shutdown deadline). Control messages arrive on a crossbeam channel with a `Waker` event.
 //!
-//! The worker's state ([`Core`]) is a few parts, each owned by the file that works on it:
-//! connections ([`conn::Conns`]), I/O machinery ([`IoParts`]: poll, buffers, timers, spare
-//! exchanges), routing ([`routing::Routing`]: table, strategy, pool, budgets), metrics, the link to
-//! the control thread, and the lifecycle ([`lifecycle::Lifecycle`]: listener, accept pausing,
-//! shutdown). A request goes: [`http`] (head) → [`dispatch`] (backend, connection) → [`proxy`]
-//! (bytes both ways) → [`attempt`] (settle the outcome, maybe retry) → [`pool`] (connection back
-//! to the pool) → [`http`] (next request). TCP mode goes through [`dispatch`] and [`tunnel`].
+//! The worker's state (`Core`) is a few parts, each owned by the file that works on it:
+//! connections (`conn::Conns`), I/O machinery (`IoParts`: poll, buffers, timers, spare exchanges),
+//! routing (`routing::Routing`: table, strategy, pool, budgets), metrics, the link to the control
+//! thread, and the lifecycle (`lifecycle::Lifecycle`: listener, accept pausing, shutdown). A
+//! request goes: `http` (head) → `dispatch` (backend, connection) → `proxy` (bytes both ways) →
+//! `attempt` (settle the outcome, maybe retry) → `pool` (connection back to the pool) → `http`
+//! (next request). TCP mode goes through `dispatch` and `tunnel`.
 
 mod attempt;
 mod buffer;
