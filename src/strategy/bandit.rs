@@ -27,7 +27,7 @@
 //! to answer 429. Waiting costs latency, not ids (the challenge scores ids accepted): with rate
 //! limits, retries that wait make the 99th percentile about a second.
 
-use super::{Choice, PickContext, Strategy};
+use super::{Choice, Feedback, PickContext, Strategy};
 use crate::backend::learn::{class_of, CLASSES, WINDOW_MS};
 use crate::backend::Backend;
 use crate::rng::Rng;
@@ -124,6 +124,13 @@ pub fn beta(rng: &mut Rng, a: f64, b: f64) -> f64 {
 }
 
 impl Strategy for Bandit {
+    fn feedback(&self) -> Feedback {
+        Feedback {
+            success: true,
+            ..Feedback::default()
+        }
+    }
+
     fn pick(&mut self, backends: &[Backend], candidates: &[usize], ctx: &PickContext<'_>) -> usize {
         let forced = PickContext {
             force: true,

@@ -16,7 +16,7 @@
 //! When no candidate has a sample, [`DEFAULT_LATENCY_US`] applies to all, and the cost reduces to
 //! weighted least connections.
 
-use super::{effective_weight, PickContext, Strategy, StrategyParams};
+use super::{effective_weight, Feedback, PickContext, Strategy, StrategyParams};
 use crate::backend::Backend;
 
 /// Latency assumed when no compared candidate has answered yet.
@@ -54,6 +54,13 @@ impl LeastTime {
 }
 
 impl Strategy for LeastTime {
+    fn feedback(&self) -> Feedback {
+        Feedback {
+            latency: true,
+            ..Feedback::default()
+        }
+    }
+
     fn pick(&mut self, backends: &[Backend], candidates: &[usize], ctx: &PickContext<'_>) -> usize {
         let n = candidates.len();
         let start = self.offset % n;

@@ -36,7 +36,9 @@ pub use p2c::PowerOfTwoChoices;
 pub use random::WeightedRandom;
 pub use rendezvous::{HashKey, Rendezvous};
 pub use round_robin::RoundRobin;
-pub use sticky::{sticky_token, Sticky, STICKY_COOKIE_NAME, STICKY_TOKEN_LEN};
+pub use sticky::{
+    sticky_token, ResponseCookie, Sticky, SET_COOKIE_MAX_LEN, STICKY_COOKIE_NAME, STICKY_TOKEN_LEN,
+};
 pub use threshold::{Threshold, ThresholdFlips, THRESHOLD_FLIPS};
 pub use weighted_round_robin::WeightedRoundRobin;
 
@@ -130,6 +132,35 @@ pub trait Strategy: Send {
     fn retries_may_repeat(&self) -> bool {
         false
     }
+
+    /// What the strategy needs reported about each attempt, and whether it adds to responses. The
+    /// data plane reads it once per table version, so a strategy that needs nothing costs a flag
+    /// test per request.
+    fn feedback(&self) -> Feedback {
+        Feedback::default()
+    }
+
+    /// The cookie to add to the response to a request routed to `backend` (an index into the
+    /// table's backends) whose [`PickContext::key`] was `key`, or `None`. Asked only when
+    /// [`Feedback::response_cookie`] is set, in HTTP mode, once per attempt.
+    fn response_cookie(&self, _backend: usize, _key: &[u8]) -> Option<ResponseCookie> {
+        None
+    }
+}
+
+/// What a strategy asks of the data plane besides a pick ([`Strategy::feedback`]). The load measure
+/// and the learned state live in [`crate::backend::BackendStats`], shared by all workers; each
+/// shared write costs cycles on every response, so only what some strategy reads is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Feedback {
+    /// Each answer's latency (and a penalty for each failure) into the backend's Peak-EWMA
+    /// estimate ([`crate::backend::BackendStats::record_response`]).
+    pub latency: bool,
+    /// Each attempt's success or failure, and 429 rate limits with their `Retry-After`, into what
+    /// is learned about the backend ([`crate::backend::learn::Learned`]).
+    pub success: bool,
+    /// Ask [`Strategy::response_cookie`] for every request routed.
+    pub response_cookie: bool,
 }
 
 /// What [`Strategy::choose`] decided.
@@ -352,6 +383,26 @@ mod tests {
                     assert!(candidates.contains(&p), "{kind} picked {p}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn only_the_strategies_that_read_a_measure_ask_for_it() {
+        let b = test_support::backends(&[1, 1]);
+        let params = StrategyParams::default();
+        for &kind in <StrategyKind as clap::ValueEnum>::value_variants() {
+            let feedback = build(kind, &params, &b, 1).feedback();
+            assert_eq!(
+                feedback.latency,
+                matches!(kind, StrategyKind::LeastTime | StrategyKind::P2c),
+                "{kind}"
+            );
+            assert_eq!(feedback.success, kind == StrategyKind::Bandit, "{kind}");
+            assert_eq!(
+                feedback.response_cookie,
+                kind == StrategyKind::Sticky,
+                "{kind}"
+            );
         }
     }
 

@@ -10,7 +10,7 @@
 //! other's latency, or [`super::DEFAULT_LATENCY_US`] when neither has one.
 
 use super::least_time::{cost, known_latency_us};
-use super::{PickContext, Strategy, StrategyParams, DEFAULT_LATENCY_US};
+use super::{Feedback, PickContext, Strategy, StrategyParams, DEFAULT_LATENCY_US};
 use crate::backend::Backend;
 use crate::rng::Rng;
 
@@ -37,6 +37,13 @@ pub(crate) fn two_distinct(rng: &mut Rng, n: usize) -> (usize, usize) {
 }
 
 impl Strategy for PowerOfTwoChoices {
+    fn feedback(&self) -> Feedback {
+        Feedback {
+            latency: true,
+            ..Feedback::default()
+        }
+    }
+
     fn pick(&mut self, backends: &[Backend], candidates: &[usize], ctx: &PickContext<'_>) -> usize {
         if candidates.len() < 2 {
             return candidates[0];

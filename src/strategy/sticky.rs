@@ -5,7 +5,8 @@
 //! requests carrying it go there again, so a backend that keeps per-session state in memory sees the
 //! whole session. The cookie value is [`sticky_token`]: 16 lowercase hex digits of a fixed hash of the
 //! backend's address ([`super::hash`]), the same in every worker and after a restart, and revealing no
-//! address. The HTTP session puts the request's cookie value in [`PickContext::key`] (empty if none).
+//! address. The HTTP session puts the request's cookie value in [`PickContext::key`] (empty if none),
+//! and adds the [`ResponseCookie`] that [`Strategy::response_cookie`] returns to the response.
 //!
 //! When the token names no candidate (no cookie, an unknown or forged value, or the pinned backend is
 //! gone, down, disabled or already failed for this request), the request goes to the least loaded
@@ -13,8 +14,10 @@
 //! picked backend's token differs from the cookie it received and sets a new one: the client is
 //! re-pinned.
 
+use std::io::Write as _;
+
 use super::hash::{addr_hash, seeded};
-use super::{LeastConnections, PickContext, Strategy, StrategyParams};
+use super::{Feedback, LeastConnections, PickContext, Strategy, StrategyParams};
 use crate::backend::Backend;
 
 /// Length of a [`sticky_token`]: 64 bits in hex.
@@ -34,6 +37,28 @@ pub fn sticky_token(b: &Backend) -> [u8; STICKY_TOKEN_LEN] {
         *digit = HEX[((h >> (60 - 4 * i)) & 0xf) as usize];
     }
     token
+}
+
+/// The affinity cookie a response carries to pin its client to a backend: that backend's
+/// [`sticky_token`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseCookie(pub [u8; STICKY_TOKEN_LEN]);
+
+/// Room for the longest `Set-Cookie` value [`ResponseCookie::write`] writes.
+pub const SET_COOKIE_MAX_LEN: usize = 96;
+
+impl ResponseCookie {
+    /// The `Set-Cookie` field value, written into `buf` without allocating:
+    /// `sluice_backend=<token>; Path=/; HttpOnly; SameSite=Lax`.
+    pub fn write<'a>(&self, buf: &'a mut [u8; SET_COOKIE_MAX_LEN]) -> &'a [u8] {
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = cursor.write_all(STICKY_COOKIE_NAME.as_bytes());
+        let _ = cursor.write_all(b"=");
+        let _ = cursor.write_all(&self.0);
+        let _ = cursor.write_all(b"; Path=/; HttpOnly; SameSite=Lax");
+        let n = cursor.position() as usize;
+        &buf[..n]
+    }
 }
 
 pub struct Sticky {
@@ -63,6 +88,19 @@ impl Strategy for Sticky {
             }
         }
         self.fallback.pick(backends, candidates, ctx)
+    }
+
+    fn feedback(&self) -> Feedback {
+        Feedback {
+            response_cookie: true,
+            ..Feedback::default()
+        }
+    }
+
+    /// The picked backend's token, unless the request already carried it.
+    fn response_cookie(&self, backend: usize, key: &[u8]) -> Option<ResponseCookie> {
+        let token = self.tokens.get(backend)?;
+        (key != token).then_some(ResponseCookie(*token))
     }
 }
 
@@ -128,6 +166,29 @@ mod tests {
         assert_ne!(sticky_token(&b[p]), pinned_to_0);
         let repinned = sticky_token(&b[p]);
         assert_eq!(s.pick(&b, &[0, 1, 2], &cookie(&repinned)), 2);
+    }
+
+    #[test]
+    fn a_response_sets_the_cookie_only_when_the_client_is_not_pinned_there_yet() {
+        let b = backends(&[1, 1]);
+        let s = Sticky::new(0, StrategyParams::default(), &b);
+        let token = sticky_token(&b[1]);
+        assert_eq!(s.response_cookie(1, &token), None);
+        assert_eq!(s.response_cookie(1, b""), Some(ResponseCookie(token)));
+        assert_eq!(
+            s.response_cookie(1, &sticky_token(&b[0])),
+            Some(ResponseCookie(token)),
+            "re-pinned"
+        );
+        let mut buf = [0; SET_COOKIE_MAX_LEN];
+        assert_eq!(
+            ResponseCookie(token).write(&mut buf),
+            format!(
+                "sluice_backend={}; Path=/; HttpOnly; SameSite=Lax",
+                std::str::from_utf8(&token).unwrap()
+            )
+            .as_bytes()
+        );
     }
 
     #[test]

@@ -10,14 +10,14 @@
 //! request is done, so rare large heads don't make every pooled buffer large.
 
 /// A byte buffer with a readable window `[start, end)` over fixed storage.
-pub struct Buf {
+pub(super) struct Buf {
     data: Box<[u8]>,
     start: usize,
     end: usize,
 }
 
 impl Buf {
-    pub fn with_capacity(capacity: usize) -> Buf {
+    pub(super) fn with_capacity(capacity: usize) -> Buf {
         Buf {
             data: vec![0; capacity].into_boxed_slice(),
             start: 0,
@@ -26,24 +26,24 @@ impl Buf {
     }
 
     /// The bytes held, oldest first.
-    pub fn bytes(&self) -> &[u8] {
+    pub(super) fn bytes(&self) -> &[u8] {
         &self.data[self.start..self.end]
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.end - self.start
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    pub fn capacity(&self) -> usize {
+    pub(super) fn capacity(&self) -> usize {
         self.data.len()
     }
 
+    pub(super) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
     /// Drops `n` bytes from the front.
-    pub fn consume(&mut self, n: usize) {
+    pub(super) fn consume(&mut self, n: usize) {
         debug_assert!(n <= self.len());
         self.start += n;
         if self.start == self.end {
@@ -53,20 +53,20 @@ impl Buf {
     }
 
     /// Drops everything after the first `n` bytes.
-    pub fn truncate(&mut self, n: usize) {
+    pub(super) fn truncate(&mut self, n: usize) {
         if n < self.len() {
             self.end = self.start + n;
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
     }
 
     /// Free space that a read may fill while keeping the total at most `limit` bytes; moves the held
     /// bytes to the front first when that makes room.
-    pub fn spare(&mut self, limit: usize) -> &mut [u8] {
+    pub(super) fn spare(&mut self, limit: usize) -> &mut [u8] {
         let limit = limit.min(self.data.len());
         if self.start > 0 && self.end == self.data.len() {
             self.compact();
@@ -80,13 +80,13 @@ impl Buf {
     }
 
     /// Marks `n` bytes of the slice returned by [`Buf::spare`] as filled.
-    pub fn fill(&mut self, n: usize) {
+    pub(super) fn fill(&mut self, n: usize) {
         debug_assert!(self.end + n <= self.data.len());
         self.end += n;
     }
 
     /// Appends `bytes` if they fit, returning whether they did.
-    pub fn extend(&mut self, bytes: &[u8]) -> bool {
+    pub(super) fn extend(&mut self, bytes: &[u8]) -> bool {
         if self.data.len() - self.end < bytes.len() {
             self.compact();
         }
@@ -99,12 +99,12 @@ impl Buf {
     }
 
     /// The whole storage after the held bytes, for writers that build a message in place.
-    pub fn tail_mut(&mut self) -> &mut [u8] {
+    pub(super) fn tail_mut(&mut self) -> &mut [u8] {
         &mut self.data[self.end..]
     }
 
     /// Moves the held bytes to the front of new storage of `capacity` bytes, if that is larger.
-    pub fn grow(&mut self, capacity: usize) {
+    pub(super) fn grow(&mut self, capacity: usize) {
         if capacity <= self.data.len() {
             return;
         }
@@ -125,10 +125,10 @@ impl Buf {
 }
 
 /// Default number of spare buffers a worker keeps for reuse; more are freed.
-pub const DEFAULT_POOL_MAX_FREE: usize = 1024;
+pub(super) const DEFAULT_POOL_MAX_FREE: usize = 1024;
 
 /// A worker's free list of equally sized buffers.
-pub struct BufPool {
+pub(super) struct BufPool {
     // Boxed so that handing a buffer to a connection moves one pointer, not the struct.
     #[allow(clippy::vec_box)]
     free: Vec<Box<Buf>>,
@@ -137,7 +137,7 @@ pub struct BufPool {
 }
 
 impl BufPool {
-    pub fn new(buf_size: usize, max_free: usize) -> BufPool {
+    pub(super) fn new(buf_size: usize, max_free: usize) -> BufPool {
         BufPool {
             free: Vec::new(),
             buf_size,
@@ -145,12 +145,12 @@ impl BufPool {
         }
     }
 
-    pub fn buf_size(&self) -> usize {
+    pub(super) fn buf_size(&self) -> usize {
         self.buf_size
     }
 
     /// An empty buffer, reused when one is free.
-    pub fn get(&mut self) -> Box<Buf> {
+    pub(super) fn get(&mut self) -> Box<Buf> {
         match self.free.pop() {
             Some(buf) => buf,
             None => Box::new(Buf::with_capacity(self.buf_size)),
@@ -159,7 +159,7 @@ impl BufPool {
 
     /// An empty buffer of at least `capacity` bytes: a pooled one when that is large enough, else a
     /// new one (which [`BufPool::put`] will free rather than keep).
-    pub fn get_at_least(&mut self, capacity: usize) -> Box<Buf> {
+    pub(super) fn get_at_least(&mut self, capacity: usize) -> Box<Buf> {
         if capacity <= self.buf_size {
             self.get()
         } else {
@@ -169,7 +169,7 @@ impl BufPool {
 
     /// Returns a buffer for reuse; its contents are discarded. A buffer of another size (grown for
     /// a large head) is freed.
-    pub fn put(&mut self, mut buf: Box<Buf>) {
+    pub(super) fn put(&mut self, mut buf: Box<Buf>) {
         if self.free.len() < self.max_free && buf.capacity() == self.buf_size {
             buf.clear();
             self.free.push(buf);
@@ -177,27 +177,28 @@ impl BufPool {
     }
 
     /// Returns the buffer in `slot`, if any.
-    pub fn release(&mut self, slot: &mut Option<Box<Buf>>) {
+    pub(super) fn release(&mut self, slot: &mut Option<Box<Buf>>) {
         if let Some(buf) = slot.take() {
             self.put(buf);
         }
     }
 
     /// Returns the buffer in `slot` if it holds no bytes.
-    pub fn release_if_empty(&mut self, slot: &mut Option<Box<Buf>>) {
+    pub(super) fn release_if_empty(&mut self, slot: &mut Option<Box<Buf>>) {
         if slot.as_ref().is_some_and(|b| b.is_empty()) {
             self.release(slot);
         }
     }
 
     /// Buffers currently cached for reuse.
-    pub fn free_count(&self) -> usize {
+    #[cfg(test)]
+    fn free_count(&self) -> usize {
         self.free.len()
     }
 
     /// Frees cached buffers beyond `keep`, so memory returns to the system after a burst.
     /// Keeps at most `keep` spare buffers; true when it freed any.
-    pub fn trim(&mut self, keep: usize) -> bool {
+    pub(super) fn trim(&mut self, keep: usize) -> bool {
         let freed = self.free.len() > keep;
         self.free.truncate(keep);
         self.free.shrink_to(keep);

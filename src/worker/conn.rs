@@ -1,10 +1,17 @@
-//! Connection state held in a worker's slabs, and the non-blocking I/O helpers that drive it.
+//! The connections a worker holds, the keys that name them, and the non-blocking I/O helpers that
+//! drive them.
 //!
 //! A client connection is small on purpose: an idle keep-alive client is a socket, its address, a
 //! state and a deadline, and owns no buffer. Everything a request in flight needs lives in an
-//! [`Exchange`], taken from the worker's free list when the first byte of a request arrives and given
-//! back when the response is done. A backend connection is a socket bound to one backend and, while
-//! busy, to one client.
+//! [`Exchange`], taken from the worker's free list when the first byte of a request arrives and
+//! given back when the response is done. A backend connection is a socket bound to one backend and,
+//! while busy, to one client. Both live in [`Conns`], two slabs whose keys are typed
+//! ([`ClientKey`], [`BackendConnKey`]) so that one cannot be used for the other.
+//!
+//! A backend connection keeps its backend's shared counts itself: it counts as open from
+//! [`BackendConn::connecting`] until it is dropped, and as a request in flight while it is bound
+//! to a client (connecting or busy). Nothing else touches those two counts, so no path through the
+//! session can leak one.
 //!
 //! Readiness is cached per socket ([`Ready`]): mio is edge-triggered, so a socket that was readable
 //! stays marked readable until a read says otherwise (`WouldBlock`, or a short read with no pending
@@ -13,29 +20,30 @@
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::ops::Range;
+use std::ops::{Index, IndexMut};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use mio::net::TcpStream;
+use slab::Slab;
 
-use crate::backend::{BackendId, BackendStats};
-use crate::http::chunked::{ChunkError, ChunkedDecoder};
-use crate::http::head::{Framing, Method, ResponseHead};
-use crate::strategy::sticky::STICKY_TOKEN_LEN;
+use crate::backend::{Backend, BackendId, BackendStats};
 use crate::worker::buffer::Buf;
+use crate::worker::exchange::Exchange;
+pub(super) use crate::worker::keys::{BackendConnKey, ClientKey, Owner, TableIndex};
 use crate::worker::timer::Deadline;
 
 /// Cached readiness of one socket.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Ready {
-    pub readable: bool,
-    pub writable: bool,
+pub(super) struct Ready {
+    pub(super) readable: bool,
+    pub(super) writable: bool,
     /// The peer hung up or reset; reads must continue until they return 0 or an error.
-    pub hup: bool,
+    pub(super) hup: bool,
 }
 
 impl Ready {
-    pub fn update(&mut self, event: &mio::event::Event) {
+    pub(super) fn update(&mut self, event: &mio::event::Event) {
         if event.is_readable() || event.is_read_closed() || event.is_error() {
             self.readable = true;
         }
@@ -50,7 +58,7 @@ impl Ready {
 
 /// The result of one non-blocking read or write.
 #[derive(Debug)]
-pub enum Io {
+pub(super) enum Io {
     /// This many bytes moved.
     Done(usize),
     /// Not now: not ready, or no room (read) / nothing to send (write).
@@ -61,7 +69,12 @@ pub enum Io {
 }
 
 /// Reads from `sock` into `buf`, keeping at most `limit` bytes held.
-pub fn read_into(sock: &mut TcpStream, ready: &mut Ready, buf: &mut Buf, limit: usize) -> Io {
+pub(super) fn read_into(
+    sock: &mut TcpStream,
+    ready: &mut Ready,
+    buf: &mut Buf,
+    limit: usize,
+) -> Io {
     if !ready.readable {
         return Io::Blocked;
     }
@@ -97,7 +110,7 @@ pub fn read_into(sock: &mut TcpStream, ready: &mut Ready, buf: &mut Buf, limit: 
 }
 
 /// Writes as much of `bytes` to `sock` as it takes now.
-pub fn write_from(sock: &mut TcpStream, ready: &mut Ready, bytes: &[u8]) -> Io {
+pub(super) fn write_from(sock: &mut TcpStream, ready: &mut Ready, bytes: &[u8]) -> Io {
     if !ready.writable || bytes.is_empty() {
         return Io::Blocked;
     }
@@ -124,7 +137,7 @@ pub fn write_from(sock: &mut TcpStream, ready: &mut Ready, bytes: &[u8]) -> Io {
 
 /// What a client connection is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ClientState {
+pub(super) enum ClientState {
     /// Waiting for (the rest of) a request head; in TCP mode, waiting for a backend.
     Head,
     /// A request is bound to a backend connection, which may still be connecting.
@@ -138,208 +151,18 @@ pub enum ClientState {
     Linger,
 }
 
-pub struct ClientConn {
-    pub sock: TcpStream,
-    pub ready: Ready,
-    pub state: ClientState,
-    pub peer_ip: IpAddr,
-    pub deadline: Deadline,
-    pub ex: Option<Box<Exchange>>,
-}
-
-/// Progress through a message body.
-#[derive(Clone, Copy, Debug)]
-pub enum Body {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-    Done,
-}
-
-impl Body {
-    pub fn new(framing: Framing) -> Body {
-        match framing {
-            Framing::None | Framing::Length(0) => Body::Done,
-            Framing::Length(n) => Body::Length(n),
-            Framing::Chunked => Body::Chunked(ChunkedDecoder::new()),
-            Framing::UntilClose => Body::UntilClose,
-        }
-    }
-
-    pub fn is_done(&self) -> bool {
-        matches!(self, Body::Done)
-    }
-
-    /// Counts how many of `bytes` (the next bytes after what was counted before) belong to the body.
-    pub fn advance(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
-        match self {
-            Body::Length(remaining) => {
-                let take = (bytes.len() as u64).min(*remaining);
-                *remaining -= take;
-                if *remaining == 0 {
-                    *self = Body::Done;
-                }
-                Ok(take as usize)
-            }
-            Body::Chunked(decoder) => {
-                let n = decoder.advance(bytes)?;
-                if decoder.is_done() {
-                    *self = Body::Done;
-                }
-                Ok(n)
-            }
-            Body::UntilClose => Ok(bytes.len()),
-            Body::Done => Ok(0),
-        }
-    }
-}
-
-/// Where the response to the current request is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RespPhase {
-    /// Waiting for a head (the first, or the next after a 1xx).
-    Head,
-    /// Head forwarded; body bytes flowing.
-    Body,
-}
-
-/// The most backends one request may be tried on.
-pub const MAX_TRIED: usize = 8;
-
-/// One request in flight (HTTP) or one tunnel (TCP), with the buffers it uses.
-pub struct Exchange {
-    /// Bytes from the client: the current request (its first `req_len` bytes), then whatever the
-    /// client pipelined after it.
-    pub req: Option<Box<Buf>>,
-    /// Bytes for the client: the first `resp_len` are ready to send, the rest not yet parsed.
-    pub resp: Option<Box<Buf>>,
-    /// Key of the bound backend connection.
-    pub backend: Option<usize>,
-
-    pub method: Method,
-    pub minor_version: u8,
-    pub client_keep_alive: bool,
-    pub upgrade: bool,
-    /// Where the strategy's hash key (the request target) sits in `req`.
-    pub key: Range<usize>,
-    pub req_body: Body,
-    /// Request body bytes counted so far (for `--max-body-bytes`).
-    pub body_bytes: u64,
-    pub req_len: usize,
-    pub req_sent: usize,
-    /// The whole request is still in `req`, so it can be sent again to another backend.
-    pub replayable: bool,
-    /// The client closed its sending side.
-    pub client_eof: bool,
-
-    pub resp_phase: RespPhase,
-    pub resp_body: Body,
-    pub resp_len: usize,
-    pub resp_head: Option<ResponseHead>,
-    /// Some response bytes went to the client: a failure now can only close the connection.
-    pub resp_started: bool,
-    /// The backend sent bytes past the end of its response; its connection is not reused.
-    pub backend_overran: bool,
-
-    pub attempts: u8,
-    pub tried: [BackendId; MAX_TRIED],
-    /// The request's id for the attempt budget ([`crate::retry::budget`]), hashed.
-    pub id: Option<u64>,
-    /// The request's body is its id and has not fully arrived: no attempt until it has.
-    pub awaiting_id: bool,
-    /// Waiting for a backend's rate budget until this time (ms); 0 = not waiting.
-    pub pace_until_ms: u64,
-    /// Waiting in a backend's queue for a connection.
-    pub queued: bool,
-    /// Sticky sessions: the cookie token to set on the response (the client is re-pinned).
-    pub set_cookie: Option<[u8; STICKY_TOKEN_LEN]>,
-    /// A request that died on a stale pooled connection was sent again once already.
-    pub stale_retried: bool,
-    /// The bound backend connection came from the idle pool.
-    pub reused_conn: bool,
-    pub started_ms: u64,
-    /// When the current attempt was sent, in us of [`crate::clock`].
-    pub attempt_started_us: u64,
-    /// `--per-try-timeout` is on and the current attempt has had no answer byte yet: its deadline
-    /// is the per-try one.
-    pub per_try_pending: bool,
-
-    /// Tunnel: each side's sending half has ended (EOF read) and been passed on (shutdown written).
-    pub up_eof: bool,
-    pub up_shut: bool,
-    pub down_eof: bool,
-    pub down_shut: bool,
-}
-
-impl Exchange {
-    pub fn new() -> Exchange {
-        Exchange {
-            req: None,
-            resp: None,
-            backend: None,
-            method: Method::Get,
-            minor_version: 1,
-            client_keep_alive: false,
-            upgrade: false,
-            key: 0..0,
-            req_body: Body::Done,
-            body_bytes: 0,
-            req_len: 0,
-            req_sent: 0,
-            replayable: true,
-            client_eof: false,
-            resp_phase: RespPhase::Head,
-            resp_body: Body::Done,
-            resp_len: 0,
-            resp_head: None,
-            resp_started: false,
-            backend_overran: false,
-            attempts: 0,
-            tried: [0; MAX_TRIED],
-            id: None,
-            awaiting_id: false,
-            pace_until_ms: 0,
-            queued: false,
-            set_cookie: None,
-            stale_retried: false,
-            reused_conn: false,
-            started_ms: 0,
-            attempt_started_us: 0,
-            per_try_pending: false,
-            up_eof: false,
-            up_shut: false,
-            down_eof: false,
-            down_shut: false,
-        }
-    }
-
-    /// Resets per-request state, keeping buffers (and any pipelined bytes in them).
-    pub fn reset(&mut self) {
-        let req = self.req.take();
-        let resp = self.resp.take();
-        *self = Exchange::new();
-        self.req = req;
-        self.resp = resp;
-    }
-
-    pub fn tried(&self) -> &[BackendId] {
-        &self.tried[..usize::from(self.attempts).min(MAX_TRIED)]
-    }
-
-    pub fn request_done(&self) -> bool {
-        self.req_body.is_done() && self.req_sent == self.req_len
-    }
-}
-
-impl Default for Exchange {
-    fn default() -> Self {
-        Self::new()
-    }
+pub(super) struct ClientConn {
+    pub(super) sock: TcpStream,
+    pub(super) ready: Ready,
+    pub(super) state: ClientState,
+    pub(super) peer_ip: IpAddr,
+    pub(super) deadline: Deadline,
+    pub(super) ex: Option<Box<Exchange>>,
 }
 
 /// What a backend connection is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendState {
+pub(super) enum BackendState {
     /// Non-blocking connect in progress for `client`.
     Connecting,
     /// Carrying a request (or tunnel) for `client`.
@@ -348,14 +171,264 @@ pub enum BackendState {
     Idle,
 }
 
-pub struct BackendConn {
-    pub sock: TcpStream,
-    pub ready: Ready,
-    pub state: BackendState,
-    pub backend_id: BackendId,
+pub(super) struct BackendConn {
+    pub(super) sock: TcpStream,
+    pub(super) ready: Ready,
+    state: BackendState,
+    /// Counted in the backend's in-flight gauge: from [`BackendConn::connecting`] or
+    /// [`BackendConn::bind`] to [`BackendConn::release`] or the drop, whichever comes first.
+    in_flight: bool,
+    pub(super) backend_id: BackendId,
     /// Position of the backend in the table the connection was made under (a hint; checked by id).
-    pub table_index: usize,
-    pub stats: Arc<BackendStats>,
-    pub client: usize,
-    pub deadline: Deadline,
+    pub(super) table_index: TableIndex,
+    stats: Arc<BackendStats>,
+    /// The client it carries a request for, while connecting or busy.
+    pub(super) client: ClientKey,
+    pub(super) deadline: Deadline,
+}
+
+impl BackendConn {
+    /// A connection being made to `backend` for `client`: counted open until it is dropped, and in
+    /// flight until it is released.
+    pub(super) fn connecting(
+        sock: TcpStream,
+        backend: &Backend,
+        table_index: TableIndex,
+        client: ClientKey,
+    ) -> BackendConn {
+        backend.stats.conns.fetch_add(1, Ordering::Relaxed);
+        backend.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        BackendConn {
+            sock,
+            ready: Ready::default(),
+            state: BackendState::Connecting,
+            in_flight: true,
+            backend_id: backend.id,
+            table_index,
+            stats: backend.stats.clone(),
+            client,
+            deadline: Deadline::default(),
+        }
+    }
+
+    pub(super) fn state(&self) -> BackendState {
+        self.state
+    }
+
+    pub(super) fn stats(&self) -> &BackendStats {
+        &self.stats
+    }
+
+    /// The connect completed.
+    pub(super) fn connected(&mut self) {
+        self.state = BackendState::Busy;
+    }
+
+    /// Takes an idle pooled connection for `client`: in flight again.
+    pub(super) fn bind(&mut self, client: ClientKey) {
+        debug_assert_eq!(self.state, BackendState::Idle);
+        self.release();
+        self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.in_flight = true;
+        self.state = BackendState::Busy;
+        self.client = client;
+        self.deadline.clear();
+    }
+
+    /// Ends the request it carries: no longer in flight. Idempotent.
+    pub(super) fn release(&mut self) {
+        if std::mem::take(&mut self.in_flight) {
+            self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Puts it in the idle pool.
+    pub(super) fn park(&mut self) {
+        self.release();
+        self.state = BackendState::Idle;
+    }
+}
+
+impl Drop for BackendConn {
+    fn drop(&mut self) {
+        self.release();
+        self.stats.conns.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A worker's connections: the client and backend slabs, and the clients to run again after the
+/// current event.
+#[derive(Default)]
+pub(super) struct Conns {
+    clients: Slab<ClientConn>,
+    backends: Slab<BackendConn>,
+    /// Clients to run again after the current event (their queued backend has room now).
+    pub(super) wake: Vec<ClientKey>,
+}
+
+impl Conns {
+    pub(super) fn client(&self, k: ClientKey) -> Option<&ClientConn> {
+        self.clients.get(k.0)
+    }
+
+    pub(super) fn client_mut(&mut self, k: ClientKey) -> Option<&mut ClientConn> {
+        self.clients.get_mut(k.0)
+    }
+
+    pub(super) fn backend(&self, bk: BackendConnKey) -> Option<&BackendConn> {
+        self.backends.get(bk.0)
+    }
+
+    pub(super) fn backend_mut(&mut self, bk: BackendConnKey) -> Option<&mut BackendConn> {
+        self.backends.get_mut(bk.0)
+    }
+
+    /// Client `k`'s exchange, if it has one.
+    pub(super) fn exchange(&self, k: ClientKey) -> Option<&Exchange> {
+        self.clients.get(k.0).and_then(|c| c.ex.as_deref())
+    }
+
+    pub(super) fn exchange_mut(&mut self, k: ClientKey) -> Option<&mut Exchange> {
+        self.clients.get_mut(k.0).and_then(|c| c.ex.as_deref_mut())
+    }
+
+    /// A client and its backend connection, borrowed together.
+    pub(super) fn pair_mut(
+        &mut self,
+        k: ClientKey,
+        bk: BackendConnKey,
+    ) -> (&mut ClientConn, &mut BackendConn) {
+        (&mut self.clients[k.0], &mut self.backends[bk.0])
+    }
+
+    pub(super) fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub(super) fn has_no_clients(&self) -> bool {
+        self.clients.is_empty()
+    }
+
+    pub(super) fn clients(&self) -> impl Iterator<Item = (ClientKey, &ClientConn)> {
+        self.clients.iter().map(|(k, c)| (ClientKey(k), c))
+    }
+
+    pub(super) fn backends(&self) -> impl Iterator<Item = (BackendConnKey, &BackendConn)> {
+        self.backends.iter().map(|(bk, b)| (BackendConnKey(bk), b))
+    }
+
+    pub(super) fn backends_mut(&mut self) -> impl Iterator<Item = &mut BackendConn> {
+        self.backends.iter_mut().map(|(_, b)| b)
+    }
+
+    /// The key the next [`Conns::insert_client`] gets, to register its socket under.
+    pub(super) fn next_client_key(&self) -> ClientKey {
+        ClientKey(self.clients.vacant_key())
+    }
+
+    pub(super) fn insert_client(&mut self, c: ClientConn) -> ClientKey {
+        ClientKey(self.clients.insert(c))
+    }
+
+    pub(super) fn remove_client(&mut self, k: ClientKey) -> Option<ClientConn> {
+        self.clients.try_remove(k.0)
+    }
+
+    /// The key the next [`Conns::insert_backend`] gets.
+    pub(super) fn next_backend_key(&self) -> BackendConnKey {
+        BackendConnKey(self.backends.vacant_key())
+    }
+
+    pub(super) fn insert_backend(&mut self, b: BackendConn) -> BackendConnKey {
+        BackendConnKey(self.backends.insert(b))
+    }
+
+    pub(super) fn remove_backend(&mut self, bk: BackendConnKey) -> Option<BackendConn> {
+        self.backends.try_remove(bk.0)
+    }
+
+    /// Cuts back slabs much larger than their contents (to their last live entry: keys stay
+    /// valid); true when memory was released.
+    pub(super) fn trim(&mut self) -> bool {
+        let mut released = false;
+        if self.clients.capacity() > 4 * self.clients.len() + 1024 {
+            self.clients.shrink_to_fit();
+            released = true;
+        }
+        if self.backends.capacity() > 4 * self.backends.len() + 1024 {
+            self.backends.shrink_to_fit();
+            released = true;
+        }
+        released
+    }
+}
+
+impl Index<ClientKey> for Conns {
+    type Output = ClientConn;
+
+    fn index(&self, k: ClientKey) -> &ClientConn {
+        &self.clients[k.0]
+    }
+}
+
+impl IndexMut<ClientKey> for Conns {
+    fn index_mut(&mut self, k: ClientKey) -> &mut ClientConn {
+        &mut self.clients[k.0]
+    }
+}
+
+impl Index<BackendConnKey> for Conns {
+    type Output = BackendConn;
+
+    fn index(&self, bk: BackendConnKey) -> &BackendConn {
+        &self.backends[bk.0]
+    }
+}
+
+impl IndexMut<BackendConnKey> for Conns {
+    fn index_mut(&mut self, bk: BackendConnKey) -> &mut BackendConn {
+        &mut self.backends[bk.0]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection_to_a_listener() -> (std::net::TcpListener, TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (listener, sock)
+    }
+
+    #[test]
+    fn tokens_tell_clients_from_backend_connections() {
+        assert_eq!(Owner::of(ClientKey(7).token()), Owner::Client(ClientKey(7)));
+        assert_eq!(
+            Owner::of(BackendConnKey(7).token()),
+            Owner::Backend(BackendConnKey(7))
+        );
+    }
+
+    #[test]
+    fn a_backend_connection_counts_in_flight_only_while_bound_and_open_until_dropped() {
+        let (_listener, sock) = connection_to_a_listener();
+        let backend = Backend::new(1, "127.0.0.1:1".parse().unwrap(), 1);
+        let stats = backend.stats.clone();
+        let mut b = BackendConn::connecting(sock, &backend, TableIndex(0), ClientKey(3));
+        assert_eq!((stats.conns(), stats.in_flight()), (1, 1));
+        b.connected();
+        b.release();
+        b.release();
+        assert_eq!((stats.conns(), stats.in_flight()), (1, 0), "released once");
+        b.park();
+        b.bind(ClientKey(4));
+        assert_eq!(stats.in_flight(), 1);
+        drop(b);
+        assert_eq!(
+            (stats.conns(), stats.in_flight()),
+            (0, 0),
+            "dropping a busy connection gives back both counts"
+        );
+    }
 }

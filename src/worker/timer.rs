@@ -7,20 +7,25 @@
 //! store and makes a million armed connections cost 16 bytes each. This is the lazy re-insertion scheme
 //! of Varghese and Lauck, "Hashed and Hierarchical Timing Wheels" (SOSP 1987), scheme 4, with deadlines
 //! beyond the wheel's span parked in its last slot and re-armed when they come round.
+//!
+//! An entry names its owner by the owner's mio token (a client's slab key, or a backend connection's
+//! key with the backend bit), so the loop routes a fired entry exactly as it routes an event.
+
+use mio::Token;
 
 /// Default slot count; with the default tick ([`crate::config::DEFAULT_TICK_MS`]) the wheel spans
 /// about 41 s.
-pub const DEFAULT_SLOTS: usize = 4096;
+pub(super) const DEFAULT_SLOTS: usize = 4096;
 
 /// One scheduled wake-up: `token` is the owner, `fire_ms` identifies this entry (an owner that re-armed
 /// since holds another value and ignores the stale entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct TimerEntry {
-    pub token: usize,
-    pub fire_ms: u64,
+pub(super) struct TimerEntry {
+    pub(super) token: Token,
+    pub(super) fire_ms: u64,
 }
 
-pub struct TimerWheel {
+pub(super) struct TimerWheel {
     slots: Vec<Vec<TimerEntry>>,
     tick_ms: u64,
     /// The first tick whose slot has not been expired yet.
@@ -29,7 +34,7 @@ pub struct TimerWheel {
 }
 
 impl TimerWheel {
-    pub fn new(tick_ms: u64, slots: usize) -> TimerWheel {
+    pub(super) fn new(tick_ms: u64, slots: usize) -> TimerWheel {
         TimerWheel {
             slots: (0..slots.max(2)).map(|_| Vec::new()).collect(),
             tick_ms: tick_ms.max(1),
@@ -40,7 +45,7 @@ impl TimerWheel {
 
     /// Schedules a wake-up for `token` at or after `at_ms`; returns the time the entry will fire, which
     /// is earlier than `at_ms` when the deadline lies beyond the wheel's span.
-    pub fn schedule(&mut self, at_ms: u64, token: usize) -> u64 {
+    pub(super) fn schedule(&mut self, at_ms: u64, token: Token) -> u64 {
         let n = self.slots.len() as u64;
         let tick = at_ms
             .div_ceil(self.tick_ms)
@@ -52,7 +57,7 @@ impl TimerWheel {
     }
 
     /// Moves every entry due at `now_ms` into `out`.
-    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<TimerEntry>) {
+    pub(super) fn expire(&mut self, now_ms: u64, out: &mut Vec<TimerEntry>) {
         let now_tick = now_ms / self.tick_ms;
         if self.len == 0 {
             self.next_tick = self.next_tick.max(now_tick + 1);
@@ -70,19 +75,20 @@ impl TimerWheel {
     }
 
     /// How long the event loop may sleep before the next tick that can hold an entry.
-    pub fn poll_timeout_ms(&self, now_ms: u64) -> Option<u64> {
+    pub(super) fn poll_timeout_ms(&self, now_ms: u64) -> Option<u64> {
         if self.len == 0 {
             return None;
         }
         Some((self.next_tick * self.tick_ms).saturating_sub(now_ms))
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.len
     }
 
     /// Gives back the memory of slots that grew during a crowd and are nearly empty now.
-    pub fn shrink(&mut self) {
+    pub(super) fn shrink(&mut self) {
         for slot in &mut self.slots {
             if slot.capacity() > 4 * slot.len() + 16 {
                 slot.shrink_to(slot.len() * 2);
@@ -90,35 +96,36 @@ impl TimerWheel {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len == 0
     }
 }
 
 /// A connection's side of the scheme: its current deadline and the wheel entry armed for it.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Deadline {
+pub(super) struct Deadline {
     /// When the owner times out, in ms of the worker clock; 0 = never.
-    pub at_ms: u64,
+    at_ms: u64,
     /// Fire time of the owner's live wheel entry; 0 = none.
-    pub armed_ms: u64,
+    armed_ms: u64,
 }
 
 impl Deadline {
     /// Sets the deadline, adding a wheel entry only when none would fire in time.
-    pub fn set(&mut self, at_ms: u64, token: usize, wheel: &mut TimerWheel) {
+    pub(super) fn set(&mut self, at_ms: u64, token: Token, wheel: &mut TimerWheel) {
         self.at_ms = at_ms;
         if at_ms != 0 && (self.armed_ms == 0 || at_ms < self.armed_ms) {
             self.armed_ms = wheel.schedule(at_ms, token);
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(super) fn clear(&mut self) {
         self.at_ms = 0;
     }
 
     /// Handles a fired entry: returns true when the owner has timed out. Stale entries return false.
-    pub fn fire(&mut self, entry: TimerEntry, now_ms: u64, wheel: &mut TimerWheel) -> bool {
+    pub(super) fn fire(&mut self, entry: TimerEntry, now_ms: u64, wheel: &mut TimerWheel) -> bool {
         if entry.fire_ms != self.armed_ms {
             return false;
         }
@@ -139,6 +146,8 @@ impl Deadline {
 mod tests {
     use super::*;
 
+    const T: Token = Token(1);
+
     fn fire_all(w: &mut TimerWheel, d: &mut Deadline, now_ms: u64) -> bool {
         let mut out = Vec::new();
         w.expire(now_ms, &mut out);
@@ -153,7 +162,7 @@ mod tests {
     fn deadline_fires_not_before_it_is_due() {
         let mut w = TimerWheel::new(10, 8);
         let mut d = Deadline::default();
-        d.set(25, 1, &mut w);
+        d.set(25, T, &mut w);
         assert!(!fire_all(&mut w, &mut d, 24));
         assert!(fire_all(&mut w, &mut d, 30));
         assert!(w.is_empty());
@@ -163,8 +172,8 @@ mod tests {
     fn moving_a_deadline_later_adds_no_entry_and_rearms_on_fire() {
         let mut w = TimerWheel::new(10, 8);
         let mut d = Deadline::default();
-        d.set(20, 1, &mut w);
-        d.set(50, 1, &mut w);
+        d.set(20, T, &mut w);
+        d.set(50, T, &mut w);
         assert_eq!(w.len(), 1);
         assert!(!fire_all(&mut w, &mut d, 20), "fires at 20, re-arms for 50");
         assert_eq!(w.len(), 1);
@@ -175,8 +184,8 @@ mod tests {
     fn moving_a_deadline_earlier_arms_a_new_entry_and_the_old_one_goes_stale() {
         let mut w = TimerWheel::new(10, 8);
         let mut d = Deadline::default();
-        d.set(60, 1, &mut w);
-        d.set(10, 1, &mut w);
+        d.set(60, T, &mut w);
+        d.set(10, T, &mut w);
         assert_eq!(w.len(), 2);
         assert!(fire_all(&mut w, &mut d, 10));
         d.clear();
@@ -188,7 +197,7 @@ mod tests {
     fn deadlines_beyond_the_span_are_parked_and_rearmed() {
         let mut w = TimerWheel::new(10, 4);
         let mut d = Deadline::default();
-        d.set(1000, 1, &mut w);
+        d.set(1000, T, &mut w);
         let mut now = 0;
         let mut fired_at = None;
         while now <= 1100 {
@@ -205,7 +214,7 @@ mod tests {
     fn a_long_pause_expires_everything_due_once() {
         let mut w = TimerWheel::new(10, 4);
         for t in 0..4 {
-            w.schedule(10 * (t + 1), t as usize);
+            w.schedule(10 * (t + 1), Token(t as usize));
         }
         let mut out = Vec::new();
         w.expire(10_000, &mut out);
@@ -218,7 +227,7 @@ mod tests {
     fn shrink_returns_slot_memory_after_a_crowd() {
         let mut w = TimerWheel::new(10, 4);
         for t in 0..10_000 {
-            w.schedule(10, t);
+            w.schedule(10, Token(t));
         }
         let mut out = Vec::new();
         w.expire(100, &mut out);
@@ -231,7 +240,7 @@ mod tests {
     fn cleared_deadline_never_fires() {
         let mut w = TimerWheel::new(10, 8);
         let mut d = Deadline::default();
-        d.set(20, 1, &mut w);
+        d.set(20, T, &mut w);
         d.clear();
         assert!(!fire_all(&mut w, &mut d, 100));
     }

@@ -4,6 +4,10 @@
 //! it is empty), a side is read only while its buffer has room (backpressure), and an end of stream
 //! read on one side is passed on as `shutdown(Write)` on the other once everything before it is
 //! written. The tunnel closes when both directions have ended, on an error, or after the idle timeout.
+//!
+//! Each direction is a borrowed view ([`Direction`]) of the two sockets, the direction's buffer
+//! and its end-of-stream flags, pumped in turn. A tunnel is one attempt for the whole connection:
+//! in TCP mode only its connect can fail over to another backend ([`crate::worker::attempt`]).
 
 use std::io;
 use std::net::Shutdown;
@@ -11,7 +15,7 @@ use std::net::Shutdown;
 use mio::net::TcpStream;
 
 use crate::worker::buffer::{Buf, BufPool};
-use crate::worker::conn::{read_into, write_from, Io, Ready};
+use crate::worker::conn::{read_into, write_from, BackendConnKey, ClientKey, Io, Ready};
 use crate::worker::{Core, Next};
 
 /// One direction of a tunnel.
@@ -74,12 +78,12 @@ impl Direction<'_> {
 
 impl Core {
     /// `Tunnel`: copies bytes both ways until both directions end.
-    pub fn tunnel(&mut self, k: usize) -> Next {
-        let Some(ex) = self.clients[k].ex.as_ref() else {
+    pub(super) fn tunnel(&mut self, k: ClientKey) -> Next {
+        let Some(ex) = self.conns.exchange(k) else {
             return Next::Close;
         };
         let Some(bk) = ex.backend else {
-            // Paced (bandit): the timer dispatches it.
+            // Paced or queued: its timer or a freed connection dispatches it.
             return if ex.pace_until_ms != 0 || ex.queued {
                 Next::Wait
             } else {
@@ -93,45 +97,51 @@ impl Core {
         }
         let mut moved = false;
         loop {
-            let c = &mut self.clients[k];
-            let b = &mut self.backends[bk];
-            let Some(ex) = c.ex.as_mut() else {
-                return Next::Close;
-            };
-            let up = Direction {
-                from: (&mut c.sock, &mut c.ready),
-                to: (&mut b.sock, &mut b.ready),
-                buf: &mut ex.req,
-                eof: &mut ex.up_eof,
-                shut: &mut ex.up_shut,
-                read_count: Some(&mut self.metrics.current.bytes_in),
-                write_count: None,
+            match self.tunnel_pass(k, bk) {
+                Ok(Some(true)) => moved = true,
+                Ok(Some(false)) => break,
+                Ok(None) | Err(_) => return Next::Close,
             }
-            .pump(&mut self.bufs);
-            let down = Direction {
-                from: (&mut b.sock, &mut b.ready),
-                to: (&mut c.sock, &mut c.ready),
-                buf: &mut ex.resp,
-                eof: &mut ex.down_eof,
-                shut: &mut ex.down_shut,
-                read_count: None,
-                write_count: Some(&mut self.metrics.current.bytes_out),
-            }
-            .pump(&mut self.bufs);
-            let (Ok(up), Ok(down)) = (up, down) else {
-                return Next::Close;
-            };
-            if ex.up_shut && ex.down_shut {
-                return Next::Close;
-            }
-            if !(up || down) {
-                break;
-            }
-            moved = true;
         }
         if moved {
             self.set_deadline(k, self.cfg.idle_timeout_ms);
         }
         Next::Wait
+    }
+
+    /// Pumps both directions once: whether anything moved, or `None` once both ended.
+    fn tunnel_pass(&mut self, k: ClientKey, bk: BackendConnKey) -> io::Result<Option<bool>> {
+        let Core {
+            conns, io, metrics, ..
+        } = self;
+        let (c, b) = conns.pair_mut(k, bk);
+        let Some(ex) = c.ex.as_deref_mut() else {
+            return Ok(None);
+        };
+        let up = Direction {
+            from: (&mut c.sock, &mut c.ready),
+            to: (&mut b.sock, &mut b.ready),
+            buf: &mut ex.req,
+            eof: &mut ex.up_eof,
+            shut: &mut ex.up_shut,
+            read_count: Some(&mut metrics.current.bytes_in),
+            write_count: None,
+        }
+        .pump(&mut io.bufs);
+        let down = Direction {
+            from: (&mut b.sock, &mut b.ready),
+            to: (&mut c.sock, &mut c.ready),
+            buf: &mut ex.resp,
+            eof: &mut ex.down_eof,
+            shut: &mut ex.down_shut,
+            read_count: None,
+            write_count: Some(&mut metrics.current.bytes_out),
+        }
+        .pump(&mut io.bufs);
+        let (up, down) = (up?, down?);
+        if ex.up_shut && ex.down_shut {
+            return Ok(None);
+        }
+        Ok(Some(up || down))
     }
 }
