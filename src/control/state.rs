@@ -38,6 +38,20 @@ pub struct SavedState {
     pub backends: Vec<SavedBackend>,
 }
 
+/// The configuration as a store holds it: what every instance of a cluster installs, at the
+/// store revision it was read at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The store revision of the last configuration change it includes.
+    pub revision: u64,
+    pub strategy: StrategyKind,
+    /// The store revision of the strategy's record.
+    pub strategy_revision: u64,
+    pub params: StrategyParams,
+    /// Each backend with the store revision of its record.
+    pub backends: Vec<(SavedBackend, u64)>,
+}
+
 /// Why a mutation was refused; each maps to an HTTP status in the admin API.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ChangeError {
@@ -46,14 +60,20 @@ pub enum ChangeError {
     Invalid(String),
     /// The state file could not be written; nothing changed.
     Storage(String),
+    /// Another change came first (the revision the caller read is gone); nothing changed.
+    Conflict(String),
+    /// The configuration store cannot be reached or has no quorum; nothing changed.
+    Unavailable,
 }
 
 impl std::fmt::Display for ChangeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChangeError::NotFound(m) | ChangeError::Duplicate(m) | ChangeError::Invalid(m) => {
-                f.write_str(m)
-            }
+            ChangeError::NotFound(m)
+            | ChangeError::Duplicate(m)
+            | ChangeError::Invalid(m)
+            | ChangeError::Conflict(m) => f.write_str(m),
+            ChangeError::Unavailable => f.write_str("configuration store unavailable"),
             ChangeError::Storage(m) => {
                 write!(f, "could not save the state file, nothing changed: {m}")
             }
@@ -85,6 +105,8 @@ pub struct BackendEntry {
     pub drain_deadline_ms: Option<u64>,
     /// When it last became eligible, for slow start.
     pub since_ms: u64,
+    /// The configuration revision of its last change (in a cluster, its record's etcd revision).
+    pub revision: u64,
     pub stats: Arc<BackendStats>,
 }
 
@@ -213,6 +235,11 @@ impl StateFile {
 /// The authoritative configuration and what the control thread knows of each backend.
 pub struct ControlState {
     version: u64,
+    /// The configuration revision in force: in a cluster, the etcd revision of the last change
+    /// installed; alone, a count of the changes accepted since start.
+    revision: u64,
+    /// The revision of the strategy's last change.
+    pub strategy_revision: u64,
     next_id: BackendId,
     pub backends: Vec<BackendEntry>,
     /// The strategy the operator chose (may be `adaptive`).
@@ -250,6 +277,8 @@ impl ControlState {
         });
         let mut state = ControlState {
             version: 0,
+            revision: 1,
+            strategy_revision: 1,
             next_id: 1,
             backends: Vec::new(),
             strategy: saved.strategy,
@@ -292,6 +321,7 @@ impl ControlState {
             removing_from_version: 0,
             drain_deadline_ms: None,
             since_ms: now_ms,
+            revision: self.revision,
             stats: Arc::new(BackendStats::default()),
         });
         id
@@ -299,6 +329,16 @@ impl ControlState {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// A change was accepted without a store revision (no cluster): count it.
+    fn bump(&mut self) -> u64 {
+        self.revision += 1;
+        self.revision
     }
 
     /// Position of the backend at `addr`, not counting one being removed.
@@ -362,6 +402,7 @@ impl ControlState {
             enabled: true,
         });
         self.persist(&next)?;
+        self.bump();
         Ok(self.push(addr, weight, now_ms))
     }
 
@@ -374,6 +415,7 @@ impl ControlState {
         let mut next = self.saved();
         next.backends.retain(|b| b.address != addr);
         self.persist(&next)?;
+        self.backends[i].revision = self.bump();
         self.backends[i].removing_deadline_ms = Some(drain_deadline_ms);
         self.backends[i].removing_from_version = self.version + 1;
         Ok(())
@@ -395,7 +437,9 @@ impl ControlState {
             b.enabled = enabled;
         }
         self.persist(&next)?;
+        let revision = self.bump();
         let e = self.find_mut(addr)?;
+        e.revision = revision;
         e.enabled = enabled;
         if enabled {
             e.since_ms = now_ms;
@@ -418,7 +462,10 @@ impl ControlState {
             b.weight = weight;
         }
         self.persist(&next)?;
-        self.find_mut(addr)?.weight = weight;
+        let revision = self.bump();
+        let e = self.find_mut(addr)?;
+        e.weight = weight;
+        e.revision = revision;
         Ok(())
     }
 
@@ -426,6 +473,7 @@ impl ControlState {
         let mut next = self.saved();
         next.strategy = strategy;
         self.persist(&next)?;
+        self.strategy_revision = self.bump();
         self.strategy = strategy;
         self.set_active(resolve(strategy));
         Ok(())
@@ -497,6 +545,7 @@ impl ControlState {
             })
             .collect();
         let mut table = BackendTable::new(self.version, backends, self.active_strategy);
+        table.revision = self.revision;
         table.params = self.params;
         table.latency_aware = self.strategy == StrategyKind::Adaptive
             || matches!(
@@ -509,6 +558,94 @@ impl ControlState {
     /// Backends that would take traffic now.
     pub fn routable_count(&self) -> usize {
         self.backends.iter().filter(|b| b.routable()).count()
+    }
+
+    /// The configuration in force, as a store would hold it.
+    pub fn desired(&self) -> Desired {
+        Desired {
+            revision: self.revision,
+            strategy: self.strategy,
+            strategy_revision: self.strategy_revision,
+            params: self.params,
+            backends: self
+                .backends
+                .iter()
+                .filter(|b| b.removing_deadline_ms.is_none())
+                .map(|b| (b.saved(), b.revision))
+                .collect(),
+        }
+    }
+
+    /// Makes `desired` the configuration in force, changing only what differs: a new backend
+    /// starts (slow start counts from `now_ms`), a missing one drains until `drain_deadline_ms`
+    /// and leaves, a disabled one drains; health, ejections and measurements of the others stay.
+    /// Returns whether anything routing depends on changed.
+    pub fn install(&mut self, desired: &Desired, now_ms: u64, drain_deadline_ms: u64) -> bool {
+        let mut changed = false;
+        let at = desired.revision;
+        for (want, revision) in &desired.backends {
+            let i = match self.find(want.address) {
+                Some(i) => i,
+                None => {
+                    log::info!(
+                        "backend {} added (weight {}) at revision {at}",
+                        want.address,
+                        want.weight
+                    );
+                    self.push(want.address, want.weight, now_ms);
+                    changed = true;
+                    self.backends.len() - 1
+                }
+            };
+            let e = &mut self.backends[i];
+            e.revision = *revision;
+            if e.weight != want.weight {
+                log::info!(
+                    "backend {} weight {} -> {} at revision {at}",
+                    e.addr,
+                    e.weight,
+                    want.weight
+                );
+                e.weight = want.weight;
+                changed = true;
+            }
+            if e.enabled != want.enabled {
+                e.enabled = want.enabled;
+                if want.enabled {
+                    log::info!("backend {} enabled at revision {at}", e.addr);
+                    e.since_ms = now_ms;
+                    e.drain_deadline_ms = None;
+                } else {
+                    log::info!("backend {} disabled at revision {at}; draining", e.addr);
+                    e.drain_deadline_ms = Some(drain_deadline_ms);
+                }
+                changed = true;
+            }
+        }
+        let removing_from = self.version + 1;
+        for e in &mut self.backends {
+            let wanted = desired.backends.iter().any(|(b, _)| b.address == e.addr);
+            if !wanted && e.removing_deadline_ms.is_none() {
+                log::info!("backend {} removed at revision {at}; draining", e.addr);
+                e.removing_deadline_ms = Some(drain_deadline_ms);
+                e.removing_from_version = removing_from;
+                changed = true;
+            }
+        }
+        if self.strategy != desired.strategy {
+            log::info!("strategy set to {} at revision {at}", desired.strategy);
+            self.strategy = desired.strategy;
+            self.set_active(resolve(desired.strategy));
+            changed = true;
+        }
+        if self.params != desired.params {
+            self.params = desired.params;
+            changed = true;
+        }
+        self.strategy_revision = desired.strategy_revision;
+        changed |= self.revision != at;
+        self.revision = at;
+        changed
     }
 }
 
@@ -652,6 +789,50 @@ mod tests {
             s.remove(addr(9), 1),
             Err(ChangeError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn install_changes_only_what_differs_and_keeps_local_knowledge() {
+        let mut s = ControlState::open(
+            None,
+            &seed(),
+            StrategyKind::RoundRobin,
+            StrategyParams::default(),
+        )
+        .unwrap();
+        s.backends[1].health.healthy = false;
+        let mut want = s.desired();
+        want.revision = 40;
+        want.backends[0].0.enabled = false;
+        want.backends[1].0.weight = 9;
+        want.backends.push((
+            SavedBackend {
+                address: addr(3),
+                weight: 2,
+                enabled: true,
+            },
+            40,
+        ));
+        want.strategy = StrategyKind::LeastConnections;
+        assert!(s.install(&want, 7, 100));
+        assert_eq!(s.revision(), 40);
+        assert_eq!(s.backends[0].drain_deadline_ms, Some(100));
+        assert!(!s.backends[1].health.healthy, "health is local and stays");
+        assert_eq!(s.backends[1].weight, 9);
+        assert_eq!(s.backends[2].since_ms, 7);
+        assert_eq!(s.active_strategy, StrategyKind::LeastConnections);
+        assert_eq!(s.next_version().revision, 40);
+        assert!(
+            !s.install(&want, 8, 100),
+            "the same configuration again changes nothing"
+        );
+
+        want.revision = 41;
+        want.backends.remove(0);
+        assert!(s.install(&want, 9, 200));
+        assert_eq!(s.backends[0].removing_deadline_ms, Some(200));
+        assert_eq!(s.desired().backends.len(), 2);
+        assert_eq!(s.desired().revision, 41);
     }
 
     #[test]
