@@ -29,12 +29,22 @@ fn backend_view(b: &BackendEntry) -> BackendView {
 }
 
 pub fn change_error(e: ChangeError) -> AdminResponse {
+    if e == ChangeError::Unconfirmed {
+        return AdminResponse::json(
+            503,
+            &serde_json::json!({
+                "error": e.to_string(),
+                "detail": "the store lost its quorum before it confirmed the change: it may \
+                           still be applied when the store recovers (see GET /api/backends)",
+            }),
+        );
+    }
     let status = match e {
         ChangeError::NotFound(_) => 404,
         ChangeError::Duplicate(_) | ChangeError::Conflict(_) => 409,
         ChangeError::Invalid(_) => 400,
         ChangeError::Storage(_) => 500,
-        ChangeError::Unavailable => 503,
+        ChangeError::Unavailable | ChangeError::Unconfirmed => 503,
     };
     AdminResponse::error(status, &e.to_string())
 }

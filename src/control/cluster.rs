@@ -218,30 +218,10 @@ impl Control {
         if !cluster.store_up {
             return Reply::Now(change_error(ChangeError::Unavailable));
         }
-        let known = cluster.mirror.known(&change);
-        let current = match &change {
-            Change::SetStrategy { .. } => cluster
-                .mirror
-                .strategy
-                .and_then(|(s, r)| serde_json::to_vec(&s).ok().map(|v| (v, r))),
-            Change::Add { addr, .. }
-            | Change::Remove { addr }
-            | Change::SetWeight { addr, .. }
-            | Change::SetEnabled { addr, .. } => cluster
-                .mirror
-                .backends
-                .get(addr)
-                .and_then(|(b, r)| serde_json::to_vec(b).ok().map(|v| (v, *r))),
-        };
-        debug_assert_eq!(current.as_ref().map_or(0, |c| c.1), known);
         let ticket = cluster.next_ticket;
         cluster.next_ticket += 1;
         cluster.pending.insert(ticket, change.clone());
-        cluster.send(StoreRequest::Change {
-            ticket,
-            change,
-            current,
-        });
+        cluster.send(StoreRequest::Change { ticket, change });
         Reply::Later(ticket)
     }
 

@@ -64,6 +64,10 @@ pub enum ChangeError {
     Conflict(String),
     /// The configuration store cannot be reached or has no quorum; nothing changed.
     Unavailable,
+    /// The store took the change but did not confirm it in time (it lost its quorum meanwhile):
+    /// like any consensus store's timeout, this is not a no, and the change may still be applied
+    /// when the store recovers.
+    Unconfirmed,
 }
 
 impl std::fmt::Display for ChangeError {
@@ -73,7 +77,9 @@ impl std::fmt::Display for ChangeError {
             | ChangeError::Duplicate(m)
             | ChangeError::Invalid(m)
             | ChangeError::Conflict(m) => f.write_str(m),
-            ChangeError::Unavailable => f.write_str("configuration store unavailable"),
+            ChangeError::Unavailable | ChangeError::Unconfirmed => {
+                f.write_str("configuration store unavailable")
+            }
             ChangeError::Storage(m) => {
                 write!(f, "could not save the state file, nothing changed: {m}")
             }

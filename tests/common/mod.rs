@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::Duration;
 
+pub mod etcd;
+
 use sluice::backend::BackendSpec;
 use sluice::config::{Mode, ProxyConfig, Settings};
 use sluice::run::Running;

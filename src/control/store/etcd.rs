@@ -294,6 +294,12 @@ impl Etcd {
         })
     }
 
+    /// One key, read linearizably (so it fails without a quorum); `None` when absent.
+    pub fn get(&mut self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+        let v = self.call("/v3/kv/range", &json!({ "key": encode(key.as_bytes()) }))?;
+        Ok(kvs_of(&v)?.into_iter().next())
+    }
+
     /// Runs `success` if every comparison holds, else `failure`, atomically.
     pub fn txn(
         &mut self,

@@ -318,13 +318,8 @@ impl Change {
 /// What the control thread asks of the store threads.
 #[derive(Debug)]
 pub enum StoreRequest {
-    /// Commit a change; `current` is its key's value and revision in this instance's copy
-    /// (`None`: absent there).
-    Change {
-        ticket: u64,
-        change: Change,
-        current: Option<(Vec<u8>, u64)>,
-    },
+    /// Commit a change.
+    Change { ticket: u64, change: Change },
     /// Write this configuration if the store has none (it was wiped, or never seeded).
     Seed(Desired),
     /// This instance has installed the configuration at this revision (for its member record).
@@ -477,17 +472,6 @@ impl Mirror {
             };
         }
         Touched::default()
-    }
-
-    /// The revision of `change`'s key in this copy (0: absent).
-    pub fn known(&self, change: &Change) -> u64 {
-        match change {
-            Change::Add { addr, .. }
-            | Change::Remove { addr }
-            | Change::SetWeight { addr, .. }
-            | Change::SetEnabled { addr, .. } => self.backends.get(addr).map_or(0, |b| b.1),
-            Change::SetStrategy { .. } => self.strategy.map_or(0, |s| s.1),
-        }
     }
 
     /// The configuration to install; `fallback` supplies the strategy while the store has none.

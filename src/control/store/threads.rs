@@ -266,13 +266,12 @@ impl Ops {
         loop {
             let wait = next_renewal.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok(StoreRequest::Change {
-                    ticket,
-                    change,
-                    current,
-                }) => {
-                    let result = self.commit(&change, current);
-                    let reached = !matches!(result, Err(ChangeError::Unavailable));
+                Ok(StoreRequest::Change { ticket, change }) => {
+                    let result = self.commit(&change);
+                    let reached = !matches!(
+                        result,
+                        Err(ChangeError::Unavailable | ChangeError::Unconfirmed)
+                    );
                     self.set_up(reached);
                     self.notify.send(StoreEvent::Committed { ticket, result });
                 }
@@ -350,16 +349,26 @@ impl Ops {
         }
     }
 
-    /// One transaction that writes the change if its key is still at the revision it was read
-    /// at; when another change came first, the failure branch returns the key as it is now and
-    /// the change is applied to that (the changes are per-field sets, so re-applying keeps
-    /// both). A precondition the caller gave (`expect`) is checked against each fresh read.
-    fn commit(
-        &mut self,
-        change: &Change,
-        mut current: Option<(Vec<u8>, u64)>,
-    ) -> Result<(u64, Record), ChangeError> {
+    /// Reads the change's key, then commits the change with one transaction that writes it only
+    /// if the key is still at the revision read. When another change came first, the failure
+    /// branch returns the key as it is now and the change is applied to that (changes set one
+    /// field, so re-applying keeps both); a precondition the caller gave (`expect`) is checked
+    /// against each read.
+    ///
+    /// The read is linearizable, so it fails without a quorum: then nothing was sent, and the
+    /// answer is a plain "unavailable". Only a transaction that was sent and not confirmed is
+    /// [`ChangeError::Unconfirmed`].
+    fn commit(&mut self, change: &Change) -> Result<(u64, Record), ChangeError> {
         let key = change.key(&self.layout);
+        let unavailable = |e: EtcdError| {
+            warn!("change {:?} not sent: {e}", change.describe());
+            ChangeError::Unavailable
+        };
+        let mut current = self
+            .etcd
+            .get(&key)
+            .map_err(unavailable)?
+            .map(|kv| (kv.value, kv.mod_revision));
         for _ in 0..MAX_CHANGE_TRIES {
             let (write, record) =
                 change.apply(current.as_ref().map(|(v, r)| (v.as_slice(), *r)))?;
@@ -371,15 +380,13 @@ impl Ops {
                     lease: 0,
                 }],
                 Write::Delete => vec![Op::Delete { key: key.clone() }],
-                Write::Nothing => Vec::new(),
+                Write::Nothing => return Ok((read_at, record)),
             };
-            if !ops.is_empty() {
-                ops.push(last_change(
-                    &self.layout,
-                    &self.member.id,
-                    &change.describe(),
-                ));
-            }
+            ops.push(last_change(
+                &self.layout,
+                &self.member.id,
+                &change.describe(),
+            ));
             let compare = [Compare::ModRevision {
                 key: key.clone(),
                 revision: read_at,
@@ -389,12 +396,11 @@ impl Ops {
                 prefix: false,
             }];
             let r = self.etcd.txn(&compare, &ops, &read).map_err(|e| {
-                warn!("change {:?} not committed: {e}", change.describe());
-                ChangeError::Unavailable
+                warn!("change {:?} not confirmed: {e}", change.describe());
+                ChangeError::Unconfirmed
             })?;
             if r.succeeded {
-                let revision = if ops.is_empty() { read_at } else { r.revision };
-                return Ok((revision, record));
+                return Ok((r.revision, record));
             }
             current = r.kvs.first().map(|kv| (kv.value.clone(), kv.mod_revision));
         }
