@@ -3,6 +3,8 @@
 //! Every etcd runs on ephemeral loopback ports with a temporary data directory and is killed by
 //! its PID when the test ends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

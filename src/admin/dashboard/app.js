@@ -367,8 +367,43 @@
       : `Cannot reach sluice (${error.message}); retrying`;
   }
 
+  // In a cluster (GET /api/cluster answers 200), the members and the configuration revision
+  // each has installed; alone, the route answers 404 and the panel stays hidden.
+  let clustered = true;
+
+  function renderCluster(c) {
+    $("cluster-panel").hidden = false;
+    const store = c.store_up ? "store up" : "store UNREACHABLE: changes refused, routing goes on";
+    $("cluster-summary").textContent =
+      `${c.name} · this instance ${c.instance} at revision ${c.revision} · ${store}`;
+    const body = $("members").querySelector("tbody");
+    body.replaceChildren(
+      ...c.members.map((m) => {
+        const tr = document.createElement("tr");
+        for (const [text, cls] of [[m.id, ""], [m.proxy, ""], [String(m.revision), "num"]]) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          if (cls) td.className = cls;
+          tr.appendChild(td);
+        }
+        if (m.revision < c.revision) tr.title = "behind this instance";
+        return tr;
+      }),
+    );
+  }
+
+  async function refreshCluster() {
+    if (!clustered) return;
+    const resp = await fetch("api/cluster", { cache: "no-store", headers: { Accept: "application/json" } });
+    if (resp.status === 404) {
+      clustered = false;
+      return;
+    }
+    if (resp.ok) renderCluster(await resp.json());
+  }
+
   async function refresh() {
-    const [h, s] = await Promise.all([getJSON("api/history"), getJSON("api/status")]);
+    const [h, s] = await Promise.all([getJSON("api/history"), getJSON("api/status"), refreshCluster()]);
     history = Array.isArray(h) ? h : [];
     renderStatus(s);
     drawCharts();
