@@ -13,6 +13,7 @@ pub mod api;
 pub mod cluster;
 pub mod health;
 pub mod prometheus;
+pub mod saved;
 pub mod state;
 pub mod store;
 

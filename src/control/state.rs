@@ -1,42 +1,19 @@
-//! The authoritative configuration (backends, weights, enabled flags, strategy) and its state file.
+//! The authoritative configuration (backends, weights, enabled flags, strategy) and what the
+//! control thread knows of each backend.
 //!
-//! Only the control thread touches [`ControlState`]. A mutation is first checked, then written to the
-//! state file, and only then applied; so a change the API confirmed survives a crash, and a change
-//! that could not be written is not in force either. The file is replaced atomically: write a
-//! temporary file, fsync it, rename it over the old one, fsync the directory (the sequence SQLite and
-//! etcd use; without the directory fsync the rename itself may be lost on power failure).
+//! Only the control thread touches [`ControlState`]. Alone, a mutation is first checked, then
+//! written to the state file ([`crate::control::saved`]), and only then applied; so a change the
+//! API confirmed survives a crash, and a change that could not be written is not in force
+//! either. In a cluster, the store's configuration is installed whole with
+//! [`ControlState::install`], which changes only what differs.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use super::health::Hysteresis;
+pub use super::saved::{SavedBackend, SavedState, StateFile, STATE_FORMAT};
 use crate::backend::{Backend, BackendId, BackendSpec, BackendStats, BackendTable, MAX_WEIGHT};
 use crate::strategy::{StrategyKind, StrategyParams};
-
-/// Version of the state file format.
-const STATE_FORMAT: u32 = 1;
-
-/// One backend as an operator configured it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedBackend {
-    pub address: SocketAddr,
-    pub weight: u32,
-    pub enabled: bool,
-}
-
-/// The durable part of the configuration: what the state file holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SavedState {
-    pub format: u32,
-    pub strategy: StrategyKind,
-    pub backends: Vec<SavedBackend>,
-}
 
 /// The configuration as a store holds it: what every instance of a cluster installs, at the
 /// store revision it was read at.
@@ -142,99 +119,6 @@ fn resolve(strategy: StrategyKind) -> StrategyKind {
     match strategy {
         StrategyKind::Adaptive => StrategyKind::RoundRobin,
         other => other,
-    }
-}
-
-/// The state file, if one is configured.
-#[derive(Debug, Clone)]
-pub struct StateFile {
-    path: PathBuf,
-}
-
-impl StateFile {
-    pub fn new(path: impl Into<PathBuf>) -> StateFile {
-        StateFile { path: path.into() }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads the saved state; `Ok(None)` when there is no file yet. A file that exists but cannot
-    /// be read or parsed is an error naming the file, and the file is left as it is.
-    pub fn load(&self) -> Result<Option<SavedState>, String> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(format!(
-                    "cannot read state file {}: {e}",
-                    self.path.display()
-                ))
-            }
-        };
-        let state: SavedState = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "state file {} is corrupt: {e} (fix or remove it; it was left untouched)",
-                self.path.display()
-            )
-        })?;
-        if state.format != STATE_FORMAT {
-            return Err(format!(
-                "state file {} has format {}, this sluice reads format {STATE_FORMAT}",
-                self.path.display(),
-                state.format
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for b in &state.backends {
-            if b.weight > MAX_WEIGHT {
-                return Err(format!(
-                    "state file {}: weight {} of {} is above {MAX_WEIGHT}",
-                    self.path.display(),
-                    b.weight,
-                    b.address
-                ));
-            }
-            if !seen.insert(b.address) {
-                return Err(format!(
-                    "state file {}: backend {} appears twice",
-                    self.path.display(),
-                    b.address
-                ));
-            }
-        }
-        Ok(Some(state))
-    }
-
-    /// Replaces the file atomically and durably.
-    pub fn save(&self, state: &SavedState) -> io::Result<()> {
-        let text = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = self
-            .path
-            .file_name()
-            .ok_or_else(|| io::Error::other("state file path has no file name"))?;
-        let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(&text)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(&dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
     }
 }
 
@@ -657,6 +541,9 @@ impl ControlState {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
     use super::*;
 
     fn addr(port: u16) -> SocketAddr {
