@@ -97,6 +97,7 @@ served_by() {
         '$1 ~ /^sluice_backend_responses_total/ && index($1, b) { s += $2 } END { print s + 0 }')
     local ip=${admin%:*}
     for _ in $(seq 40); do curl -s -o /dev/null "http://$ip:8080/"; done
+    sleep 1.2 # workers hand their counters to the control thread once a second
     after=$(curl -s "http://$admin/metrics" | awk -v b="backend=\"$backend\"" \
         '$1 ~ /^sluice_backend_responses_total/ && index($1, b) { s += $2 } END { print s + 0 }')
     echo $((after - before))
