@@ -461,3 +461,31 @@ fn without_a_cluster_the_cluster_route_says_so() {
     assert_eq!(status, 404);
     assert!(body["error"].as_str().unwrap().contains("--cluster-store"));
 }
+
+#[test]
+fn a_deleted_configuration_is_written_back_instead_of_emptying_the_instances() {
+    let etcd = Etcd::single();
+    let backend = HttpBackend::echo_target();
+    let a = instance(&etcd.client_url, "a", &[backend.addr]);
+    let before = revision(&a);
+    // `etcdctl del --prefix /sluice/t/`: keys "/sluice/t/" to "/sluice/t0", base64-encoded.
+    let (status, _) = common::etcd::call(
+        &etcd.client_url,
+        "/v3/kv/deleterange",
+        r#"{"key": "L3NsdWljZS90Lw==", "range_end": "L3NsdWljZS90MA=="}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(wait_until(LIMIT, || revision(&a) > before));
+    assert_eq!(addresses(&a), vec![backend.addr.to_string()]);
+    assert_eq!(proxied(a.addr), 200);
+    let (status, _) = a.api(
+        "PUT",
+        &format!("/api/backends/{}", backend.addr),
+        Some(r#"{"weight": 4}"#),
+    );
+    assert_eq!(
+        status, 200,
+        "the written-back configuration takes changes again"
+    );
+}

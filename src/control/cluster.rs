@@ -231,12 +231,11 @@ impl Control {
             match event {
                 StoreEvent::Committed { ticket, result } => self.committed(ticket, result),
                 StoreEvent::Changes(events) => {
-                    let touched = match self.cluster.as_mut() {
-                        Some(c) => c.mirror.apply(&events),
-                        None => continue,
+                    let Some(c) = self.cluster.as_mut() else {
+                        continue;
                     };
-                    if touched.config {
-                        self.install_from_store();
+                    if c.mirror.apply(&events).config {
+                        self.install_or_restore();
                     }
                 }
                 StoreEvent::Snapshot(range) => {
@@ -244,16 +243,7 @@ impl Control {
                         continue;
                     };
                     c.mirror.load(&range);
-                    if c.mirror.seeded {
-                        self.install_from_store();
-                    } else {
-                        warn!(
-                            "the configuration store has no configuration for cluster {:?}; \
-                             keeping this instance's and writing it back",
-                            c.cfg.name
-                        );
-                        c.send(StoreRequest::Seed(self.state.desired()));
-                    }
+                    self.install_or_restore();
                 }
                 StoreEvent::Up(up) => self.store_up(up),
             }
@@ -304,6 +294,26 @@ impl Control {
                 }
             }
         }
+    }
+
+    /// Installs the store's configuration; when the store has none any more (its keys were
+    /// deleted, or it lost its data), keeps routing by this instance's and writes that back
+    /// rather than emptying every instance's table.
+    fn install_or_restore(&mut self) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        if c.mirror.seeded {
+            self.install_from_store();
+            return;
+        }
+        warn!(
+            "the configuration store has no configuration for cluster {:?}; keeping this \
+             instance's (revision {}) and writing it back",
+            c.cfg.name,
+            self.state.revision()
+        );
+        c.send(StoreRequest::Seed(self.state.desired()));
     }
 
     /// Installs the configuration the store holds now as one new table version.

@@ -114,6 +114,13 @@ impl BackendEntry {
     }
 }
 
+fn first_revision() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+        .max(1)
+}
+
 /// What workers run for a configured strategy: `adaptive` starts as round robin.
 fn resolve(strategy: StrategyKind) -> StrategyKind {
     match strategy {
@@ -165,10 +172,13 @@ impl ControlState {
                 })
                 .collect(),
         });
+        // Alone, revisions are counted from the start time in microseconds, so that they only
+        // grow across restarts and a revision read before one never matches after it.
+        let first_revision = first_revision();
         let mut state = ControlState {
             version: 0,
-            revision: 1,
-            strategy_revision: 1,
+            revision: first_revision,
+            strategy_revision: first_revision,
             next_id: 1,
             backends: Vec::new(),
             strategy: saved.strategy,
