@@ -59,6 +59,9 @@ pub struct StatusView {
     /// the last change installed (equal on every instance that installed the same changes).
     #[serde(default)]
     pub revision: u64,
+    /// The cluster this instance belongs to (`--cluster-name`), if it runs in one.
+    #[serde(default)]
+    pub cluster: Option<String>,
     pub mode: String,
     pub strategy: StrategyView,
     pub requests_per_s: f64,

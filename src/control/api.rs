@@ -420,6 +420,7 @@ impl Control {
             version: self.state.version(),
             installed_version: self.installed_version(),
             revision: self.state.revision(),
+            cluster: self.cluster.as_ref().map(|c| c.cfg.name.clone()),
             mode: format!("{:?}", self.settings.proxy.mode).to_lowercase(),
             strategy: self.strategy_view(),
             requests_per_s: self.hub.requests_per_s(),

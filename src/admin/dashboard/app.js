@@ -367,9 +367,9 @@
       : `Cannot reach sluice (${error.message}); retrying`;
   }
 
-  // In a cluster (GET /api/cluster answers 200), the members and the configuration revision
-  // each has installed; alone, the route answers 404 and the panel stays hidden.
-  let clustered = true;
+  // In a cluster (the status names it), the members and the configuration revision each has
+  // installed; alone, the panel stays hidden.
+  let clustered = false;
 
   function renderCluster(c) {
     $("cluster-panel").hidden = false;
@@ -393,18 +393,13 @@
   }
 
   async function refreshCluster() {
-    if (!clustered) return;
-    const resp = await fetch("api/cluster", { cache: "no-store", headers: { Accept: "application/json" } });
-    if (resp.status === 404) {
-      clustered = false;
-      return;
-    }
-    if (resp.ok) renderCluster(await resp.json());
+    if (clustered) renderCluster(await getJSON("api/cluster"));
   }
 
   async function refresh() {
     const [h, s] = await Promise.all([getJSON("api/history"), getJSON("api/status"), refreshCluster()]);
     history = Array.isArray(h) ? h : [];
+    clustered = typeof s.cluster === "string";
     renderStatus(s);
     drawCharts();
   }
