@@ -489,3 +489,42 @@ fn a_deleted_configuration_is_written_back_instead_of_emptying_the_instances() {
         "the written-back configuration takes changes again"
     );
 }
+
+#[test]
+fn with_a_fallback_copy_an_instance_starts_while_the_store_is_down_and_refuses_changes() {
+    let backend = HttpBackend::echo_target();
+    let dir = std::env::temp_dir().join(format!("sluice-fallback-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("last.json");
+    std::fs::write(
+        &copy,
+        format!(
+            r#"{{"format": 1, "strategy": "least-connections",
+                "backends": [{{"address": "{}", "weight": 2, "enabled": true}}]}}"#,
+            backend.addr
+        ),
+    )
+    .unwrap();
+    let store = format!("http://{}", refused_addr());
+    let mut s = settings_for(test_config(Mode::Http), &[], StrategyKind::RoundRobin);
+    s.control.cluster = Some(ClusterConfig::new(&store, "t", "a", 2, Some(copy)).unwrap());
+    let lb = Sluice::with_settings(s);
+
+    assert_eq!(addresses(&lb), vec![backend.addr.to_string()]);
+    assert_eq!(
+        lb.api("GET", "/api/strategy", None).1["configured"],
+        "least-connections"
+    );
+    assert_eq!(proxied(lb.addr), 200);
+    assert!(!store_up(&lb));
+    let (status, body) = lb.api(
+        "POST",
+        &format!("/api/backends/{}/disable", backend.addr),
+        None,
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (503, Some("configuration store unavailable"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
