@@ -11,16 +11,28 @@
 # from separate short runs under `valgrind --tool=callgrind` (two request counts, difference of
 # the totals, so start-up and shutdown cancel).
 #
+# Two builds of sluice in one run: SLUICE_BEFORE=PATH names another sluice binary (say, the
+# previous commit's), which joins as `sluice-before` and `sluice-before-tcp`, interleaved in the
+# same rounds and measured under callgrind the same way; the summary then gives sluice ÷
+# sluice-before for instructions and CPU per request.
+#
 # Usage: scripts/bench.sh                   WORKERS=1 ROUNDS=3 DURATION=10 scripts/bench.sh
+#        SLUICE_BEFORE=/tmp/sluice-before scripts/bench.sh
 # Prints Markdown tables (medians over rounds) and writes them to target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/ensure.sh
+source scripts/lib/contenders.sh
 
 WORKERS=${WORKERS:-1}
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CALLGRIND=${CALLGRIND:-1}
+SLUICE_BEFORE=${SLUICE_BEFORE:-}
+if [ -n "$SLUICE_BEFORE" ] && [ ! -x "$SLUICE_BEFORE" ]; then
+    echo "SLUICE_BEFORE=$SLUICE_BEFORE is not an executable" >&2
+    exit 2
+fi
 
 ensure_deb nginx nginx
 ensure_deb haproxy haproxy
@@ -39,10 +51,12 @@ ulimit -n "$(ulimit -Hn)"
 
 BACKEND=19001
 SLUICE=19010 HAPROXY=19011 NGINX=19012 SLUICE_TCP=19013 HAPROXY_TCP=19014
+BEFORE=19015 BEFORE_TCP=19016
 
-
+# The backend (not a contender): nginx answering a tiny 200.
 cat >"$work/backend.conf" <<EOF
 worker_processes 1;
+daemon off;
 pid $work/backend.pid;
 error_log $work/backend.err;
 events { worker_connections 16384; }
@@ -53,76 +67,48 @@ http {
   server { listen 127.0.0.1:$BACKEND reuseport backlog=4096; location / { return 200 "ok\n"; } }
 }
 EOF
-cat >"$work/nginx.conf" <<EOF
-worker_processes $WORKERS;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 8192; }
-worker_rlimit_nofile 18000;
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  upstream be { server 127.0.0.1:$BACKEND; keepalive 512; keepalive_requests 100000000; }
-  server {
-    listen 127.0.0.1:$NGINX reuseport backlog=4096;
-    location / {
-      proxy_pass http://be;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-    }
-  }
+# The contenders' configurations; the same with one worker on other ports for callgrind.
+nginx_bench() { # nginx_bench DIR WORKERS PORT
+    mkdir -p "$1"
+    nginx_config "$1" workers="$2" listen="$3" servers="$BACKEND" connections=8192 nofile=18000 \
+        listen_options="reuseport backlog=4096" upstream_keepalive=512 \
+        upstream_keepalive_requests=100000000 client_keepalive_requests=100000000 forwarded=1 \
+        >"$1/nginx.conf"
 }
-EOF
-cat >"$work/haproxy.cfg" <<EOF
-global
-  nbthread $WORKERS
-  maxconn 8000
-defaults
-  timeout connect 3s
-  timeout client 60s
-  timeout server 60s
-frontend fe
-  mode http
-  bind 127.0.0.1:$HAPROXY
-  option forwardfor
-  http-request set-header X-Forwarded-Proto http
-  default_backend be
-backend be
-  mode http
-  http-reuse always
-  server s1 127.0.0.1:$BACKEND
-frontend fe_tcp
-  mode tcp
-  bind 127.0.0.1:$HAPROXY_TCP
-  default_backend be_tcp
-backend be_tcp
-  mode tcp
-  server s1 127.0.0.1:$BACKEND
-EOF
+haproxy_bench() { # haproxy_bench FILE THREADS HTTP_PORT TCP_PORT
+    haproxy_config threads="$2" listen="$3" tcp_listen="$4" servers="$BACKEND" forwardfor=1 >"$1"
+}
+nginx_bench "$work/nginx" "$WORKERS" $NGINX
+haproxy_bench "$work/haproxy.cfg" "$WORKERS" $HAPROXY $HAPROXY_TCP
 
-nginx -c "$work/backend.conf"
+spawn nginx -c "$work/backend.conf"
 wait_port $BACKEND
-pids+=("$(cat "$work/backend.pid")")
 
 SLUICE_ARGS=(--workers "$WORKERS" --admin 127.0.0.1:0 --health-interval 0 --max-conns 16000 --backend "127.0.0.1:$BACKEND")
-target/release/sluice --listen "127.0.0.1:$SLUICE" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice.err" &
-pids+=($!); SLUICE_PID=$!
-target/release/sluice --mode tcp --listen "127.0.0.1:$SLUICE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-tcp.err" &
-pids+=($!); SLUICE_TCP_PID=$!
-haproxy -D -f "$work/haproxy.cfg" -p "$work/haproxy.pid"
-HAPROXY_PID=$(cat "$work/haproxy.pid"); pids+=("$HAPROXY_PID")
-nginx -c "$work/nginx.conf"
-wait_port $NGINX
-NGINX_MASTER=$(cat "$work/nginx.pid"); pids+=("$NGINX_MASTER")
+spawn target/release/sluice --listen "127.0.0.1:$SLUICE" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice.err"
+SLUICE_PID=$SPAWNED
+spawn target/release/sluice --mode tcp --listen "127.0.0.1:$SLUICE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-tcp.err"
+SLUICE_TCP_PID=$SPAWNED
+if [ -n "$SLUICE_BEFORE" ]; then
+    spawn "$SLUICE_BEFORE" --listen "127.0.0.1:$BEFORE" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-before.err"
+    BEFORE_PID=$SPAWNED
+    spawn "$SLUICE_BEFORE" --mode tcp --listen "127.0.0.1:$BEFORE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-before-tcp.err"
+    BEFORE_TCP_PID=$SPAWNED
+fi
+spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
+HAPROXY_PID=$SPAWNED
+spawn nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
+NGINX_MASTER=$SPAWNED
 for p in $SLUICE $SLUICE_TCP $HAPROXY $HAPROXY_TCP $NGINX; do wait_port "$p"; done
+[ -z "$SLUICE_BEFORE" ] || { wait_port $BEFORE; wait_port $BEFORE_TCP; }
 
 # The processes whose CPU a contender spends (nginx: its workers, not the idle master).
 cpu_pids() {
     case $1 in
     sluice) echo "$SLUICE_PID" ;;
     sluice-tcp) echo "$SLUICE_TCP_PID" ;;
+    sluice-before) echo "$BEFORE_PID" ;;
+    sluice-before-tcp) echo "$BEFORE_TCP_PID" ;;
     haproxy | haproxy-tcp) echo "$HAPROXY_PID" ;;
     nginx) pgrep -P "$NGINX_MASTER" | tr '\n' ' ' ;;
     esac
@@ -131,16 +117,8 @@ port_of() {
     case $1 in
     sluice) echo $SLUICE ;; sluice-tcp) echo $SLUICE_TCP ;; haproxy) echo $HAPROXY ;;
     haproxy-tcp) echo $HAPROXY_TCP ;; nginx) echo $NGINX ;;
+    sluice-before) echo $BEFORE ;; sluice-before-tcp) echo $BEFORE_TCP ;;
     esac
-}
-# Clock ticks of user + system time of the given processes (all their threads).
-ticks() {
-    local sum=0
-    for pid in $1; do
-        read -r -a f <"/proc/$pid/stat"
-        sum=$((sum + f[13] + f[14]))
-    done
-    echo $sum
 }
 HZ=$(getconf CLK_TCK)
 
@@ -150,8 +128,8 @@ run() {
     local who=$1 load=$2 port json
     port=$(port_of "$who")
     local url="http://127.0.0.1:$port/" cp before after
-    cp=$(cpu_pids "$who")
-    before=$(ticks "$cp")
+    read -r -a cp <<<"$(cpu_pids "$who")"
+    before=$(cpu_ticks "${cp[@]}")
     case $load in
     wrk-ka50) json=$(wrk -t1 -c50 -d"$DURATION" -s scripts/bench/wrk-report.lua "$url" | tail -n 1) ;;
     wrk-ka200) json=$(wrk -t1 -c200 -d"$DURATION" -s scripts/bench/wrk-report.lua "$url" | tail -n 1) ;;
@@ -160,13 +138,17 @@ run() {
     lg-ka200) json=$(target/release/loadgen http "$url" --rate 0 -c 200 -d "$DURATION" --json 2>/dev/null | tail -n 1) ;;
     lg-rate) json=$(target/release/loadgen http "$url" --rate "$RATE" -c 50 -d "$DURATION" --json 2>/dev/null | tail -n 1) ;;
     esac
-    after=$(ticks "$cp")
+    after=$(cpu_ticks "${cp[@]}")
     echo "{\"who\":\"$who\",\"load\":\"$load\",\"cpu_s\":$(python3 -c "print(($after - $before) / $HZ)"),\"report\":$json}" >>"$results"
     printf '  %-11s %-11s %s\n' "$who" "$load" "$(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(round(r.get('requests',0)/$DURATION), 'req/s')" "$json")" >&2
 }
 
 HTTP=(sluice haproxy nginx)
 TCP=(sluice-tcp haproxy-tcp)
+if [ -n "$SLUICE_BEFORE" ]; then
+    HTTP=(sluice sluice-before haproxy nginx)
+    TCP=(sluice-tcp sluice-before-tcp haproxy-tcp)
+fi
 echo "warming up" >&2
 for who in "${HTTP[@]}" "${TCP[@]}"; do wrk -t1 -c50 -d2 "http://127.0.0.1:$(port_of "$who")/" >/dev/null; done
 
@@ -200,17 +182,17 @@ instr="$work/instr.txt"
 : >"$instr"
 if [ "$CALLGRIND" = 1 ]; then
     count_ir() { # count_ir PORT N command...: total instructions of the command serving N requests
-        local port=$1 n=$2
+        local port=$1 n=$2 vp
         shift 2
         rm -f "$work"/cg.*
-        valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$@" >/dev/null 2>"$work/vg.err" &
-        local vp=$!
-        wait_port "$port"
+        spawn valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" "$@" >/dev/null 2>"$work/vg.err"
+        vp=$SPAWNED
+        wait_port "$port" "$vp"
         python3 scripts/bench/nreq.py 127.0.0.1 "$port" "$n"
+        # SIGINT: sluice and nginx exit cleanly on it, so callgrind writes its totals.
         kill -INT "$vp" 2>/dev/null || true
         sleep 1
-        kill "$vp" 2>/dev/null || true
-        wait "$vp" 2>/dev/null || true
+        stop "$vp"
         cat "$work"/cg.* | awk '/^summary:/ {s += $2} END {print s}'
     }
     per_request() { # per_request NAME PORT -- command...
@@ -221,12 +203,19 @@ if [ "$CALLGRIND" = 1 ]; then
         echo "$name $(((b - a) / 10000))" >>"$instr"
         echo "  instructions/request $name: $(((b - a) / 10000))" >&2
     }
-    sed "s/^worker_processes .*/worker_processes 1;/; s/listen 127.0.0.1:$NGINX/listen 127.0.0.1:19022/" "$work/nginx.conf" >"$work/nginx-cg.conf"
-    sed "s/nbthread .*/nbthread 1/; s/127.0.0.1:$HAPROXY\$/127.0.0.1:19021/; s/127.0.0.1:$HAPROXY_TCP\$/127.0.0.1:19024/" "$work/haproxy.cfg" >"$work/haproxy-cg.cfg"
-    per_request sluice 19020 -- target/release/sluice --listen 127.0.0.1:19020 --workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND"
+    nginx_bench "$work/nginx-cg" 1 19022
+    haproxy_bench "$work/haproxy-cg.cfg" 1 19021 19024
+    CG_ARGS=(--workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND")
+    per_request sluice 19020 -- target/release/sluice --listen 127.0.0.1:19020 "${CG_ARGS[@]}"
+    if [ -n "$SLUICE_BEFORE" ]; then
+        per_request sluice-before 19025 -- "$SLUICE_BEFORE" --listen 127.0.0.1:19025 "${CG_ARGS[@]}"
+    fi
     per_request haproxy 19021 -- haproxy -db -f "$work/haproxy-cg.cfg"
-    per_request nginx 19022 -- nginx -c "$work/nginx-cg.conf" -g "daemon off; master_process off;"
-    per_request sluice-tcp 19023 -- target/release/sluice --mode tcp --listen 127.0.0.1:19023 --workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND"
+    per_request nginx 19022 -- nginx -p "$work/nginx-cg" -c "$work/nginx-cg/nginx.conf" -g "master_process off;"
+    per_request sluice-tcp 19023 -- target/release/sluice --mode tcp --listen 127.0.0.1:19023 "${CG_ARGS[@]}"
+    if [ -n "$SLUICE_BEFORE" ]; then
+        per_request sluice-before-tcp 19026 -- "$SLUICE_BEFORE" --mode tcp --listen 127.0.0.1:19026 "${CG_ARGS[@]}"
+    fi
     per_request haproxy-tcp 19024 -- haproxy -db -f "$work/haproxy-cg.cfg"
 fi
 
@@ -257,7 +246,7 @@ print(f"{workers} worker(s) each; medians of {rounds} interleaved rounds of {dur
 print("| load | proxy | req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | errors |")
 print("|---|---|---|---|---|---|---|---|")
 for load in LOADS:
-    for who in ("sluice", "haproxy", "nginx", "sluice-tcp", "haproxy-tcp"):
+    for who in ("sluice", "sluice-before", "haproxy", "nginx", "sluice-tcp", "sluice-before-tcp", "haproxy-tcp"):
         ms = table.get((load, who))
         if not ms:
             continue
@@ -281,4 +270,18 @@ s, h = table.get(("wrk-ka50", "sluice-tcp")), table.get(("wrk-ka50", "haproxy-tc
 if s and h:
     med = lambda ms, k: statistics.median(m[k] for m in ms)
     print(f"\nTCP mode, wrk keep-alive 50 conns: CPU/req sluice ÷ HAProxy = {med(s,'cpu_us')/med(h,'cpu_us'):.2f}, req/s ratio {med(s,'rps')/med(h,'rps'):.2f}")
+if any(who == "sluice-before" for _, who in table):
+    med = lambda ms, k: statistics.median(m[k] for m in ms)
+    print("\nThis build against the one before (sluice ÷ sluice-before, same load, medians):\n")
+    print("| load | mode | CPU/req | req/s | p99 |")
+    print("|---|---|---|---|---|")
+    for load in LOADS:
+        for now, before, mode in (("sluice", "sluice-before", "HTTP"), ("sluice-tcp", "sluice-before-tcp", "TCP")):
+            a, b = table.get((load, now)), table.get((load, before))
+            if a and b:
+                print(f"| {LOADS[load]} | {mode} | {med(a,'cpu_us')/med(b,'cpu_us'):.2f} | {med(a,'rps')/med(b,'rps'):.2f} | {med(a,'p99')/med(b,'p99'):.2f} |")
+    for now, before, mode in (("sluice", "sluice-before", "HTTP"), ("sluice-tcp", "sluice-before-tcp", "TCP")):
+        if now in instr and before in instr:
+            print(f"\nInstructions/request, {mode}: sluice ÷ sluice-before = {int(instr[now]) / int(instr[before]):.2f} "
+                  f"({int(instr[now]):,} ÷ {int(instr[before]):,})")
 PY

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Brief 000's challenge, side by side: sluice `bandit`, sluice `round-robin`, nginx and HAProxy in
-# front of `loadgen sim`'s flaky servers, scored against the simulator's ledger.
+# The flaky-servers challenge (README.md, "The flaky-servers challenge": the task, the score and the
+# oracle bound), side by side: sluice `bandit`, sluice `round-robin`, nginx and HAProxy in front of
+# `loadgen sim`'s flaky servers, scored against the simulator's ledger.
 #
 # For each configuration (profiles flaky1, flaky2, flaky3) and each seed, the four contenders run
 # at the same time, each in front of its OWN simulator started with the same profile and seed:
@@ -42,8 +43,8 @@
 # Quick check: DURATION=30 SEEDS=1 scripts/challenge.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=lib/ensure.sh
-. scripts/lib/ensure.sh
+source scripts/lib/ensure.sh
+source scripts/lib/contenders.sh
 
 duration=${DURATION:-120}
 rps=${RPS:-10}
@@ -65,39 +66,12 @@ fi
 sluice=${BIN:-target/release}/sluice
 loadgen=${BIN:-target/release}/loadgen
 
-work=$(mktemp -d)
+source scripts/lib/proc.sh
 mkdir -p "$out"
 results="$out/results.tsv"
 : >"$results"
-pids=()
-clients=() # the running `loadgen challenge`s, stopped too if the script is interrupted
-stop_all() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    pids=()
-}
-cleanup() {
-    trap - EXIT INT TERM
-    for pid in "${clients[@]}"; do kill "$pid" 2>/dev/null || true; done
-    stop_all
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'echo; echo "stopped" >&2; exit 130' INT TERM
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# wait_port PORT WHAT: until something accepts on PORT (10 s).
-wait_port() {
-    for _ in $(seq 200); do
-        port_busy "$1" && return 0
-        sleep 0.05
-    done
-    echo "$2 did not start listening on $1" >&2
-    return 1
-}
-
-base_port() { # PROFILE -> the brief's port range start
+base_port() { # PROFILE -> the start of the challenge's port range for it
     case $1 in
         flaky1) echo 4000 ;;
         flaky2) echo 5000 ;;
@@ -107,9 +81,7 @@ base_port() { # PROFILE -> the brief's port range start
 }
 
 haproxy_429=""
-probe="$work/probe.cfg"
-printf 'defaults\n    mode http\n    retry-on 429\n' >"$probe"
-haproxy -c -q -f "$probe" >/dev/null 2>&1 && haproxy_429=" 429"
+haproxy_knows_retry_on_429 && haproxy_429=" 429"
 
 # nginx's passive marking for PROFILE: "max_fails fail_timeout" (see the top of this file).
 nginx_marking() {
@@ -134,93 +106,34 @@ start_contender() {
             [ "$name" = sluice-rr ] && strategy=round-robin
             local backends=()
             for p in $ports; do backends+=(--backend "127.0.0.1:$p"); done
-            "$sluice" --listen "127.0.0.1:$listen" --admin off --strategy "$strategy" \
+            spawn "$sluice" --listen "127.0.0.1:$listen" --admin off --strategy "$strategy" \
                 --retry-on "$retries" --retry-methods any --health-interval 0 \
-                "${backends[@]}" >"$dir/out.log" 2>"$dir/err.log" &
-            pids+=($!)
+                "${backends[@]}" >"$dir/out.log" 2>"$dir/err.log"
             ;;
         nginx)
             local max_fails fail_timeout
             read -r max_fails fail_timeout < <(nginx_marking "$profile")
-            {
-                [ "$(id -u)" -eq 0 ] && echo "user root;"
-                cat <<EOF
-worker_processes 1;
-daemon off;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/body;
-    proxy_temp_path $dir/proxy;
-    fastcgi_temp_path $dir/fastcgi;
-    uwsgi_temp_path $dir/uwsgi;
-    scgi_temp_path $dir/scgi;
-    upstream flaky {
-EOF
-                for p in $ports; do
-                    echo "        server 127.0.0.1:$p max_fails=$max_fails fail_timeout=$fail_timeout;"
-                done
-                cat <<EOF
-        keepalive 32;
-    }
-    server {
-        listen 127.0.0.1:$listen;
-        keepalive_requests 100000;
-        location / {
-            proxy_pass http://flaky;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream error timeout http_500 http_502 http_503 http_429 non_idempotent;
-            proxy_next_upstream_tries 3;
-            proxy_connect_timeout 1s;
-            proxy_read_timeout 10s;
-        }
-    }
-}
-EOF
-            } >"$dir/nginx.conf"
-            nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/out.log" 2>&1 &
-            pids+=($!)
+            nginx_config "$dir" listen="$listen" servers="$ports" \
+                server_options="max_fails=$max_fails fail_timeout=$fail_timeout" \
+                client_keepalive_requests=100000 upstream_keepalive=32 \
+                next_upstream="error timeout http_500 http_502 http_503 http_429 non_idempotent" \
+                tries=3 connect_timeout=1s read_timeout=10s >"$dir/nginx.conf"
+            spawn nginx -p "$dir" -c "$dir/nginx.conf" >"$dir/out.log" 2>&1
             ;;
         haproxy)
-            {
-                cat <<EOF
-global
-    maxconn 1000
-    nbthread 1
-defaults
-    mode http
-    timeout connect 1s
-    timeout client 30s
-    timeout server 10s
-    timeout http-keep-alive 30s
-    retries 2
-    option redispatch 1
-    retry-on conn-failure empty-response response-timeout 500 502 503 504$haproxy_429
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:$listen
-    default_backend flaky
-backend flaky
-    balance roundrobin
-EOF
-                local i=0
-                for p in $ports; do
-                    echo "    server s$i 127.0.0.1:$p"
-                    i=$((i + 1))
-                done
-            } >"$dir/haproxy.cfg"
-            haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1 &
-            pids+=($!)
+            haproxy_config maxconn=1000 listen="$listen" servers="$ports" balance=roundrobin \
+                connect=1s client=30s server=10s keepalive=30s retries=2 redispatch=1 \
+                retry_on="conn-failure empty-response response-timeout 500 502 503 504$haproxy_429" \
+                >"$dir/haproxy.cfg"
+            spawn haproxy -db -f "$dir/haproxy.cfg" >"$dir/out.log" 2>&1
             ;;
         *)
             echo "unknown contender $name" >&2
             exit 2
             ;;
     esac
-    wait_port "$listen" "$name" || {
+    wait_port "$listen" "$SPAWNED" || {
+        echo "$name did not start listening on $listen" >&2
         cat "$dir"/*.log >&2
         exit 1
     }
@@ -230,25 +143,26 @@ EOF
 run_round() {
     local profile=$1 seed=$2 base c=0
     base=$(($(base_port "$profile") + offset))
-    local listens=() controls=()
+    local listens=() controls=() sims=() clients=()
     for name in $contenders; do
         local first=$((base + 200 * c)) listen=$((8180 + offset + c))
         for p in $first $((first + 9)) $((first + 100)) "$listen"; do
-            if port_busy "$p"; then
+            if port_in_use "$p"; then
                 echo "port $p is in use; stop whatever listens there or set PORT_OFFSET" >&2
                 exit 1
             fi
         done
-        "$loadgen" sim --profile "$profile" --ports "$first-$((first + 10))" \
-            --control-port $((first + 100)) --seed "$seed" >"$work/sim-$name.log" 2>&1 &
-        pids+=($!)
+        spawn "$loadgen" sim --profile "$profile" --ports "$first-$((first + 10))" \
+            --control-port $((first + 100)) --seed "$seed" >"$work/sim-$name.log" 2>&1
+        sims+=("$SPAWNED")
         controls+=($((first + 100)))
         listens+=("$listen")
         c=$((c + 1))
     done
     c=0
     for name in $contenders; do
-        wait_port "${controls[$c]}" "simulator for $name" || {
+        wait_port "${controls[$c]}" "${sims[$c]}" || {
+            echo "the simulator for $name did not start listening on ${controls[$c]}" >&2
             cat "$work/sim-$name.log" >&2
             exit 1
         }
@@ -257,14 +171,13 @@ run_round() {
     done
     c=0
     for name in $contenders; do
-        "$loadgen" challenge --target "127.0.0.1:${listens[$c]}" \
+        spawn "$loadgen" challenge --target "127.0.0.1:${listens[$c]}" \
             --sim-control "127.0.0.1:${controls[$c]}" --rps "$rps" --duration "$duration" \
-            --seed "$seed" --json >"$work/challenge-$name.txt" 2>&1 &
-        clients+=($!)
+            --seed "$seed" --json >"$work/challenge-$name.txt" 2>&1
+        clients+=("$SPAWNED")
         c=$((c + 1))
     done
     for pid in "${clients[@]}"; do wait "$pid" || true; done
-    clients=()
     stop_all
     for name in $contenders; do
         local json="$out/$profile-seed$seed-$name.json"

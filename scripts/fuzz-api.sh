@@ -5,18 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 examples=${1:-200}
-command -v schemathesis >/dev/null 2>&1 || python3 -m pip install -q schemathesis
+source scripts/lib/ensure.sh
+ensure_pip schemathesis schemathesis
 cargo build --release -q
 source scripts/lib/proc.sh
 
 # A backend for the routes to point at, and sluice with a state file (mutations are persisted).
-python3 -m http.server 0 --bind 127.0.0.1 -d "$work" >"$work/backend.log" 2>&1 &
-pids+=($!)
+spawn python3 -m http.server 0 --bind 127.0.0.1 -d "$work" >"$work/backend.log" 2>&1
 token=fuzz-$RANDOM$RANDOM
-target/release/sluice --listen 127.0.0.1:0 --admin 127.0.0.1:0 --workers 1 --health-interval 0 --admin-token "$token" \
-    --state-file "$work/state.json" --backend 127.0.0.1:9 >"$work/out" 2>"$work/sluice.log" &
-pids+=($!)
-for _ in $(seq 100); do grep -q "sluice ready" "$work/out" 2>/dev/null && break; sleep 0.1; done
+spawn target/release/sluice --listen 127.0.0.1:0 --admin 127.0.0.1:0 --workers 1 --health-interval 0 --admin-token "$token" \
+    --state-file "$work/state.json" --backend 127.0.0.1:9 >"$work/out" 2>"$work/sluice.log"
+WAIT_S=10 wait_for sluice grep -q "sluice ready" "$work/out" 2>/dev/null || true
 admin=$(sed -n 's/.*admin=\([^ ]*\).*/\1/p' "$work/out")
 [ -n "$admin" ] || { echo "sluice did not start:"; cat "$work/sluice.log"; exit 1; }
 echo "fuzzing http://$admin with $examples examples per route"

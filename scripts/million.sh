@@ -43,20 +43,17 @@ ulimit -n "$(ulimit -Hn)"
 
 source scripts/lib/proc.sh
 slab_kib() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
-rss_kib() { awk '/^VmRSS:/ {s += $2} END {print s}' $(for p in "$@"; do echo "/proc/$p/status"; done); }
 
-target/release/loadgen sim --profile uniform --service-time-ms 0 --ports 19701-19703 \
-    --control-port 19799 --threads 2 >/dev/null 2>&1 &
-pids+=($!)
+spawn target/release/loadgen sim --profile uniform --service-time-ms 0 --ports 19701-19703 \
+    --control-port 19799 --threads 2 >/dev/null 2>&1
 wait_port 19701
 
 sluices=()
 for i in $(seq "$procs"); do
-    target/release/sluice --listen "127.0.0.1:$PORT" --workers 1 --admin off --health-interval 0 \
+    spawn target/release/sluice --listen "127.0.0.1:$PORT" --reuse-port shared --workers 1 --admin off --health-interval 0 \
         --max-conns $((PER_PROC + 1500)) --idle-timeout 600s --pool-max-idle 16 --id-memory 4096 \
-        --backend 127.0.0.1:19701 --backend 127.0.0.1:19702 >/dev/null 2>"$work/sluice-$i.err" &
-    sluices+=($!)
-    pids+=($!)
+        --backend 127.0.0.1:19701 --backend 127.0.0.1:19702 >/dev/null 2>"$work/sluice-$i.err"
+    sluices+=("$SPAWNED")
 done
 wait_port $PORT
 sleep 2
@@ -65,12 +62,11 @@ rss_before=$(rss_kib "${sluices[@]}")
 mem_before=$(awk '/^MemAvailable:/ {print $2}' /proc/meminfo)
 
 start=$(date +%s.%N)
-target/release/loadgen hold "127.0.0.1:$PORT" -c "$CONNS" --procs "$procs" --ping-interval "$PING" \
+spawn target/release/loadgen hold "127.0.0.1:$PORT" -c "$CONNS" --procs "$procs" --ping-interval "$PING" \
     -d $((WARMUP + HOLD)) --warmup "$WARMUP" --source-ips 127.0.0.2-127.0.0.250 --connect-rate "$per_proc_rate" \
     --timeout 10 --json \
-    >"$work/hold.out" 2>"$work/hold.err" &
-hold=$!
-pids+=($hold)
+    >"$work/hold.out" 2>"$work/hold.err"
+hold=$SPAWNED
 
 # Time to establish: until the kernel holds both ends of every connection (TCP sockets in use,
 # from /proc/net/sockstat: cheap to read at a million sockets, and independent of how promptly the
@@ -78,7 +74,7 @@ pids+=($hold)
 established_s=""
 peak_rss=0
 peak_slab=0
-while kill -0 $hold 2>/dev/null; do
+while alive "$hold"; do
     sleep 1
     now=$(awk '/^TCP:/ {print $3}' /proc/net/sockstat)
     if [ -z "$established_s" ] && [ "$now" -ge $((2 * CONNS)) ]; then

@@ -27,22 +27,8 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 cargo build --release -p sluice --bin sluice
 
-pids=()
-# Newest first: the load stops before sluice, sluice before its backends.
-cleanup() {
-    local i pid
-    for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-        kill "${pids[i]}" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# Stopped newest first on exit: the load before sluice, sluice before its backends.
+source scripts/lib/proc.sh
 
 # An HTTP/1.1 keep-alive backend: python3 -c "$BACKEND_PY" PORT DELAY_MS ERROR_SHARE
 BACKEND_PY='
@@ -68,8 +54,7 @@ server.serve_forever()
 '
 
 start_backend() {
-    python3 -c "$BACKEND_PY" "$@" &
-    pids+=($!)
+    spawn python3 -c "$BACKEND_PY" "$@"
 }
 
 # load CONNECTIONS SECONDS: HTTP load through sluice. Call it in a subshell, `(load 4 15)`: it
@@ -85,18 +70,6 @@ load() {
     fi
 }
 
-# wait_for DESCRIPTION COMMAND...: retries COMMAND for up to 10 s.
-wait_for() {
-    local what=$1
-    shift
-    for _ in $(seq 100); do
-        "$@" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "screenshot.sh: $what did not come up" >&2
-    return 1
-}
-
 fast=$(free_port)
 slow=$(free_port)
 spare=$(free_port)
@@ -108,22 +81,20 @@ start_backend "$fast" 1 0
 start_backend "$slow" 8 0.02
 start_backend "$spare" 1 0
 for port in "$fast" "$slow" "$spare"; do
-    wait_for "backend $port" curl -sf "http://127.0.0.1:$port/"
+    WAIT_S=10 wait_for "backend $port" curl -sf "http://127.0.0.1:$port/"
 done
 
-RUST_LOG=warn target/release/sluice --listen "$listen" --admin "$admin" --workers 2 \
+RUST_LOG=warn spawn target/release/sluice --listen "$listen" --admin "$admin" --workers 2 \
     --strategy adaptive --health-interval 1s \
     --backend "127.0.0.1:$fast" --backend "127.0.0.1:$slow,weight=2" \
-    --backend "127.0.0.1:$spare" --backend "127.0.0.1:$down" &
-pids+=($!)
-wait_for "sluice's admin API" curl -sf "http://$admin/api/status"
+    --backend "127.0.0.1:$spare" --backend "127.0.0.1:$down"
+WAIT_S=10 wait_for "sluice's admin API" curl -sf "http://$admin/api/status"
 
 echo "load: light, then heavy with one backend disabled, then medium while the picture is taken" >&2
 (load 4 "$PHASE_S") || true
 curl -sf -X POST "http://$admin/api/backends/127.0.0.1:$spare/disable" >/dev/null
 (load 24 "$PHASE_S") || true
-(load 10 $((PHASE_S * 10))) &
-pids+=($!)
+spawn load 10 $((PHASE_S * 10))
 sleep "$PHASE_S"
 
 mkdir -p "$(dirname "$OUT")"

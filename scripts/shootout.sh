@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The strategy shootout (issue 5): every sluice strategy, HAProxy (roundrobin, leastconn) and nginx
-# (least_conn, random two least_conn), each in front of brief 002's heavy-tailed backends
+# The strategy shootout: every sluice strategy, HAProxy (roundrobin, leastconn) and nginx
+# (least_conn, random two least_conn), each in front of heavy-tailed backends
 # (`loadgen sim --profile heavytail`: 5% of requests take 10-50x the service time, each server has
 # a few workers and queues the rest), at a fixed share of their capacity, measured open loop with
 # `loadgen http`. Prints a Markdown table of medians over ROUNDS rounds and writes it, with the raw
@@ -42,8 +42,8 @@
 # every sluice contender), OUT_DIR (target/shootout).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=scripts/lib/ensure.sh
 source scripts/lib/ensure.sh
+source scripts/lib/contenders.sh
 
 # table RAW.jsonl: the Markdown table of a run's medians.
 table() {
@@ -137,8 +137,9 @@ ensure_deb nginx nginx
 ensure_deb curl curl
 ensure_deb python3 python3
 
+source scripts/lib/proc.sh
 for port in $(seq "$BASE_PORT" $((BASE_PORT + SERVERS - 1))) "$SIM_CONTROL" "$LISTEN" "$ADMIN"; do
-    if (exec 3<>"/dev/tcp/$HOST/$port") 2>/dev/null; then
+    if port_in_use "$port"; then
         echo "port $port is in use; pick another BASE_PORT" >&2
         exit 1
     fi
@@ -168,37 +169,6 @@ read -r -a contenders <<<"$CONTENDERS"
 mkdir -p "$OUT_DIR"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 raw="$OUT_DIR/shootout-$stamp.jsonl"
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'echo; echo "stopped" >&2; exit 130' INT TERM
-
-# stop PID: ends one process this script started and forgets it.
-stop() {
-    local pid=$1 keep=() p
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${pids[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-    pids=("${keep[@]}")
-}
-
-# wait_port PORT PID: until something accepts on PORT (10 s at most), or PID has exited.
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || return 1
-        sleep 0.1
-    done
-    echo "nothing listens on $1" >&2
-    return 1
-}
-
 # start NAME LOG PORT COMMAND...: starts COMMAND in the background until it listens on PORT;
 # sets STARTED_PID. Tries again a few times: this machine's ephemeral port range starts at 1024,
 # so now and then an outgoing connection of some other program holds one of our ports.
@@ -206,10 +176,9 @@ start() {
     local name=$1 log=$2 port=$3 attempt
     shift 3
     for attempt in 1 2 3 4 5; do
-        "$@" >"$log" 2>&1 &
-        pids+=($!)
-        STARTED_PID=$!
-        wait_port "$port" "$STARTED_PID" && return 0
+        spawn "$@" >"$log" 2>&1
+        STARTED_PID=$SPAWNED
+        wait_port "$port" "$STARTED_PID" 2>/dev/null && return 0
         echo "$name did not start (attempt $attempt): $(tail -n 2 "$log")" >&2
         stop "$STARTED_PID"
         sleep 2
@@ -227,71 +196,28 @@ start_sim() {
     SIM_PID=$STARTED_PID
 }
 
-haproxy_config() {
-    local balance=$1
-    cat <<EOF
-global
-    nbthread $WORKERS
-    maxconn 8000
-defaults
-    mode http
-    timeout connect 3s
-    timeout client 60s
-    timeout server ${RETRY_AFTER_MS:+${RETRY_AFTER_MS}ms}${RETRY_AFTER_MS:-60s}
-    http-reuse always
-EOF
+# Every contender's configuration keeps connections to the servers alive and marks no server down
+# (nginx: max_fails=0); with RETRY_AFTER_MS, it retries a request that has no answer in time on
+# another server, up to 7 attempts in all.
+haproxy_shootout() { # haproxy_shootout BALANCE
+    local retry=()
     if [ -n "$RETRY_AFTER_MS" ]; then
-        printf '    %s\n' "retry-on conn-failure empty-response response-timeout" "retries 6" \
-            "option redispatch 1"
+        retry=(server="${RETRY_AFTER_MS}ms" retries=6 redispatch=1
+            retry_on="conn-failure empty-response response-timeout")
     fi
-    cat <<EOF
-frontend shootout
-    bind $HOST:$LISTEN
-    default_backend servers
-backend servers
-    balance $balance
-EOF
-    for port in $(backend_ports); do echo "    server s$port $HOST:$port"; done
+    haproxy_config threads="$WORKERS" listen="$LISTEN" servers="$(backend_ports | tr '\n' ' ')" \
+        balance="$1" "${retry[@]}"
 }
 
-nginx_config() {
-    local method=$1
-    cat <<EOF
-worker_processes $WORKERS;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path $work/nginx-body;
-    proxy_temp_path $work/nginx-proxy;
-    upstream servers {
-        zone servers 64k;
-        $method;
-EOF
-    for port in $(backend_ports); do echo "        server $HOST:$port max_fails=0;"; done
-    cat <<EOF
-        keepalive 512;
-        keepalive_requests 1000000;
-    }
-    server {
-        listen $HOST:$LISTEN;
-        location / {
-            proxy_pass http://servers;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-EOF
+nginx_shootout() { # nginx_shootout METHOD
+    local retry=()
     if [ -n "$RETRY_AFTER_MS" ]; then
-        printf '            %s\n' "proxy_read_timeout ${RETRY_AFTER_MS}ms;" \
-            "proxy_next_upstream error timeout;" "proxy_next_upstream_tries 7;"
+        retry=(read_timeout="${RETRY_AFTER_MS}ms" next_upstream="error timeout" tries=7)
     fi
-    cat <<EOF
-        }
-    }
-}
-EOF
+    nginx_config "$work" workers="$WORKERS" listen="$LISTEN" \
+        servers="$(backend_ports | tr '\n' ' ')" server_options="max_fails=0" balance="$1" \
+        connections=4096 upstream_keepalive=512 upstream_keepalive_requests=1000000 \
+        client_keepalive_requests=1000000 "${retry[@]}"
 }
 
 # start_proxy CONTENDER: starts it in front of the simulator; sets PROXY_PID.
@@ -311,11 +237,11 @@ start_proxy() {
             $SLUICE_ARGS "${backends[@]}")
         ;;
     haproxy)
-        haproxy_config "$variant" >"$work/haproxy.cfg"
+        haproxy_shootout "$variant" >"$work/haproxy.cfg"
         cmd=(haproxy -db -f "$work/haproxy.cfg")
         ;;
     nginx)
-        nginx_config "${variant//-/ }" >"$work/nginx.conf"
+        nginx_shootout "${variant//-/ }" >"$work/nginx.conf"
         cmd=(nginx -p "$work" -c "$work/nginx.conf")
         ;;
     *)
@@ -350,13 +276,15 @@ for round in $(seq "$ROUNDS"); do
         start_sim
         start_proxy "$contender"
         # The backend counts at the end of the warm-up, to subtract.
-        (sleep "$WARMUP"; curl -sf "http://$HOST:$SIM_CONTROL/servers" >"$work/before.json") &
-        snap=$!
+        spawn bash -c 'sleep "$1"; curl -sf "$2" >"$3"' snapshot "$WARMUP" \
+            "http://$HOST:$SIM_CONTROL/servers" "$work/before.json"
+        snap=$SPAWNED
         $LG http "http://$HOST:$LISTEN/work" --rate "$RATE" -c "$CONNECTIONS" -t 1 \
             -d "$DURATION" --warmup "$WARMUP" --timeout 10 \
             --source-ips "127.0.0.2-127.0.0.$last_ip" --json 2>"$work/loadgen.err" \
             | tail -n 1 >"$work/report.json" || true
         wait "$snap" || true
+        stop "$snap"
         curl -sf "http://$HOST:$SIM_CONTROL/servers" >"$work/after.json"
         strategy=null
         if [ "${contender%%:*}" = sluice ]; then

@@ -17,27 +17,24 @@ cargo build --release --workspace -q
 source scripts/lib/proc.sh
 
 SERVERS=5
-target/release/loadgen sim --profile uniform --service-time-ms 2 --ports 19801-$((19801 + SERVERS)) \
-    --control-port 19899 --seed "$SEED" >/dev/null 2>&1 &
-pids+=($!)
+spawn target/release/loadgen sim --profile uniform --service-time-ms 2 --ports 19801-$((19801 + SERVERS)) \
+    --control-port 19899 --seed "$SEED" >/dev/null 2>&1
 wait_port 19801
 backends=()
 for i in $(seq 0 $((SERVERS - 1))); do backends+=(--backend "127.0.0.1:$((19801 + i))"); done
-target/release/sluice --listen 127.0.0.1:19800 --admin 127.0.0.1:19890 --workers 2 \
+spawn target/release/sluice --listen 127.0.0.1:19800 --admin 127.0.0.1:19890 --workers 2 \
     --strategy least-connections --health-path /health --health-interval 500ms --fall 2 --rise 2 \
     --retry-on connect,timeout,gateway --response-timeout 2s "${backends[@]}" \
-    >/dev/null 2>"$work/sluice.log" &
-SLUICE=$!
-pids+=($SLUICE)
-wait_port 19800
+    >/dev/null 2>"$work/sluice.log"
+SLUICE=$SPAWNED
+wait_port 19800 "$SLUICE"
 
-target/release/loadgen http http://127.0.0.1:19800/soak --rate "$RATE" -c 64 -d "$DURATION" \
-    --timeout 10 --json >"$work/load.out" 2>/dev/null &
-LOAD=$!
-pids+=($LOAD)
+spawn target/release/loadgen http http://127.0.0.1:19800/soak --rate "$RATE" -c 64 -d "$DURATION" \
+    --timeout 10 --json >"$work/load.out" 2>/dev/null
+LOAD=$SPAWNED
 
 # Random faults, one at a time, each lasting a few seconds, on a fixed seed.
-python3 - "$DURATION" "$SEED" "$SERVERS" >"$work/faults.log" 2>&1 <<'PY' &
+cat >"$work/faults.py" <<'PY'
 import json, random, sys, time, urllib.request
 duration, seed, servers = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 rng = random.Random(seed)
@@ -62,12 +59,12 @@ while time.time() < end:
         patch(i, {"service_time_ms": 40}); time.sleep(hold); patch(i, {"service_time_ms": 2})
 print(json.dumps(counts), flush=True)
 PY
-pids+=($!)
+spawn python3 "$work/faults.py" "$DURATION" "$SEED" "$SERVERS" >"$work/faults.log" 2>&1
 
 # RSS every 10 s.
 : >"$work/rss"
-while kill -0 $LOAD 2>/dev/null; do
-    awk '/^VmRSS:/ {print $2}' "/proc/$SLUICE/status" >>"$work/rss"
+while alive "$LOAD"; do
+    rss_kib "$SLUICE" >>"$work/rss"
     sleep 10
 done
 wait $LOAD || true

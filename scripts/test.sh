@@ -7,6 +7,9 @@ source scripts/lib/ensure.sh
 # The layout rules (arrows point down, small files, no import circle) fail fast, before building.
 scripts/check-layers.sh
 
+# systemd-analyze verifies the unit in deploy/ (tests/deploy.rs).
+ensure_deb systemd-analyze systemd
+
 # promtool checks the Prometheus exposition (tests/metrics.rs).
 ensure_deb promtool prometheus
 

@@ -17,7 +17,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Args, Debug, Clone)]
 pub struct CtlArgs {
-    /// Address of sluice's admin API.
+    /// Address of sluice's admin API: host:port, or the URL sluice prints (http://host:port).
     #[arg(long, default_value = DEFAULT_ADMIN, value_name = "ADDR", global = true)]
     pub admin: String,
 
@@ -100,6 +100,19 @@ fn api_error(status: u16, body: &[u8]) -> CtlError {
         message: format!("{text} (HTTP {status})"),
         exit_code: 1,
     }
+}
+
+/// `host:port` from `--admin`, which may also be an `http://` URL (what sluice prints at start),
+/// with or without a trailing slash.
+fn admin_address(text: &str) -> Result<String, CtlError> {
+    if text.starts_with("https://") {
+        return Err(CtlError {
+            message: format!("--admin {text}: the admin API speaks plain HTTP; use http://"),
+            exit_code: 2,
+        });
+    }
+    let rest = text.strip_prefix("http://").unwrap_or(text);
+    Ok(rest.trim_end_matches('/').to_string())
 }
 
 /// Percent-encodes an address for a path segment (IPv6 brackets, and anything unusual).
@@ -330,7 +343,7 @@ pub fn cluster_text(c: &ClusterView) -> String {
 /// Runs one ctl command; returns what to print.
 pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
     let client = Client {
-        admin: args.admin.clone(),
+        admin: admin_address(&args.admin)?,
         token: args.token.clone(),
     };
     let backend_path =

@@ -17,6 +17,7 @@ pub mod http;
 pub mod link;
 pub mod listeners;
 pub mod metrics;
+pub mod proxy_protocol;
 pub mod retry;
 pub mod rng;
 pub mod run;

@@ -8,11 +8,22 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::config::ReusePort;
+
 /// Names the inherited descriptors in a live upgrade's successor: `proxy=3,4;admin=5`.
 pub const ENV_FDS: &str = "SLUICE_UPGRADE_FDS";
 
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 65_535;
+
+/// A socket bound (not listening) to `addr` without SO_REUSEPORT: it fails with `AddrInUse` when
+/// any process listens on `addr`. SO_REUSEADDR lets it bind past connections in TIME_WAIT.
+fn bind_exclusive(addr: SocketAddr) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    Ok(sock)
+}
 
 /// A listening socket that other sockets (other workers, another sluice process) may bind too.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -33,13 +44,28 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds the proxy address once per worker (the first bind fixes a port 0), and the admin address.
+    /// Binds the proxy address once per worker (the first bind fixes a port 0), and the admin
+    /// address. With [`ReusePort::Exclusive`], an address another process listens on already is
+    /// refused: SO_REUSEPORT would otherwise let this process quietly take a share of its traffic.
     pub fn bind(
         listen: SocketAddr,
+        reuse: ReusePort,
         workers: usize,
         admin: Option<SocketAddr>,
     ) -> Result<Listeners, String> {
-        let proxy_err = |e: io::Error| format!("cannot listen on {listen}: {e}");
+        let proxy_err = |e: io::Error| {
+            let hint = if e.kind() == io::ErrorKind::AddrInUse {
+                "; another process listens there: choose another --listen port, or stop it \
+                 (--reuse-port shared joins it on purpose)"
+            } else {
+                ""
+            };
+            format!("cannot listen on {listen}: {e}{hint}")
+        };
+        if reuse == ReusePort::Exclusive && listen.port() != 0 {
+            // A socket without SO_REUSEPORT cannot bind where anyone listens with or without it.
+            drop(bind_exclusive(listen).map_err(proxy_err)?);
+        }
         let first = bind_reuseport(listen).map_err(proxy_err)?;
         let local = first.local_addr().map_err(proxy_err)?;
         let mut proxy = vec![first];
@@ -47,10 +73,14 @@ impl Listeners {
             proxy.push(bind_reuseport(local).map_err(proxy_err)?);
         }
         let admin = match admin {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .map_err(|e| format!("cannot listen on admin address {addr}: {e}"))?,
-            ),
+            Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
+                let hint = if e.kind() == io::ErrorKind::AddrInUse {
+                    "; choose another --admin address, or --admin off"
+                } else {
+                    ""
+                };
+                format!("cannot listen on admin address {addr}: {e}{hint}")
+            })?),
             None => None,
         };
         Ok(Listeners { proxy, admin })

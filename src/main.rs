@@ -10,9 +10,17 @@ use sluice::config::RunArgs;
 use sluice::ctl::CtlArgs;
 use sluice::upgrade;
 
+/// The version and the git commit this binary was built from (see build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SLUICE_GIT_COMMIT"),
+    ")"
+);
+
 /// sluice: a per-core load balancer for TCP and HTTP/1.1 in front of unreliable backends.
 #[derive(Parser, Debug)]
-#[command(name = "sluice", version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(name = "sluice", version = VERSION, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -50,6 +50,7 @@ pub fn start(settings: Settings) -> Result<Running, String> {
     let boot = cluster::bootstrap(&settings, &stop_signal_pending)?;
     let listeners = Listeners::bind(
         settings.listen,
+        settings.reuse_port,
         settings.proxy.workers,
         settings.control.admin,
     )?;

@@ -88,8 +88,10 @@ fn wait_ready(read_end: OwnedFd, timeout: Duration) -> Result<(), String> {
     }
 }
 
-/// Tells the predecessor (if this process is a successor) that it serves now.
+/// Tells the predecessor (if this process is a successor) and systemd (if it supervises this
+/// process) that it serves now.
 pub fn notify_ready() {
+    notify_systemd();
     let Some(fd) = std::env::var(ENV_READY_FD)
         .ok()
         .and_then(|v| v.parse::<RawFd>().ok())
@@ -103,6 +105,35 @@ pub fn notify_ready() {
     // SAFETY: the predecessor passed us the write end of its readiness pipe to own.
     let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     let _ = file.write_all(b"ready");
+}
+
+/// `READY=1` and `MAINPID=` to systemd's notification socket (`sd_notify(3)`'s protocol: one
+/// datagram to the path in `NOTIFY_SOCKET`, `@` for the abstract namespace). A live upgrade's
+/// successor inherits the variable, so it names itself the service's main process before its
+/// predecessor exits (the unit needs `NotifyAccess=all`). Without systemd this does nothing.
+fn notify_systemd() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let message = format!("READY=1\nMAINPID={}\n", std::process::id());
+    let sent = (|| -> io::Result<()> {
+        let sock = std::os::unix::net::UnixDatagram::unbound()?;
+        let bytes = path.as_encoded_bytes();
+        match bytes.strip_prefix(b"@") {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                sock.send_to_addr(message.as_bytes(), &addr)?;
+            }
+            None => {
+                sock.send_to(message.as_bytes(), Path::new(&path))?;
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = sent {
+        log::warn!("cannot tell systemd that sluice is ready: {e}");
+    }
 }
 
 /// Writes `pid` to `path` atomically (a reader never sees a half-written file).

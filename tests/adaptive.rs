@@ -1,4 +1,4 @@
-//! The adaptive decision engine end to end (brief 004): `loadgen sim` makes one backend slow, and
+//! The adaptive decision engine end to end: `loadgen sim` makes one backend slow, and
 //! `adaptive` moves from round-robin to a latency-aware strategy within the switch interval, then
 //! back when the backend recovers. Every switch is visible in `GET /api/strategy` with its reason.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
@@ -94,7 +94,7 @@ fn adaptive_leaves_round_robin_for_a_slow_backend_and_returns_when_it_recovers()
 
 #[test]
 fn adaptive_runs_least_connections_for_a_heavy_tail_and_stays() {
-    // Brief 002's backends: 5% of requests take 10-50x the service time, four workers each.
+    // Heavy-tailed backends: 5% of requests take 10-50x the service time, four workers each.
     let (_sim, lb) = adaptive_over_sim(Profile::Heavytail, 2, 1_000);
     let traffic = Traffic::start(lb.addr, 6);
     let strategy = || lb.api("GET", "/api/strategy", None).1;

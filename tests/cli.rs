@@ -22,17 +22,14 @@ struct Proc {
 
 impl Proc {
     fn start(args: &[&str]) -> Proc {
+        let listen = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
+        Proc::start_exactly(&[&listen[..], args].concat())
+    }
+
+    /// Like `start`, with no listen or admin address of its own.
+    fn start_exactly(args: &[&str]) -> Proc {
         let mut child = Command::new(SLUICE)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--health-interval",
-                "0",
-            ])
+            .args(["--workers", "2", "--health-interval", "0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -43,14 +40,16 @@ impl Proc {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let field = |name: &str| -> SocketAddr {
+        let field = |name: &str| -> Option<SocketAddr> {
             let v = line
                 .split_whitespace()
                 .find_map(|w| w.strip_prefix(name))
                 .unwrap_or_else(|| panic!("{line}"));
-            v.parse().unwrap()
+            v.parse().ok()
         };
-        let (proxy, admin) = (field("proxy="), field("admin="));
+        let proxy = field("proxy=").unwrap_or_else(|| panic!("{line}"));
+        // `admin=off` when the admin API is off; nothing is listening at port 0.
+        let admin = field("admin=").unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
         Proc {
             child,
             proxy,
@@ -64,6 +63,19 @@ impl Proc {
 
     fn ctl(&self, args: &[&str]) -> Output {
         ctl(&self.admin.to_string(), args)
+    }
+}
+
+impl Proc {
+    /// Kills the process and returns what it logged.
+    fn kill_and_log(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut log = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut log);
+        }
+        log
     }
 }
 
@@ -208,6 +220,52 @@ fn bad_flags_get_a_message_and_a_non_zero_exit() {
 }
 
 #[test]
+fn header_buffer_and_upgrade_flags_out_of_range_are_refused_with_the_reason() {
+    for (args, message) in [
+        (
+            &["--max-headers", "300"][..],
+            "--max-headers must be between 1 and 256, not 300",
+        ),
+        (
+            &["--max-header-bytes", "100"],
+            "--max-header-bytes must be between 256 and",
+        ),
+        (
+            &["--buffer-size", "512"],
+            "--buffer-size must be between 1024 and",
+        ),
+        (
+            &["--allow-upgrade", "h2c"],
+            "--allow-upgrade h2c is refused",
+        ),
+        (&["--allow-upgrade", "two words"], "is not a protocol name"),
+    ] {
+        let out = Command::new(SLUICE).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            text(&out.stderr).contains(message),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn max_header_bytes_above_the_buffer_size_starts() {
+    let p = Proc::start(&[
+        "--max-headers",
+        "256",
+        "--max-header-bytes",
+        "65536",
+        "--buffer-size",
+        "16384",
+        "--retry-buffer",
+        "8192",
+    ]);
+    assert_ne!(p.proxy.port(), 0);
+}
+
+#[test]
 fn ctl_end_to_end() {
     let p = Proc::start(&["--backend", "127.0.0.1:7101"]);
     let ok = |args: &[&str]| {
@@ -278,5 +336,145 @@ fn sigterm_stops_cleanly_with_exit_0() {
     assert!(
         err.contains("shutting down") && err.contains("stopped"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_second_sluice_on_a_taken_port_refuses_to_start_unless_asked_to_share() {
+    let first = Proc::start(&[]);
+    let taken = first.proxy.to_string();
+    let out = Command::new(SLUICE)
+        .args(["--listen", &taken, "--admin", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("another process listens there"),
+        "{}",
+        text(&out.stderr)
+    );
+    let shared = Proc::start_exactly(&[
+        "--listen",
+        &taken,
+        "--admin",
+        "off",
+        "--reuse-port",
+        "shared",
+    ]);
+    assert_eq!(shared.proxy, first.proxy);
+}
+
+#[test]
+fn a_taken_admin_port_suggests_another_or_off() {
+    let first = Proc::start(&[]);
+    let out = Command::new(SLUICE)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            &first.admin.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--admin off"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn listen_takes_a_bare_port_or_colon_port() {
+    for form in ["", ":"] {
+        // A port the kernel just handed out and took back: free unless a parallel test races for it.
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let p = Proc::start_exactly(&["--listen", &format!("{form}{port}"), "--admin", "off"]);
+        assert_eq!(p.proxy, SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+}
+
+#[test]
+fn ctl_takes_the_admin_address_as_a_url_too() {
+    let p = Proc::start(&["--backend", "127.0.0.1:7301"]);
+    for admin in [
+        format!("http://{}", p.admin),
+        format!("http://{}/", p.admin),
+    ] {
+        let out = ctl(&admin, &["backends", "list"]);
+        assert!(out.status.success(), "{admin}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("127.0.0.1:7301"));
+    }
+    let out = ctl(&format!("https://{}", p.admin), &["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("https"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let out = Command::new(SLUICE).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    let line = text(&out.stdout);
+    assert!(line.starts_with("sluice 0."), "{line}");
+    let commit = line
+        .split("(commit ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        commit == "unknown" || commit.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
+    );
+}
+
+#[test]
+fn start_up_says_what_the_state_file_restored_and_which_flags_it_overrides() {
+    let dir = temp_dir("restored");
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let p = Proc::start(&["--state-file", state_arg, "--backend", "127.0.0.1:7401"]);
+    let add = r#"{"address": "127.0.0.1:7402"}"#;
+    assert_eq!(p.api("POST", "/api/backends", Some(add)).0, 201);
+    drop(p);
+    let p = Proc::start(&[
+        "--state-file",
+        state_arg,
+        "--backend",
+        "127.0.0.1:7409",
+        "--strategy",
+        "least-connections",
+    ]);
+    let log = p.kill_and_log();
+    assert!(
+        log.contains("restored 2 backends and strategy round-robin from the state file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--backend 127.0.0.1:7409 ignored: the state file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the --strategy flag (least-connections) does not apply"),
+        "{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_first_runtime_change_without_a_state_file_warns_once_that_it_is_not_saved() {
+    let p = Proc::start(&["--backend", "127.0.0.1:7501"]);
+    for port in [7502, 7503] {
+        let add = format!(r#"{{"address": "127.0.0.1:{port}"}}"#);
+        assert_eq!(p.api("POST", "/api/backends", Some(&add)).0, 201);
+    }
+    let log = p.kill_and_log();
+    assert_eq!(
+        log.matches("this runtime change is not saved").count(),
+        1,
+        "{log}"
     );
 }

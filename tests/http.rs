@@ -110,6 +110,48 @@ fn chunked_response_is_forwarded_and_the_connection_reused() {
 }
 
 #[test]
+fn the_trailer_field_reaches_the_client_with_the_trailers() {
+    let backend = HttpBackend::start(|_| {
+        Reply::raw(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n\
+             3\r\nabc\r\n0\r\nX-Checksum: 900150983cd24fb0\r\n\r\n",
+            false,
+        )
+    });
+    let lb = Sluice::http(&[backend.addr]);
+    let mut s = lb.connect();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\
+          Trailer: X-Sent-At\r\n\r\n2\r\nhi\r\n0\r\nX-Sent-At: 1\r\n\r\n",
+    )
+    .unwrap();
+    let got = String::from_utf8(read_to_eof(&mut s)).unwrap();
+    let (head, body) = got.split_once("\r\n\r\n").unwrap();
+    assert!(head.contains("\r\nTrailer: X-Checksum\r\n"), "{head:?}");
+    assert_eq!(
+        body,
+        "3\r\nabc\r\n0\r\nX-Checksum: 900150983cd24fb0\r\n\r\n"
+    );
+    let req = &backend.requests()[0];
+    assert_eq!(req.header("trailer"), Some("X-Sent-At"));
+    assert_eq!(req.raw_body, b"2\r\nhi\r\n0\r\nX-Sent-At: 1\r\n\r\n");
+}
+
+#[test]
+fn codings_under_a_final_chunked_are_forwarded() {
+    let backend = HttpBackend::start(|r| Reply::ok(&r.body));
+    let lb = Sluice::http(&[backend.addr]);
+    let resp = roundtrip(
+        lb.addr,
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\n\x1f\x8b\x08\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, b"\x1f\x8b\x08");
+    let req = &backend.requests()[0];
+    assert_eq!(req.header("transfer-encoding"), Some("gzip, chunked"));
+}
+
+#[test]
 fn multi_megabyte_bodies_stream_both_ways() {
     // The backend answers with the request body reversed, so both directions carry megabytes.
     let backend = HttpBackend::start(|r| {
@@ -270,6 +312,53 @@ fn expect_100_continue_is_relayed() {
     let resp = read_response(&mut r, false).unwrap();
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"data");
+}
+
+/// A lenient backend (as hypercorn is) switches to HTTP/2 on any `Upgrade: h2c`, with or without
+/// HTTP2-Settings. Through sluice it never sees the token, so it answers in HTTP/1.1 and the next
+/// request on the connection is an HTTP/1.1 request again.
+#[test]
+fn an_h2c_upgrade_is_forwarded_as_plain_http_and_the_backend_never_switches() {
+    let backend = HttpBackend::start(|r| {
+        let wants_h2c = r
+            .header("upgrade")
+            .is_some_and(|u| u.to_ascii_lowercase().contains("h2c"));
+        if wants_h2c {
+            Reply::raw(
+                &b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                    [..],
+                false,
+            )
+        } else {
+            Reply::ok(format!("http/1.1 {}", r.target).as_bytes())
+        }
+    });
+    let lb = Sluice::http(&[backend.addr]);
+    let s = lb.connect();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    for target in ["/first", "/second"] {
+        w.write_all(
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+                 Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let resp = read_response(&mut r, false).unwrap();
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.text(), format!("http/1.1 {target}"));
+    }
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 2);
+    for req in &seen {
+        assert_eq!(req.header("upgrade"), None, "{:?}", req.headers);
+        assert_eq!(req.header("http2-settings"), None);
+        assert!(!req
+            .header("connection")
+            .is_some_and(|c| c.to_ascii_lowercase().contains("upgrade")));
+    }
 }
 
 #[test]

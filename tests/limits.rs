@@ -1,5 +1,5 @@
-//! Limits: request line (414), body size (413), client connections (--max-conns), and connections
-//! per backend with a bounded wait queue.
+//! Limits: request line (414), header fields and head size (431), body size (413), client
+//! connections (--max-conns), and connections per backend with a bounded wait queue.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
@@ -41,6 +41,121 @@ fn a_long_request_line_gets_414() {
         414
     );
     assert!(backend.requests().is_empty());
+}
+
+/// A GET with `fields` header fields in all, Host included.
+fn head_with_fields(fields: usize) -> String {
+    let mut head = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+    for i in 1..fields {
+        head.push_str(&format!("X-F{i}: {i}\r\n"));
+    }
+    head + "\r\n"
+}
+
+#[test]
+fn two_hundred_header_fields_pass_with_max_headers_256() {
+    let backend = HttpBackend::start(|r| Reply::ok(r.headers.len().to_string().as_bytes()));
+    let lb = lb_with(
+        ProxyConfig {
+            max_headers: 256,
+            ..test_config(Mode::Http)
+        },
+        &[backend.addr],
+    );
+    let resp = roundtrip(lb.addr, head_with_fields(200).as_bytes());
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.text(), "202", "200 fields, X-Forwarded-For and -Proto");
+    assert_eq!(
+        roundtrip(lb.addr, head_with_fields(257).as_bytes()).status,
+        431
+    );
+    // The default stays at 100 fields.
+    let lb = Sluice::http(&[backend.addr]);
+    assert_eq!(
+        roundtrip(lb.addr, head_with_fields(103).as_bytes()).status,
+        431
+    );
+}
+
+/// A GET whose Cookie field carries a `bytes`-long value.
+fn cookie_request(bytes: usize) -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nCookie: s={}\r\n\r\n",
+        "c".repeat(bytes - 2)
+    )
+}
+
+fn cookie_length_backend() -> HttpBackend {
+    HttpBackend::start(|r| {
+        let cookie = r.header("cookie").map_or(0, str::len);
+        Reply::ok(format!("cookie {cookie} body {}", r.body.len()).as_bytes())
+    })
+}
+
+#[test]
+fn a_20_kb_cookie_needs_only_max_header_bytes_raised() {
+    let backend = cookie_length_backend();
+    let lb = lb_with(
+        ProxyConfig {
+            max_header_bytes: 32 * 1024,
+            ..test_config(Mode::Http)
+        },
+        &[backend.addr],
+    );
+    let resp = roundtrip(lb.addr, cookie_request(20_000).as_bytes());
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.text(), "cookie 20000 body 0");
+    let lb = Sluice::http(&[backend.addr]);
+    assert_eq!(
+        roundtrip(lb.addr, cookie_request(20_000).as_bytes()).status,
+        431,
+        "the default --max-header-bytes is 16 KiB"
+    );
+}
+
+#[test]
+fn a_head_larger_than_a_buffer_is_read_into_a_grown_one() {
+    let body = pattern(100_000, 7);
+    let expected = body.clone();
+    let backend = HttpBackend::start(move |r| {
+        let cookie = r.header("cookie").map_or(0, str::len);
+        let intact = r.body.is_empty() || r.body == expected;
+        Reply::ok(format!("cookie {cookie} body {} {intact}", r.body.len()).as_bytes())
+    });
+    let lb = lb_with(
+        ProxyConfig {
+            buffer_size: 8 * 1024,
+            retry_buffer: 4 * 1024,
+            max_header_bytes: 64 * 1024,
+            ..test_config(Mode::Http)
+        },
+        &[backend.addr],
+    );
+    let s = lb.connect();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    // In pieces, so sluice finds the head incomplete several times before it grows the buffer.
+    for piece in cookie_request(40_000).as_bytes().chunks(3_000) {
+        w.write_all(piece).unwrap();
+    }
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(resp.text(), "cookie 40000 body 0 true");
+    // A large head with a body larger than any buffer, on the same connection.
+    let post = format!(
+        "POST / HTTP/1.1\r\nHost: t\r\nCookie: s={}\r\nContent-Length: {}\r\n\r\n",
+        "d".repeat(29_998),
+        body.len()
+    );
+    w.write_all(post.as_bytes()).unwrap();
+    w.write_all(&body).unwrap();
+    let resp = read_response(&mut r, false).unwrap();
+    assert_eq!(resp.text(), "cookie 30000 body 100000 true");
+    w.write_all(&get("/small")).unwrap();
+    assert_eq!(read_response(&mut r, false).unwrap().status, 200);
+    assert_eq!(
+        roundtrip(lb.addr, cookie_request(70_000).as_bytes()).status,
+        431
+    );
 }
 
 #[test]

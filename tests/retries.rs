@@ -1,6 +1,6 @@
-//! Retries and the per-id attempt budget over real sockets (brief 000's rules): what is retried
-//! under which policy, that no id ever gets more than three attempts, and that an accepted id is
-//! answered without another attempt.
+//! Retries and the per-id attempt budget over real sockets (the flaky-servers challenge's rules,
+//! README.md): what is retried under which policy, that no id ever gets more than three attempts,
+//! and that an accepted id is answered without another attempt.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;

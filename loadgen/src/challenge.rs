@@ -1,6 +1,6 @@
-//! Brief 000's client (`loadgen challenge`): fresh 24-character ids as `POST /` bodies at a
-//! fixed rate through the balancer under test, then the simulator's ledger decides what
-//! happened to each id.
+//! The flaky-servers challenge's client (`loadgen challenge`): fresh 24-character ids as `POST /`
+//! bodies at a fixed rate through the balancer under test, then the simulator's ledger decides
+//! what happened to each id.
 //!
 //! The report scores only this run's ids: `score = accepted − penalty attempts` from the
 //! ledger lines of the ids sent, the oracle bound is the simulator's oracle share × ids sent,
@@ -21,7 +21,7 @@ use crate::id::id_str;
 use crate::latency::{human_us, LatencySummary};
 use crate::sim::{LookupRequest, LookupResponse, Score};
 
-/// Brief 000's rate.
+/// The challenge's rate: 10 ids a second.
 pub const DEFAULT_RPS: f64 = 10.0;
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(30);
 /// Keep-alive connections to the target; enough for 10 rps even if answers take seconds.

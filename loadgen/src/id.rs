@@ -1,4 +1,4 @@
-//! Request identifiers of brief 000: exactly 24 ASCII alphanumeric characters.
+//! Request identifiers of the flaky-servers challenge: exactly 24 ASCII alphanumeric characters.
 //!
 //! The challenge client and `http --body-id24` draw fresh ids from a seedable generator, and the
 //! simulator uses [`is_valid_id`] to decide between a real attempt and a `400`.
@@ -38,7 +38,7 @@ impl IdGenerator {
     pub fn next_id(&mut self) -> Id {
         let mut id = [0u8; ID_LEN];
         for byte in &mut id {
-            *byte = ALPHABET[self.rng.below(ALPHABET.len() as u64) as usize];
+            *byte = ALPHABET[self.rng.below_one_draw(ALPHABET.len() as u64) as usize];
         }
         id
     }

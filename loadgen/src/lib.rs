@@ -2,10 +2,10 @@
 //!
 //! - [`http`]: an open-loop HTTP/1.1 load generator (no coordinated omission).
 //! - [`hold`]: opens and holds many connections, pinging each periodically.
-//! - [`sim`]: the flaky downstream simulator of brief 000 and the uniform / heavy-tailed
-//!   backends of briefs 004 and 002, with a JSON control API and the challenge ledger.
-//! - [`challenge`]: brief 000's client: ids at a fixed rate through a balancer, scored against
-//!   the simulator's ledger.
+//! - [`sim`]: the flaky servers of the flaky-servers challenge (see the top-level README), and
+//!   uniform and heavy-tailed backends, with a JSON control API and the challenge's ledger.
+//! - [`challenge`]: the challenge's client: ids at a fixed rate through a balancer, scored
+//!   against the simulator's ledger.
 //!
 //! Everything runs on mio, one event loop per thread, with non-blocking sockets. Tests start
 //! everything in-process on port 0:

@@ -26,7 +26,7 @@ enum Command {
     Hold(cli::hold::HoldArgs),
     /// Downstream simulator: flaky, uniform and heavy-tailed HTTP backends with a control API
     Sim(cli::sim::SimArgs),
-    /// Brief 000's client: POST fresh ids through a balancer and score them against the ledger
+    /// Client of the flaky-servers challenge: POST fresh ids through a balancer, score by the ledger
     Challenge(cli::challenge::ChallengeArgs),
 }
 

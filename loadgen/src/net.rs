@@ -123,8 +123,8 @@ pub fn parse_ip_range(text: &str) -> Result<Vec<IpAddr>, RangeError> {
     Ok((a..=b).map(|n| IpAddr::V4(Ipv4Addr::from(n))).collect())
 }
 
-/// Parses `A-B` as the half-open port range `[A, B)`, as in brief 000: `4000-4010` is the ten
-/// ports 4000..=4009. A single port `A` means just `A`.
+/// Parses `A-B` as the half-open port range `[A, B)`, as the challenge writes its ranges:
+/// `4000-4010` is the ten ports 4000..=4009. A single port `A` means just `A`.
 pub fn parse_port_range(text: &str) -> Result<Vec<u16>, RangeError> {
     let bad = |why: &str| RangeError(format!("invalid port range {text:?}: {why}"));
     let parse = |s: &str| {

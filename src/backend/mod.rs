@@ -101,18 +101,25 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);
     }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!(
+            "bad address {text:?} (expected host:port, for example 127.0.0.1:8081)"
+        ));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!(
+            "bad address {text:?} (expected host:port, for example 127.0.0.1:8081)"
+        ));
+    }
     use std::net::ToSocketAddrs;
     match text.to_socket_addrs() {
         Ok(mut addrs) => addrs
             .next()
-            .ok_or_else(|| format!("{text:?} resolves to no address")),
-        Err(_) => Err(format!(
-            "bad address {text:?} (expected host:port, for example 127.0.0.1:8081)"
-        )),
+            .ok_or_else(|| format!("{host:?} resolves to no address")),
+        Err(e) => Err(format!("{host:?} did not resolve: {e}")),
     }
 }
 
-/// A backend address: like [`parse_addr`], but port 0 (which no backend listens on) is refused.
 pub fn parse_backend_addr(text: &str) -> Result<SocketAddr, String> {
     let addr = parse_addr(text)?;
     if addr.port() == 0 {
@@ -148,5 +155,15 @@ mod tests {
         assert!("127.0.0.1".parse::<BackendSpec>().is_err());
         assert!("127.0.0.1:80,weight=999".parse::<BackendSpec>().is_err());
         assert!("127.0.0.1:80,speed=1".parse::<BackendSpec>().is_err());
+    }
+
+    #[test]
+    fn a_name_that_does_not_resolve_is_told_apart_from_a_malformed_address() {
+        let e = parse_addr("no-such-host.invalid:80").unwrap_err();
+        assert!(e.contains("did not resolve"), "{e}");
+        for bad in ["localhost", "localhost:http", ":"] {
+            let e = parse_addr(bad).unwrap_err();
+            assert!(e.contains("expected host:port"), "{bad}: {e}");
+        }
     }
 }

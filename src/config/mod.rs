@@ -4,6 +4,8 @@
 //! [`ProxyConfig`] is the checked, unit-explicit form a worker reads (its `Default` is the same
 //! defaults, which tests start from).
 
+use std::net::SocketAddr;
+
 use clap::{Args, ValueEnum};
 
 use crate::backend::{parse_addr, BackendSpec};
@@ -43,6 +45,10 @@ pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_BUFFER_SIZE: usize = 32 * 1024;
+/// Smallest `--buffer-size`: a response head must fit in a buffer less [`REWRITE_RESERVE_BYTES`].
+pub const MIN_BUFFER_SIZE: usize = 1024;
+/// Largest `--buffer-size` and `--max-header-bytes`.
+pub const MAX_BUFFER_SIZE: usize = 16 << 20;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
 pub const DEFAULT_HEALTH_INTERVAL: &str = "2s";
@@ -99,9 +105,15 @@ impl std::str::FromStr for RequestAttr {
 /// Flags for running the proxy.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Address to accept clients on (host:port).
+    /// Address to accept clients on: host:port, :port or port (every IPv4 address).
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: String,
+
+    /// exclusive: refuse to start when another process listens on --listen already. shared: join
+    /// it, and the kernel spreads new connections over every process (several sluice processes on
+    /// one port, as scripts/million.sh runs them).
+    #[arg(long, value_enum, default_value_t = ReusePort::Exclusive, value_name = "POLICY")]
+    pub reuse_port: ReusePort,
 
     /// Protocol: http (L7, HTTP/1.1) or tcp (L4).
     #[arg(long, value_enum, default_value_t = Mode::Http)]
@@ -210,6 +222,11 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0, value_name = "BYTES")]
     pub max_body_bytes: u64,
 
+    /// Also pass this protocol upgrade on (repeatable). WebSocket always passes; any other token
+    /// is dropped from Upgrade and the request forwarded as plain HTTP/1.1. h2c cannot be allowed.
+    #[arg(long = "allow-upgrade", value_name = "TOKEN")]
+    pub allow_upgrade: Vec<String>,
+
     /// Most connections to each backend, across workers (each worker takes an equal share);
     /// requests beyond it wait in a queue. 0 = no limit.
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -223,15 +240,19 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_QUEUE_TIMEOUT, value_name = "DURATION")]
     pub queue_timeout: DurationArg,
 
-    /// Largest request head accepted; larger ones get 431.
+    /// Largest request head accepted (256 B to 16 MiB); larger ones get 431. Independent of
+    /// --buffer-size: a head that outgrows a buffer is read into one grown for it, up to this size,
+    /// and freed after its request.
     #[arg(long, default_value_t = DEFAULT_MAX_HEADER_BYTES, value_name = "BYTES")]
     pub max_header_bytes: usize,
 
-    /// Most header fields in a request; more get 431.
+    /// Most header fields in a request (1-256); more get 431.
     #[arg(long, default_value_t = DEFAULT_MAX_HEADERS, value_name = "N")]
     pub max_headers: usize,
 
-    /// Size of each I/O buffer; a connection holds up to two while bytes are in flight.
+    /// Size of each I/O buffer (1 KiB to 16 MiB); a connection holds up to two while bytes are in
+    /// flight. Response heads must fit in one, less 512 bytes (larger ones get 502), and so must
+    /// --retry-buffer; request heads are limited by --max-header-bytes alone.
     #[arg(long, default_value_t = DEFAULT_BUFFER_SIZE, value_name = "BYTES")]
     pub buffer_size: usize,
 
@@ -346,9 +367,28 @@ pub struct RunArgs {
     pub cluster_fallback_state: Option<std::path::PathBuf>,
 }
 
+/// Whether another process may listen on the proxy address too (`--reuse-port`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReusePort {
+    /// Refuse to start when the address is taken.
+    Exclusive,
+    /// Share the address with the processes listening there already.
+    Shared,
+}
+
+/// A listen address: `host:port`, or `:port` and a bare `port` for every IPv4 address, as nginx
+/// and HAProxy accept them.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let port_only = text.strip_prefix(':').unwrap_or(text);
+    match port_only.parse::<u16>() {
+        Ok(port) => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
+        Err(_) => parse_addr(text),
+    }
+}
+
 impl RunArgs {
     pub fn settings(&self) -> Result<Settings, String> {
-        let listen = parse_addr(&self.listen).map_err(|e| format!("--listen: {e}"))?;
+        let listen = parse_listen(&self.listen).map_err(|e| format!("--listen: {e}"))?;
         let proxy = ProxyConfig {
             mode: self.mode,
             workers: self.workers.unwrap_or_else(default_workers),
@@ -383,6 +423,11 @@ impl RunArgs {
             queue_timeout_ms: self.queue_timeout.ms(),
             max_request_line: self.max_request_line,
             max_body_bytes: self.max_body_bytes,
+            allow_upgrade: self
+                .allow_upgrade
+                .iter()
+                .map(|t| t.to_ascii_lowercase())
+                .collect(),
         };
         proxy.validate()?;
         let admin = match self.admin.as_str() {
@@ -476,6 +521,7 @@ impl RunArgs {
         };
         Ok(Settings {
             listen,
+            reuse_port: self.reuse_port,
             proxy,
             backends: self.backends.clone(),
             strategy: self.strategy,

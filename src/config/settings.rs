@@ -207,6 +207,8 @@ pub struct ProxyConfig {
     pub max_request_line: usize,
     /// Largest request body; larger ones get 413 (0 = no limit).
     pub max_body_bytes: u64,
+    /// Upgrade protocols passed on besides WebSocket (`--allow-upgrade`), lower case.
+    pub allow_upgrade: Vec<String>,
 }
 
 impl Default for ProxyConfig {
@@ -242,6 +244,7 @@ impl Default for ProxyConfig {
             queue_timeout_ms: ms(DEFAULT_QUEUE_TIMEOUT),
             max_request_line: DEFAULT_MAX_REQUEST_LINE,
             max_body_bytes: 0,
+            allow_upgrade: Vec::new(),
         }
     }
 }
@@ -278,6 +281,12 @@ impl ProxyConfig {
                 self.max_attempts
             ));
         }
+        if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&self.buffer_size) {
+            return Err(format!(
+                "--buffer-size must be between {MIN_BUFFER_SIZE} and {MAX_BUFFER_SIZE} (16 MiB), not {}",
+                self.buffer_size
+            ));
+        }
         if self.retry_buffer > self.buffer_size.saturating_sub(REWRITE_RESERVE_BYTES) {
             return Err(format!(
                 "--retry-buffer {} does not fit in --buffer-size {} (at most {})",
@@ -302,25 +311,16 @@ impl ProxyConfig {
                 self.max_headers
             ));
         }
-        if self.max_header_bytes < 256 {
+        // A request head larger than a buffer gets a grown buffer (the HTTP session reads it into
+        // one), so --max-header-bytes and --buffer-size are checked apart.
+        if !(256..=MAX_BUFFER_SIZE).contains(&self.max_header_bytes) {
             return Err(format!(
-                "--max-header-bytes must be at least 256, not {}",
+                "--max-header-bytes must be between 256 and {MAX_BUFFER_SIZE} (16 MiB), not {}",
                 self.max_header_bytes
             ));
         }
-        let needed = self.max_header_bytes + REWRITE_RESERVE_BYTES;
-        if self.buffer_size < needed {
-            return Err(format!(
-                "--buffer-size {} is too small for --max-header-bytes {}: it needs at least {needed} \
-                 (the largest head plus {REWRITE_RESERVE_BYTES} bytes for rewriting)",
-                self.buffer_size, self.max_header_bytes
-            ));
-        }
-        if self.buffer_size > 16 << 20 {
-            return Err(format!(
-                "--buffer-size must be at most 16 MiB, not {}",
-                self.buffer_size
-            ));
+        for token in &self.allow_upgrade {
+            check_upgrade_token(token)?;
         }
         if self.per_try_timeout_ms >= self.response_timeout_ms {
             return Err(format!(
@@ -349,10 +349,28 @@ impl ProxyConfig {
     }
 }
 
+/// An `--allow-upgrade` protocol: a token (RFC 9110 section 5.6.2), and never `h2c`.
+fn check_upgrade_token(token: &str) -> Result<(), String> {
+    if token.eq_ignore_ascii_case("h2c") {
+        return Err(
+            "--allow-upgrade h2c is refused: sluice would tunnel the HTTP/2 connection blind, \
+             past X-Forwarded-For, the header limits and every per-request rule"
+                .into(),
+        );
+    }
+    if token.is_empty() || !token.bytes().all(crate::http::chunked::is_tchar) {
+        return Err(format!(
+            "--allow-upgrade {token:?} is not a protocol name (letters, digits, -._~!#$%&'*+^`|)"
+        ));
+    }
+    Ok(())
+}
+
 /// Everything needed to start the proxy, from the command line.
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub listen: SocketAddr,
+    pub reuse_port: ReusePort,
     pub proxy: ProxyConfig,
     pub backends: Vec<BackendSpec>,
     pub strategy: StrategyKind,
@@ -371,6 +389,7 @@ impl Settings {
         let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
         Settings {
             listen: loopback,
+            reuse_port: ReusePort::Exclusive,
             proxy,
             backends,
             strategy,
@@ -406,10 +425,40 @@ mod tests {
     fn defaults_are_valid_and_checks_catch_conflicts() {
         assert_eq!(ProxyConfig::default().validate(), Ok(()));
         let small = ProxyConfig {
-            buffer_size: 4096,
+            buffer_size: 512,
             ..ProxyConfig::default()
         };
         assert!(small.validate().unwrap_err().contains("--buffer-size"));
+        let retry = ProxyConfig {
+            buffer_size: 4096,
+            ..ProxyConfig::default()
+        };
+        assert!(retry.validate().unwrap_err().contains("--retry-buffer"));
+        let big_heads = ProxyConfig {
+            max_header_bytes: 64 * 1024,
+            max_headers: MAX_HEADERS,
+            ..ProxyConfig::default()
+        };
+        assert_eq!(
+            big_heads.validate(),
+            Ok(()),
+            "heads are not bounded by --buffer-size"
+        );
+        let too_many = ProxyConfig {
+            max_headers: MAX_HEADERS + 1,
+            ..ProxyConfig::default()
+        };
+        assert!(too_many.validate().unwrap_err().contains("--max-headers"));
+        let h2c = ProxyConfig {
+            allow_upgrade: vec!["h2c".into()],
+            ..ProxyConfig::default()
+        };
+        assert!(h2c.validate().unwrap_err().contains("h2c is refused"));
+        let odd = ProxyConfig {
+            allow_upgrade: vec!["a b".into()],
+            ..ProxyConfig::default()
+        };
+        assert!(odd.validate().unwrap_err().contains("not a protocol name"));
         let attempts = ProxyConfig {
             max_attempts: 0,
             ..ProxyConfig::default()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::MAX_WEIGHT;
+use crate::backend::{BackendSpec, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
 
 /// Version of the state file format.
@@ -124,5 +124,38 @@ impl StateFile {
             let _ = fs::remove_file(&tmp);
         }
         result
+    }
+}
+
+/// Says at start what a state file restored, and which flags it overrides.
+pub fn report_restored(
+    saved: &SavedState,
+    file: &StateFile,
+    flag_backends: &[BackendSpec],
+    flag_strategy: StrategyKind,
+) {
+    let path = file.path().display();
+    log::info!(
+        "restored {} backends and strategy {} from the state file {path}",
+        saved.backends.len(),
+        saved.strategy
+    );
+    let same_backends = flag_backends.len() == saved.backends.len()
+        && flag_backends
+            .iter()
+            .all(|f| saved.backends.iter().any(|b| b.address == f.addr));
+    if !flag_backends.is_empty() && !same_backends {
+        let flags: Vec<String> = flag_backends.iter().map(|b| b.addr.to_string()).collect();
+        log::warn!(
+            "--backend {} ignored: the state file {path} decides the backends (change them with \
+             sluice ctl, or remove the file to start from the flags)",
+            flags.join(" --backend ")
+        );
+    }
+    if flag_strategy != saved.strategy {
+        log::info!(
+            "strategy {} comes from the state file; the --strategy flag ({flag_strategy}) does not apply",
+            saved.strategy
+        );
     }
 }

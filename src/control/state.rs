@@ -145,6 +145,8 @@ pub struct ControlState {
     pub active_strategy: StrategyKind,
     pub params: StrategyParams,
     file: Option<StateFile>,
+    /// Whether the first runtime change without a state file was warned about.
+    warned_unsaved: std::cell::Cell<bool>,
 }
 
 impl ControlState {
@@ -160,6 +162,9 @@ impl ControlState {
             None => None,
         };
         let fresh = saved.is_none();
+        if let (Some(saved), Some(f)) = (&saved, &file) {
+            super::saved::report_restored(saved, f, seed_backends, seed_strategy);
+        }
         let saved = saved.unwrap_or_else(|| SavedState {
             format: STATE_FORMAT,
             strategy: seed_strategy,
@@ -185,6 +190,7 @@ impl ControlState {
             active_strategy: resolve(saved.strategy),
             params,
             file,
+            warned_unsaved: std::cell::Cell::new(false),
         };
         for b in &saved.backends {
             if state.find(b.address).is_some() {
@@ -275,7 +281,15 @@ impl ControlState {
             Some(f) => f
                 .save(next)
                 .map_err(|e| ChangeError::Storage(format!("{}: {e}", f.path().display()))),
-            None => Ok(()),
+            None => {
+                if !self.warned_unsaved.replace(true) {
+                    log::warn!(
+                        "this runtime change is not saved: without --state-file, changes made \
+                         through the admin API are lost on restart and on a live upgrade"
+                    );
+                }
+                Ok(())
+            }
         }
     }
 

@@ -35,6 +35,7 @@ pub fn request_head(data: &[u8]) {
         proto: "http",
         max_headers: 100,
         key_field: Some("x-key"),
+        allow_upgrade: &[],
     };
     let mut out = vec![0u8; data.len() + 1024];
     let Ok(Some(h)) = forward_request(data, &opts, &mut out) else {
@@ -131,13 +132,23 @@ fn scan(parts: &[&[u8]]) -> Result<(usize, bool), ()> {
     Ok((total, d.is_done()))
 }
 
-/// Never a panic; the same verdict whatever reads the body arrives in. The first byte of `data`
-/// chooses a split point.
+/// Never a panic; the same verdict whatever reads the body arrives in; a size line ending in
+/// whitespace is never accepted (RFC 9112 section 7.1.1 allows BWS only before `;` and `=`). The
+/// first byte of `data` chooses a split point.
 pub fn chunked(data: &[u8]) {
     let Some((&cut, body)) = data.split_first() else {
         return;
     };
     let whole = scan(&[body]);
+    // No CR can come before the end of the first size line (extensions have no CR), so the first
+    // CR ends it; reading past it means the line was accepted.
+    if let (Some(cr), Ok((read, _))) = (body.iter().position(|&b| b == b'\r'), whole) {
+        let ends_in_ws = cr > 0 && matches!(body[cr - 1], b' ' | b'\t');
+        assert!(
+            !(ends_in_ws && read > cr),
+            "a size line ending in whitespace was accepted"
+        );
+    }
     let at = usize::from(cut).min(body.len());
     assert_eq!(whole, scan(&[&body[..at], &body[at..]]));
     let bytewise: Vec<&[u8]> = body.chunks(1).collect();

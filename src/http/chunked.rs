@@ -6,6 +6,11 @@
 //! `chunk-size`, optional `;ext` (token or quoted-string values), CRLF, data, CRLF, a zero-size last
 //! chunk, trailer fields and CRLF. Line endings must be CRLF; a bare LF or CR is refused, as is a size
 //! that overflows 64 bits, since a lenient chunk parser is how request smuggling starts.
+//!
+//! Whitespace on a size line is only the BWS of RFC 9112 section 7.1.1,
+//! `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`: before and after a
+//! `;` or `=`, never at the end of the line. `5 \r\n` and `5;a=1 \r\n` are refused (gunicorn and
+//! llhttp refuse them too, so a backend would read the body differently); `5 ;a` is accepted.
 
 use std::fmt;
 
@@ -18,7 +23,7 @@ enum State {
     Size {
         digits: u8,
     },
-    /// Whitespace before `;` or CR after the size.
+    /// Whitespace after the size: only more of it or `;` may follow.
     SizeWs,
     /// Inside chunk extensions, up to CR (RFC 9112 section 7.1.1).
     Ext(Ext),
@@ -45,19 +50,21 @@ enum Ext {
     /// After `;`: whitespace, then a name.
     BeforeName,
     Name,
-    /// After a name: whitespace, then `=`, `;` or the end of the line.
+    /// Whitespace after a name: more of it, then `=` or `;`.
     AfterName,
     /// After `=`: whitespace, then a token or a quoted string.
     BeforeValue,
     Token,
     Quoted,
     QuotedEscape,
-    /// After a value: whitespace, then `;` or the end of the line.
+    /// Right after a quoted string's closing quote: whitespace, `;` or the end of the line.
     AfterValue,
+    /// Whitespace after a value: more of it, then `;`.
+    AfterValueWs,
 }
 
 /// `tchar` of RFC 9110 section 5.6.2.
-fn is_tchar(b: u8) -> bool {
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
@@ -155,14 +162,16 @@ impl ChunkedDecoder {
             }
             State::SizeWs => {
                 self.line_byte()?;
-                self.after_size(b)?
+                match b {
+                    b' ' | b'\t' => State::SizeWs,
+                    b';' => State::Ext(Ext::BeforeName),
+                    _ => return Err(ChunkError("whitespace after chunk size")),
+                }
             }
             State::Ext(ext) => {
                 self.line_byte()?;
                 match (ext, b) {
-                    (Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue, b'\r') => {
-                        State::SizeLf
-                    }
+                    (Ext::Name | Ext::Token | Ext::AfterValue, b'\r') => State::SizeLf,
                     _ => State::Ext(step_ext(ext, b)?),
                 }
             }
@@ -225,8 +234,8 @@ impl ChunkedDecoder {
         Ok(())
     }
 
-    /// The byte after a chunk size: whitespace (tolerated before `;`, as RFC 9112 7.1.1 allows BWS),
-    /// an extension, or the CR ending the line.
+    /// The byte after a chunk size: whitespace (BWS, which must lead to a `;`), an extension, or the
+    /// CR ending the line.
     fn after_size(&mut self, b: u8) -> Result<State, ChunkError> {
         match b {
             b' ' | b'\t' => Ok(State::SizeWs),
@@ -245,11 +254,13 @@ fn step_ext(ext: Ext, b: u8) -> Result<Ext, ChunkError> {
         (Ext::BeforeName | Ext::Name, _) if is_tchar(b) => Ext::Name,
         (Ext::Name | Ext::AfterName, _) if bws => Ext::AfterName,
         (Ext::Name | Ext::AfterName, b'=') => Ext::BeforeValue,
-        (Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue, b';') => Ext::BeforeName,
+        (Ext::Name | Ext::AfterName | Ext::Token | Ext::AfterValue | Ext::AfterValueWs, b';') => {
+            Ext::BeforeName
+        }
         (Ext::BeforeValue, _) if bws => Ext::BeforeValue,
         (Ext::BeforeValue, b'"') => Ext::Quoted,
         (Ext::BeforeValue | Ext::Token, _) if is_tchar(b) => Ext::Token,
-        (Ext::Token | Ext::AfterValue, _) if bws => Ext::AfterValue,
+        (Ext::Token | Ext::AfterValue | Ext::AfterValueWs, _) if bws => Ext::AfterValueWs,
         (Ext::Quoted, b'"') => Ext::AfterValue,
         (Ext::Quoted, b'\\') => Ext::QuotedEscape,
         // qdtext: HTAB, SP, VCHAR except DQUOTE and backslash, obs-text.
@@ -335,6 +346,44 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(bad)
             );
+        }
+    }
+
+    /// The decoder frames both directions, so one verdict covers a request body (400) and a
+    /// response body (the attempt fails as garbage).
+    #[test]
+    fn whitespace_on_a_size_line_is_only_accepted_before_a_semicolon_or_equals() {
+        for bad in [
+            &b"5 \r\nhello\r\n0\r\n\r\n"[..],
+            b"5\t\r\nhello\r\n0\r\n\r\n",
+            b"0 \r\n\r\n",
+            b"5  \r\nhello\r\n0\r\n\r\n",
+            b"5 x\r\nhello\r\n",
+            b"5;a \r\nhello\r\n0\r\n\r\n",
+            b"5;a=1 \r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"q\" \r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                scan_in_pieces(bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for good in [
+            &b"5;ext=1\r\nhello\r\n0\r\n\r\n"[..],
+            b"5 ;ext\r\nhello\r\n0\r\n\r\n",
+            b"5\t; a = 1 ;b\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\"q\";b\r\nhello\r\n0\r\n\r\n",
+            b"5;a=1 ; b=\"x y\"\r\nhello\r\n0 ;last\r\n\r\n",
+        ] {
+            for piece in 1..=good.len() {
+                assert_eq!(
+                    scan_in_pieces(good, piece),
+                    Ok((good.len(), true)),
+                    "{:?} in pieces of {piece}",
+                    String::from_utf8_lossy(good)
+                );
+            }
         }
     }
 

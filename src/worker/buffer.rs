@@ -4,6 +4,10 @@
 //! pooled backend connection owns none, which is what keeps an idle connection at a few dozen bytes of
 //! user-space memory. Buffers are boxed so that "no buffer" costs one null pointer in the connection
 //! state, and recycled through [`BufPool`] so the request path never calls the allocator.
+//!
+//! The one exception is a request head larger than a pooled buffer (`--max-header-bytes` above
+//! `--buffer-size`): its buffer grows to hold it ([`Buf::grow`]) and is freed, not pooled, once the
+//! request is done, so rare large heads don't make every pooled buffer large.
 
 /// A byte buffer with a readable window `[start, end)` over fixed storage.
 pub struct Buf {
@@ -99,6 +103,18 @@ impl Buf {
         &mut self.data[self.end..]
     }
 
+    /// Moves the held bytes to the front of new storage of `capacity` bytes, if that is larger.
+    pub fn grow(&mut self, capacity: usize) {
+        if capacity <= self.data.len() {
+            return;
+        }
+        let mut data = vec![0; capacity].into_boxed_slice();
+        data[..self.len()].copy_from_slice(self.bytes());
+        self.end -= self.start;
+        self.start = 0;
+        self.data = data;
+    }
+
     fn compact(&mut self) {
         if self.start > 0 {
             self.data.copy_within(self.start..self.end, 0);
@@ -141,9 +157,20 @@ impl BufPool {
         }
     }
 
-    /// Returns a buffer for reuse; its contents are discarded.
+    /// An empty buffer of at least `capacity` bytes: a pooled one when that is large enough, else a
+    /// new one (which [`BufPool::put`] will free rather than keep).
+    pub fn get_at_least(&mut self, capacity: usize) -> Box<Buf> {
+        if capacity <= self.buf_size {
+            self.get()
+        } else {
+            Box::new(Buf::with_capacity(capacity))
+        }
+    }
+
+    /// Returns a buffer for reuse; its contents are discarded. A buffer of another size (grown for
+    /// a large head) is freed.
     pub fn put(&mut self, mut buf: Box<Buf>) {
-        if self.free.len() < self.max_free {
+        if self.free.len() < self.max_free && buf.capacity() == self.buf_size {
             buf.clear();
             self.free.push(buf);
         }
@@ -220,6 +247,22 @@ mod tests {
         b.consume(4);
         assert!(b.is_empty());
         assert_eq!(b.spare(4).len(), 4);
+    }
+
+    #[test]
+    fn grow_keeps_the_held_bytes_and_a_grown_buffer_is_not_pooled() {
+        let mut p = BufPool::new(8, 4);
+        let mut b = p.get();
+        assert!(b.extend(b"abcdefgh"));
+        b.consume(2);
+        b.grow(32);
+        assert_eq!(b.bytes(), b"cdefgh");
+        assert_eq!(b.capacity(), 32);
+        assert_eq!(b.spare(usize::MAX).len(), 26);
+        p.put(b);
+        assert_eq!(p.free_count(), 0, "grown buffers are freed");
+        assert_eq!(p.get_at_least(8).capacity(), 8);
+        assert_eq!(p.get_at_least(9).capacity(), 9);
     }
 
     #[test]

@@ -60,9 +60,9 @@ impl Core {
         self.bufs.buf_size() - REWRITE_RESERVE_BYTES
     }
 
-    /// `Head`: reads and parses the next request head.
+    /// `Head`: reads and parses the next request head. A head that fills a pooled buffer, while
+    /// `--max-header-bytes` allows more, goes on in a buffer grown for it (freed after the request).
     pub fn http_head(&mut self, k: usize) -> Next {
-        let limit = self.head_limit();
         let max_header_bytes = self.cfg.max_header_bytes;
         loop {
             let c = &mut self.clients[k];
@@ -79,7 +79,9 @@ impl Core {
             };
             let buf = ex.req.get_or_insert_with(|| self.bufs.get());
             if !buf.is_empty() {
-                let mut out = self.bufs.get();
+                // A grown buffer's rewrite needs room as large: allocated for each parse, which costs
+                // about what the parse does (both linear in the head), and freed, not pooled.
+                let mut out = self.bufs.get_at_least(buf.capacity());
                 let opts = RequestOptions {
                     client_ip: c.peer_ip,
                     proto: "http",
@@ -88,6 +90,7 @@ impl Core {
                         RequestAttr::Header(name) => Some(name.as_str()),
                         _ => None,
                     },
+                    allow_upgrade: &self.cfg.allow_upgrade,
                 };
                 match head::forward_request(buf.bytes(), &opts, out.tail_mut()) {
                     Ok(Some(_)) if request_line_len(buf.bytes()) > self.cfg.max_request_line => {
@@ -146,8 +149,11 @@ impl Core {
                         {
                             return self.answer(k, 414, "request line too long", true);
                         }
-                        if buf.len() >= max_header_bytes.min(limit) {
+                        if buf.len() >= max_header_bytes {
                             return self.answer(k, 431, "request head too large", true);
+                        }
+                        if buf.len() + REWRITE_RESERVE_BYTES >= buf.capacity() {
+                            buf.grow(max_header_bytes + REWRITE_RESERVE_BYTES);
                         }
                     }
                     Err(e) => {
@@ -157,6 +163,8 @@ impl Core {
                 }
             }
             let was_empty = buf.is_empty();
+            // Room is kept so that the rewritten head always fits.
+            let limit = buf.capacity().saturating_sub(REWRITE_RESERVE_BYTES);
             match read_into(
                 &mut c.sock,
                 &mut c.ready,

@@ -1,5 +1,5 @@
 //! Shared test harness: the logger, sluice in-process on port 0, scripted backends on port 0, and a
-//! small blocking HTTP client. Every socket has a read timeout so a bug fails a test instead of
+//! small blocking HTTP client whose messages are read with loadgen's HTTP/1 readers. Every socket has a read timeout so a bug fails a test instead of
 //! hanging it; no test sleeps to synchronise.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod etcd;
 
+use loadgen::h1::{RequestReader, Response, ResponseReader};
 use sluice::backend::BackendSpec;
 use sluice::config::{Mode, ProxyConfig, Settings};
 use sluice::run::Running;
@@ -320,159 +321,26 @@ fn serve_http(stream: TcpStream, handler: &dyn Fn(&Req) -> Reply, log: &Mutex<Ve
     }
 }
 
-fn read_head_lines(r: &mut impl BufRead) -> io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::new();
-    loop {
-        let mut line = Vec::new();
-        if r.read_until(b'\n', &mut line)? == 0 {
-            return if head.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        head.extend_from_slice(&line);
-        if line == b"\r\n" {
-            return Ok(Some(head));
-        }
-    }
-}
-
-/// Reads a chunked body, returning (decoded, raw).
-fn read_chunked(r: &mut impl BufRead) -> io::Result<(Vec<u8>, Vec<u8>)> {
-    let mut body = Vec::new();
-    let mut raw = Vec::new();
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line)?;
-        raw.extend_from_slice(line.as_bytes());
-        let size_text = line.trim_end().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size_text.trim(), 16)
-            .map_err(|_| io::Error::other("bad chunk size"))?;
-        if size == 0 {
-            loop {
-                let mut t = String::new();
-                r.read_line(&mut t)?;
-                raw.extend_from_slice(t.as_bytes());
-                if t == "\r\n" || t.is_empty() {
-                    return Ok((body, raw));
-                }
-            }
-        }
-        let mut chunk = vec![0u8; size + 2];
-        r.read_exact(&mut chunk)?;
-        raw.extend_from_slice(&chunk);
-        body.extend_from_slice(&chunk[..size]);
-    }
-}
-
+/// Reads one request with loadgen's HTTP/1 reader; `Ok(None)` when the peer closed first.
 pub fn read_request(r: &mut impl BufRead) -> io::Result<Option<Req>> {
-    let Some(head) = read_head_lines(r)? else {
-        return Ok(None);
-    };
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut parsed = httparse::Request::new(&mut headers);
-    parsed.parse(&head).map_err(io::Error::other)?;
-    let mut req = Req {
-        method: parsed.method.unwrap_or("").to_string(),
-        target: parsed.path.unwrap_or("").to_string(),
-        version: parsed.version.unwrap_or(1),
-        headers: parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        ..Req::default()
-    };
-    if req
-        .header("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        let (body, raw) = read_chunked(r)?;
-        req.body = body;
-        req.raw_body = raw;
-    } else if let Some(n) = req
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        let mut body = vec![0u8; n];
-        r.read_exact(&mut body)?;
-        req.raw_body = body.clone();
-        req.body = body;
-    }
-    Ok(Some(req))
+    let request = loadgen::client::read_request(r, &mut RequestReader::whole())?;
+    Ok(request.map(|m| Req {
+        method: m.method_name,
+        target: m.path,
+        version: m.version,
+        headers: m.headers,
+        body: m.body,
+        raw_body: m.raw_body,
+    }))
 }
 
-/// A response as the test client read it.
-#[derive(Debug, Default)]
-pub struct Resp {
-    pub status: u16,
-    pub version: u8,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
+/// A response as the test client read it: loadgen's, with every field and the body.
+pub type Resp = Response;
 
-impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Reads one response; `head_request` means it has no body whatever it says.
+/// Reads one response with loadgen's HTTP/1 reader; `head_request` means it has no body whatever
+/// it says. An interim (1xx) response is returned on its own.
 pub fn read_response(r: &mut impl BufRead, head_request: bool) -> io::Result<Resp> {
-    let head = read_head_lines(r)?.ok_or(io::ErrorKind::UnexpectedEof)?;
-    let mut headers = [httparse::EMPTY_HEADER; 128];
-    let mut parsed = httparse::Response::new(&mut headers);
-    parsed.parse(&head).map_err(io::Error::other)?;
-    let mut resp = Resp {
-        status: parsed.code.unwrap_or(0),
-        version: parsed.version.unwrap_or(1),
-        headers: parsed
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        body: Vec::new(),
-    };
-    let bodiless = head_request
-        || resp.status == 204
-        || resp.status == 304
-        || (100..200).contains(&resp.status);
-    if bodiless {
-        return Ok(resp);
-    }
-    if resp
-        .header("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        resp.body = read_chunked(r)?.0;
-    } else if let Some(n) = resp
-        .header("content-length")
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        resp.body = vec![0u8; n];
-        r.read_exact(&mut resp.body)?;
-    } else {
-        r.read_to_end(&mut resp.body)?;
-    }
-    Ok(resp)
+    loadgen::client::read_response(r, &mut ResponseReader::whole(), head_request)
 }
 
 /// Sends `raw` on a new connection and reads one response.

@@ -18,7 +18,7 @@ const SUPERVISE_EVERY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Args)]
 pub struct SimArgs {
-    /// Server ports, half-open like brief 000: 4000-4010 is the ten ports 4000..=4009
+    /// Server ports, half-open like the challenge's ranges: 4000-4010 is the ten ports 4000..=4009
     #[arg(long, default_value = "4000-4010", conflicts_with = "challenge")]
     pub ports: String,
     /// Control API port [default: first server port + 100]
@@ -41,8 +41,8 @@ pub struct SimArgs {
     /// Event-loop threads (servers are split between them)
     #[arg(long, default_value_t = DEFAULT_THREADS)]
     pub threads: usize,
-    /// Brief 000's three configurations: flaky1 on 4000-4010 (control 4100), flaky2 on
-    /// 5000-5010 (control 5100), flaky3 on 6000-6010 (control 6100); seeds S, S+1, S+2
+    /// The flaky-servers challenge's three configurations: flaky1 on 4000-4010 (control 4100),
+    /// flaky2 on 5000-5010 (control 5100), flaky3 on 6000-6010 (control 6100); seeds S, S+1, S+2
     #[arg(long)]
     pub challenge: bool,
     /// Stop after this long and print the scores [default: run until interrupted]

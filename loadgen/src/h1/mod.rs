@@ -4,6 +4,10 @@
 //! Every reader is incremental: feed it the bytes read so far, it returns how many it consumed
 //! (the caller drains them, so buffers stay small) and the message once complete. Running out
 //! of bytes is not an error. Framing follows RFC 9112 section 6.
+//!
+//! The load generator and the simulator keep only what they act on. A reader built with
+//! `whole()` also keeps every header field, the version, the method as sent and a chunked
+//! request body as framed: sluice's integration tests read what the proxy sent with it.
 
 mod chunked;
 
@@ -17,6 +21,9 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Largest request body the simulator buffers.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Header fields a `whole()` reader accepts: more than sluice forwards (its `--max-headers` is at
+/// most 256).
+const WHOLE_MAX_HEADERS: usize = 512;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum H1Error {
@@ -83,14 +90,65 @@ fn head_info(headers: &[httparse::Header<'_>]) -> Result<HeadInfo, H1Error> {
     Ok(info)
 }
 
+/// What a reader keeps of each message beyond what loadgen acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Status or request line and framing only (the generator's and simulator's hot paths).
+    Framing,
+    /// Also the body.
+    Body,
+    /// Also every header field, and interim responses are returned instead of skipped.
+    Whole,
+}
+
+/// The header fields of a head, as text (values decoded lossily as UTF-8).
+fn fields(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The value of the first field called `name` (any case).
+fn field<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
 /// A complete response, as far as loadgen cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     /// Whether the connection may carry another request.
     pub keep_alive: bool,
-    /// The body, only when the reader was built with [`ResponseReader::capturing`].
+    /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub version: u8,
+    /// Every header field in order, only when the reader was built with
+    /// [`ResponseReader::whole`].
+    pub headers: Vec<(String, String)>,
+    /// The body (decoded when chunked), only when the reader was built with
+    /// [`ResponseReader::capturing`] or [`ResponseReader::whole`].
     pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The value of the first header field called `name` (any case); needs
+    /// [`ResponseReader::whole`].
+    pub fn header(&self, name: &str) -> Option<&str> {
+        field(&self.headers, name)
+    }
+
+    /// The body as text, invalid UTF-8 replaced.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 /// Reads one response after another from a connection.
@@ -99,7 +157,9 @@ pub struct ResponseReader {
     framing: Option<BodyFraming>,
     status: u16,
     keep_alive: bool,
-    capture: bool,
+    version: u8,
+    keep: Keep,
+    headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -116,7 +176,9 @@ impl ResponseReader {
             framing: None,
             status: 0,
             keep_alive: false,
-            capture: false,
+            version: 1,
+            keep: Keep::Framing,
+            headers: Vec::new(),
             body: Vec::new(),
         }
     }
@@ -124,7 +186,16 @@ impl ResponseReader {
     /// A reader that keeps each body in [`Response::body`].
     pub fn capturing() -> Self {
         ResponseReader {
-            capture: true,
+            keep: Keep::Body,
+            ..Self::new()
+        }
+    }
+
+    /// A reader that keeps each body and every header field, and returns interim (1xx)
+    /// responses one by one instead of skipping them: for a test that checks what a proxy sent.
+    pub fn whole() -> Self {
+        ResponseReader {
+            keep: Keep::Whole,
             ..Self::new()
         }
     }
@@ -143,8 +214,15 @@ impl ResponseReader {
         let mut used = 0;
         loop {
             if self.framing.is_none() {
-                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let mut parsed = httparse::Response::new(&mut headers);
+                let mut few = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut many;
+                let headers: &mut [httparse::Header<'_>] = if self.keep == Keep::Whole {
+                    many = [httparse::EMPTY_HEADER; WHOLE_MAX_HEADERS];
+                    &mut many
+                } else {
+                    &mut few
+                };
+                let mut parsed = httparse::Response::new(headers);
                 let n = match parsed.parse(&buf[used..]).map_err(H1Error::Syntax)? {
                     httparse::Status::Partial => {
                         if buf.len() - used > MAX_HEAD_BYTES {
@@ -156,15 +234,23 @@ impl ResponseReader {
                 };
                 used += n;
                 let status = parsed.code.unwrap_or(0);
-                if (100..200).contains(&status) && status != 101 {
-                    continue; // interim response, e.g. 100 Continue
+                let interim = (100..200).contains(&status) && status != 101;
+                if interim && self.keep != Keep::Whole {
+                    continue; // e.g. 100 Continue
                 }
                 let info = head_info(parsed.headers)?;
                 let http11 = parsed.version == Some(1);
                 self.status = status;
-                self.keep_alive = !info.close && (http11 || info.keep_alive);
+                self.version = parsed.version.unwrap_or(1);
+                // After 101 Switching Protocols the connection no longer speaks HTTP/1.1.
+                self.keep_alive = !info.close && (http11 || info.keep_alive) && status != 101;
                 self.body.clear();
-                let no_body = head_request || status == 204 || status == 304;
+                if self.keep == Keep::Whole {
+                    self.headers = fields(parsed.headers);
+                }
+                // RFC 9112 section 6.3: no body after HEAD, 1xx, 204 or 304.
+                let no_body =
+                    head_request || (100..200).contains(&status) || status == 204 || status == 304;
                 self.framing = Some(if no_body {
                     BodyFraming::None
                 } else if info.chunked {
@@ -177,7 +263,7 @@ impl ResponseReader {
                 });
             }
             let rest = &buf[used..];
-            let out = self.capture.then_some(&mut self.body);
+            let out = (self.keep != Keep::Framing).then_some(&mut self.body);
             let done = match self.framing.as_mut() {
                 None | Some(BodyFraming::None) => true,
                 Some(BodyFraming::Length(left)) => {
@@ -219,6 +305,8 @@ impl ResponseReader {
         Response {
             status: self.status,
             keep_alive: self.keep_alive,
+            version: self.version,
+            headers: std::mem::take(&mut self.headers),
             body: std::mem::take(&mut self.body),
         }
     }
@@ -238,21 +326,83 @@ pub struct Request {
     pub method: Method,
     pub path: String,
     pub keep_alive: bool,
+    /// The body (decoded when chunked).
     pub body: Vec<u8>,
+    /// The minor version: 1 for HTTP/1.1, 0 for HTTP/1.0.
+    pub version: u8,
+    /// The method as sent; only from [`RequestReader::whole`], empty otherwise.
+    pub method_name: String,
+    /// Every header field in order; only from [`RequestReader::whole`].
+    pub headers: Vec<(String, String)>,
+    /// The body as it came on the wire (chunk sizes, extensions and trailers included); only
+    /// from [`RequestReader::whole`].
+    pub raw_body: Vec<u8>,
+}
+
+impl Request {
+    /// A request with no body and nothing beyond what the simulator acts on.
+    pub fn new(method: Method, path: &str) -> Self {
+        Request {
+            method,
+            path: path.to_string(),
+            keep_alive: true,
+            body: Vec::new(),
+            version: 1,
+            method_name: String::new(),
+            headers: Vec::new(),
+            raw_body: Vec::new(),
+        }
+    }
+
+    /// The value of the first header field called `name` (any case); needs
+    /// [`RequestReader::whole`].
+    pub fn header(&self, name: &str) -> Option<&str> {
+        field(&self.headers, name)
+    }
 }
 
 /// Reads one request after another from a connection (the simulator's side).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RequestReader {
     pending: Option<(Request, BodyFraming)>,
+    keep: Keep,
+    max_body_bytes: usize,
+}
+
+impl Default for RequestReader {
+    /// The simulator's reader: bodies up to [`MAX_BODY_BYTES`].
+    fn default() -> Self {
+        RequestReader {
+            pending: None,
+            keep: Keep::Body,
+            max_body_bytes: MAX_BODY_BYTES,
+        }
+    }
 }
 
 impl RequestReader {
+    /// A reader that also keeps the method as sent, every header field and the body as framed,
+    /// with no limit on the body's size: for a test backend that checks what a proxy sent.
+    pub fn whole() -> Self {
+        RequestReader {
+            keep: Keep::Whole,
+            max_body_bytes: usize::MAX,
+            ..Self::default()
+        }
+    }
+
     pub fn advance(&mut self, buf: &[u8]) -> Result<(usize, Option<Request>), H1Error> {
         let mut used = 0;
         if self.pending.is_none() {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut parsed = httparse::Request::new(&mut headers);
+            let mut few = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut many;
+            let headers: &mut [httparse::Header<'_>] = if self.keep == Keep::Whole {
+                many = [httparse::EMPTY_HEADER; WHOLE_MAX_HEADERS];
+                &mut many
+            } else {
+                &mut few
+            };
+            let mut parsed = httparse::Request::new(headers);
             used = match parsed.parse(buf).map_err(H1Error::Syntax)? {
                 httparse::Status::Partial => {
                     if buf.len() > MAX_HEAD_BYTES {
@@ -263,7 +413,8 @@ impl RequestReader {
                 httparse::Status::Complete(n) => n,
             };
             let info = head_info(parsed.headers)?;
-            let method = match parsed.method.unwrap_or("") {
+            let method_name = parsed.method.unwrap_or("");
+            let method = match method_name {
                 "GET" => Method::Get,
                 "HEAD" => Method::Head,
                 "POST" => Method::Post,
@@ -274,23 +425,25 @@ impl RequestReader {
                 BodyFraming::Chunked(ChunkedDecoder::default())
             } else {
                 match info.content_length {
-                    Some(n) if n > MAX_BODY_BYTES as u64 => return Err(H1Error::BodyTooLarge),
+                    Some(n) if n > self.max_body_bytes as u64 => return Err(H1Error::BodyTooLarge),
                     Some(n) => BodyFraming::Length(n),
                     None => BodyFraming::None,
                 }
             };
-            let request = Request {
-                method,
-                path: parsed.path.unwrap_or("/").to_string(),
-                keep_alive: !info.close && (http11 || info.keep_alive),
-                body: Vec::new(),
-            };
+            let mut request = Request::new(method, parsed.path.unwrap_or("/"));
+            request.keep_alive = !info.close && (http11 || info.keep_alive);
+            request.version = parsed.version.unwrap_or(1);
+            if self.keep == Keep::Whole {
+                request.method_name = method_name.to_string();
+                request.headers = fields(parsed.headers);
+            }
             self.pending = Some((request, framing));
         }
         let rest = &buf[used..];
         let Some((request, framing)) = self.pending.as_mut() else {
             return Ok((used, None));
         };
+        let before = used;
         let done = match framing {
             BodyFraming::None | BodyFraming::UntilClose => true,
             BodyFraming::Length(left) => {
@@ -303,12 +456,15 @@ impl RequestReader {
             BodyFraming::Chunked(dec) => {
                 let (n, done) = dec.decode(rest, Some(&mut request.body))?;
                 used += n;
-                if request.body.len() > MAX_BODY_BYTES {
+                if request.body.len() > self.max_body_bytes {
                     return Err(H1Error::BodyTooLarge);
                 }
                 done
             }
         };
+        if self.keep == Keep::Whole {
+            request.raw_body.extend_from_slice(&buf[before..used]);
+        }
         if !done {
             return Ok((used, None));
         }
@@ -502,6 +658,48 @@ mod tests {
             MAX_BODY_BYTES + 1
         );
         assert_eq!(r.advance(msg.as_bytes()), Err(H1Error::BodyTooLarge));
+    }
+
+    #[test]
+    fn whole_reader_keeps_fields_and_returns_interim_and_switching_responses() {
+        let mut r = ResponseReader::whole();
+        let msg = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok";
+        let (n, interim) = r.advance(msg, false).unwrap();
+        assert_eq!(interim.unwrap().status, 100);
+        let (_, resp) = r.advance(&msg[n..], false).unwrap();
+        let resp = resp.unwrap();
+        assert_eq!(
+            (resp.status, resp.header("x-a"), resp.text().as_str()),
+            (200, Some("1"), "ok")
+        );
+
+        let msg = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\nwelcome";
+        let (n, resp) = r.advance(msg, false).unwrap();
+        let resp = resp.unwrap();
+        assert_eq!((resp.status, resp.keep_alive), (101, false));
+        assert_eq!(&msg[n..], b"welcome", "a tunnel's bytes are not a body");
+    }
+
+    #[test]
+    fn whole_request_reader_keeps_the_method_fields_and_chunked_framing() {
+        let msg = b"DELETE /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\nX-B: 2\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n";
+        let (n, req) = RequestReader::whole().advance(msg).unwrap();
+        let req = req.unwrap();
+        assert_eq!(n, msg.len());
+        assert_eq!(
+            (req.method, req.method_name.as_str()),
+            (Method::Other, "DELETE")
+        );
+        assert_eq!((req.version, req.header("x-b")), (0, Some("2")));
+        assert_eq!(req.body, b"abc");
+        assert_eq!(req.raw_body, b"3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n");
+
+        let big = format!(
+            "PUT / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        let (_, req) = RequestReader::whole().advance(big.as_bytes()).unwrap();
+        assert!(req.is_none(), "no size limit: waits for the body");
     }
 
     #[test]

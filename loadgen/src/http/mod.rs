@@ -38,7 +38,7 @@ pub const DEFAULT_SEND_AHEAD: Duration = Duration::from_micros(100);
 pub enum Body {
     None,
     Fixed(Vec<u8>),
-    /// A fresh random 24-character alphanumeric id (brief 000).
+    /// A fresh random 24-character alphanumeric id, as the challenge's clients send.
     Id24,
 }
 

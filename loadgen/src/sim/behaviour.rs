@@ -273,20 +273,13 @@ mod tests {
 
     fn post(body: &[u8]) -> Request {
         Request {
-            method: Method::Post,
-            path: "/".into(),
-            keep_alive: true,
             body: body.to_vec(),
+            ..Request::new(Method::Post, "/")
         }
     }
 
     fn get(path: &str) -> Request {
-        Request {
-            method: Method::Get,
-            path: path.into(),
-            keep_alive: true,
-            body: Vec::new(),
-        }
+        Request::new(Method::Get, path)
     }
 
     const ID: &[u8] = b"abcdefghijklmnopqrstuvwx";

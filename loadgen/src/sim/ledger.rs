@@ -1,9 +1,9 @@
-//! The simulator's ledger of brief 000: for every id that reached a server, how many attempts
-//! it took and whether one of them was accepted.
+//! The simulator's ledger for the flaky-servers challenge: for every id that reached a server,
+//! how many attempts it took and whether one of them was accepted.
 //!
 //! An *attempt* is a well-formed `POST /` (a 24-character alphanumeric body) that reached a
 //! server, whatever the answer (200, 5xx, 429, or 503 while down). Requests answered 400 are not
-//! attempts. The score of brief 000 is
+//! attempts. The challenge's score is
 //!
 //! `score = ids accepted − Σ over ids of max(0, attempts − 3)`
 //!

@@ -1,5 +1,6 @@
-//! The downstream simulator: the stand-in for brief 000's "provided binary" and the backend
-//! of sluice's tests and benchmarks.
+//! The downstream simulator: the stand-in for the flaky-servers challenge's server binary (the
+//! challenge provides one; this repository does not have it) and the backend of sluice's tests
+//! and benchmarks.
 //!
 //! [`Sim::start`] binds one HTTP/1.1 keep-alive server per address plus a control listener,
 //! draws each server's parameters from the seed, and runs the servers on `threads` event loops
@@ -54,13 +55,14 @@ use crate::id::Id;
 use crate::rng::Rng;
 
 pub const DEFAULT_SEED: u64 = 1;
-/// Servers per configuration in brief 000.
+/// Servers per configuration of the challenge.
 pub const DEFAULT_SERVERS: usize = 10;
 pub const DEFAULT_THREADS: usize = 1;
-/// Ids per second assumed by the oracle until the ledger has measured a rate (brief 000's 10).
+/// Ids per second assumed by the oracle until the ledger has measured a rate (the challenge's
+/// clients send 10).
 pub const DEFAULT_OFFERED_IDS_PER_S: f64 = 10.0;
 
-/// The three configurations of brief 000 started by `loadgen sim --challenge`:
+/// The challenge's three configurations, started by `loadgen sim --challenge`:
 /// (profile, first server port, control port); each has ten servers `[port, port + 10)`.
 pub const CHALLENGE: [(Profile, u16, u16); 3] = [
     (Profile::Flaky1, 4000, 4100),
@@ -462,7 +464,7 @@ impl Drop for SimHandle {
     }
 }
 
-/// Starts brief 000's three configurations ([`CHALLENGE`]) on `ip`, seeds `seed`, `seed + 1`,
+/// Starts the challenge's three configurations ([`CHALLENGE`]) on `ip`, seeds `seed`, `seed + 1`,
 /// `seed + 2`.
 pub fn start_challenge(ip: IpAddr, seed: u64, service_time_ms: u64) -> io::Result<Vec<SimHandle>> {
     CHALLENGE

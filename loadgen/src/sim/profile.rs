@@ -18,7 +18,7 @@ pub const SUCCESS_MAX: f64 = 0.96;
 /// flaky2's fixed rate limit is drawn uniformly from `FIXED_LIMIT_MIN_RPS..=FIXED_LIMIT_MAX_RPS`.
 pub const FIXED_LIMIT_MIN_RPS: u32 = 2;
 pub const FIXED_LIMIT_MAX_RPS: u32 = 6;
-/// Default service time of every profile (brief 004's worker sleeps 10 ms).
+/// Default service time of every profile: a worker that takes 10 ms per request.
 pub const DEFAULT_SERVICE_TIME_MS: u64 = 10;
 /// Concurrent requests a heavytail server works on; the rest wait in its queue.
 pub const DEFAULT_WORKERS_PER_SERVER: u32 = 4;
@@ -30,15 +30,16 @@ pub const SLOW_FACTOR_MAX: f64 = 50.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
-    /// Constant per-server failure probability (brief 000, configuration 1).
+    /// Constant per-server failure probability (the challenge's configuration 1).
     Flaky1,
     /// flaky1 plus a fixed per-server rate limit (configuration 2).
     Flaky2,
     /// flaky1 plus time-varying limits and a penalty box (configuration 3).
     Flaky3,
-    /// Always 200 after a fixed service time (brief 004's worker).
+    /// Always 200 after a fixed service time.
     Uniform,
-    /// Like uniform, but 5% of requests are 10–50× slower and workers are bounded (brief 002).
+    /// Like uniform, but 5% of requests are 10–50× slower and workers are bounded: a heavy tail
+    /// that backs servers up under round robin.
     Heavytail,
 }
 

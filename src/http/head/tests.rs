@@ -1,3 +1,5 @@
+use super::fields::*;
+use super::request::*;
 use super::*;
 use std::net::Ipv4Addr;
 
@@ -7,6 +9,7 @@ fn opts() -> RequestOptions<'static> {
         proto: "http",
         max_headers: 64,
         key_field: Some("x-user"),
+        allow_upgrade: &[],
     }
 }
 
@@ -82,7 +85,6 @@ fn drops_hop_by_hop_fields_and_those_connection_names() {
         "Connection",
         "Keep-Alive",
         "TE:",
-        "Trailer",
         "Proxy-Connection",
         "Upgrade",
         "X-Secret",
@@ -90,6 +92,7 @@ fn drops_hop_by_hop_fields_and_those_connection_names() {
         assert!(!out.contains(gone), "{gone} forwarded in {out:?}");
     }
     assert!(out.contains("X-Kept: 2\r\n"));
+    assert!(out.contains("Trailer: X-T\r\n"), "Trailer is end to end");
     assert!(out.contains("Content-Length: 3\r\n"));
 }
 
@@ -160,9 +163,55 @@ fn chunked_and_lengths_are_framed_strictly() {
     for b in bad {
         assert_eq!(req(b).map(|_| ()).unwrap_err().status(), 400, "{b:?}");
     }
-    let e =
-        req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n").unwrap_err();
-    assert_eq!(e.status(), 501);
+}
+
+fn te_request(codings: &str) -> Result<Framing, u16> {
+    let src = format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {codings}\r\n\r\n");
+    req(&src)
+        .map(|h| h.map_or(Framing::None, |(h, _)| h.framing))
+        .map_err(HeadError::status)
+}
+
+#[test]
+fn request_transfer_codings_other_than_a_final_chunked_are_refused() {
+    for ok in [
+        "chunked",
+        "Chunked",
+        "gzip, chunked",
+        "gzip,chunked",
+        "x-gzip ,\tdeflate , compress, x-compress, chunked",
+    ] {
+        assert_eq!(te_request(ok), Ok(Framing::Chunked), "{ok:?}");
+    }
+    let refused = [
+        // Not a transfer coding (RFC 7230 removed identity), or one sluice does not know.
+        ("identity, chunked", 501),
+        ("identity", 501),
+        ("chunked, identity", 501),
+        ("br, chunked", 501),
+        ("gzip;level=1, chunked", 501),
+        // The final coding is not chunked: no reliable length (RFC 9112 section 6.3).
+        ("gzip", 400),
+        ("chunked, gzip", 400),
+        ("chunked,", 400),
+        // Chunked twice, empty elements, and bytes that are no token.
+        ("chunked, chunked", 400),
+        ("gzip,, chunked", 400),
+        ("gzip chunked", 400),
+        ("\"chunked\"", 400),
+        ("", 400),
+    ];
+    for (codings, status) in refused {
+        assert_eq!(te_request(codings), Err(status), "{codings:?}");
+    }
+    let (h, out) = req_ok(
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    assert_eq!(h.framing, Framing::Chunked, "two fields are one list");
+    assert!(out.contains("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"));
+    let e = req("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: identity, chunked\r\n\r\n")
+        .unwrap_err();
+    assert_eq!(e.reason(), "identity is not a transfer coding");
 }
 
 #[test]
@@ -196,12 +245,92 @@ fn too_many_headers_is_431() {
 }
 
 #[test]
+fn max_headers_allows_up_to_the_cap() {
+    let head = |fields: usize| {
+        let mut src = String::from("GET / HTTP/1.1\r\nHost: h\r\n");
+        for i in 1..fields {
+            src.push_str(&format!("X-{i}: v\r\n"));
+        }
+        src + "\r\n"
+    };
+    let opts = RequestOptions {
+        max_headers: MAX_HEADERS,
+        ..opts()
+    };
+    let mut out = vec![0u8; 16384];
+    let h = forward_request(head(MAX_HEADERS).as_bytes(), &opts, &mut out).unwrap();
+    assert!(h.is_some(), "{MAX_HEADERS} fields pass");
+    assert_eq!(
+        forward_request(head(MAX_HEADERS + 1).as_bytes(), &opts, &mut out),
+        Err(HeadError::TooManyHeaders)
+    );
+}
+
+#[test]
+fn response_trailer_field_is_forwarded() {
+    let (h, out) = resp(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n",
+        ctx11(),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(h.framing, Framing::Chunked);
+    assert!(out.contains("Trailer: X-Checksum\r\n"), "{out:?}");
+}
+
+#[test]
 fn connect_is_not_implemented() {
     assert_eq!(
         req("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n")
             .unwrap_err()
             .status(),
         501
+    );
+}
+
+#[test]
+fn h2c_is_dropped_and_the_request_goes_on_as_plain_http() {
+    let (h, out) = req_ok(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+         HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+    );
+    assert!(!h.upgrade);
+    assert!(
+        !out.to_ascii_lowercase().contains("upgrade") && !out.contains("HTTP2-Settings"),
+        "{out}"
+    );
+    assert!(
+        h.keep_alive,
+        "the client's connection stays an HTTP/1.1 one"
+    );
+}
+
+#[test]
+fn only_allowed_protocols_stay_in_upgrade() {
+    let (h, out) = req_ok(
+        "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2c, WebSocket/13\r\n\
+         Upgrade: foo\r\n\r\n",
+    );
+    assert!(h.upgrade);
+    assert!(
+        out.contains("Upgrade: WebSocket/13\r\nConnection: Upgrade\r\n"),
+        "{out}"
+    );
+    let allow = ["foo".to_string()];
+    let opts = RequestOptions {
+        allow_upgrade: &allow,
+        ..opts()
+    };
+    let mut buf = vec![0u8; 4096];
+    let src = "GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: FOO, h2c\r\n\r\n";
+    let h = forward_request(src.as_bytes(), &opts, &mut buf)
+        .unwrap()
+        .unwrap();
+    let out = String::from_utf8_lossy(&buf[..h.out_len]);
+    assert!(h.upgrade);
+    assert!(
+        out.contains("Upgrade: FOO\r\nConnection: Upgrade\r\n"),
+        "{out}"
     );
 }
 
@@ -254,6 +383,16 @@ fn response_framing_follows_rfc_9112() {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
             ctx11(),
             Framing::UntilClose,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            ctx11(),
+            Framing::UntilClose,
+        ),
+        (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            ctx11(),
+            Framing::Chunked,
         ),
         ("HTTP/1.1 204 No Content\r\n\r\n", ctx11(), Framing::None),
         (
@@ -359,6 +498,10 @@ fn garbage_responses_are_refused() {
         "HTTP/1.1 2000 OK\r\n\r\n",
         "SSH-2.0-OpenSSH\r\n\r\n",
         "HTTP/1.1 200 OK\nContent-Length: 1\n\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity, chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip,,chunked\r\n\r\n",
     ] {
         assert!(resp(bad, ctx11()).is_err(), "{bad:?}");
     }
