@@ -446,6 +446,16 @@ fn an_instance_killed_with_sigkill_leaves_the_member_list_when_its_lease_expires
             .collect()
     };
     assert!(wait_until(LIMIT, || ids(&a) == ["a", "doomed"]));
+    let ctl = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["ctl", "--admin", &a.admin.to_string(), "cluster"])
+        .output()
+        .expect("sluice ctl");
+    let text = String::from_utf8_lossy(&ctl.stdout);
+    assert!(ctl.status.success(), "{text}");
+    assert!(
+        text.contains("cluster t") && text.contains("doomed"),
+        "{text}"
+    );
     let (status, view) = api_call(doomed.admin, "GET", "/api/cluster", None, None);
     assert_eq!((status, view["instance"].as_str()), (200, Some("doomed")));
 
