@@ -37,25 +37,19 @@ initial=""
 for i in 0 1 2; do initial+="${initial:+,}e$i=http://${ips[$i]}:2380"; done
 for i in 0 1 2; do
     ip=${ips[$i]}
-    etcd --name "e$i" --data-dir "$work/etcd$i" \
+    spawn etcd --name "e$i" --data-dir "$work/etcd$i" \
         --listen-client-urls "http://$ip:2379" --advertise-client-urls "http://$ip:2379" \
         --listen-peer-urls "http://$ip:2380" --initial-advertise-peer-urls "http://$ip:2380" \
         --initial-cluster "$initial" --initial-cluster-state new \
-        --heartbeat-interval 50 --election-timeout 500 >"$work/etcd$i.log" 2>&1 &
-    pids+=($!)
-    etcd_pids+=($!)
+        --heartbeat-interval 50 --election-timeout 500 >"$work/etcd$i.log" 2>&1
+    etcd_pids+=("$SPAWNED")
 done
 store="http://${ips[0]}:2379,http://${ips[1]}:2379,http://${ips[2]}:2379"
 
 # Backends: four uniform simulated servers; the fourth is added at run time.
-$loadgen sim --profile uniform --ports 19001-19005 --service-time-ms 2 >"$work/sim.log" 2>&1 &
-pids+=($!)
-wait_port 19001
-
-for _ in $(seq 200); do
-    curl -sf "http://${ips[0]}:2379/health" 2>/dev/null | grep -q true && break
-    sleep 0.1
-done
+spawn $loadgen sim --profile uniform --ports 19001-19005 --service-time-ms 2 >"$work/sim.log" 2>&1
+wait_port 19001 "$SPAWNED"
+wait_for "etcd" sh -c "curl -sf http://${ips[0]}:2379/health | grep -q true"
 
 sluice_pids=()
 admins=()
@@ -64,17 +58,12 @@ for i in 0 1 2; do
     flags=()
     # The first instance seeds the configuration; the others adopt it.
     [ "$i" = 0 ] && flags=(--backend 127.0.0.1:19001 --backend 127.0.0.1:19002 --backend 127.0.0.1:19003)
-    RUST_LOG=${RUST_LOG:-warn} $sluice --listen "$ip:8080" --admin "$ip:9090" --workers 1 \
+    RUST_LOG=${RUST_LOG:-warn} spawn $sluice --listen "$ip:8080" --admin "$ip:9090" --workers 1 \
         --cluster-store "$store" --cluster-name demo --cluster-id "lb$i" --cluster-ttl "$ttl" \
-        "${flags[@]}" >"$work/sluice$i.out" 2>"$work/sluice$i.log" &
-    pids+=($!)
-    sluice_pids+=($!)
+        "${flags[@]}" >"$work/sluice$i.out" 2>"$work/sluice$i.log"
+    sluice_pids+=("$SPAWNED")
     admins+=("$ip:9090")
-    for _ in $(seq 300); do
-        grep -q "sluice ready" "$work/sluice$i.out" 2>/dev/null && break
-        sleep 0.1
-    done
-    grep -q "sluice ready" "$work/sluice$i.out" || {
+    wait_for "sluice $i" grep -q "sluice ready" "$work/sluice$i.out" || {
         echo "sluice $i did not start:" >&2
         cat "$work/sluice$i.log" >&2
         exit 1
