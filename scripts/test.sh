@@ -13,6 +13,9 @@ ensure_deb systemd-analyze systemd
 # promtool checks the Prometheus exposition (tests/metrics.rs).
 ensure_deb promtool prometheus
 
+# etcd for the cluster tests (tests/cluster.rs starts its own members on ephemeral ports).
+ensure_deb etcd etcd-server
+
 # The dashboard's browser test (tests/dashboard.rs): Debian's Chromium driven by playwright-core
 # (pinned in tests/browser/package-lock.json; it never downloads a browser of its own).
 ensure_deb chromium chromium

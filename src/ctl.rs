@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use crate::admin::schema::{BackendView, StatusView, StrategyView};
+use crate::admin::schema::{BackendView, ClusterView, StatusView, StrategyView};
 use crate::config::DEFAULT_ADMIN;
 
 /// How long ctl waits for the admin API.
@@ -45,6 +45,8 @@ pub enum CtlCommand {
     Strategy(StrategyCommand),
     /// Table version and live numbers per backend.
     Status,
+    /// The cluster's members and the configuration revision each has installed.
+    Cluster,
     /// The status table, refreshed every second until Ctrl-C.
     Top {
         /// Stop after this many refreshes (0 = never).
@@ -267,8 +269,8 @@ pub fn status_text(s: &StatusView) -> String {
         format!("workers still on {}", s.installed_version)
     };
     let mut out = format!(
-        "table version {} ({applied})  mode {}  strategy {} (active {})  {:.0} req/s  {} client connections\n\n",
-        s.version, s.mode, s.strategy.configured, s.strategy.active, s.requests_per_s, s.active_connections
+        "table version {} ({applied})  revision {}  mode {}  strategy {} (active {})  {:.0} req/s  {} client connections\n\n",
+        s.version, s.revision, s.mode, s.strategy.configured, s.strategy.active, s.requests_per_s, s.active_connections
     );
     let rows: Vec<Vec<String>> = s
         .backends
@@ -301,6 +303,38 @@ pub fn status_text(s: &StatusView) -> String {
             "P50 MS",
             "P99 MS",
         ],
+        &rows,
+    ));
+    out
+}
+
+/// The member table of `sluice ctl cluster`.
+pub fn cluster_text(c: &ClusterView) -> String {
+    let store = if c.store_up { "up" } else { "UNREACHABLE" };
+    let mut out = format!(
+        "cluster {}  this instance {} at revision {}  store {store}\n\n",
+        c.name, c.instance, c.revision
+    );
+    let rows: Vec<Vec<String>> = c
+        .members
+        .iter()
+        .map(|m| {
+            let lag = if m.revision >= c.revision {
+                String::new()
+            } else {
+                format!(" ({} behind)", c.revision - m.revision)
+            };
+            vec![
+                m.id.clone(),
+                m.proxy.clone(),
+                m.admin.clone().unwrap_or_else(|| "off".into()),
+                m.version.clone(),
+                format!("{}{lag}", m.revision),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["INSTANCE", "PROXY", "ADMIN", "VERSION", "REVISION"],
         &rows,
     ));
     out
@@ -361,6 +395,11 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Status => Ok(status_text(&decode(&client.call(
             "GET",
             "/api/status",
+            None,
+        )?)?)),
+        CtlCommand::Cluster => Ok(cluster_text(&decode(&client.call(
+            "GET",
+            "/api/cluster",
             None,
         )?)?)),
         CtlCommand::Top { count } => top(&client, *count),

@@ -13,7 +13,7 @@ use mio::{Poll, Waker};
 
 use crate::backend::BackendTable;
 use crate::config::{ProxyConfig, Settings};
-use crate::control::Control;
+use crate::control::{cluster, Control};
 use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
 use crate::listeners::Listeners;
 use crate::retry::budget::IdBudget;
@@ -43,24 +43,51 @@ impl Running {
 
 /// Binds the listeners, then starts the control thread and the workers. Errors are messages for
 /// the user.
+///
+/// In a cluster, the configuration is read from the store first, so that nothing listens (and
+/// clients are refused rather than queued) until there is something to route by.
 pub fn start(settings: Settings) -> Result<Running, String> {
+    let boot = cluster::bootstrap(&settings, &stop_signal_pending)?;
     let listeners = Listeners::bind(
         settings.listen,
         settings.reuse_port,
         settings.proxy.workers,
         settings.control.admin,
     )?;
-    start_with(settings, listeners)
+    start_on(settings, listeners, boot)
 }
 
 /// Starts the control thread and the workers on listeners bound (or inherited) already.
 pub fn start_with(settings: Settings, listeners: Listeners) -> Result<Running, String> {
+    let boot = cluster::bootstrap(&settings, &stop_signal_pending)?;
+    start_on(settings, listeners, boot)
+}
+
+/// Whether SIGTERM or SIGINT is waiting. The binary blocks them in every thread and waits for
+/// them once start-up is done; while start-up still waits for the store, it looks here so that
+/// a stop request is not ignored.
+fn stop_signal_pending() -> bool {
+    // SAFETY: sigpending and sigismember only read and write the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigpending(&mut set) == 0
+            && (libc::sigismember(&set, libc::SIGTERM) == 1
+                || libc::sigismember(&set, libc::SIGINT) == 1)
+    }
+}
+
+fn start_on(
+    settings: Settings,
+    listeners: Listeners,
+    boot: Option<cluster::Boot>,
+) -> Result<Running, String> {
     let handover = listeners
         .duplicate()
         .map_err(|e| format!("cannot keep the listeners for upgrades: {e}"))?;
     let Listeners { proxy, admin } = listeners;
     let proxy_cfg = settings.proxy.clone();
-    let (mut control, link) = Control::new(settings, admin)?;
+    let (mut control, link) = Control::new(settings, admin, boot)?;
     let admin_addr = control.admin_addr();
     let table = control.first_table();
     let proxy_addr = proxy
@@ -70,7 +97,7 @@ pub fn start_with(settings: Settings, listeners: Listeners) -> Result<Running, S
         .map_err(|e| format!("proxy listener: {e}"))?;
     let workers = spawn_workers(proxy_cfg, proxy, &table, &link)
         .map_err(|e| format!("cannot start the workers: {e}"))?;
-    let thread = control.spawn(workers)?;
+    let thread = control.spawn(workers, proxy_addr)?;
     Ok(Running {
         proxy_addr,
         admin_addr,

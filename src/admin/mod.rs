@@ -42,6 +42,14 @@ impl AdminRequest {
     }
 }
 
+/// What a handler makes of a request: the response, or a ticket for one that comes later (a
+/// change waiting for the configuration store). The connection answers nothing else meanwhile.
+#[derive(Debug)]
+pub enum Reply {
+    Now(AdminResponse),
+    Later(u64),
+}
+
 /// A response to write back.
 #[derive(Debug)]
 pub struct AdminResponse {
@@ -95,9 +103,11 @@ fn status_text(status: u16) -> &'static str {
     match status {
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
         204 => "No Content",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
@@ -106,6 +116,7 @@ fn status_text(status: u16) -> &'static str {
         415 => "Unsupported Media Type",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        503 => "Service Unavailable",
         _ => "Status",
     }
 }
@@ -116,6 +127,16 @@ struct AdminConn {
     out: Vec<u8>,
     close_after_write: bool,
     last_active_ms: u64,
+    /// A request whose answer comes later: its ticket, whether to close after it, and whether it
+    /// was a HEAD.
+    waiting: Option<Waiting>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    ticket: u64,
+    close: bool,
+    head_only: bool,
 }
 
 /// The admin listener and its connections. Connection tokens are `token_base + slab key`.
@@ -176,6 +197,7 @@ impl AdminServer {
                             out: Vec::new(),
                             close_after_write: false,
                             last_active_ms: now_ms,
+                            waiting: None,
                         });
                     }
                 }
@@ -194,7 +216,7 @@ impl AdminServer {
         &mut self,
         token: Token,
         now_ms: u64,
-        handler: &mut dyn FnMut(&AdminRequest) -> AdminResponse,
+        handler: &mut dyn FnMut(&AdminRequest) -> Reply,
     ) {
         let key = token.0 - self.token_base;
         let Some(conn) = self.conns.get_mut(key) else {
@@ -221,7 +243,46 @@ impl AdminServer {
                 break;
             }
         }
-        while !conn.close_after_write {
+        if closed {
+            // The client sent all it will (perhaps only half-closed): an answer still to come
+            // is the last one.
+            if let Some(w) = conn.waiting.as_mut() {
+                w.close = true;
+            }
+        }
+        Self::answer_queued(conn, handler);
+        self.finish(key, closed);
+    }
+
+    /// Answers the request that waited for `ticket`, then any requests queued behind it.
+    pub fn complete(
+        &mut self,
+        ticket: u64,
+        resp: AdminResponse,
+        handler: &mut dyn FnMut(&AdminRequest) -> Reply,
+    ) {
+        let Some(key) = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.waiting.is_some_and(|w| w.ticket == ticket))
+            .map(|(k, _)| k)
+        else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(w) = conn.waiting.take() {
+            write_response(&mut conn.out, &resp, w.close, w.head_only);
+            conn.close_after_write = w.close;
+        }
+        Self::answer_queued(conn, handler);
+        self.finish(key, false);
+    }
+
+    /// Answers complete requests in the input until one must wait.
+    fn answer_queued(conn: &mut AdminConn, handler: &mut dyn FnMut(&AdminRequest) -> Reply) {
+        while !conn.close_after_write && conn.waiting.is_none() {
             match parse(&conn.inbuf) {
                 Parsed::Incomplete => break,
                 Parsed::Refuse(resp) => {
@@ -231,18 +292,31 @@ impl AdminServer {
                 Parsed::Request(req, used) => {
                     conn.inbuf.drain(..used);
                     let close = wants_close(&req);
-                    let resp = handler(&req);
-                    write_response(&mut conn.out, &resp, close, req.method == "HEAD");
-                    conn.close_after_write = close;
+                    let head_only = req.method == "HEAD";
+                    match handler(&req) {
+                        Reply::Now(resp) => {
+                            write_response(&mut conn.out, &resp, close, head_only);
+                            conn.close_after_write = close;
+                        }
+                        Reply::Later(ticket) => {
+                            conn.waiting = Some(Waiting {
+                                ticket,
+                                close,
+                                head_only,
+                            });
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Writes what is pending and closes the connection when it is done with.
+    fn finish(&mut self, key: usize, peer_closed: bool) {
         if self.flush(key)
-            && (closed
-                || self
-                    .conns
-                    .get(key)
-                    .is_some_and(|c| c.close_after_write && c.out.is_empty()))
+            && self.conns.get(key).is_some_and(|c| {
+                c.waiting.is_none() && c.out.is_empty() && (peer_closed || c.close_after_write)
+            })
         {
             self.close(key);
         }

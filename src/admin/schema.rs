@@ -15,6 +15,10 @@ pub struct BackendView {
     pub healthy: bool,
     pub ejected: bool,
     pub draining: bool,
+    /// The configuration revision of its last change: send it back as `revision` with a change
+    /// to have the change refused (409) if someone else changed the backend meanwhile.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -24,6 +28,9 @@ pub struct StrategyView {
     pub reason: Option<String>,
     pub switches: u64,
     pub available: Vec<String>,
+    /// The configuration revision of the strategy's last change.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -48,6 +55,13 @@ pub struct StatusView {
     /// last change.
     #[serde(default)]
     pub installed_version: u64,
+    /// The configuration revision the table was built from: in a cluster, the etcd revision of
+    /// the last change installed (equal on every instance that installed the same changes).
+    #[serde(default)]
+    pub revision: u64,
+    /// The cluster this instance belongs to (`--cluster-name`), if it runs in one.
+    #[serde(default)]
+    pub cluster: Option<String>,
     pub mode: String,
     pub strategy: StrategyView,
     pub requests_per_s: f64,
@@ -72,10 +86,41 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct WeightChange {
     pub weight: u32,
+    /// Refuse (409) unless the backend is still at this revision.
+    #[serde(default)]
+    pub revision: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StrategyChange {
     pub strategy: String,
+    /// Refuse (409) unless the strategy is still at this revision.
+    #[serde(default)]
+    pub revision: Option<u64>,
+}
+
+/// `GET /api/cluster`: this instance and the members it sees.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ClusterView {
+    pub name: String,
+    /// This instance's id.
+    pub instance: String,
+    /// Whether the configuration store answers.
+    pub store_up: bool,
+    /// The configuration revision this instance has installed.
+    pub revision: u64,
+    pub members: Vec<MemberView>,
+}
+
+/// A member as its registration in the store says.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct MemberView {
+    pub id: String,
+    pub proxy: String,
+    pub admin: Option<String>,
+    pub version: String,
+    pub started_unix_ms: u64,
+    /// The configuration revision it has installed.
+    pub revision: u64,
 }

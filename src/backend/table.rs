@@ -7,6 +7,9 @@ use crate::strategy::{StrategyKind, StrategyParams};
 #[derive(Debug)]
 pub struct BackendTable {
     pub version: u64,
+    /// The configuration revision it was built from (in a cluster, an etcd revision): instances
+    /// that installed the same revision route by the same configuration.
+    pub revision: u64,
     pub backends: Vec<Backend>,
     pub strategy: StrategyKind,
     pub params: StrategyParams,
@@ -25,6 +28,7 @@ impl BackendTable {
             .collect();
         BackendTable {
             version,
+            revision: 0,
             backends,
             strategy,
             params: StrategyParams::default(),

@@ -341,6 +341,30 @@ pub struct RunArgs {
     /// threshold strategy: never leave fewer than this many backends to choose from.
     #[arg(long, default_value_t = strategy::DEFAULT_MIN_ENABLED, value_name = "N")]
     pub min_enabled: usize,
+
+    /// Run as one instance of a cluster: the configuration (backends, weights, enabled flags,
+    /// strategy) lives in etcd at these client URLs (comma-separated, tried in turn), and every
+    /// instance follows it. Without it the configuration is local.
+    #[arg(long, value_name = "http://HOST:PORT[,...]")]
+    pub cluster_store: Option<String>,
+
+    /// The cluster's name: its configuration lives under /sluice/NAME/ in etcd.
+    #[arg(long, default_value = DEFAULT_CLUSTER_NAME, value_name = "NAME")]
+    pub cluster_name: String,
+
+    /// This instance's name among the cluster's members [default: host name and process id].
+    #[arg(long, value_name = "ID")]
+    pub cluster_id: Option<String>,
+
+    /// A member that stops renewing its registration (killed, cut off) leaves the member list
+    /// after this long.
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    pub cluster_ttl: DurationArg,
+
+    /// Keep the last configuration installed from the cluster here; when the store cannot be
+    /// reached at start, serve from this copy instead of waiting for it.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_fallback_state: Option<std::path::PathBuf>,
 }
 
 /// Whether another process may listen on the proxy address too (`--reuse-port`).
@@ -450,6 +474,32 @@ impl RunArgs {
             threshold_low: self.threshold_low,
             min_enabled: self.min_enabled,
         };
+        let cluster = match &self.cluster_store {
+            Some(store) => {
+                if self.state_file.is_some() {
+                    return Err(
+                        "--state-file and --cluster-store exclude each other: in a cluster \
+                                the configuration lives in the store (--cluster-fallback-state \
+                                keeps a local copy)"
+                            .into(),
+                    );
+                }
+                let id = self.cluster_id.clone().unwrap_or_else(default_instance_id);
+                Some(ClusterConfig::new(
+                    store,
+                    &self.cluster_name,
+                    &id,
+                    self.cluster_ttl.ms().div_ceil(1000),
+                    self.cluster_fallback_state.clone(),
+                )?)
+            }
+            None => {
+                if self.cluster_fallback_state.is_some() {
+                    return Err("--cluster-fallback-state needs --cluster-store".into());
+                }
+                None
+            }
+        };
         let control = ControlConfig {
             admin,
             admin_token: self.admin_token.clone().filter(|t| !t.is_empty()),
@@ -467,6 +517,7 @@ impl RunArgs {
             max_ejection_percent: self.max_ejection_percent,
             drain_timeout_ms: self.drain_timeout.ms(),
             switch_interval_ms: self.switch_interval.ms(),
+            cluster,
         };
         Ok(Settings {
             listen,

@@ -60,6 +60,107 @@ pub struct ControlConfig {
     pub drain_timeout_ms: u64,
     /// `adaptive`: at most one strategy switch per this long.
     pub switch_interval_ms: u64,
+    /// Run as a member of a cluster whose configuration lives in etcd; `None` keeps it local.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The lease TTL of an instance's membership record (`--cluster-ttl`).
+pub const DEFAULT_CLUSTER_TTL_S: u64 = 5;
+/// etcd refuses leases shorter than its election timeout allows (about 2 s by default).
+pub const MIN_CLUSTER_TTL_S: u64 = 2;
+pub const DEFAULT_CLUSTER_NAME: &str = "default";
+
+/// Cluster mode (`--cluster-*`): where the shared configuration lives and who this instance is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// etcd client URLs, `http://host:port`, tried in turn.
+    pub endpoints: Vec<String>,
+    /// The configuration lives under `/sluice/<name>/`.
+    pub name: String,
+    /// This instance's key under `/sluice/<name>/instances/`.
+    pub instance_id: String,
+    /// Membership lease TTL, in seconds.
+    pub ttl_s: u64,
+    /// The last configuration this instance installed is kept here and used at start when the
+    /// store cannot be reached.
+    pub fallback_state: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    /// Parses `--cluster-store` (a comma list of `http://host:port`) and checks the rest.
+    pub fn new(
+        store: &str,
+        name: &str,
+        instance_id: &str,
+        ttl_s: u64,
+        fallback_state: Option<PathBuf>,
+    ) -> Result<ClusterConfig, String> {
+        let mut endpoints = Vec::new();
+        for part in store.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some(rest) = part.strip_prefix("http://") else {
+                return Err(format!(
+                    "--cluster-store: {part:?} is not http://HOST:PORT (https is not supported)"
+                ));
+            };
+            let hostport = rest.trim_end_matches('/');
+            if hostport.is_empty() || hostport.contains('/') || !hostport.contains(':') {
+                return Err(format!("--cluster-store: {part:?} is not http://HOST:PORT"));
+            }
+            endpoints.push(format!("http://{hostport}"));
+        }
+        if endpoints.is_empty() {
+            return Err("--cluster-store needs at least one http://HOST:PORT".into());
+        }
+        for (flag, value) in [("--cluster-name", name), ("--cluster-id", instance_id)] {
+            if !valid_key_segment(value) {
+                return Err(format!(
+                    "{flag} must be 1-64 letters, digits, '.', '_' or '-', not {value:?}"
+                ));
+            }
+        }
+        if ttl_s < MIN_CLUSTER_TTL_S {
+            return Err(format!(
+                "--cluster-ttl must be at least {MIN_CLUSTER_TTL_S}s, not {ttl_s}s"
+            ));
+        }
+        Ok(ClusterConfig {
+            endpoints,
+            name: name.to_string(),
+            instance_id: instance_id.to_string(),
+            ttl_s,
+            fallback_state,
+        })
+    }
+}
+
+/// A name that can be one segment of an etcd key.
+fn valid_key_segment(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// The default instance id: host name and process id, unique among instances running now.
+pub fn default_instance_id() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into the buffer we own.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host: String = if ok {
+        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..end])
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "._-".contains(*c))
+            .take(48)
+            .collect()
+    } else {
+        String::new()
+    };
+    let host = if host.is_empty() {
+        "sluice".to_string()
+    } else {
+        host
+    };
+    format!("{host}-{}", std::process::id())
 }
 
 /// Settings a worker reads, checked and in explicit units.
@@ -310,6 +411,7 @@ impl Settings {
                 max_ejection_percent: DEFAULT_MAX_EJECTION_PERCENT,
                 drain_timeout_ms: ms_of(DEFAULT_DRAIN_TIMEOUT),
                 switch_interval_ms: DEFAULT_SWITCH_INTERVAL_MS,
+                cluster: None,
             },
         }
     }
@@ -362,6 +464,29 @@ mod tests {
             ..ProxyConfig::default()
         };
         assert!(attempts.validate().is_err());
+    }
+
+    #[test]
+    fn cluster_flags_are_checked() {
+        let ok = ClusterConfig::new(
+            "http://127.0.0.1:2379, http://10.0.0.2:2379/",
+            "prod",
+            "a-1",
+            5,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.endpoints,
+            vec!["http://127.0.0.1:2379", "http://10.0.0.2:2379"]
+        );
+        assert!(ClusterConfig::new("https://h:1", "a", "b", 5, None).is_err());
+        assert!(ClusterConfig::new("", "a", "b", 5, None).is_err());
+        assert!(ClusterConfig::new("http://h:1/x", "a", "b", 5, None).is_err());
+        assert!(ClusterConfig::new("http://h:1", "a/b", "b", 5, None).is_err());
+        assert!(ClusterConfig::new("http://h:1", "a", "", 5, None).is_err());
+        assert!(ClusterConfig::new("http://h:1", "a", "b", 1, None).is_err());
+        assert!(valid_key_segment(&default_instance_id()));
     }
 
     #[test]

@@ -4,13 +4,14 @@
 use std::net::SocketAddr;
 
 use super::state::{BackendEntry, ChangeError};
+use super::store::{Change, Record};
 use super::Control;
 use crate::admin::routes::{dashboard_html, route, Match, Route, OPENAPI_JSON};
 use crate::admin::schema::{
     BackendStatusView, BackendView, NewBackend, StatusView, StrategyChange, StrategyView,
     WeightChange,
 };
-use crate::admin::{token_matches, AdminRequest, AdminResponse};
+use crate::admin::{token_matches, AdminRequest, AdminResponse, Reply};
 use crate::backend::{parse_addr, parse_backend_addr, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
 
@@ -23,15 +24,27 @@ fn backend_view(b: &BackendEntry) -> BackendView {
         healthy: b.health.healthy,
         ejected: b.is_ejected(),
         draining: b.removing_deadline_ms.is_some(),
+        revision: b.revision,
     }
 }
 
-fn change_error(e: ChangeError) -> AdminResponse {
+pub fn change_error(e: ChangeError) -> AdminResponse {
+    if e == ChangeError::Unconfirmed {
+        return AdminResponse::json(
+            503,
+            &serde_json::json!({
+                "error": e.to_string(),
+                "detail": "the store lost its quorum before it confirmed the change: it may \
+                           still be applied when the store recovers (see GET /api/backends)",
+            }),
+        );
+    }
     let status = match e {
         ChangeError::NotFound(_) => 404,
-        ChangeError::Duplicate(_) => 409,
+        ChangeError::Duplicate(_) | ChangeError::Conflict(_) => 409,
         ChangeError::Invalid(_) => 400,
         ChangeError::Storage(_) => 500,
+        ChangeError::Unavailable | ChangeError::Unconfirmed => 503,
     };
     AdminResponse::error(status, &e.to_string())
 }
@@ -99,13 +112,44 @@ fn strategy_names() -> Vec<String> {
         .collect()
 }
 
+fn add_backend(req: &AdminRequest) -> Result<Change, AdminResponse> {
+    let body: NewBackend = json_body(req)?;
+    let addr = parse_backend_addr(&body.address).map_err(|e| AdminResponse::error(400, &e))?;
+    if body.weight > MAX_WEIGHT {
+        return Err(AdminResponse::error(
+            400,
+            &format!("weight must be between 0 and {MAX_WEIGHT}"),
+        ));
+    }
+    Ok(Change::Add {
+        addr,
+        weight: body.weight,
+    })
+}
+
+fn set_strategy(req: &AdminRequest) -> Result<Change, AdminResponse> {
+    let body: StrategyChange = json_body(req)?;
+    let strategy: StrategyKind = body
+        .strategy
+        .parse()
+        .map_err(|e: String| AdminResponse::error(400, &e))?;
+    Ok(Change::SetStrategy {
+        strategy,
+        expect: body.revision,
+    })
+}
+
 impl Control {
-    /// Answers one admin request.
-    pub fn api(&mut self, req: &AdminRequest) -> AdminResponse {
+    /// Answers one admin request, or (a change in a cluster) takes a ticket for the answer that
+    /// comes once the store committed it and this instance installed it.
+    pub fn api(&mut self, req: &AdminRequest) -> Reply {
         let (route, param) = match route(&req.method, &req.target) {
             Match::Found(r, p) => (r, p),
             Match::NotFound => {
-                return AdminResponse::error(404, &format!("no route {}", req.target))
+                return Reply::Now(AdminResponse::error(
+                    404,
+                    &format!("no route {}", req.target),
+                ))
             }
             Match::WrongMethod(allowed) => {
                 let mut resp = AdminResponse::error(
@@ -117,12 +161,15 @@ impl Control {
                     ),
                 );
                 resp.headers.push(("Allow", allowed.join(", ")));
-                return resp;
+                return Reply::Now(resp);
             }
         };
         if route.mutates() {
             if !same_origin(req) {
-                return AdminResponse::error(403, "cross-site requests may not change sluice");
+                return Reply::Now(AdminResponse::error(
+                    403,
+                    "cross-site requests may not change sluice",
+                ));
             }
             if let Some(token) = &self.cfg.admin_token {
                 if !token_matches(req.header("authorization"), token) {
@@ -131,34 +178,57 @@ impl Control {
                         "this route needs Authorization: Bearer <admin token>",
                     );
                     resp.headers.push(("WWW-Authenticate", "Bearer".into()));
-                    return resp;
+                    return Reply::Now(resp);
                 }
             }
         }
-        let result = match route {
-            Route::ListBackends => Ok(self.list_backends()),
-            Route::AddBackend => self.add_backend(req),
-            Route::RemoveBackend => self.remove_backend(param),
+        let change = match route {
+            Route::AddBackend => add_backend(req),
+            Route::RemoveBackend => address_param(param).map(|addr| Change::Remove { addr }),
             Route::SetWeight => self.set_weight(req, param),
-            Route::EnableBackend => self.set_enabled(param, true),
-            Route::DisableBackend => self.set_enabled(param, false),
-            Route::GetStrategy => Ok(AdminResponse::json(200, &self.strategy_view())),
-            Route::SetStrategy => self.set_strategy(req),
-            Route::Status => Ok(AdminResponse::json(200, &self.status_view())),
-            Route::OpenApi => Ok(AdminResponse::with_body(
-                200,
-                "application/json",
-                OPENAPI_JSON.as_bytes().to_vec(),
-            )),
-            Route::History => Ok(AdminResponse::json(200, &self.hub.history)),
-            Route::Dashboard => Ok(dashboard_page()),
-            Route::Metrics => Ok(AdminResponse::with_body(
+            Route::EnableBackend | Route::DisableBackend => {
+                address_param(param).map(|addr| Change::SetEnabled {
+                    addr,
+                    enabled: route == Route::EnableBackend,
+                })
+            }
+            Route::SetStrategy => set_strategy(req),
+            _ => return Reply::Now(self.read_only(route)),
+        };
+        match change {
+            Err(resp) => Reply::Now(resp),
+            Ok(change) if self.cluster.is_some() => self.cluster_change(change),
+            Ok(change) => Reply::Now(match self.apply_local(&change) {
+                Ok((revision, record)) => self.committed_response(&change, revision, record),
+                Err(e) => change_error(e),
+            }),
+        }
+    }
+
+    fn read_only(&self, route: Route) -> AdminResponse {
+        match route {
+            Route::ListBackends => self.list_backends(),
+            Route::GetStrategy => AdminResponse::json(200, &self.strategy_view()),
+            Route::Status => AdminResponse::json(200, &self.status_view()),
+            Route::Cluster => match self.cluster_view() {
+                Some(view) => AdminResponse::json(200, &view),
+                None => AdminResponse::error(
+                    404,
+                    "not running as a cluster (start sluice with --cluster-store)",
+                ),
+            },
+            Route::OpenApi => {
+                AdminResponse::with_body(200, "application/json", OPENAPI_JSON.as_bytes().to_vec())
+            }
+            Route::History => AdminResponse::json(200, &self.hub.history),
+            Route::Dashboard => dashboard_page(),
+            Route::Metrics => AdminResponse::with_body(
                 200,
                 "text/plain; version=0.0.4; charset=utf-8",
                 self.prometheus().into_bytes(),
-            )),
-        };
-        result.unwrap_or_else(|resp| resp)
+            ),
+            _ => AdminResponse::error(500, "route has no handler"),
+        }
     }
 
     fn list_backends(&self) -> AdminResponse {
@@ -166,99 +236,148 @@ impl Control {
         AdminResponse::json(200, &list)
     }
 
-    fn view_of(&self, addr: SocketAddr) -> AdminResponse {
-        match self.state.find(addr) {
-            Some(i) => AdminResponse::json(200, &backend_view(&self.state.backends[i])),
-            None => AdminResponse::error(404, &format!("no backend {addr}")),
-        }
-    }
-
-    fn add_backend(&mut self, req: &AdminRequest) -> Result<AdminResponse, AdminResponse> {
-        let body: NewBackend = json_body(req)?;
-        let addr = parse_backend_addr(&body.address).map_err(|e| AdminResponse::error(400, &e))?;
-        let weight = body.weight;
-        if weight > MAX_WEIGHT {
-            return Err(AdminResponse::error(
-                400,
-                &format!("weight must be between 0 and {MAX_WEIGHT}"),
-            ));
-        }
-        self.state
-            .add(addr, weight, self.now_ms)
-            .map_err(change_error)?;
-        log::info!("backend {addr} added (weight {weight})");
-        self.mark_changed();
-        let mut resp = self.view_of(addr);
-        resp.status = 201;
-        Ok(resp)
-    }
-
-    fn remove_backend(&mut self, param: Option<String>) -> Result<AdminResponse, AdminResponse> {
-        let addr = address_param(param)?;
-        self.state
-            .remove(addr, self.now_ms + self.cfg.drain_timeout_ms)
-            .map_err(change_error)?;
-        log::info!("backend {addr} removed; draining");
-        self.mark_changed();
-        Ok(AdminResponse::json(
-            200,
-            &serde_json::json!({ "address": addr.to_string(), "draining": true }),
-        ))
-    }
-
     fn set_weight(
-        &mut self,
+        &self,
         req: &AdminRequest,
         param: Option<String>,
-    ) -> Result<AdminResponse, AdminResponse> {
+    ) -> Result<Change, AdminResponse> {
         let addr = address_param(param)?;
-        if self.state.find(addr).is_none() {
+        // Alone, this instance knows every backend; in a cluster the store decides.
+        if self.cluster.is_none() && self.state.find(addr).is_none() {
             return Err(AdminResponse::error(404, &format!("no backend {addr}")));
         }
         let body: WeightChange = json_body(req)?;
-        self.state
-            .set_weight(addr, body.weight)
-            .map_err(change_error)?;
-        log::info!("backend {addr} weight set to {}", body.weight);
-        self.mark_changed();
-        Ok(self.view_of(addr))
+        Ok(Change::SetWeight {
+            addr,
+            weight: body.weight,
+            expect: body.revision,
+        })
     }
 
-    fn set_enabled(
-        &mut self,
-        param: Option<String>,
-        enabled: bool,
-    ) -> Result<AdminResponse, AdminResponse> {
-        let addr = address_param(param)?;
-        let drain_deadline = self.now_ms + self.cfg.drain_timeout_ms;
-        if self
-            .state
-            .set_enabled(addr, enabled, self.now_ms, drain_deadline)
-            .map_err(change_error)?
-        {
-            log::info!(
-                "backend {addr} {}",
-                if enabled {
-                    "enabled"
-                } else {
-                    "disabled; draining"
+    /// Applies a change to this instance's own configuration (no cluster): saved to the state
+    /// file first, then in force. Returns the revision it made and the record it left.
+    fn apply_local(&mut self, change: &Change) -> Result<(u64, Record), ChangeError> {
+        let now = self.now_ms;
+        let deadline = now + self.cfg.drain_timeout_ms;
+        fn entry(c: &Control, addr: SocketAddr) -> Option<&BackendEntry> {
+            c.state.find(addr).map(|i| &c.state.backends[i])
+        }
+        let stale = |what: String, expect: u64, now: u64| {
+            ChangeError::Conflict(format!(
+                "{what} changed at revision {now} after revision {expect} that you read; \
+                 read it again and retry"
+            ))
+        };
+        match *change {
+            Change::Add { addr, weight } => {
+                self.state.add(addr, weight, now)?;
+                log::info!("backend {addr} added (weight {weight})");
+            }
+            Change::Remove { addr } => {
+                self.state.remove(addr, deadline)?;
+                log::info!("backend {addr} removed; draining");
+                self.mark_changed();
+                return Ok((self.state.revision(), Record::Removed(addr)));
+            }
+            Change::SetWeight {
+                addr,
+                weight,
+                expect,
+            } => {
+                let at = entry(self, addr).map_or(0, |e| e.revision);
+                if let Some(e) = expect.filter(|&e| e != at) {
+                    return Err(stale(format!("backend {addr}"), e, at));
                 }
-            );
+                self.state.set_weight(addr, weight)?;
+                log::info!("backend {addr} weight set to {weight}");
+            }
+            Change::SetEnabled { addr, enabled } => {
+                if self.state.set_enabled(addr, enabled, now, deadline)? {
+                    let what = if enabled {
+                        "enabled"
+                    } else {
+                        "disabled; draining"
+                    };
+                    log::info!("backend {addr} {what}");
+                    self.mark_changed();
+                }
+            }
+            Change::SetStrategy { strategy, expect } => {
+                let at = self.state.strategy_revision;
+                if let Some(e) = expect.filter(|&e| e != at) {
+                    return Err(stale("the strategy".into(), e, at));
+                }
+                self.state.set_strategy(strategy)?;
+                log::info!("strategy set to {strategy}");
+                self.mark_changed();
+                let record = super::store::StrategyRecord::new(strategy, self.state.params);
+                return Ok((self.state.strategy_revision, Record::Strategy(record)));
+            }
+        }
+        if !matches!(change, Change::SetEnabled { .. }) {
             self.mark_changed();
         }
-        Ok(self.view_of(addr))
+        let (Change::Add { addr, .. }
+        | Change::SetWeight { addr, .. }
+        | Change::SetEnabled { addr, .. }) = *change
+        else {
+            return Err(ChangeError::Invalid("unexpected change".into()));
+        };
+        match entry(self, addr) {
+            Some(e) => Ok((
+                e.revision,
+                Record::Backend(super::state::SavedBackend {
+                    address: e.addr,
+                    weight: e.weight,
+                    enabled: e.enabled,
+                }),
+            )),
+            None => Err(ChangeError::NotFound(format!("no backend {addr}"))),
+        }
     }
 
-    fn set_strategy(&mut self, req: &AdminRequest) -> Result<AdminResponse, AdminResponse> {
-        let body: StrategyChange = json_body(req)?;
-        let kind: StrategyKind = body
-            .strategy
-            .parse()
-            .map_err(|e: String| AdminResponse::error(400, &e))?;
-        self.state.set_strategy(kind).map_err(change_error)?;
-        log::info!("strategy set to {kind}");
-        self.mark_changed();
-        Ok(AdminResponse::json(200, &self.strategy_view()))
+    /// The answer to a change that is in force: what it left, with this instance's own
+    /// knowledge (health, ejection) of a backend.
+    pub fn committed_response(
+        &self,
+        change: &Change,
+        revision: u64,
+        record: Record,
+    ) -> AdminResponse {
+        match record {
+            Record::Backend(b) => {
+                let local = self.state.find(b.address).map(|i| &self.state.backends[i]);
+                let view = BackendView {
+                    address: b.address.to_string(),
+                    weight: b.weight,
+                    enabled: b.enabled,
+                    healthy: local.is_none_or(|e| e.health.healthy),
+                    ejected: local.is_some_and(BackendEntry::is_ejected),
+                    draining: false,
+                    revision,
+                };
+                let status = if matches!(change, Change::Add { .. }) {
+                    201
+                } else {
+                    200
+                };
+                AdminResponse::json(status, &view)
+            }
+            Record::Removed(addr) => AdminResponse::json(
+                200,
+                &serde_json::json!({
+                    "address": addr.to_string(),
+                    "draining": true,
+                    "revision": revision,
+                }),
+            ),
+            Record::Strategy(s) => {
+                let mut view = self.strategy_view();
+                view.configured = s.strategy.name().to_string();
+                view.revision = revision;
+                AdminResponse::json(200, &view)
+            }
+        }
     }
 
     pub fn strategy_view(&self) -> StrategyView {
@@ -273,6 +392,7 @@ impl Control {
             },
             switches: self.counters.strategy_switches,
             available: strategy_names(),
+            revision: self.state.strategy_revision,
         }
     }
 
@@ -299,6 +419,8 @@ impl Control {
         StatusView {
             version: self.state.version(),
             installed_version: self.installed_version(),
+            revision: self.state.revision(),
+            cluster: self.cluster.as_ref().map(|c| c.cfg.name.clone()),
             mode: format!("{:?}", self.settings.proxy.mode).to_lowercase(),
             strategy: self.strategy_view(),
             requests_per_s: self.hub.requests_per_s(),

@@ -10,9 +10,12 @@
 
 pub mod adaptive;
 pub mod api;
+pub mod cluster;
 pub mod health;
 pub mod prometheus;
+pub mod saved;
 pub mod state;
+pub mod store;
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,6 +35,7 @@ use crate::link::{ControlLink, ControlMsg, Workers};
 use crate::metrics::MetricsHub;
 use crate::strategy::StrategyKind;
 use adaptive::{AdaptiveEngine, Sample};
+use cluster::Cluster;
 use health::{HealthChecker, ProbeResult};
 use state::{ControlState, StateFile};
 
@@ -46,9 +50,12 @@ const TICK_MS: u64 = 100;
 impl Control {
     /// Opens the state (file or flags) and registers the admin listener. Returns the control
     /// thread to [`Control::spawn`] once the workers run, and the link the workers reach it by.
+    /// `boot` is the configuration read from the cluster's store ([`cluster::bootstrap`]), or
+    /// `None` when this instance runs alone.
     pub fn new(
         settings: Settings,
         admin_listener: Option<std::net::TcpListener>,
+        boot: Option<cluster::Boot>,
     ) -> Result<(Control, ControlLink), String> {
         let now_ms = clock::now_ms();
         let poll = Poll::new().map_err(|e| format!("cannot create event loop: {e}"))?;
@@ -57,12 +64,22 @@ impl Control {
         );
         let (tx, rx) = unbounded();
         let ctl = settings.control.clone();
-        let state = ControlState::open(
-            ctl.state_file.clone().map(StateFile::new),
-            &settings.backends,
-            settings.strategy,
-            settings.params,
-        )?;
+        let (cluster, state) = match (ctl.cluster.clone(), boot) {
+            (Some(cfg), Some(boot)) => {
+                let (c, s) = Cluster::new(cfg, boot, &settings, waker.clone())?;
+                (Some(c), s)
+            }
+            (Some(_), None) => return Err("cluster mode needs the configuration read first".into()),
+            (None, _) => {
+                let state = ControlState::open(
+                    ctl.state_file.clone().map(StateFile::new),
+                    &settings.backends,
+                    settings.strategy,
+                    settings.params,
+                )?;
+                (None, state)
+            }
+        };
         let admin = match admin_listener {
             Some(listener) => {
                 let mut server = AdminServer::from_std(listener, ADMIN_TOKEN_BASE)
@@ -79,6 +96,7 @@ impl Control {
             admin,
             health: HealthChecker::new(ctl.health.clone(), HEALTH_TOKEN_BASE),
             state,
+            cluster,
             workers: None,
             rx,
             hub: MetricsHub::default(),
@@ -104,9 +122,19 @@ impl Control {
         self.state.next_version()
     }
 
-    /// Runs the control loop on a thread of its own, in charge of `workers`.
-    pub fn spawn(mut self, workers: Workers) -> Result<JoinHandle<()>, String> {
+    /// Runs the control loop on a thread of its own, in charge of `workers` (which serve on
+    /// `proxy_addr`); in a cluster, registers this instance and starts following the store.
+    pub fn spawn(
+        mut self,
+        workers: Workers,
+        proxy_addr: SocketAddr,
+    ) -> Result<JoinHandle<()>, String> {
         self.workers = Some(workers);
+        let admin_addr = self.admin_addr();
+        let revision = self.state.revision();
+        if let Some(c) = self.cluster.as_mut() {
+            c.start(proxy_addr, admin_addr, revision)?;
+        }
         std::thread::Builder::new()
             .name("sluice-control".into())
             .spawn(move || self.run())
@@ -114,7 +142,7 @@ impl Control {
     }
 }
 
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -133,6 +161,8 @@ pub struct Control {
     admin: Option<AdminServer>,
     health: HealthChecker,
     pub state: ControlState,
+    /// Cluster mode: the store's threads and this instance's copy of the cluster's keys.
+    pub cluster: Option<Cluster>,
     workers: Option<Workers>,
     rx: Receiver<ControlMsg>,
     pub hub: MetricsHub,
@@ -171,13 +201,19 @@ impl Control {
                             admin.accept(self.poll.registry(), self.now_ms);
                         }
                     }
-                    WAKER => self.drain_messages(),
+                    WAKER => {
+                        self.drain_messages();
+                        self.store_events();
+                    }
                     t if self.health.owns(t) => self.health.on_ready(t, &mut results),
                     t => self.admin_ready(t),
                 }
             }
             self.housekeeping(&mut results);
             self.publish_if_changed();
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.stop();
         }
         if let Some(workers) = self.workers.take() {
             workers.shutdown(Duration::from_millis(
@@ -241,6 +277,7 @@ impl Control {
                 workers.sever(id);
             }
         }
+        self.release_held();
         if now >= self.next_second_ms {
             self.next_second_ms = now + 1_000;
             self.hub.rotate(unix_ms());

@@ -147,6 +147,29 @@ impl Control {
             "Version of the backend table the workers route by.",
         );
         sample(&mut o, "sluice_table_version", "", self.state.version());
+        family(
+            &mut o,
+            "sluice_config_revision",
+            "gauge",
+            "Configuration revision the table was built from (in a cluster, an etcd revision).",
+        );
+        sample(&mut o, "sluice_config_revision", "", self.state.revision());
+        if let Some(c) = &self.cluster {
+            family(
+                &mut o,
+                "sluice_cluster_store_up",
+                "gauge",
+                "1 while the cluster's configuration store (etcd) answers, else 0.",
+            );
+            sample(&mut o, "sluice_cluster_store_up", "", u8::from(c.store_up));
+            family(
+                &mut o,
+                "sluice_cluster_members",
+                "gauge",
+                "Instances registered in the cluster's configuration store.",
+            );
+            sample(&mut o, "sluice_cluster_members", "", c.mirror.members.len());
+        }
 
         family(
             &mut o,

@@ -1,42 +1,32 @@
-//! The authoritative configuration (backends, weights, enabled flags, strategy) and its state file.
+//! The authoritative configuration (backends, weights, enabled flags, strategy) and what the
+//! control thread knows of each backend.
 //!
-//! Only the control thread touches [`ControlState`]. A mutation is first checked, then written to the
-//! state file, and only then applied; so a change the API confirmed survives a crash, and a change
-//! that could not be written is not in force either. The file is replaced atomically: write a
-//! temporary file, fsync it, rename it over the old one, fsync the directory (the sequence SQLite and
-//! etcd use; without the directory fsync the rename itself may be lost on power failure).
+//! Only the control thread touches [`ControlState`]. Alone, a mutation is first checked, then
+//! written to the state file ([`crate::control::saved`]), and only then applied; so a change the
+//! API confirmed survives a crash, and a change that could not be written is not in force
+//! either. In a cluster, the store's configuration is installed whole with
+//! [`ControlState::install`], which changes only what differs.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use log::{info, warn};
-use serde::{Deserialize, Serialize};
-
 use super::health::Hysteresis;
+pub use super::saved::{SavedBackend, SavedState, StateFile, STATE_FORMAT};
 use crate::backend::{Backend, BackendId, BackendSpec, BackendStats, BackendTable, MAX_WEIGHT};
 use crate::strategy::{StrategyKind, StrategyParams};
 
-/// Version of the state file format.
-const STATE_FORMAT: u32 = 1;
-
-/// One backend as an operator configured it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedBackend {
-    pub address: SocketAddr,
-    pub weight: u32,
-    pub enabled: bool,
-}
-
-/// The durable part of the configuration: what the state file holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SavedState {
-    pub format: u32,
+/// The configuration as a store holds it: what every instance of a cluster installs, at the
+/// store revision it was read at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    /// The store revision of the last configuration change it includes.
+    pub revision: u64,
     pub strategy: StrategyKind,
-    pub backends: Vec<SavedBackend>,
+    /// The store revision of the strategy's record.
+    pub strategy_revision: u64,
+    pub params: StrategyParams,
+    /// Each backend with the store revision of its record.
+    pub backends: Vec<(SavedBackend, u64)>,
 }
 
 /// Why a mutation was refused; each maps to an HTTP status in the admin API.
@@ -47,13 +37,25 @@ pub enum ChangeError {
     Invalid(String),
     /// The state file could not be written; nothing changed.
     Storage(String),
+    /// Another change came first (the revision the caller read is gone); nothing changed.
+    Conflict(String),
+    /// The configuration store cannot be reached or has no quorum; nothing changed.
+    Unavailable,
+    /// The store took the change but did not confirm it in time (it lost its quorum meanwhile):
+    /// like any consensus store's timeout, this is not a no, and the change may still be applied
+    /// when the store recovers.
+    Unconfirmed,
 }
 
 impl std::fmt::Display for ChangeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ChangeError::NotFound(m) | ChangeError::Duplicate(m) | ChangeError::Invalid(m) => {
-                f.write_str(m)
+            ChangeError::NotFound(m)
+            | ChangeError::Duplicate(m)
+            | ChangeError::Invalid(m)
+            | ChangeError::Conflict(m) => f.write_str(m),
+            ChangeError::Unavailable | ChangeError::Unconfirmed => {
+                f.write_str("configuration store unavailable")
             }
             ChangeError::Storage(m) => {
                 write!(f, "could not save the state file, nothing changed: {m}")
@@ -86,6 +88,8 @@ pub struct BackendEntry {
     pub drain_deadline_ms: Option<u64>,
     /// When it last became eligible, for slow start.
     pub since_ms: u64,
+    /// The configuration revision of its last change (in a cluster, its record's etcd revision).
+    pub revision: u64,
     pub stats: Arc<BackendStats>,
 }
 
@@ -110,6 +114,13 @@ impl BackendEntry {
     }
 }
 
+fn first_revision() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+        .max(1)
+}
+
 /// What workers run for a configured strategy: `adaptive` starts as round robin.
 fn resolve(strategy: StrategyKind) -> StrategyKind {
     match strategy {
@@ -118,102 +129,14 @@ fn resolve(strategy: StrategyKind) -> StrategyKind {
     }
 }
 
-/// The state file, if one is configured.
-#[derive(Debug, Clone)]
-pub struct StateFile {
-    path: PathBuf,
-}
-
-impl StateFile {
-    pub fn new(path: impl Into<PathBuf>) -> StateFile {
-        StateFile { path: path.into() }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads the saved state; `Ok(None)` when there is no file yet. A file that exists but cannot
-    /// be read or parsed is an error naming the file, and the file is left as it is.
-    pub fn load(&self) -> Result<Option<SavedState>, String> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(format!(
-                    "cannot read state file {}: {e}",
-                    self.path.display()
-                ))
-            }
-        };
-        let state: SavedState = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "state file {} is corrupt: {e} (fix or remove it; it was left untouched)",
-                self.path.display()
-            )
-        })?;
-        if state.format != STATE_FORMAT {
-            return Err(format!(
-                "state file {} has format {}, this sluice reads format {STATE_FORMAT}",
-                self.path.display(),
-                state.format
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for b in &state.backends {
-            if b.weight > MAX_WEIGHT {
-                return Err(format!(
-                    "state file {}: weight {} of {} is above {MAX_WEIGHT}",
-                    self.path.display(),
-                    b.weight,
-                    b.address
-                ));
-            }
-            if !seen.insert(b.address) {
-                return Err(format!(
-                    "state file {}: backend {} appears twice",
-                    self.path.display(),
-                    b.address
-                ));
-            }
-        }
-        Ok(Some(state))
-    }
-
-    /// Replaces the file atomically and durably.
-    pub fn save(&self, state: &SavedState) -> io::Result<()> {
-        let text = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = self
-            .path
-            .file_name()
-            .ok_or_else(|| io::Error::other("state file path has no file name"))?;
-        let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(&text)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            File::open(&dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
-    }
-}
-
 /// The authoritative configuration and what the control thread knows of each backend.
 pub struct ControlState {
     version: u64,
+    /// The configuration revision in force: in a cluster, the etcd revision of the last change
+    /// installed; alone, a count of the changes accepted since start.
+    revision: u64,
+    /// The revision of the strategy's last change.
+    pub strategy_revision: u64,
     next_id: BackendId,
     pub backends: Vec<BackendEntry>,
     /// The strategy the operator chose (may be `adaptive`).
@@ -224,39 +147,6 @@ pub struct ControlState {
     file: Option<StateFile>,
     /// Whether the first runtime change without a state file was warned about.
     warned_unsaved: std::cell::Cell<bool>,
-}
-
-/// Says at start what a state file restored, and which flags it overrides.
-fn report_restored(
-    saved: &SavedState,
-    file: &StateFile,
-    flag_backends: &[BackendSpec],
-    flag_strategy: StrategyKind,
-) {
-    let path = file.path().display();
-    info!(
-        "restored {} backends and strategy {} from the state file {path}",
-        saved.backends.len(),
-        saved.strategy
-    );
-    let same_backends = flag_backends.len() == saved.backends.len()
-        && flag_backends
-            .iter()
-            .all(|f| saved.backends.iter().any(|b| b.address == f.addr));
-    if !flag_backends.is_empty() && !same_backends {
-        let flags: Vec<String> = flag_backends.iter().map(|b| b.addr.to_string()).collect();
-        warn!(
-            "--backend {} ignored: the state file {path} decides the backends (change them with \
-             sluice ctl, or remove the file to start from the flags)",
-            flags.join(" --backend ")
-        );
-    }
-    if flag_strategy != saved.strategy {
-        info!(
-            "strategy {} comes from the state file; the --strategy flag ({flag_strategy}) does not apply",
-            saved.strategy
-        );
-    }
 }
 
 impl ControlState {
@@ -273,7 +163,7 @@ impl ControlState {
         };
         let fresh = saved.is_none();
         if let (Some(saved), Some(f)) = (&saved, &file) {
-            report_restored(saved, f, seed_backends, seed_strategy);
+            super::saved::report_restored(saved, f, seed_backends, seed_strategy);
         }
         let saved = saved.unwrap_or_else(|| SavedState {
             format: STATE_FORMAT,
@@ -287,8 +177,13 @@ impl ControlState {
                 })
                 .collect(),
         });
+        // Alone, revisions are counted from the start time in microseconds, so that they only
+        // grow across restarts and a revision read before one never matches after it.
+        let first_revision = first_revision();
         let mut state = ControlState {
             version: 0,
+            revision: first_revision,
+            strategy_revision: first_revision,
             next_id: 1,
             backends: Vec::new(),
             strategy: saved.strategy,
@@ -332,6 +227,7 @@ impl ControlState {
             removing_from_version: 0,
             drain_deadline_ms: None,
             since_ms: now_ms,
+            revision: self.revision,
             stats: Arc::new(BackendStats::default()),
         });
         id
@@ -339,6 +235,16 @@ impl ControlState {
 
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// A change was accepted without a store revision (no cluster): count it.
+    fn bump(&mut self) -> u64 {
+        self.revision += 1;
+        self.revision
     }
 
     /// Position of the backend at `addr`, not counting one being removed.
@@ -377,7 +283,7 @@ impl ControlState {
                 .map_err(|e| ChangeError::Storage(format!("{}: {e}", f.path().display()))),
             None => {
                 if !self.warned_unsaved.replace(true) {
-                    warn!(
+                    log::warn!(
                         "this runtime change is not saved: without --state-file, changes made \
                          through the admin API are lost on restart and on a live upgrade"
                     );
@@ -410,6 +316,7 @@ impl ControlState {
             enabled: true,
         });
         self.persist(&next)?;
+        self.bump();
         Ok(self.push(addr, weight, now_ms))
     }
 
@@ -422,6 +329,7 @@ impl ControlState {
         let mut next = self.saved();
         next.backends.retain(|b| b.address != addr);
         self.persist(&next)?;
+        self.backends[i].revision = self.bump();
         self.backends[i].removing_deadline_ms = Some(drain_deadline_ms);
         self.backends[i].removing_from_version = self.version + 1;
         Ok(())
@@ -443,7 +351,9 @@ impl ControlState {
             b.enabled = enabled;
         }
         self.persist(&next)?;
+        let revision = self.bump();
         let e = self.find_mut(addr)?;
+        e.revision = revision;
         e.enabled = enabled;
         if enabled {
             e.since_ms = now_ms;
@@ -466,7 +376,10 @@ impl ControlState {
             b.weight = weight;
         }
         self.persist(&next)?;
-        self.find_mut(addr)?.weight = weight;
+        let revision = self.bump();
+        let e = self.find_mut(addr)?;
+        e.weight = weight;
+        e.revision = revision;
         Ok(())
     }
 
@@ -474,6 +387,7 @@ impl ControlState {
         let mut next = self.saved();
         next.strategy = strategy;
         self.persist(&next)?;
+        self.strategy_revision = self.bump();
         self.strategy = strategy;
         self.set_active(resolve(strategy));
         Ok(())
@@ -545,6 +459,7 @@ impl ControlState {
             })
             .collect();
         let mut table = BackendTable::new(self.version, backends, self.active_strategy);
+        table.revision = self.revision;
         table.params = self.params;
         table.latency_aware = self.strategy == StrategyKind::Adaptive
             || matches!(
@@ -558,10 +473,101 @@ impl ControlState {
     pub fn routable_count(&self) -> usize {
         self.backends.iter().filter(|b| b.routable()).count()
     }
+
+    /// The configuration in force, as a store would hold it.
+    pub fn desired(&self) -> Desired {
+        Desired {
+            revision: self.revision,
+            strategy: self.strategy,
+            strategy_revision: self.strategy_revision,
+            params: self.params,
+            backends: self
+                .backends
+                .iter()
+                .filter(|b| b.removing_deadline_ms.is_none())
+                .map(|b| (b.saved(), b.revision))
+                .collect(),
+        }
+    }
+
+    /// Makes `desired` the configuration in force, changing only what differs: a new backend
+    /// starts (slow start counts from `now_ms`), a missing one drains until `drain_deadline_ms`
+    /// and leaves, a disabled one drains; health, ejections and measurements of the others stay.
+    /// Returns whether anything routing depends on changed.
+    pub fn install(&mut self, desired: &Desired, now_ms: u64, drain_deadline_ms: u64) -> bool {
+        let mut changed = false;
+        let at = desired.revision;
+        for (want, revision) in &desired.backends {
+            let i = match self.find(want.address) {
+                Some(i) => i,
+                None => {
+                    log::info!(
+                        "backend {} added (weight {}) at revision {at}",
+                        want.address,
+                        want.weight
+                    );
+                    self.push(want.address, want.weight, now_ms);
+                    changed = true;
+                    self.backends.len() - 1
+                }
+            };
+            let e = &mut self.backends[i];
+            e.revision = *revision;
+            if e.weight != want.weight {
+                log::info!(
+                    "backend {} weight {} -> {} at revision {at}",
+                    e.addr,
+                    e.weight,
+                    want.weight
+                );
+                e.weight = want.weight;
+                changed = true;
+            }
+            if e.enabled != want.enabled {
+                e.enabled = want.enabled;
+                if want.enabled {
+                    log::info!("backend {} enabled at revision {at}", e.addr);
+                    e.since_ms = now_ms;
+                    e.drain_deadline_ms = None;
+                } else {
+                    log::info!("backend {} disabled at revision {at}; draining", e.addr);
+                    e.drain_deadline_ms = Some(drain_deadline_ms);
+                }
+                changed = true;
+            }
+        }
+        let removing_from = self.version + 1;
+        for e in &mut self.backends {
+            let wanted = desired.backends.iter().any(|(b, _)| b.address == e.addr);
+            if !wanted && e.removing_deadline_ms.is_none() {
+                log::info!("backend {} removed at revision {at}; draining", e.addr);
+                e.removing_deadline_ms = Some(drain_deadline_ms);
+                e.removing_from_version = removing_from;
+                changed = true;
+            }
+        }
+        if self.strategy != desired.strategy {
+            log::info!("strategy set to {} at revision {at}", desired.strategy);
+            self.strategy = desired.strategy;
+            self.set_active(resolve(desired.strategy));
+            changed = true;
+        }
+        if self.params != desired.params {
+            self.params = desired.params;
+            changed = true;
+        }
+        self.strategy_revision = desired.strategy_revision;
+        changed |= self.revision != at;
+        self.revision = at;
+        changed
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::path::PathBuf;
+
     use super::*;
 
     fn addr(port: u16) -> SocketAddr {
@@ -700,6 +706,50 @@ mod tests {
             s.remove(addr(9), 1),
             Err(ChangeError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn install_changes_only_what_differs_and_keeps_local_knowledge() {
+        let mut s = ControlState::open(
+            None,
+            &seed(),
+            StrategyKind::RoundRobin,
+            StrategyParams::default(),
+        )
+        .unwrap();
+        s.backends[1].health.healthy = false;
+        let mut want = s.desired();
+        want.revision = 40;
+        want.backends[0].0.enabled = false;
+        want.backends[1].0.weight = 9;
+        want.backends.push((
+            SavedBackend {
+                address: addr(3),
+                weight: 2,
+                enabled: true,
+            },
+            40,
+        ));
+        want.strategy = StrategyKind::LeastConnections;
+        assert!(s.install(&want, 7, 100));
+        assert_eq!(s.revision(), 40);
+        assert_eq!(s.backends[0].drain_deadline_ms, Some(100));
+        assert!(!s.backends[1].health.healthy, "health is local and stays");
+        assert_eq!(s.backends[1].weight, 9);
+        assert_eq!(s.backends[2].since_ms, 7);
+        assert_eq!(s.active_strategy, StrategyKind::LeastConnections);
+        assert_eq!(s.next_version().revision, 40);
+        assert!(
+            !s.install(&want, 8, 100),
+            "the same configuration again changes nothing"
+        );
+
+        want.revision = 41;
+        want.backends.remove(0);
+        assert!(s.install(&want, 9, 200));
+        assert_eq!(s.backends[0].removing_deadline_ms, Some(200));
+        assert_eq!(s.desired().backends.len(), 2);
+        assert_eq!(s.desired().revision, 41);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::Duration;
 
+pub mod etcd;
+
 use loadgen::h1::{RequestReader, Response, ResponseReader};
 use sluice::backend::BackendSpec;
 use sluice::config::{Mode, ProxyConfig, Settings};

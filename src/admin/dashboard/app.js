@@ -367,9 +367,39 @@
       : `Cannot reach sluice (${error.message}); retrying`;
   }
 
+  // In a cluster (the status names it), the members and the configuration revision each has
+  // installed; alone, the panel stays hidden.
+  let clustered = false;
+
+  function renderCluster(c) {
+    $("cluster-panel").hidden = false;
+    const store = c.store_up ? "store up" : "store UNREACHABLE: changes refused, routing goes on";
+    $("cluster-summary").textContent =
+      `${c.name} · this instance ${c.instance} at revision ${c.revision} · ${store}`;
+    const body = $("members").querySelector("tbody");
+    body.replaceChildren(
+      ...c.members.map((m) => {
+        const tr = document.createElement("tr");
+        for (const [text, cls] of [[m.id, ""], [m.proxy, ""], [String(m.revision), "num"]]) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          if (cls) td.className = cls;
+          tr.appendChild(td);
+        }
+        if (m.revision < c.revision) tr.title = "behind this instance";
+        return tr;
+      }),
+    );
+  }
+
+  async function refreshCluster() {
+    if (clustered) renderCluster(await getJSON("api/cluster"));
+  }
+
   async function refresh() {
-    const [h, s] = await Promise.all([getJSON("api/history"), getJSON("api/status")]);
+    const [h, s] = await Promise.all([getJSON("api/history"), getJSON("api/status"), refreshCluster()]);
     history = Array.isArray(h) ? h : [];
+    clustered = typeof s.cluster === "string";
     renderStatus(s);
     drawCharts();
   }
