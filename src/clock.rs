@@ -10,17 +10,17 @@ fn origin() -> Instant {
 }
 
 /// Milliseconds since the process first asked; never 0, so 0 can mean "never" in deadlines.
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     origin().elapsed().as_millis() as u64 + 1
 }
 
 /// Microseconds since the process first asked, for latencies.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     origin().elapsed().as_micros() as u64 + 1
 }
 
 /// Both clocks from one reading: `(ms, us)`, consistent with [`now_ms`] and [`now_us`].
-pub fn now() -> (u64, u64) {
+pub(crate) fn now() -> (u64, u64) {
     let us = now_us();
     ((us - 1) / 1000 + 1, us)
 }

@@ -1,26 +1,31 @@
 //! sluice: a per-core mio load balancer for TCP and HTTP/1.1 in front of unreliable backends.
 //!
-//! Data flow: [`control::start`] starts the control thread and [`server::DataPlane`], one
-//! [`worker::Worker`] per core; each worker accepts on its own SO_REUSEPORT listener and proxies with
-//! [`http::session`] (HTTP/1.1) or [`tunnel`] (TCP), choosing backends through [`upstream`] and a
-//! [`strategy`] over the current [`backend::BackendTable`]. The control thread owns the
-//! authoritative state, serves the [`admin`] API, checks health, merges [`metrics`], and publishes a
-//! new table version for each change.
+//! Data flow: [`run::start`] binds the [`listeners`] and starts one worker per core (`worker`, the
+//! data-plane thread: an event loop that proxies HTTP/1.1 or TCP, choosing backends with a
+//! [`strategy`] over the current [`backend::BackendTable`]) and the control thread (`control`: the
+//! authoritative state, the admin API, health checks, metrics, the cluster store), which publishes
+//! a new table version for each change. What crosses between the threads is in `link`.
+//!
+//! What is public here is what the binary, the tests and the fuzz targets use: flags and settings
+//! ([`config`]), starting and stopping ([`run`], [`listeners`], [`upgrade`]), `sluice ctl`
+//! ([`ctl`]), and the strategy API with the backends it picks among.
 
-pub mod admin;
+#![warn(unreachable_pub)]
+
+pub(crate) mod admin;
 pub mod backend;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
-pub mod control;
+pub(crate) mod control;
 pub mod ctl;
 pub mod http;
-pub mod link;
+pub(crate) mod link;
 pub mod listeners;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod proxy_protocol;
 pub mod retry;
-pub mod rng;
+pub(crate) mod rng;
 pub mod run;
 pub mod strategy;
 pub mod upgrade;
-pub mod worker;
+pub(crate) mod worker;

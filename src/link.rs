@@ -19,7 +19,7 @@ use crate::backend::{BackendId, BackendTable};
 use crate::metrics::WorkerSnapshot;
 
 /// Messages to the control thread.
-pub enum ControlMsg {
+pub(crate) enum ControlMsg {
     Metrics(Box<WorkerSnapshot>),
     /// A backend's consecutive failures reached `--eject-after`.
     Failing(BackendId),
@@ -28,17 +28,17 @@ pub enum ControlMsg {
 
 /// How workers (and the main thread) reach the control thread.
 #[derive(Clone)]
-pub struct ControlLink {
+pub(crate) struct ControlLink {
     tx: Sender<ControlMsg>,
     waker: Arc<Waker>,
 }
 
 impl ControlLink {
-    pub fn new(tx: Sender<ControlMsg>, waker: Arc<Waker>) -> ControlLink {
+    pub(crate) fn new(tx: Sender<ControlMsg>, waker: Arc<Waker>) -> ControlLink {
         ControlLink { tx, waker }
     }
 
-    pub fn send(&self, msg: ControlMsg) {
+    pub(crate) fn send(&self, msg: ControlMsg) {
         if self.tx.send(msg).is_ok() {
             let _ = self.waker.wake();
         }
@@ -46,7 +46,7 @@ impl ControlLink {
 }
 
 /// Messages from the control thread to a worker.
-pub enum WorkerMsg {
+pub(crate) enum WorkerMsg {
     /// Route by this table from now on.
     Table(Arc<BackendTable>),
     /// Stop accepting, finish what is in flight within `timeout`, then exit.
@@ -56,7 +56,7 @@ pub enum WorkerMsg {
 }
 
 /// How the control thread reaches one worker.
-pub struct WorkerLink {
+pub(crate) struct WorkerLink {
     pub tx: Sender<WorkerMsg>,
     pub waker: Arc<Waker>,
     /// The table version the worker routes by, stored by the worker when it installs one.
@@ -65,17 +65,17 @@ pub struct WorkerLink {
 }
 
 /// The running workers, as the control thread sees them.
-pub struct Workers {
+pub(crate) struct Workers {
     links: Vec<WorkerLink>,
 }
 
 impl Workers {
-    pub fn new(links: Vec<WorkerLink>) -> Workers {
+    pub(crate) fn new(links: Vec<WorkerLink>) -> Workers {
         Workers { links }
     }
 
     /// Sends a new table version to every worker.
-    pub fn publish(&self, table: &Arc<BackendTable>) {
+    pub(crate) fn publish(&self, table: &Arc<BackendTable>) {
         for link in &self.links {
             send(link, WorkerMsg::Table(table.clone()));
         }
@@ -83,7 +83,7 @@ impl Workers {
 
     /// The oldest table version any worker still routes by: a backend left out of this version
     /// is picked by no worker any more.
-    pub fn installed_version(&self) -> u64 {
+    pub(crate) fn installed_version(&self) -> u64 {
         self.links
             .iter()
             .map(|l| l.installed_version.load(Ordering::Acquire))
@@ -92,14 +92,14 @@ impl Workers {
     }
 
     /// Orders every worker to close its connections to backend `id` (its drain time is over).
-    pub fn sever(&self, id: BackendId) {
+    pub(crate) fn sever(&self, id: BackendId) {
         for link in &self.links {
             send(link, WorkerMsg::Sever(id));
         }
     }
 
     /// Stops accepting, lets requests in flight finish within `timeout`, and waits for the workers.
-    pub fn shutdown(self, timeout: Duration) {
+    pub(crate) fn shutdown(self, timeout: Duration) {
         for link in &self.links {
             send(link, WorkerMsg::Shutdown { timeout });
         }

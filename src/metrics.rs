@@ -10,14 +10,14 @@ use hdrhistogram::Histogram;
 use crate::backend::BackendId;
 
 /// Latencies are recorded in microseconds up to this bound (larger ones are clamped).
-pub const MAX_LATENCY_US: u64 = 3_600_000_000;
+pub(crate) const MAX_LATENCY_US: u64 = 3_600_000_000;
 /// Seconds of latency history behind the quantiles the API reports.
-pub const LATENCY_WINDOW_S: usize = 10;
+pub(crate) const LATENCY_WINDOW_S: usize = 10;
 /// Seconds of per-second history kept for the dashboard's charts.
-pub const HISTORY_S: usize = 300;
+pub(crate) const HISTORY_S: usize = 300;
 /// Seconds that rates and error rates average over: workers hand their counts over once a second
 /// on their own clocks, so a single second can hold two of one worker's snapshots, or none.
-pub const RATE_WINDOW_S: usize = 5;
+pub(crate) const RATE_WINDOW_S: usize = 5;
 
 /// Two significant figures: 1% resolution in a few KiB, which is what a quantile needs.
 #[allow(clippy::expect_used)] // constant bounds: 1 <= low, high >= 2 * low, 2 significant figures
@@ -27,7 +27,7 @@ fn new_histogram() -> Histogram<u64> {
 
 /// Why an attempt on a backend failed, for counting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
+pub(crate) enum FailureKind {
     Connect,
     Timeout,
     Broken,
@@ -36,7 +36,7 @@ pub enum FailureKind {
 
 /// One backend's counts on one worker since the last snapshot.
 #[derive(Clone, Debug)]
-pub struct BackendCounts {
+pub(crate) struct BackendCounts {
     pub id: BackendId,
     /// Responses received by status class: index 1 = 1xx ... 5 = 5xx.
     pub responses: [u64; 6],
@@ -50,7 +50,7 @@ pub struct BackendCounts {
 }
 
 impl BackendCounts {
-    pub fn new(id: BackendId) -> BackendCounts {
+    pub(crate) fn new(id: BackendId) -> BackendCounts {
         BackendCounts {
             id,
             responses: [0; 6],
@@ -62,13 +62,13 @@ impl BackendCounts {
         }
     }
 
-    pub fn record_response(&mut self, status: u16, latency_us: u64) {
+    pub(crate) fn record_response(&mut self, status: u16, latency_us: u64) {
         self.responses[usize::from(status / 100).min(5)] += 1;
         self.latency_sum_us += latency_us;
         let _ = self.latency_us.record(latency_us.clamp(1, MAX_LATENCY_US));
     }
 
-    pub fn record_failure(&mut self, kind: FailureKind) {
+    pub(crate) fn record_failure(&mut self, kind: FailureKind) {
         match kind {
             FailureKind::Connect => self.connect_errors += 1,
             FailureKind::Timeout => self.timeouts += 1,
@@ -77,18 +77,18 @@ impl BackendCounts {
     }
 
     /// Attempts that ended in a failure: a 5xx answer or no answer at all.
-    pub fn failures(&self) -> u64 {
+    pub(crate) fn failures(&self) -> u64 {
         self.responses[5] + self.connect_errors + self.timeouts + self.broken
     }
 
-    pub fn answered(&self) -> u64 {
+    pub(crate) fn answered(&self) -> u64 {
         self.responses.iter().sum()
     }
 }
 
 /// Everything one worker counted since its last snapshot. Gauges (`active_clients`) are current.
 #[derive(Clone, Debug, Default)]
-pub struct WorkerSnapshot {
+pub(crate) struct WorkerSnapshot {
     pub worker: usize,
     pub accepted: u64,
     pub closed: u64,
@@ -106,12 +106,12 @@ pub struct WorkerSnapshot {
 
 /// A worker's running counts.
 #[derive(Default)]
-pub struct WorkerMetrics {
+pub(crate) struct WorkerMetrics {
     pub current: WorkerSnapshot,
 }
 
 impl WorkerMetrics {
-    pub fn new(worker: usize) -> WorkerMetrics {
+    pub(crate) fn new(worker: usize) -> WorkerMetrics {
         WorkerMetrics {
             current: WorkerSnapshot {
                 worker,
@@ -121,7 +121,7 @@ impl WorkerMetrics {
     }
 
     /// The counts for backend `id`, found at `hint` when the list is aligned with the table.
-    pub fn backend(&mut self, id: BackendId, hint: usize) -> &mut BackendCounts {
+    pub(crate) fn backend(&mut self, id: BackendId, hint: usize) -> &mut BackendCounts {
         let list = &mut self.current.backends;
         let i = match list.get(hint) {
             Some(b) if b.id == id => hint,
@@ -137,7 +137,7 @@ impl WorkerMetrics {
     }
 
     /// Hands over what was counted and starts again, with per-backend slots in `order`.
-    pub fn take(&mut self, active_clients: u64, order: &[BackendId]) -> WorkerSnapshot {
+    pub(crate) fn take(&mut self, active_clients: u64, order: &[BackendId]) -> WorkerSnapshot {
         let fresh = WorkerSnapshot {
             worker: self.current.worker,
             backends: order.iter().map(|&id| BackendCounts::new(id)).collect(),
@@ -151,7 +151,7 @@ impl WorkerMetrics {
 
 /// Running totals and recent history for one backend, on the control thread.
 #[derive(Debug)]
-pub struct BackendAggregate {
+pub(crate) struct BackendAggregate {
     pub responses: [u64; 6],
     pub latency_sum_us: u64,
     pub connect_errors: u64,
@@ -216,12 +216,12 @@ impl BackendAggregate {
     }
 
     /// Responses counted so far (all classes).
-    pub fn answered(&self) -> u64 {
+    pub(crate) fn answered(&self) -> u64 {
         self.responses.iter().sum()
     }
 
     /// Latency quantiles over the window, in microseconds; `None` before any response.
-    pub fn latency_quantiles_us(&self, quantiles: &[f64]) -> Option<Vec<u64>> {
+    pub(crate) fn latency_quantiles_us(&self, quantiles: &[f64]) -> Option<Vec<u64>> {
         let mut merged = new_histogram();
         for h in &self.window {
             let _ = merged.add(h);
@@ -238,7 +238,7 @@ impl BackendAggregate {
     }
 
     /// Share of the recent attempts ([`RATE_WINDOW_S`]) that failed.
-    pub fn error_rate(&self) -> f64 {
+    pub(crate) fn error_rate(&self) -> f64 {
         let (attempts, failures) = self
             .rates
             .iter()
@@ -251,7 +251,7 @@ impl BackendAggregate {
     }
 
     /// Attempts per second over the recent window.
-    pub fn requests_per_s(&self) -> f64 {
+    pub(crate) fn requests_per_s(&self) -> f64 {
         if self.rates.is_empty() {
             return 0.0;
         }
@@ -261,7 +261,7 @@ impl BackendAggregate {
 
 /// One second of the whole balancer, for charts.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct HistoryPoint {
+pub(crate) struct HistoryPoint {
     /// Unix time of the end of the second, in ms.
     pub t_ms: u64,
     pub requests_per_s: f64,
@@ -274,7 +274,7 @@ pub struct HistoryPoint {
 
 /// Totals over all workers, on the control thread.
 #[derive(Debug, Default)]
-pub struct MetricsHub {
+pub(crate) struct MetricsHub {
     pub accepted: u64,
     pub closed: u64,
     pub client_responses: [u64; 6],
@@ -295,7 +295,7 @@ pub struct MetricsHub {
 }
 
 impl MetricsHub {
-    pub fn merge(&mut self, snap: &WorkerSnapshot) {
+    pub(crate) fn merge(&mut self, snap: &WorkerSnapshot) {
         self.accepted += snap.accepted;
         self.closed += snap.closed;
         for i in 0..6 {
@@ -317,7 +317,7 @@ impl MetricsHub {
 
     /// Closes the current second: rates and latency windows move on, and the second joins the
     /// history. `unix_ms` stamps the history point.
-    pub fn rotate(&mut self, unix_ms: u64) {
+    pub(crate) fn rotate(&mut self, unix_ms: u64) {
         let mut second = new_histogram();
         for b in self.backends.values_mut() {
             let _ = second.add(b.rotate());
@@ -343,12 +343,12 @@ impl MetricsHub {
         }
     }
 
-    pub fn active_clients(&self) -> u64 {
+    pub(crate) fn active_clients(&self) -> u64 {
         self.active_by_worker.values().sum()
     }
 
     /// Client responses per second over the recent window.
-    pub fn requests_per_s(&self) -> f64 {
+    pub(crate) fn requests_per_s(&self) -> f64 {
         let recent: Vec<f64> = self
             .history
             .iter()
@@ -364,7 +364,7 @@ impl MetricsHub {
     }
 
     /// Forgets backends that are gone.
-    pub fn retain_backends(&mut self, keep: impl Fn(BackendId) -> bool) {
+    pub(crate) fn retain_backends(&mut self, keep: impl Fn(BackendId) -> bool) {
         self.backends.retain(|&id, _| keep(id));
     }
 }

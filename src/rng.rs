@@ -2,4 +2,4 @@
 //! `bandit`): xoshiro256** from the workspace's `xoshiro` crate, which loadgen's simulator shares.
 //! A fixed seed gives the same sequence everywhere, so distribution tests can assert exact counts.
 
-pub use xoshiro::Rng;
+pub(crate) use xoshiro::Rng;

@@ -6,8 +6,8 @@
 //! capped ([`MAX_BODY_BYTES`], 413 beyond it), heads are capped (431). The routes live in [`routes`];
 //! the control thread answers them.
 
-pub mod routes;
-pub mod schema;
+pub(crate) mod routes;
+pub(crate) mod schema;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -18,15 +18,15 @@ use serde::Serialize;
 use slab::Slab;
 
 /// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest request head accepted.
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// An admin connection idle this long is closed.
-pub const IDLE_TIMEOUT_MS: u64 = 60_000;
+pub(crate) const IDLE_TIMEOUT_MS: u64 = 60_000;
 
 /// A complete admin request.
 #[derive(Debug, Default)]
-pub struct AdminRequest {
+pub(crate) struct AdminRequest {
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, Vec<u8>)>,
@@ -34,7 +34,7 @@ pub struct AdminRequest {
 }
 
 impl AdminRequest {
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -45,14 +45,14 @@ impl AdminRequest {
 /// What a handler makes of a request: the response, or a ticket for one that comes later (a
 /// change waiting for the configuration store). The connection answers nothing else meanwhile.
 #[derive(Debug)]
-pub enum Reply {
+pub(crate) enum Reply {
     Now(AdminResponse),
     Later(u64),
 }
 
 /// A response to write back.
 #[derive(Debug)]
-pub struct AdminResponse {
+pub(crate) struct AdminResponse {
     pub status: u16,
     pub content_type: &'static str,
     pub headers: Vec<(&'static str, String)>,
@@ -60,7 +60,7 @@ pub struct AdminResponse {
 }
 
 impl AdminResponse {
-    pub fn json<T: Serialize>(status: u16, value: &T) -> AdminResponse {
+    pub(crate) fn json<T: Serialize>(status: u16, value: &T) -> AdminResponse {
         match serde_json::to_vec_pretty(value) {
             Ok(mut body) => {
                 body.push(b'\n');
@@ -76,7 +76,7 @@ impl AdminResponse {
     }
 
     /// `{"error": message}` with `status`.
-    pub fn error(status: u16, message: &str) -> AdminResponse {
+    pub(crate) fn error(status: u16, message: &str) -> AdminResponse {
         let mut body = serde_json::json!({ "error": message })
             .to_string()
             .into_bytes();
@@ -89,7 +89,11 @@ impl AdminResponse {
         }
     }
 
-    pub fn with_body(status: u16, content_type: &'static str, body: Vec<u8>) -> AdminResponse {
+    pub(crate) fn with_body(
+        status: u16,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> AdminResponse {
         AdminResponse {
             status,
             content_type,
@@ -140,7 +144,7 @@ struct Waiting {
 }
 
 /// The admin listener and its connections. Connection tokens are `token_base + slab key`.
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     listener: TcpListener,
     conns: Slab<AdminConn>,
     token_base: usize,
@@ -155,12 +159,11 @@ enum Parsed {
 }
 
 impl AdminServer {
-    pub fn bind(addr: SocketAddr, token_base: usize) -> io::Result<AdminServer> {
-        AdminServer::from_std(std::net::TcpListener::bind(addr)?, token_base)
-    }
-
     /// Serves on a listener bound already (or inherited in a live upgrade).
-    pub fn from_std(listener: std::net::TcpListener, token_base: usize) -> io::Result<AdminServer> {
+    pub(crate) fn from_std(
+        listener: std::net::TcpListener,
+        token_base: usize,
+    ) -> io::Result<AdminServer> {
         listener.set_nonblocking(true)?;
         Ok(AdminServer {
             listener: TcpListener::from_std(listener),
@@ -169,19 +172,19 @@ impl AdminServer {
         })
     }
 
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         registry.register(&mut self.listener, token, Interest::READABLE)
     }
 
-    pub fn owns(&self, token: Token) -> bool {
+    pub(crate) fn owns(&self, token: Token) -> bool {
         token.0 >= self.token_base && self.conns.contains(token.0 - self.token_base)
     }
 
-    pub fn accept(&mut self, registry: &Registry, now_ms: u64) {
+    pub(crate) fn accept(&mut self, registry: &Registry, now_ms: u64) {
         loop {
             match self.listener.accept() {
                 Ok((mut sock, _)) => {
@@ -212,7 +215,7 @@ impl AdminServer {
     }
 
     /// Reads what the connection sent, answers every complete request with `handler`, writes.
-    pub fn on_ready(
+    pub(crate) fn on_ready(
         &mut self,
         token: Token,
         now_ms: u64,
@@ -255,7 +258,7 @@ impl AdminServer {
     }
 
     /// Answers the request that waited for `ticket`, then any requests queued behind it.
-    pub fn complete(
+    pub(crate) fn complete(
         &mut self,
         ticket: u64,
         resp: AdminResponse,
@@ -348,7 +351,7 @@ impl AdminServer {
     }
 
     /// Closes connections idle longer than [`IDLE_TIMEOUT_MS`].
-    pub fn sweep_idle(&mut self, now_ms: u64) {
+    pub(crate) fn sweep_idle(&mut self, now_ms: u64) {
         let idle: Vec<usize> = self
             .conns
             .iter()
@@ -451,7 +454,7 @@ fn write_response(out: &mut Vec<u8>, resp: &AdminResponse, close: bool, head_onl
 
 /// Compares a presented bearer token with the configured one in time independent of where they
 /// differ, so the token cannot be guessed byte by byte from response times.
-pub fn token_matches(authorization: Option<&[u8]>, token: &str) -> bool {
+pub(crate) fn token_matches(authorization: Option<&[u8]>, token: &str) -> bool {
     let Some(presented) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
         return false;
     };

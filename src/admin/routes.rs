@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 /// The OpenAPI 3 document for every route below, served at `GET /api/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+pub(crate) const OPENAPI_JSON: &str = include_str!("openapi.json");
 
 // The dashboard's sources stay separate files so they can be edited (and opened from disk) as
 // they are; `dashboard_html` inlines them so the browser needs nothing but `GET /` and the API.
@@ -16,7 +16,7 @@ const DASHBOARD_APP_JS: &str = include_str!("dashboard/app.js");
 /// The dashboard served at `GET /`: `dashboard/index.html` with its stylesheet link and script
 /// tags replaced by the files' contents, so it is one document that works with no network access.
 /// Assembled on first use.
-pub fn dashboard_html() -> &'static str {
+pub(crate) fn dashboard_html() -> &'static str {
     static PAGE: OnceLock<String> = OnceLock::new();
     PAGE.get_or_init(|| {
         DASHBOARD_HTML
@@ -37,7 +37,7 @@ pub fn dashboard_html() -> &'static str {
 
 /// What a route does; the control thread implements each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     ListBackends,
     AddBackend,
     RemoveBackend,
@@ -56,7 +56,7 @@ pub enum Route {
 
 impl Route {
     /// Routes that change state need the admin token when one is set.
-    pub fn mutates(self) -> bool {
+    pub(crate) fn mutates(self) -> bool {
         matches!(
             self,
             Route::AddBackend
@@ -70,7 +70,7 @@ impl Route {
 }
 
 /// Every route: method, path template (`{address}` matches one segment), what it does.
-pub const ROUTES: &[(&str, &str, Route)] = &[
+pub(crate) const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/", Route::Dashboard),
     ("GET", "/metrics", Route::Metrics),
     ("GET", "/api/openapi.json", Route::OpenApi),
@@ -97,7 +97,7 @@ pub const ROUTES: &[(&str, &str, Route)] = &[
 
 /// The result of matching a request line.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Match {
+pub(crate) enum Match {
     /// The route and its `{address}` parameter (percent-decoded), if the template has one.
     Found(Route, Option<String>),
     /// The path exists, with other methods (for 405 and its Allow field).
@@ -105,7 +105,7 @@ pub enum Match {
     NotFound,
 }
 
-pub fn route(method: &str, target: &str) -> Match {
+pub(crate) fn route(method: &str, target: &str) -> Match {
     let path = target.split('?').next().unwrap_or("");
     let mut allowed = Vec::new();
     for &(m, template, r) in ROUTES {

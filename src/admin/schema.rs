@@ -71,7 +71,7 @@ pub struct StatusView {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NewBackend {
+pub(crate) struct NewBackend {
     pub address: String,
     /// Absent means the default; `null` is refused like any other non-integer.
     #[serde(default = "default_weight")]
@@ -84,7 +84,7 @@ fn default_weight() -> u32 {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WeightChange {
+pub(crate) struct WeightChange {
     pub weight: u32,
     /// Refuse (409) unless the backend is still at this revision.
     #[serde(default)]
@@ -93,7 +93,7 @@ pub struct WeightChange {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StrategyChange {
+pub(crate) struct StrategyChange {
     pub strategy: String,
     /// Refuse (409) unless the strategy is still at this revision.
     #[serde(default)]

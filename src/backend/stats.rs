@@ -26,9 +26,9 @@ pub struct BackendStats {
 }
 
 /// Decay time of the Peak-EWMA latency estimate (linkerd and tower use 10 s).
-pub const LATENCY_DECAY_MS: f64 = 10_000.0;
+pub(crate) const LATENCY_DECAY_MS: f64 = 10_000.0;
 /// Latency charged for a failed response, so a backend that fails fast does not look fast.
-pub const FAILURE_PENALTY_US: f64 = 1_000_000.0;
+pub(crate) const FAILURE_PENALTY_US: f64 = 1_000_000.0;
 
 impl BackendStats {
     pub fn in_flight(&self) -> u64 {

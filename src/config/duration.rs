@@ -44,7 +44,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `text` as milliseconds, 0 if it does not parse (for compiled-in defaults, which do).
-pub fn ms_of(text: &str) -> u64 {
+pub(super) fn ms_of(text: &str) -> u64 {
     parse_duration(text)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)

@@ -42,33 +42,33 @@
 use crate::strategy::{StrategyKind, StrategyParams};
 
 /// Enter a latency-aware strategy when the slowest p99 is this many times the median p99...
-pub const SPREAD_ENTER: f64 = 2.0;
+pub(crate) const SPREAD_ENTER: f64 = 2.0;
 /// ...and leave it only when the ratio falls below this.
-pub const SPREAD_EXIT: f64 = 1.5;
+pub(crate) const SPREAD_EXIT: f64 = 1.5;
 /// Error rates this far apart (absolute) also call for a latency-aware strategy.
-pub const ERROR_SPREAD: f64 = 0.2;
+pub(crate) const ERROR_SPREAD: f64 = 0.2;
 /// Attempts fail everywhere: the median backend's error rate reaches this...
-pub const ERRORS_ENTER: f64 = 0.05;
+pub(crate) const ERRORS_ENTER: f64 = 0.05;
 /// ...and a latency-aware strategy chosen for it stays until the rate falls below this.
-pub const ERRORS_EXIT: f64 = 0.01;
+pub(crate) const ERRORS_EXIT: f64 = 0.01;
 /// A heavy tail: on the median backend, p99 is at least this many times p50...
-pub const TAIL_ENTER: f64 = 4.0;
+pub(crate) const TAIL_ENTER: f64 = 4.0;
 /// ...and least-connections stays until the ratio falls below this.
-pub const TAIL_EXIT: f64 = 3.0;
+pub(crate) const TAIL_EXIT: f64 = 3.0;
 /// The tail must also be this far above p50, so that scheduling jitter on backends that answer in
 /// microseconds (p50 50 µs, p99 400 µs) is not taken for a heavy tail.
-pub const TAIL_MIN_US: u64 = 1_000;
+pub(crate) const TAIL_MIN_US: u64 = 1_000;
 /// A backend with this many times the median in flight (and at least [`BACKLOG_MIN`]) is backed up.
-pub const BACKLOG_FACTOR: f64 = 4.0;
-pub const BACKLOG_MIN: u64 = 8;
+pub(crate) const BACKLOG_FACTOR: f64 = 4.0;
+pub(crate) const BACKLOG_MIN: u64 = 8;
 /// Consecutive evaluations that must agree before a switch.
-pub const CONFIRMATIONS: u32 = 3;
+pub(crate) const CONFIRMATIONS: u32 = 3;
 /// Above this many backends, `p2c` replaces `least-time` (constant cost per pick).
-pub const P2C_ABOVE_BACKENDS: usize = 16;
+pub(crate) const P2C_ABOVE_BACKENDS: usize = 16;
 
 /// What the engine sees of one routable backend.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub name: String,
     /// p50 over the recent window, in microseconds; `None` when it served nothing lately.
     pub p50_us: Option<u64>,
@@ -80,12 +80,12 @@ pub struct Sample {
 
 /// A decision to switch.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Switch {
+pub(crate) struct Switch {
     pub to: StrategyKind,
     pub reason: String,
 }
 
-pub struct AdaptiveEngine {
+pub(crate) struct AdaptiveEngine {
     switch_interval_ms: u64,
     /// What the workers run now.
     pub active: StrategyKind,
@@ -99,7 +99,7 @@ pub struct AdaptiveEngine {
 }
 
 impl AdaptiveEngine {
-    pub fn new(switch_interval_ms: u64) -> AdaptiveEngine {
+    pub(crate) fn new(switch_interval_ms: u64) -> AdaptiveEngine {
         AdaptiveEngine {
             switch_interval_ms,
             active: StrategyKind::RoundRobin,
@@ -112,7 +112,7 @@ impl AdaptiveEngine {
     }
 
     /// Evaluates one second's measurements; returns a switch when one is due.
-    pub fn evaluate(
+    pub(crate) fn evaluate(
         &mut self,
         now_ms: u64,
         samples: &[Sample],

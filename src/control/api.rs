@@ -28,7 +28,7 @@ fn backend_view(b: &BackendEntry) -> BackendView {
     }
 }
 
-pub fn change_error(e: ChangeError) -> AdminResponse {
+pub(crate) fn change_error(e: ChangeError) -> AdminResponse {
     if e == ChangeError::Unconfirmed {
         return AdminResponse::json(
             503,
@@ -142,7 +142,7 @@ fn set_strategy(req: &AdminRequest) -> Result<Change, AdminResponse> {
 impl Control {
     /// Answers one admin request, or (a change in a cluster) takes a ticket for the answer that
     /// comes once the store committed it and this instance installed it.
-    pub fn api(&mut self, req: &AdminRequest) -> Reply {
+    pub(crate) fn api(&mut self, req: &AdminRequest) -> Reply {
         let (route, param) = match route(&req.method, &req.target) {
             Match::Found(r, p) => (r, p),
             Match::NotFound => {
@@ -338,7 +338,7 @@ impl Control {
 
     /// The answer to a change that is in force: what it left, with this instance's own
     /// knowledge (health, ejection) of a backend.
-    pub fn committed_response(
+    pub(crate) fn committed_response(
         &self,
         change: &Change,
         revision: u64,
@@ -380,7 +380,7 @@ impl Control {
         }
     }
 
-    pub fn strategy_view(&self) -> StrategyView {
+    pub(crate) fn strategy_view(&self) -> StrategyView {
         let adaptive = self.state.strategy == StrategyKind::Adaptive;
         StrategyView {
             configured: self.state.strategy.name().to_string(),
@@ -396,7 +396,7 @@ impl Control {
         }
     }
 
-    pub fn status_view(&self) -> StatusView {
+    pub(crate) fn status_view(&self) -> StatusView {
         let backends = self
             .state
             .backends

@@ -18,7 +18,7 @@ use mio::Waker;
 
 use super::api::change_error;
 use super::state::{ChangeError, ControlState, Desired, SavedBackend, StateFile};
-pub use super::store::threads::Boot;
+pub(crate) use super::store::threads::Boot;
 use super::store::threads::{self, Notify, StoreThreads};
 use super::store::{
     Change, Layout, MemberRecord, Mirror, Record, StoreEvent, StoreRequest, StrategyRecord,
@@ -33,7 +33,7 @@ use crate::config::{ClusterConfig, Settings};
 const HOLD_MS: u64 = 5_000;
 
 /// The control thread's part of cluster mode.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub cfg: ClusterConfig,
     pub mirror: Mirror,
     threads: Option<StoreThreads>,
@@ -85,7 +85,7 @@ fn seed_of(settings: &Settings) -> Desired {
 }
 
 /// Reads the cluster's configuration before anything is bound; `None` when not in a cluster.
-pub fn bootstrap(
+pub(crate) fn bootstrap(
     settings: &Settings,
     stop_requested: &dyn Fn() -> bool,
 ) -> Result<Option<Boot>, String> {
@@ -97,7 +97,7 @@ pub fn bootstrap(
 
 impl Cluster {
     /// The control state to start from, built from what [`bootstrap`] read.
-    pub fn new(
+    pub(crate) fn new(
         cfg: ClusterConfig,
         boot: Boot,
         settings: &Settings,
@@ -167,7 +167,7 @@ impl Cluster {
     }
 
     /// Registers this instance and starts following the store.
-    pub fn start(
+    pub(crate) fn start(
         &mut self,
         proxy: SocketAddr,
         admin: Option<SocketAddr>,
@@ -196,7 +196,7 @@ impl Cluster {
         Ok(())
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(t) = self.threads.take() {
             t.stop();
         }
@@ -211,7 +211,7 @@ impl Cluster {
 
 impl Control {
     /// Hands a change to the store; the answer comes with its ticket.
-    pub fn cluster_change(&mut self, change: Change) -> Reply {
+    pub(crate) fn cluster_change(&mut self, change: Change) -> Reply {
         let Some(cluster) = self.cluster.as_mut() else {
             return Reply::Now(AdminResponse::error(500, "not in a cluster"));
         };
@@ -226,7 +226,7 @@ impl Control {
     }
 
     /// Handles everything the store threads sent.
-    pub fn store_events(&mut self) {
+    pub(crate) fn store_events(&mut self) {
         while let Some(event) = self.cluster.as_ref().and_then(|c| c.rx.try_recv().ok()) {
             match event {
                 StoreEvent::Committed { ticket, result } => self.committed(ticket, result),
@@ -345,7 +345,7 @@ impl Control {
     }
 
     /// Answers the held changes that are installed here, or waited too long.
-    pub fn release_held(&mut self) {
+    pub(crate) fn release_held(&mut self) {
         let installed = self.state.revision();
         let now = self.now_ms;
         let Some(c) = self.cluster.as_mut() else {
@@ -370,7 +370,7 @@ impl Control {
     }
 
     /// `GET /api/cluster`; `None` when not in a cluster.
-    pub fn cluster_view(&self) -> Option<ClusterView> {
+    pub(crate) fn cluster_view(&self) -> Option<ClusterView> {
         let c = self.cluster.as_ref()?;
         let revision = self.state.revision();
         let members = c

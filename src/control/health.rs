@@ -16,7 +16,7 @@ use crate::config::{HealthConfig, ProbeKind};
 
 /// Consecutive-result counters for one backend's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hysteresis {
+pub(crate) struct Hysteresis {
     pub healthy: bool,
     passes: u32,
     failures: u32,
@@ -35,7 +35,7 @@ impl Default for Hysteresis {
 
 impl Hysteresis {
     /// Records one result; returns true when the state flipped.
-    pub fn observe(&mut self, passed: bool, rise: u32, fall: u32) -> bool {
+    pub(crate) fn observe(&mut self, passed: bool, rise: u32, fall: u32) -> bool {
         if passed {
             self.failures = 0;
             self.passes = self.passes.saturating_add(1);
@@ -74,13 +74,13 @@ struct Probe {
 
 /// One finished probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProbeResult {
+pub(crate) struct ProbeResult {
     pub backend: BackendId,
     pub passed: bool,
 }
 
 /// The probes in flight. Tokens are `token_base + slab key`.
-pub struct HealthChecker {
+pub(crate) struct HealthChecker {
     pub cfg: HealthConfig,
     probes: Slab<Probe>,
     token_base: usize,
@@ -88,7 +88,7 @@ pub struct HealthChecker {
 }
 
 impl HealthChecker {
-    pub fn new(cfg: HealthConfig, token_base: usize) -> HealthChecker {
+    pub(crate) fn new(cfg: HealthConfig, token_base: usize) -> HealthChecker {
         HealthChecker {
             cfg,
             probes: Slab::new(),
@@ -97,12 +97,12 @@ impl HealthChecker {
         }
     }
 
-    pub fn owns(&self, token: Token) -> bool {
+    pub(crate) fn owns(&self, token: Token) -> bool {
         token.0 >= self.token_base && self.probes.contains(token.0 - self.token_base)
     }
 
     /// Starts a round of probes when one is due. `targets` are the backends to check.
-    pub fn maybe_start_round(
+    pub(crate) fn maybe_start_round(
         &mut self,
         now_ms: u64,
         registry: &Registry,
@@ -160,7 +160,7 @@ impl HealthChecker {
     }
 
     /// Advances a probe after an event; pushes its result when it finished.
-    pub fn on_ready(&mut self, token: Token, out: &mut Vec<ProbeResult>) {
+    pub(crate) fn on_ready(&mut self, token: Token, out: &mut Vec<ProbeResult>) {
         let key = token.0 - self.token_base;
         let Some(p) = self.probes.get_mut(key) else {
             return;
@@ -175,7 +175,7 @@ impl HealthChecker {
     }
 
     /// Fails probes past their deadline.
-    pub fn expire(&mut self, now_ms: u64, out: &mut Vec<ProbeResult>) {
+    pub(crate) fn expire(&mut self, now_ms: u64, out: &mut Vec<ProbeResult>) {
         let late: Vec<usize> = self
             .probes
             .iter()

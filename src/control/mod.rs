@@ -8,14 +8,14 @@
 //! publishing tables and sending drain orders; it never waits for them, so the two sides cannot
 //! deadlock.
 
-pub mod adaptive;
-pub mod api;
-pub mod cluster;
-pub mod health;
-pub mod prometheus;
-pub mod saved;
-pub mod state;
-pub mod store;
+pub(crate) mod adaptive;
+pub(crate) mod api;
+pub(crate) mod cluster;
+pub(crate) mod health;
+pub(crate) mod prometheus;
+pub(crate) mod saved;
+pub(crate) mod state;
+pub(crate) mod store;
 
 use std::io;
 use std::net::SocketAddr;
@@ -52,7 +52,7 @@ impl Control {
     /// thread to [`Control::spawn`] once the workers run, and the link the workers reach it by.
     /// `boot` is the configuration read from the cluster's store ([`cluster::bootstrap`]), or
     /// `None` when this instance runs alone.
-    pub fn new(
+    pub(crate) fn new(
         settings: Settings,
         admin_listener: Option<std::net::TcpListener>,
         boot: Option<cluster::Boot>,
@@ -113,18 +113,18 @@ impl Control {
     }
 
     /// The address the admin API listens on, if it is on.
-    pub fn admin_addr(&mut self) -> Option<SocketAddr> {
+    pub(crate) fn admin_addr(&mut self) -> Option<SocketAddr> {
         self.admin.as_mut().and_then(|a| a.local_addr().ok())
     }
 
     /// The first table version, for the workers to start with.
-    pub fn first_table(&mut self) -> Arc<BackendTable> {
+    pub(crate) fn first_table(&mut self) -> Arc<BackendTable> {
         self.state.next_version()
     }
 
     /// Runs the control loop on a thread of its own, in charge of `workers` (which serve on
     /// `proxy_addr`); in a cluster, registers this instance and starts following the store.
-    pub fn spawn(
+    pub(crate) fn spawn(
         mut self,
         workers: Workers,
         proxy_addr: SocketAddr,
@@ -150,13 +150,13 @@ pub(crate) fn unix_ms() -> u64 {
 
 /// Events the control thread counts for metrics.
 #[derive(Debug, Default)]
-pub struct ControlCounters {
+pub(crate) struct ControlCounters {
     pub health_flips: u64,
     pub ejections: u64,
     pub strategy_switches: u64,
 }
 
-pub struct Control {
+pub(crate) struct Control {
     poll: Poll,
     admin: Option<AdminServer>,
     health: HealthChecker,
@@ -414,14 +414,14 @@ impl Control {
 
     /// The oldest table version a worker still routes by (the last one published when there are
     /// no workers).
-    pub fn installed_version(&self) -> u64 {
+    pub(crate) fn installed_version(&self) -> u64 {
         self.workers
             .as_ref()
             .map_or(self.state.version(), |w| w.installed_version())
     }
 
     /// Routing changed: a new table version goes out at the end of this loop iteration.
-    pub fn mark_changed(&mut self) {
+    pub(crate) fn mark_changed(&mut self) {
         self.changed = true;
     }
 

@@ -41,7 +41,7 @@ fn label(value: &str) -> String {
 }
 
 impl Control {
-    pub fn prometheus(&self) -> String {
+    pub(crate) fn prometheus(&self) -> String {
         let hub = &self.hub;
         let mut o = String::with_capacity(8 * 1024);
         let simple: [(&str, &str, &str, u64); 11] = [

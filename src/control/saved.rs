@@ -15,11 +15,11 @@ use crate::backend::{BackendSpec, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
 
 /// Version of the state file format.
-pub const STATE_FORMAT: u32 = 1;
+pub(crate) const STATE_FORMAT: u32 = 1;
 
 /// One backend as an operator configured it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SavedBackend {
+pub(crate) struct SavedBackend {
     pub address: SocketAddr,
     pub weight: u32,
     pub enabled: bool,
@@ -28,7 +28,7 @@ pub struct SavedBackend {
 /// The durable part of the configuration: what the state file holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SavedState {
+pub(crate) struct SavedState {
     pub format: u32,
     pub strategy: StrategyKind,
     pub backends: Vec<SavedBackend>,
@@ -36,22 +36,22 @@ pub struct SavedState {
 
 /// The state file, if one is configured.
 #[derive(Debug, Clone)]
-pub struct StateFile {
+pub(crate) struct StateFile {
     path: PathBuf,
 }
 
 impl StateFile {
-    pub fn new(path: impl Into<PathBuf>) -> StateFile {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> StateFile {
         StateFile { path: path.into() }
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Reads the saved state; `Ok(None)` when there is no file yet. A file that exists but cannot
     /// be read or parsed is an error naming the file, and the file is left as it is.
-    pub fn load(&self) -> Result<Option<SavedState>, String> {
+    pub(crate) fn load(&self) -> Result<Option<SavedState>, String> {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -97,7 +97,7 @@ impl StateFile {
     }
 
     /// Replaces the file atomically and durably.
-    pub fn save(&self, state: &SavedState) -> io::Result<()> {
+    pub(crate) fn save(&self, state: &SavedState) -> io::Result<()> {
         let text = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -128,7 +128,7 @@ impl StateFile {
 }
 
 /// Says at start what a state file restored, and which flags it overrides.
-pub fn report_restored(
+pub(crate) fn report_restored(
     saved: &SavedState,
     file: &StateFile,
     flag_backends: &[BackendSpec],

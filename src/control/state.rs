@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::health::Hysteresis;
-pub use super::saved::{SavedBackend, SavedState, StateFile, STATE_FORMAT};
+pub(crate) use super::saved::{SavedBackend, SavedState, StateFile, STATE_FORMAT};
 use crate::backend::{Backend, BackendId, BackendSpec, BackendStats, BackendTable, MAX_WEIGHT};
 use crate::strategy::{StrategyKind, StrategyParams};
 
 /// The configuration as a store holds it: what every instance of a cluster installs, at the
 /// store revision it was read at.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Desired {
+pub(crate) struct Desired {
     /// The store revision of the last configuration change it includes.
     pub revision: u64,
     pub strategy: StrategyKind,
@@ -31,7 +31,7 @@ pub struct Desired {
 
 /// Why a mutation was refused; each maps to an HTTP status in the admin API.
 #[derive(Debug, PartialEq, Eq)]
-pub enum ChangeError {
+pub(crate) enum ChangeError {
     NotFound(String),
     Duplicate(String),
     Invalid(String),
@@ -66,7 +66,7 @@ impl std::fmt::Display for ChangeError {
 
 /// A backend and everything the control thread knows about it.
 #[derive(Debug)]
-pub struct BackendEntry {
+pub(crate) struct BackendEntry {
     pub id: BackendId,
     pub addr: SocketAddr,
     pub weight: u32,
@@ -94,11 +94,11 @@ pub struct BackendEntry {
 }
 
 impl BackendEntry {
-    pub fn is_ejected(&self) -> bool {
+    pub(crate) fn is_ejected(&self) -> bool {
         self.ejected_until_ms != 0
     }
 
-    pub fn routable(&self) -> bool {
+    pub(crate) fn routable(&self) -> bool {
         self.enabled
             && self.health.healthy
             && !self.is_ejected()
@@ -130,7 +130,7 @@ fn resolve(strategy: StrategyKind) -> StrategyKind {
 }
 
 /// The authoritative configuration and what the control thread knows of each backend.
-pub struct ControlState {
+pub(crate) struct ControlState {
     version: u64,
     /// The configuration revision in force: in a cluster, the etcd revision of the last change
     /// installed; alone, a count of the changes accepted since start.
@@ -151,7 +151,7 @@ pub struct ControlState {
 
 impl ControlState {
     /// Builds the state from the state file when it exists, else from the flags (and saves it).
-    pub fn open(
+    pub(crate) fn open(
         file: Option<StateFile>,
         seed_backends: &[BackendSpec],
         seed_strategy: StrategyKind,
@@ -233,11 +233,11 @@ impl ControlState {
         id
     }
 
-    pub fn version(&self) -> u64 {
+    pub(crate) fn version(&self) -> u64 {
         self.version
     }
 
-    pub fn revision(&self) -> u64 {
+    pub(crate) fn revision(&self) -> u64 {
         self.revision
     }
 
@@ -248,7 +248,7 @@ impl ControlState {
     }
 
     /// Position of the backend at `addr`, not counting one being removed.
-    pub fn find(&self, addr: SocketAddr) -> Option<usize> {
+    pub(crate) fn find(&self, addr: SocketAddr) -> Option<usize> {
         self.backends
             .iter()
             .position(|b| b.addr == addr && b.removing_deadline_ms.is_none())
@@ -262,7 +262,7 @@ impl ControlState {
     }
 
     /// The durable view: what an operator configured, without backends being removed.
-    pub fn saved(&self) -> SavedState {
+    pub(crate) fn saved(&self) -> SavedState {
         SavedState {
             format: STATE_FORMAT,
             strategy: self.strategy,
@@ -293,7 +293,7 @@ impl ControlState {
         }
     }
 
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         addr: SocketAddr,
         weight: u32,
@@ -322,7 +322,11 @@ impl ControlState {
 
     /// Starts removing a backend: it takes no new work and leaves the table once drained, or at
     /// `drain_deadline_ms` with its remaining connections closed.
-    pub fn remove(&mut self, addr: SocketAddr, drain_deadline_ms: u64) -> Result<(), ChangeError> {
+    pub(crate) fn remove(
+        &mut self,
+        addr: SocketAddr,
+        drain_deadline_ms: u64,
+    ) -> Result<(), ChangeError> {
         let i = self
             .find(addr)
             .ok_or_else(|| ChangeError::NotFound(format!("no backend {addr}")))?;
@@ -335,7 +339,7 @@ impl ControlState {
         Ok(())
     }
 
-    pub fn set_enabled(
+    pub(crate) fn set_enabled(
         &mut self,
         addr: SocketAddr,
         enabled: bool,
@@ -364,7 +368,7 @@ impl ControlState {
         Ok(true)
     }
 
-    pub fn set_weight(&mut self, addr: SocketAddr, weight: u32) -> Result<(), ChangeError> {
+    pub(crate) fn set_weight(&mut self, addr: SocketAddr, weight: u32) -> Result<(), ChangeError> {
         if weight > MAX_WEIGHT {
             return Err(ChangeError::Invalid(format!(
                 "weight must be between 0 and {MAX_WEIGHT}"
@@ -383,7 +387,7 @@ impl ControlState {
         Ok(())
     }
 
-    pub fn set_strategy(&mut self, strategy: StrategyKind) -> Result<(), ChangeError> {
+    pub(crate) fn set_strategy(&mut self, strategy: StrategyKind) -> Result<(), ChangeError> {
         let mut next = self.saved();
         next.strategy = strategy;
         self.persist(&next)?;
@@ -395,7 +399,7 @@ impl ControlState {
 
     /// Switches what the workers run, keeping backends' measurements. The threshold strategy's
     /// overload marks belong to it alone and are cleared.
-    pub fn set_active(&mut self, strategy: StrategyKind) {
+    pub(crate) fn set_active(&mut self, strategy: StrategyKind) {
         if self.active_strategy == StrategyKind::Threshold && strategy != StrategyKind::Threshold {
             for b in &self.backends {
                 b.stats
@@ -410,7 +414,11 @@ impl ControlState {
     /// oldest table version a worker still routes by: a backend is drained when every worker has
     /// stopped picking it and nothing is in flight. Returns the ids whose connections must be
     /// closed (deadline passed with work still in flight), and whether the backend list changed.
-    pub fn reap_removed(&mut self, now_ms: u64, installed_version: u64) -> (Vec<BackendId>, bool) {
+    pub(crate) fn reap_removed(
+        &mut self,
+        now_ms: u64,
+        installed_version: u64,
+    ) -> (Vec<BackendId>, bool) {
         let mut sever = Vec::new();
         let before = self.backends.len();
         self.backends.retain(|b| match b.removing_deadline_ms {
@@ -427,7 +435,7 @@ impl ControlState {
     }
 
     /// Disabled backends whose drain deadline passed with connections still open.
-    pub fn expired_drains(&mut self, now_ms: u64) -> Vec<BackendId> {
+    pub(crate) fn expired_drains(&mut self, now_ms: u64) -> Vec<BackendId> {
         let mut sever = Vec::new();
         for b in &mut self.backends {
             if let Some(deadline) = b.drain_deadline_ms {
@@ -443,7 +451,7 @@ impl ControlState {
     }
 
     /// A new table version for the workers.
-    pub fn next_version(&mut self) -> Arc<BackendTable> {
+    pub(crate) fn next_version(&mut self) -> Arc<BackendTable> {
         self.version += 1;
         let backends = self
             .backends
@@ -469,13 +477,8 @@ impl ControlState {
         Arc::new(table)
     }
 
-    /// Backends that would take traffic now.
-    pub fn routable_count(&self) -> usize {
-        self.backends.iter().filter(|b| b.routable()).count()
-    }
-
     /// The configuration in force, as a store would hold it.
-    pub fn desired(&self) -> Desired {
+    pub(crate) fn desired(&self) -> Desired {
         Desired {
             revision: self.revision,
             strategy: self.strategy,
@@ -494,7 +497,12 @@ impl ControlState {
     /// starts (slow start counts from `now_ms`), a missing one drains until `drain_deadline_ms`
     /// and leaves, a disabled one drains; health, ejections and measurements of the others stay.
     /// Returns whether anything routing depends on changed.
-    pub fn install(&mut self, desired: &Desired, now_ms: u64, drain_deadline_ms: u64) -> bool {
+    pub(crate) fn install(
+        &mut self,
+        desired: &Desired,
+        now_ms: u64,
+        drain_deadline_ms: u64,
+    ) -> bool {
         let mut changed = false;
         let at = desired.revision;
         for (want, revision) in &desired.backends {

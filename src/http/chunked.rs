@@ -15,7 +15,7 @@
 use std::fmt;
 
 /// Longest chunk-size line (size and extensions) and trailer line accepted, in bytes.
-pub const MAX_CHUNK_LINE_BYTES: usize = 4096;
+pub(crate) const MAX_CHUNK_LINE_BYTES: usize = 4096;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -69,7 +69,7 @@ pub(crate) fn is_tchar(b: u8) -> bool {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkError(&'static str);
+pub(crate) struct ChunkError(&'static str);
 
 impl fmt::Display for ChunkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,7 +81,7 @@ impl std::error::Error for ChunkError {}
 
 /// Progress through one chunked body.
 #[derive(Clone, Copy, Debug)]
-pub struct ChunkedDecoder {
+pub(crate) struct ChunkedDecoder {
     state: State,
     /// Size of the chunk being read, then data bytes left in it.
     remaining: u64,
@@ -97,7 +97,7 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
-    pub fn new() -> ChunkedDecoder {
+    pub(crate) fn new() -> ChunkedDecoder {
         ChunkedDecoder {
             state: State::Size { digits: 0 },
             remaining: 0,
@@ -106,13 +106,13 @@ impl ChunkedDecoder {
         }
     }
 
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Scans `bytes`, the next bytes of the body; returns how many of them belong to it. Fewer than
     /// `bytes.len()` means the body ended there and [`ChunkedDecoder::is_done`] is true.
-    pub fn advance(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
+    pub(crate) fn advance(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
         let mut i = 0;
         while i < bytes.len() {
             if self.state == State::Done {

@@ -3,5 +3,5 @@
 
 #[cfg(any(test, fuzzing))]
 pub mod check;
-pub mod chunked;
-pub mod head;
+pub(crate) mod chunked;
+pub(crate) mod head;

@@ -16,9 +16,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Slots examined per lookup.
-pub const PROBE: usize = 8;
-pub const DEFAULT_ENTRIES: usize = 1 << 20;
-pub const DEFAULT_WINDOW_S: u32 = 600;
+pub(crate) const PROBE: usize = 8;
+pub(crate) const DEFAULT_ENTRIES: usize = 1 << 20;
+pub(crate) const DEFAULT_WINDOW_S: u32 = 600;
 
 const EPOCH_BITS: u32 = 24;
 const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
@@ -29,7 +29,7 @@ const FINGERPRINT_SHIFT: u32 = ATTEMPTS_SHIFT + 3;
 
 /// The answer to "may I make another attempt for this id?".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reserve {
+pub(crate) enum Reserve {
     /// Yes: this is attempt number `n` (1-based).
     Granted(u8),
     /// No: all attempts are spent.
@@ -38,14 +38,14 @@ pub enum Reserve {
     Accepted,
 }
 
-pub struct IdBudget {
+pub(crate) struct IdBudget {
     slots: Box<[AtomicU64]>,
     window_s: u32,
 }
 
 /// A fixed 64-bit hash of an id (FNV-1a, then the SplitMix64 finaliser for the low bits); the
 /// budget is keyed by it, so an exchange keeps 8 bytes instead of the id.
-pub fn id_hash(id: &[u8]) -> u64 {
+pub(crate) fn id_hash(id: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in id {
         h ^= u64::from(b);
@@ -80,7 +80,7 @@ fn pack(fp: u64, attempts: u8, accepted: bool, now_s: u32) -> u64 {
 impl IdBudget {
     /// A table of about `entries` slots (rounded up to a power of two) forgetting ids `window_s`
     /// after their last attempt.
-    pub fn new(entries: usize, window_s: u32) -> IdBudget {
+    pub(crate) fn new(entries: usize, window_s: u32) -> IdBudget {
         let n = entries.max(PROBE).next_power_of_two();
         IdBudget {
             slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
@@ -125,7 +125,7 @@ impl IdBudget {
     }
 
     /// Takes one attempt for `id` if the budget of `max` allows it.
-    pub fn reserve(&self, id: u64, max: u8, now_s: u32) -> Reserve {
+    pub(crate) fn reserve(&self, id: u64, max: u8, now_s: u32) -> Reserve {
         let (start, fp) = self.locate(id);
         let max = max.min(ATTEMPTS_MASK as u8);
         loop {
@@ -152,7 +152,7 @@ impl IdBudget {
     }
 
     /// Whether [`IdBudget::reserve`] would grant an attempt now (another worker may take it first).
-    pub fn would_grant(&self, id: u64, max: u8, now_s: u32) -> bool {
+    pub(crate) fn would_grant(&self, id: u64, max: u8, now_s: u32) -> bool {
         let (start, fp) = self.locate(id);
         match self.find(start, fp, now_s) {
             (_, e, true) => e & ACCEPTED_BIT == 0 && attempts(e) < max.min(ATTEMPTS_MASK as u8),
@@ -161,7 +161,7 @@ impl IdBudget {
     }
 
     /// Gives back an attempt that never reached a backend (its connect failed).
-    pub fn refund(&self, id: u64, now_s: u32) {
+    pub(crate) fn refund(&self, id: u64, now_s: u32) {
         let (start, fp) = self.locate(id);
         loop {
             let (slot, e, found) = self.find(start, fp, now_s);
@@ -179,7 +179,7 @@ impl IdBudget {
     }
 
     /// Records that a backend accepted `id`.
-    pub fn accept(&self, id: u64, now_s: u32) {
+    pub(crate) fn accept(&self, id: u64, now_s: u32) {
         let (start, fp) = self.locate(id);
         loop {
             let (slot, e, found) = self.find(start, fp, now_s);
@@ -194,8 +194,9 @@ impl IdBudget {
         }
     }
 
-    /// Attempts used for `id` so far (for tests and diagnostics).
-    pub fn attempts(&self, id: u64, now_s: u32) -> u8 {
+    /// Attempts used for `id` so far.
+    #[cfg(test)]
+    pub(crate) fn attempts(&self, id: u64, now_s: u32) -> u8 {
         let (start, fp) = self.locate(id);
         match self.find(start, fp, now_s) {
             (_, e, true) => attempts(e),
@@ -206,7 +207,7 @@ impl IdBudget {
 
 /// The id of a request, if it has one: the body when it is exactly 24 ASCII letters and digits
 /// (the flaky-servers challenge's ids), else the Idempotency-Key field.
-pub fn request_id<'a>(
+pub(crate) fn request_id<'a>(
     body: Option<&'a [u8]>,
     idempotency_key: Option<&'a [u8]>,
 ) -> Option<&'a [u8]> {

@@ -9,19 +9,19 @@
 /// extra work bounded, so it cannot grow into a retry storm (Dean and Barroso, "The Tail at
 /// Scale", CACM 2013; Envoy's and linkerd's retry budgets).
 #[derive(Debug, Clone)]
-pub struct EarlyRetryBudget {
+pub(crate) struct EarlyRetryBudget {
     per_request: f64,
     tokens: f64,
     refilled_ms: u64,
 }
 
 /// Early retries a worker may make per second whatever its traffic.
-pub const MIN_EARLY_RETRIES_PER_S: f64 = 10.0;
+pub(super) const MIN_EARLY_RETRIES_PER_S: f64 = 10.0;
 /// Most early retries saved up.
-pub const EARLY_RETRY_BURST: f64 = 100.0;
+pub(super) const EARLY_RETRY_BURST: f64 = 100.0;
 
 impl EarlyRetryBudget {
-    pub fn new(percent: u32, now_ms: u64) -> EarlyRetryBudget {
+    pub(crate) fn new(percent: u32, now_ms: u64) -> EarlyRetryBudget {
         EarlyRetryBudget {
             per_request: f64::from(percent) / 100.0,
             tokens: MIN_EARLY_RETRIES_PER_S,
@@ -30,12 +30,12 @@ impl EarlyRetryBudget {
     }
 
     /// A new request arrived.
-    pub fn deposit(&mut self) {
+    pub(crate) fn deposit(&mut self) {
         self.tokens = (self.tokens + self.per_request).min(EARLY_RETRY_BURST);
     }
 
     /// Takes one early retry if the budget has one.
-    pub fn try_take(&mut self, now_ms: u64) -> bool {
+    pub(crate) fn try_take(&mut self, now_ms: u64) -> bool {
         let elapsed_s = now_ms.saturating_sub(self.refilled_ms) as f64 / 1000.0;
         self.refilled_ms = now_ms;
         self.tokens = (self.tokens + elapsed_s * MIN_EARLY_RETRIES_PER_S).min(EARLY_RETRY_BURST);

@@ -8,9 +8,9 @@
 
 use crate::http::head::Method;
 
-pub mod budget;
+pub(crate) mod budget;
 mod early;
-pub use early::EarlyRetryBudget;
+pub(crate) use early::EarlyRetryBudget;
 
 /// What ended an attempt, as far as retrying is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

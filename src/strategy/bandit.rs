@@ -37,11 +37,11 @@ use crate::rng::Rng;
 /// challenge's first configuration) the best backend is the
 /// best retry too; the margin only keeps a retry off a backend that is best by a hair. (0.15 before
 /// the replay in `tests/bandit_replay.rs` showed 0.05 accepting 0.2% more ids in configuration 1.)
-pub const CLEARLY_BEST_MARGIN: f64 = 0.05;
+pub(super) const CLEARLY_BEST_MARGIN: f64 = 0.05;
 
 /// How much higher the mean success of a backend without room must be than that of the best one
 /// with room for a request to wait for it.
-pub const WAIT_MARGIN: f64 = 0.05;
+pub(super) const WAIT_MARGIN: f64 = 0.05;
 
 pub struct Bandit {
     rng: Rng,
@@ -113,7 +113,7 @@ fn gamma(rng: &mut Rng, shape: f64) -> f64 {
 }
 
 /// A Beta(a, b) draw.
-pub fn beta(rng: &mut Rng, a: f64, b: f64) -> f64 {
+pub(super) fn beta(rng: &mut Rng, a: f64, b: f64) -> f64 {
     let x = gamma(rng, a);
     let y = gamma(rng, b);
     if x + y == 0.0 {

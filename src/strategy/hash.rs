@@ -17,11 +17,11 @@ use std::net::IpAddr;
 use super::PickContext;
 use crate::backend::Backend;
 
-pub const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
-pub const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+pub(crate) const FNV_OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// FNV-1a 64 of `bytes`, continuing from `state` ([`FNV_OFFSET_BASIS`] to start).
-pub fn fnv1a64_from(mut state: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64_from(mut state: u64, bytes: &[u8]) -> u64 {
     for &b in bytes {
         state ^= u64::from(b);
         state = state.wrapping_mul(FNV_PRIME);
@@ -29,19 +29,19 @@ pub fn fnv1a64_from(mut state: u64, bytes: &[u8]) -> u64 {
     state
 }
 
-pub fn fnv1a64(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a64(bytes: &[u8]) -> u64 {
     fnv1a64_from(FNV_OFFSET_BASIS, bytes)
 }
 
 /// The SplitMix64 output function.
-pub fn mix64(mut z: u64) -> u64 {
+pub(crate) fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
 }
 
 /// An independent hash of the same name for each `seed`: `mix64(name_hash ^ seed)`.
-pub fn seeded(name_hash: u64, seed: u64) -> u64 {
+pub(crate) fn seeded(name_hash: u64, seed: u64) -> u64 {
     mix64(name_hash ^ seed)
 }
 
@@ -56,7 +56,7 @@ impl Write for FnvWriter {
 }
 
 /// FNV-1a 64 of the backend's address text: the name placement is computed from.
-pub fn addr_hash(b: &Backend) -> u64 {
+pub(crate) fn addr_hash(b: &Backend) -> u64 {
     let mut w = FnvWriter(FNV_OFFSET_BASIS);
     // Writing into FnvWriter cannot fail.
     let _ = write!(w, "{}", b.addr);
@@ -64,7 +64,7 @@ pub fn addr_hash(b: &Backend) -> u64 {
 }
 
 /// Hash of the client address: its 4 (IPv4) or 16 (IPv6) octets.
-pub fn ip_key_hash(ip: IpAddr) -> u64 {
+pub(crate) fn ip_key_hash(ip: IpAddr) -> u64 {
     match ip {
         IpAddr::V4(v4) => fnv1a64(&v4.octets()),
         IpAddr::V6(v6) => fnv1a64(&v6.octets()),
@@ -72,7 +72,7 @@ pub fn ip_key_hash(ip: IpAddr) -> u64 {
 }
 
 /// Hash of the request key, or of the client address when there is none (TCP mode).
-pub fn request_key_hash(ctx: &PickContext<'_>) -> u64 {
+pub(crate) fn request_key_hash(ctx: &PickContext<'_>) -> u64 {
     if ctx.key.is_empty() {
         ip_key_hash(ctx.client_ip)
     } else {

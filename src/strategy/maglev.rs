@@ -32,8 +32,8 @@ use crate::backend::Backend;
 /// Lookup table size: prime, and large against the number of backends (the paper wants M >> 100 N).
 pub const MAGLEV_TABLE_SIZE: usize = 65_537;
 /// Seeds of the two hashes of a backend's name ([`super::hash::seeded`]).
-pub const MAGLEV_OFFSET_SEED: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
-pub const MAGLEV_SKIP_SEED: u64 = 0x6d61_676c_6576_736b; // "maglevsk"
+pub(super) const MAGLEV_OFFSET_SEED: u64 = 0x6d61_676c_6576_6f66; // "maglevof"
+pub(super) const MAGLEV_SKIP_SEED: u64 = 0x6d61_676c_6576_736b; // "maglevsk"
 
 const EMPTY: u32 = u32::MAX;
 

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use crate::backend::Backend;
 
 mod bandit;
-pub mod hash;
+pub(crate) mod hash;
 mod least_connections;
 mod least_time;
 mod maglev;
@@ -24,8 +24,8 @@ mod p2c;
 mod random;
 mod rendezvous;
 mod round_robin;
-pub mod sticky;
-pub mod threshold;
+pub(crate) mod sticky;
+pub(crate) mod threshold;
 mod weighted_round_robin;
 
 pub use bandit::Bandit;
@@ -318,7 +318,7 @@ pub(crate) mod test_support {
     use super::*;
     use std::net::{Ipv4Addr, SocketAddr};
 
-    pub fn backends(weights: &[u32]) -> Vec<Backend> {
+    pub(crate) fn backends(weights: &[u32]) -> Vec<Backend> {
         weights
             .iter()
             .enumerate()
@@ -329,7 +329,7 @@ pub(crate) mod test_support {
             .collect()
     }
 
-    pub fn ctx() -> PickContext<'static> {
+    pub(crate) fn ctx() -> PickContext<'static> {
         PickContext {
             client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             key: b"",

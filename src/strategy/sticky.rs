@@ -25,7 +25,7 @@ pub const STICKY_TOKEN_LEN: usize = 16;
 /// The cookie name the HTTP session is expected to use.
 pub const STICKY_COOKIE_NAME: &str = "sluice_backend";
 /// Seed of the token hash ([`super::hash::seeded`]), so tokens do not reveal `addr_hash`.
-pub const STICKY_TOKEN_SEED: u64 = 0x7374_6963_6b79_746b; // "stickytk"
+pub(crate) const STICKY_TOKEN_SEED: u64 = 0x7374_6963_6b79_746b; // "stickytk"
 
 /// The affinity cookie value that leads back to `b`: `seeded(addr_hash(b), STICKY_TOKEN_SEED)` as 16
 /// lowercase hex digits. Allocation-free, so the session can call it for each response it pins.

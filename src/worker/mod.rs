@@ -92,7 +92,7 @@ impl Now {
     }
 }
 
-pub struct Worker {
+pub(crate) struct Worker {
     events: Events,
     rx: Receiver<WorkerMsg>,
     core: Core,
@@ -157,7 +157,7 @@ impl IoParts {
 }
 
 /// What a worker is made of; the data plane builds one per worker.
-pub struct WorkerParts {
+pub(crate) struct WorkerParts {
     pub(crate) index: usize,
     pub(crate) cfg: Arc<ProxyConfig>,
     pub(crate) poll: Poll,
@@ -170,7 +170,7 @@ pub struct WorkerParts {
 }
 
 impl Worker {
-    pub fn new(parts: WorkerParts) -> io::Result<Worker> {
+    pub(crate) fn new(parts: WorkerParts) -> io::Result<Worker> {
         let WorkerParts {
             index,
             cfg,
@@ -209,7 +209,7 @@ impl Worker {
         })
     }
 
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         loop {
             let timeout = self.core.poll_timeout();
             if let Err(e) = self.core.io.poll.poll(&mut self.events, timeout) {

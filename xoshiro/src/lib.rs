@@ -11,6 +11,8 @@
 //! filled from a 64-bit seed with SplitMix64 (`splitmix64.c` on the same page), as its authors
 //! recommend, so nearby seeds (worker 0, 1, 2...) still give unrelated streams. Not cryptographic.
 
+#![warn(unreachable_pub)]
+
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::{SystemTime, UNIX_EPOCH};

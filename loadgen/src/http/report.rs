@@ -67,7 +67,7 @@ pub(crate) struct Part {
 }
 
 impl Part {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Part {
             hist: latency::new_histogram(),
             status: BTreeMap::new(),
@@ -80,7 +80,7 @@ impl Part {
         }
     }
 
-    pub fn error(&mut self, kind: ErrorKind) {
+    pub(crate) fn error(&mut self, kind: ErrorKind) {
         self.errors[kind as usize] += 1;
     }
 }

@@ -24,7 +24,7 @@ pub const RETRY_AFTER_S: u64 = 1;
 
 /// What to answer and when.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub status: u16,
     pub retry_after_s: Option<u64>,
     pub body: &'static [u8],
@@ -55,7 +55,7 @@ impl Decision {
 
 /// One server's mutable state, behind its mutex in the simulator.
 #[derive(Debug)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     pub params: ServerParams,
     pub down: bool,
     /// While `start <= now < end`, every answer waits for `end`.
@@ -69,7 +69,7 @@ pub struct ServerState {
 }
 
 impl ServerState {
-    pub fn new(params: ServerParams, rng: Rng) -> Self {
+    pub(crate) fn new(params: ServerParams, rng: Rng) -> Self {
         ServerState {
             params,
             down: false,
@@ -84,7 +84,13 @@ impl ServerState {
     }
 
     /// Decides the answer to `req`, arriving at `now`, `t_s` seconds after the simulator started.
-    pub fn decide(&mut self, profile: Profile, req: &Request, now: Instant, t_s: f64) -> Decision {
+    pub(crate) fn decide(
+        &mut self,
+        profile: Profile,
+        req: &Request,
+        now: Instant,
+        t_s: f64,
+    ) -> Decision {
         if req.path == "/health" && matches!(req.method, Method::Get | Method::Head) {
             self.health_checks += 1;
             return if self.down {
@@ -164,14 +170,14 @@ impl ServerState {
     }
 
     /// The end of the stall `now` falls in, if any.
-    pub fn stalled_until(&self, now: Instant) -> Option<Instant> {
+    pub(crate) fn stalled_until(&self, now: Instant) -> Option<Instant> {
         self.stall
             .filter(|&(start, end)| start <= now && now < end)
             .map(|(_, end)| end)
     }
 
     /// Applies a validated patch.
-    pub fn apply_patch(&mut self, patch: &ServerPatch, now: Instant) {
+    pub(crate) fn apply_patch(&mut self, patch: &ServerPatch, now: Instant) {
         patch.apply(&mut self.params);
         if let Some(down) = patch.down {
             self.down = down;
@@ -183,13 +189,13 @@ impl ServerState {
     }
 
     /// Clears the counters (not the parameters).
-    pub fn reset_counts(&mut self) {
+    pub(crate) fn reset_counts(&mut self) {
         self.status_counts.clear();
         self.requests = 0;
         self.health_checks = 0;
     }
 
-    pub fn report(&self, at: ReportContext) -> ServerReport {
+    pub(crate) fn report(&self, at: ReportContext) -> ServerReport {
         ServerReport {
             index: at.index,
             port: at.addr.port(),
@@ -226,7 +232,7 @@ fn limited(retry_after_s: u64) -> Decision {
 
 /// Where and when a report is taken.
 #[derive(Debug, Clone, Copy)]
-pub struct ReportContext {
+pub(crate) struct ReportContext {
     pub index: usize,
     pub addr: SocketAddr,
     pub profile: Profile,

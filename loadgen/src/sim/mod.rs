@@ -178,12 +178,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub fn t_s(&self, now: Instant) -> f64 {
+    pub(crate) fn t_s(&self, now: Instant) -> f64 {
         now.saturating_duration_since(self.started).as_secs_f64()
     }
 
     /// Index for `selector`: an index below the server count, else a port.
-    pub fn find(&self, selector: &str) -> Option<usize> {
+    pub(crate) fn find(&self, selector: &str) -> Option<usize> {
         let n: usize = selector.parse().ok()?;
         if n < self.servers.len() {
             return Some(n);
@@ -193,7 +193,7 @@ impl Shared {
             .position(|s| usize::from(s.addr.port()) == n)
     }
 
-    pub fn report(&self, index: usize, now: Instant) -> Option<ServerReport> {
+    pub(crate) fn report(&self, index: usize, now: Instant) -> Option<ServerReport> {
         let slot = self.servers.get(index)?;
         let at = ReportContext {
             index,
@@ -207,13 +207,13 @@ impl Shared {
         Some(lock(&slot.state).report(at))
     }
 
-    pub fn reports(&self, now: Instant) -> Vec<ServerReport> {
+    pub(crate) fn reports(&self, now: Instant) -> Vec<ServerReport> {
         (0..self.servers.len())
             .filter_map(|i| self.report(i, now))
             .collect()
     }
 
-    pub fn patch(
+    pub(crate) fn patch(
         &self,
         index: usize,
         patch: &ServerPatch,
@@ -230,19 +230,19 @@ impl Shared {
             .ok_or_else(|| SimError::UnknownServer(index.to_string()))
     }
 
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         lock(&self.ledger).clear();
         for slot in &self.servers {
             lock(&slot.state).reset_counts();
         }
     }
 
-    pub fn lookup(&self, ids: &[Id]) -> Vec<Option<Entry>> {
+    pub(crate) fn lookup(&self, ids: &[Id]) -> Vec<Option<Entry>> {
         let ledger = lock(&self.ledger);
         ids.iter().map(|id| ledger.get(id)).collect()
     }
 
-    pub fn score(&self, now: Instant) -> Score {
+    pub(crate) fn score(&self, now: Instant) -> Score {
         let (totals, span, measured) = {
             let ledger = lock(&self.ledger);
             (ledger.totals(), ledger.id_span(), ledger.ids_per_s())

@@ -20,14 +20,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
 const CALL_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// A watch that delivers nothing this long is reopened (resuming where it was), so a member that
 /// hangs without closing the connection is noticed and another one used.
-pub const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest watch message accepted (etcd caps a request at 1.5 MiB; a batch of events may be
 /// several of them).
 const MAX_WATCH_LINE_BYTES: u64 = 64 << 20;
 
 /// Why a call failed.
 #[derive(Debug)]
-pub enum EtcdError {
+pub(crate) enum EtcdError {
     /// No endpoint answered usefully (unreachable, timed out, no leader).
     Unavailable(String),
     /// etcd answered, but not with what the protocol promises.
@@ -45,7 +45,7 @@ impl std::fmt::Display for EtcdError {
 
 /// One key and its value as etcd stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyValue {
+pub(crate) struct KeyValue {
     pub key: String,
     pub value: Vec<u8>,
     pub mod_revision: u64,
@@ -53,7 +53,7 @@ pub struct KeyValue {
 
 /// One change a watch reported: a put (`value` is `Some`) or a delete, at `revision`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WatchEvent {
+pub(crate) struct WatchEvent {
     pub key: String,
     pub value: Option<Vec<u8>>,
     pub revision: u64,
@@ -61,14 +61,14 @@ pub struct WatchEvent {
 
 /// A whole prefix read at one revision.
 #[derive(Debug, Clone, Default)]
-pub struct Range {
+pub(crate) struct Range {
     pub revision: u64,
     pub kvs: Vec<KeyValue>,
 }
 
 /// One operation inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     Put {
         key: String,
         value: Vec<u8>,
@@ -86,7 +86,7 @@ pub enum Op {
 
 /// A condition a transaction checks before it runs its success branch.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Compare {
+pub(crate) enum Compare {
     /// The key was last changed at this revision (0: the key does not exist).
     ModRevision { key: String, revision: u64 },
     /// No key under this prefix exists.
@@ -95,7 +95,7 @@ pub enum Compare {
 
 /// What a transaction did.
 #[derive(Debug, Clone, Default)]
-pub struct TxnResult {
+pub(crate) struct TxnResult {
     pub succeeded: bool,
     /// The store's revision after it: the commit revision when it succeeded and wrote.
     pub revision: u64,
@@ -105,7 +105,7 @@ pub struct TxnResult {
 
 /// What reading a watch stream yields.
 #[derive(Debug)]
-pub enum WatchMessage {
+pub(crate) enum WatchMessage {
     /// Changes, in revision order.
     Events(Vec<WatchEvent>),
     /// The revision asked for was compacted away: read everything again.
@@ -115,13 +115,13 @@ pub enum WatchMessage {
 }
 
 /// The client: endpoints in the order to try them.
-pub struct Etcd {
+pub(crate) struct Etcd {
     endpoints: Vec<String>,
     current: usize,
     agent: ureq::Agent,
 }
 
-pub fn encode(bytes: &[u8]) -> String {
+pub(crate) fn encode(bytes: &[u8]) -> String {
     B64.encode(bytes)
 }
 
@@ -145,7 +145,7 @@ fn number(v: &Value) -> u64 {
 
 /// The end of the key range holding every key that starts with `prefix` (etcd's "prefix end":
 /// the prefix with its last byte that is not 0xff incremented).
-pub fn prefix_end(prefix: &str) -> Vec<u8> {
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {
@@ -214,7 +214,7 @@ fn compare_json(c: &Compare) -> Value {
 }
 
 impl Etcd {
-    pub fn new(endpoints: Vec<String>) -> Etcd {
+    pub(crate) fn new(endpoints: Vec<String>) -> Etcd {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -230,12 +230,12 @@ impl Etcd {
     }
 
     /// The endpoint calls go to first.
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.endpoints[self.current % self.endpoints.len()]
     }
 
     /// Moves on to the next endpoint (after a failure the caller noticed itself).
-    pub fn rotate(&mut self) {
+    pub(crate) fn rotate(&mut self) {
         self.current = (self.current + 1) % self.endpoints.len();
     }
 
@@ -282,7 +282,7 @@ impl Etcd {
     }
 
     /// Every key under `prefix`, at one revision (linearizable: what a majority agreed on).
-    pub fn range(&mut self, prefix: &str) -> Result<Range, EtcdError> {
+    pub(crate) fn range(&mut self, prefix: &str) -> Result<Range, EtcdError> {
         let body = json!({
             "key": encode(prefix.as_bytes()),
             "range_end": encode(&prefix_end(prefix)),
@@ -295,13 +295,13 @@ impl Etcd {
     }
 
     /// One key, read linearizably (so it fails without a quorum); `None` when absent.
-    pub fn get(&mut self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
+    pub(crate) fn get(&mut self, key: &str) -> Result<Option<KeyValue>, EtcdError> {
         let v = self.call("/v3/kv/range", &json!({ "key": encode(key.as_bytes()) }))?;
         Ok(kvs_of(&v)?.into_iter().next())
     }
 
     /// Runs `success` if every comparison holds, else `failure`, atomically.
-    pub fn txn(
+    pub(crate) fn txn(
         &mut self,
         compare: &[Compare],
         success: &[Op],
@@ -327,7 +327,7 @@ impl Etcd {
     }
 
     /// A new lease of `ttl_s` seconds; returns its id.
-    pub fn lease_grant(&mut self, ttl_s: u64) -> Result<u64, EtcdError> {
+    pub(crate) fn lease_grant(&mut self, ttl_s: u64) -> Result<u64, EtcdError> {
         let v = self.call("/v3/lease/grant", &json!({ "TTL": ttl_s.to_string() }))?;
         match number(&v["ID"]) {
             0 => Err(EtcdError::Protocol(format!(
@@ -338,20 +338,20 @@ impl Etcd {
     }
 
     /// Renews a lease; false when it has expired already (it must be granted anew).
-    pub fn lease_keepalive(&mut self, id: u64) -> Result<bool, EtcdError> {
+    pub(crate) fn lease_keepalive(&mut self, id: u64) -> Result<bool, EtcdError> {
         let v = self.call("/v3/lease/keepalive", &json!({ "ID": id.to_string() }))?;
         Ok(number(&v["result"]["TTL"]) > 0)
     }
 
     /// Ends a lease now, deleting the keys attached to it.
-    pub fn lease_revoke(&mut self, id: u64) -> Result<(), EtcdError> {
+    pub(crate) fn lease_revoke(&mut self, id: u64) -> Result<(), EtcdError> {
         self.call("/v3/lease/revoke", &json!({ "ID": id.to_string() }))
             .map(|_| ())
     }
 
     /// Opens a watch of every key under `prefix` from revision `from` on the current endpoint.
     /// It fails over no further: the caller reopens after a failure (calling [`Etcd::rotate`]).
-    pub fn watch(&mut self, prefix: &str, from: u64) -> Result<WatchStream, EtcdError> {
+    pub(crate) fn watch(&mut self, prefix: &str, from: u64) -> Result<WatchStream, EtcdError> {
         let body = json!({ "create_request": {
             "key": encode(prefix.as_bytes()),
             "range_end": encode(&prefix_end(prefix)),
@@ -383,14 +383,14 @@ impl Etcd {
 }
 
 /// An open watch: one JSON message per line.
-pub struct WatchStream {
+pub(crate) struct WatchStream {
     lines: BufReader<Box<dyn Read + Send>>,
 }
 
 impl WatchStream {
     /// The next message with news; `Err` when the stream ended, failed or went quiet for
     /// [`WATCH_IDLE_TIMEOUT`].
-    pub fn read(&mut self) -> Result<WatchMessage, EtcdError> {
+    pub(crate) fn read(&mut self) -> Result<WatchMessage, EtcdError> {
         loop {
             let mut line = Vec::new();
             let n = (&mut self.lines)
@@ -413,7 +413,7 @@ impl WatchStream {
 }
 
 /// Reads one message of the watch stream; `None` for ones without news (created, progress).
-pub fn parse_watch_message(v: &Value) -> Result<Option<WatchMessage>, EtcdError> {
+pub(crate) fn parse_watch_message(v: &Value) -> Result<Option<WatchMessage>, EtcdError> {
     if let Some(err) = v.get("error") {
         let msg = err["message"].as_str().unwrap_or("watch failed");
         return Ok(Some(WatchMessage::Canceled(msg.to_string())));

@@ -16,8 +16,8 @@
 //! and every change any instance made, from the watch). [`Mirror`] is the control thread's copy of
 //! the keys, from which it builds the [`Desired`] configuration it installs.
 
-pub mod etcd;
-pub mod threads;
+pub(crate) mod etcd;
+pub(crate) mod threads;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,64 +30,64 @@ use crate::strategy::{StrategyKind, StrategyParams};
 use etcd::{Range, WatchEvent};
 
 /// Version of the key layout.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 /// The only pool so far.
-pub const POOL: &str = "default";
+pub(crate) const POOL: &str = "default";
 
 /// Where each key of one cluster lives.
 #[derive(Clone, Debug)]
-pub struct Layout {
+pub(crate) struct Layout {
     root: String,
 }
 
 impl Layout {
-    pub fn new(cluster: &str) -> Layout {
+    pub(crate) fn new(cluster: &str) -> Layout {
         Layout {
             root: format!("/sluice/{cluster}/"),
         }
     }
 
     /// Every key of the cluster starts with this.
-    pub fn root(&self) -> &str {
+    pub(crate) fn root(&self) -> &str {
         &self.root
     }
 
-    pub fn format(&self) -> String {
+    pub(crate) fn format(&self) -> String {
         format!("{}format", self.root)
     }
 
-    pub fn last_change(&self) -> String {
+    pub(crate) fn last_change(&self) -> String {
         format!("{}last_change", self.root)
     }
 
-    pub fn pools(&self) -> String {
+    pub(crate) fn pools(&self) -> String {
         format!("{}pools/", self.root)
     }
 
-    pub fn strategy(&self) -> String {
+    pub(crate) fn strategy(&self) -> String {
         format!("{}pools/{POOL}/strategy", self.root)
     }
 
-    pub fn backends(&self) -> String {
+    pub(crate) fn backends(&self) -> String {
         format!("{}pools/{POOL}/backends/", self.root)
     }
 
-    pub fn backend(&self, addr: SocketAddr) -> String {
+    pub(crate) fn backend(&self, addr: SocketAddr) -> String {
         format!("{}{addr}", self.backends())
     }
 
-    pub fn instances(&self) -> String {
+    pub(crate) fn instances(&self) -> String {
         format!("{}instances/", self.root)
     }
 
-    pub fn instance(&self, id: &str) -> String {
+    pub(crate) fn instance(&self, id: &str) -> String {
         format!("{}{id}", self.instances())
     }
 }
 
 /// The strategy's record: the strategy and its parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StrategyRecord {
+pub(crate) struct StrategyRecord {
     pub strategy: StrategyKind,
     #[serde(default)]
     pub slow_start_ms: u64,
@@ -110,7 +110,7 @@ fn default_min_enabled() -> usize {
 }
 
 impl StrategyRecord {
-    pub fn new(strategy: StrategyKind, p: StrategyParams) -> StrategyRecord {
+    pub(crate) fn new(strategy: StrategyKind, p: StrategyParams) -> StrategyRecord {
         StrategyRecord {
             strategy,
             slow_start_ms: p.slow_start_ms,
@@ -120,7 +120,7 @@ impl StrategyRecord {
         }
     }
 
-    pub fn params(&self) -> StrategyParams {
+    pub(crate) fn params(&self) -> StrategyParams {
         StrategyParams {
             slow_start_ms: self.slow_start_ms,
             threshold_high: self.threshold_high,
@@ -132,7 +132,7 @@ impl StrategyRecord {
 
 /// A member's record under `instances/<id>`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberRecord {
+pub(crate) struct MemberRecord {
     pub id: String,
     pub proxy: String,
     pub admin: Option<String>,
@@ -144,7 +144,7 @@ pub struct MemberRecord {
 
 /// A configuration change an operator asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     Add {
         addr: SocketAddr,
         weight: u32,
@@ -170,7 +170,7 @@ pub enum Change {
 
 /// What a change writes to its key, given the key's current value.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Write {
+pub(crate) enum Write {
     Put(Vec<u8>),
     Delete,
     /// The key already says what the change asks for.
@@ -179,7 +179,7 @@ pub enum Write {
 
 /// What a committed change left in its key.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Record {
+pub(crate) enum Record {
     Backend(SavedBackend),
     Strategy(StrategyRecord),
     Removed(SocketAddr),
@@ -187,7 +187,7 @@ pub enum Record {
 
 impl Change {
     /// The one key this change writes.
-    pub fn key(&self, layout: &Layout) -> String {
+    pub(crate) fn key(&self, layout: &Layout) -> String {
         match self {
             Change::Add { addr, .. }
             | Change::Remove { addr }
@@ -198,7 +198,7 @@ impl Change {
     }
 
     /// For the log and the `last_change` key.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Change::Add { addr, weight } => format!("add backend {addr} (weight {weight})"),
             Change::Remove { addr } => format!("remove backend {addr}"),
@@ -216,7 +216,10 @@ impl Change {
     /// What to write given the key's current value and revision (`None`: no such key), and the
     /// record that results. The same rule whether the value came from this instance's copy or
     /// from a fresh read after another change came first.
-    pub fn apply(&self, current: Option<(&[u8], u64)>) -> Result<(Write, Record), ChangeError> {
+    pub(crate) fn apply(
+        &self,
+        current: Option<(&[u8], u64)>,
+    ) -> Result<(Write, Record), ChangeError> {
         let not_found = |addr: &SocketAddr| ChangeError::NotFound(format!("no backend {addr}"));
         let stale = |what: String, expect: u64, now: u64| {
             ChangeError::Conflict(format!(
@@ -317,7 +320,7 @@ impl Change {
 
 /// What the control thread asks of the store threads.
 #[derive(Debug)]
-pub enum StoreRequest {
+pub(crate) enum StoreRequest {
     /// Commit a change.
     Change { ticket: u64, change: Change },
     /// Write this configuration if the store has none (it was wiped, or never seeded).
@@ -330,7 +333,7 @@ pub enum StoreRequest {
 
 /// What the store threads tell the control thread.
 #[derive(Debug)]
-pub enum StoreEvent {
+pub(crate) enum StoreEvent {
     /// The outcome of [`StoreRequest::Change`]: the revision it committed at (or the key's
     /// revision when there was nothing to write) and the record it left.
     Committed {
@@ -348,14 +351,14 @@ pub enum StoreEvent {
 
 /// What applying watch events touched.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Touched {
+pub(crate) struct Touched {
     pub config: bool,
     pub members: bool,
 }
 
 /// The control thread's copy of the cluster's keys, decoded.
 #[derive(Debug)]
-pub struct Mirror {
+pub(crate) struct Mirror {
     layout: Layout,
     pub seeded: bool,
     pub strategy: Option<(StrategyRecord, u64)>,
@@ -366,7 +369,7 @@ pub struct Mirror {
 }
 
 impl Mirror {
-    pub fn new(layout: Layout) -> Mirror {
+    pub(crate) fn new(layout: Layout) -> Mirror {
         Mirror {
             layout,
             seeded: false,
@@ -377,12 +380,8 @@ impl Mirror {
         }
     }
 
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
     /// Replaces everything with a fresh read.
-    pub fn load(&mut self, range: &Range) {
+    pub(crate) fn load(&mut self, range: &Range) {
         let root = self.layout.root().to_string();
         *self = Mirror::new(self.layout.clone());
         let mut config_revision = 0;
@@ -396,7 +395,7 @@ impl Mirror {
     }
 
     /// Applies changes from the watch.
-    pub fn apply(&mut self, events: &[WatchEvent]) -> Touched {
+    pub(crate) fn apply(&mut self, events: &[WatchEvent]) -> Touched {
         let mut touched = Touched::default();
         for e in events {
             let t = self.put(&e.key, e.value.as_deref(), e.revision);
@@ -475,7 +474,7 @@ impl Mirror {
     }
 
     /// The configuration to install; `fallback` supplies the strategy while the store has none.
-    pub fn desired(&self, fallback: StrategyRecord) -> Desired {
+    pub(crate) fn desired(&self, fallback: StrategyRecord) -> Desired {
         let (s, strategy_revision) = self.strategy.unwrap_or((fallback, 0));
         Desired {
             revision: self.revision,

@@ -45,7 +45,7 @@ fn unix_ms() -> u64 {
 
 /// How the store threads reach the control thread.
 #[derive(Clone)]
-pub struct Notify {
+pub(crate) struct Notify {
     pub tx: Sender<StoreEvent>,
     pub waker: Arc<Waker>,
 }
@@ -59,20 +59,20 @@ impl Notify {
 }
 
 /// The running store threads, as the control thread holds them.
-pub struct StoreThreads {
+pub(crate) struct StoreThreads {
     tx: Sender<StoreRequest>,
     ops: Option<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
 }
 
 impl StoreThreads {
-    pub fn send(&self, req: StoreRequest) {
+    pub(crate) fn send(&self, req: StoreRequest) {
         let _ = self.tx.send(req);
     }
 
     /// Leaves the cluster: the ops thread revokes the lease (the member record goes at once) and
     /// ends; the watch thread ends at its next message or within its idle timeout.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.tx.send(StoreRequest::Stop);
         if let Some(t) = self.ops.take() {
@@ -82,7 +82,7 @@ impl StoreThreads {
 }
 
 /// The configuration read at start.
-pub enum Boot {
+pub(crate) enum Boot {
     /// From the store, at this revision.
     Store(Range),
     /// The store could not be reached; the last configuration this instance saved.
@@ -138,7 +138,7 @@ fn last_change(layout: &Layout, by: &str, what: &str) -> Op {
 /// Reads the cluster's keys, seeding the configuration from `seed` first when there is none.
 /// While the store cannot be reached it says so and retries every second, or returns the
 /// fallback copy when there is one; `stop_requested` ends the wait.
-pub fn bootstrap(
+pub(crate) fn bootstrap(
     cfg: &ClusterConfig,
     seed: &Desired,
     stop_requested: &dyn Fn() -> bool,
@@ -209,7 +209,7 @@ fn read_or_seed(
 }
 
 /// Starts the ops and watch threads. The watch starts after `from` (0: read everything first).
-pub fn start(
+pub(crate) fn start(
     cfg: &ClusterConfig,
     member: MemberRecord,
     from: u64,

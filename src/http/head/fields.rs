@@ -130,7 +130,7 @@ pub(super) fn is_hop_by_hop(field: Field, name: &str, conn: &ConnectionOptions<'
 
 /// Finds cookie `name` in a Cookie field value (`a=1; b=2`, RFC 6265 section 5.4); returns the
 /// position of its value within `value`.
-pub fn cookie_value(value: &[u8], name: &str) -> Option<Range<usize>> {
+pub(crate) fn cookie_value(value: &[u8], name: &str) -> Option<Range<usize>> {
     let mut at = 0;
     for pair in value.split(|&b| b == b';') {
         let start = at + pair.len() - pair.trim_ascii_start().len();

@@ -20,10 +20,10 @@ use super::chunked::is_tchar;
 
 /// Most header fields a head may carry; `--max-headers` sets the request limit up to it, responses
 /// get all of it. The parse keeps one 32-byte slot per field on the worker's stack (8 KiB).
-pub const MAX_HEADERS: usize = 256;
+pub(crate) const MAX_HEADERS: usize = 256;
 /// Bytes a rewrite may add to a head (X-Forwarded-*, Connection); buffers keep this much spare room
 /// while a head is read so the rewritten head always fits.
-pub const REWRITE_RESERVE_BYTES: usize = 512;
+pub(crate) const REWRITE_RESERVE_BYTES: usize = 512;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
@@ -71,7 +71,7 @@ impl Method {
 
 /// How a message body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     None,
     Length(u64),
     Chunked,
@@ -81,7 +81,7 @@ pub enum Framing {
 
 /// Why a head was refused; [`HeadError::status`] is what the client is told.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HeadError {
+pub(crate) enum HeadError {
     Malformed(&'static str),
     TooLarge,
     TooManyHeaders,
@@ -89,7 +89,7 @@ pub enum HeadError {
 }
 
 impl HeadError {
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             HeadError::Malformed(_) => 400,
             HeadError::TooLarge | HeadError::TooManyHeaders => 431,
@@ -97,7 +97,7 @@ impl HeadError {
         }
     }
 
-    pub fn reason(self) -> &'static str {
+    pub(crate) fn reason(self) -> &'static str {
         match self {
             HeadError::Malformed(why) | HeadError::NotImplemented(why) => why,
             HeadError::TooLarge => "request head too large",
@@ -108,7 +108,7 @@ impl HeadError {
 
 /// What the worker needs to know about a request it forwards. Ranges index the rewritten head.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestHead {
+pub(crate) struct RequestHead {
     pub method: Method,
     pub minor_version: u8,
     pub framing: Framing,
@@ -134,7 +134,7 @@ pub struct RequestHead {
 
 /// Facts from the request that shape how its response is forwarded.
 #[derive(Clone, Copy, Debug)]
-pub struct ResponseContext<'a> {
+pub(crate) struct ResponseContext<'a> {
     pub method: Method,
     pub client_minor_version: u8,
     pub client_keep_alive: bool,
@@ -144,7 +144,7 @@ pub struct ResponseContext<'a> {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResponseHead {
+pub(crate) struct ResponseHead {
     pub status: u16,
     pub framing: Framing,
     /// The backend connection may carry another request after this response.
@@ -159,7 +159,7 @@ pub struct ResponseHead {
 
 impl ResponseHead {
     /// 1xx other than 101: another head follows.
-    pub fn is_interim(&self) -> bool {
+    pub(crate) fn is_interim(&self) -> bool {
         (100..200).contains(&self.status) && self.status != 101
     }
 }
@@ -169,9 +169,9 @@ mod framing;
 mod request;
 mod response;
 
-pub use fields::cookie_value;
-pub use request::{forward_request, RequestOptions};
-pub use response::forward_response;
+pub(crate) use fields::cookie_value;
+pub(crate) use request::{forward_request, RequestOptions};
+pub(crate) use response::forward_response;
 
 /// Writes into a fixed slice; running out of room means the head is too large.
 struct Out<'a> {

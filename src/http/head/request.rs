@@ -52,7 +52,7 @@ pub(super) fn write_ip(out: &mut Out<'_>, ip: IpAddr) -> Result<(), HeadError> {
 
 /// Settings for forwarding requests.
 #[derive(Clone, Copy, Debug)]
-pub struct RequestOptions<'a> {
+pub(crate) struct RequestOptions<'a> {
     pub client_ip: IpAddr,
     /// Value of X-Forwarded-Proto.
     pub proto: &'static str,
@@ -65,7 +65,7 @@ pub struct RequestOptions<'a> {
 }
 
 /// The upgrade protocol every proxy passes on: WebSocket (RFC 6455).
-pub const WEBSOCKET: &str = "websocket";
+pub(super) const WEBSOCKET: &str = "websocket";
 
 /// Whether one `Upgrade` list element (`protocol[/version]`, RFC 9110 section 7.8) may pass.
 /// `h2c` never may (a `--allow-upgrade h2c` is refused at start): after it, the connection would
@@ -105,7 +105,7 @@ fn allowed_upgrades<'h>(
 /// Upgrade: only `websocket` and the protocols of [`RequestOptions::allow_upgrade`] pass; other
 /// elements are dropped from the `Upgrade` field, and a request left with none is forwarded as
 /// plain HTTP/1.1 (no `Upgrade`, no `Connection: Upgrade`), so the backend cannot switch protocols.
-pub fn forward_request(
+pub(crate) fn forward_request(
     src: &[u8],
     opts: &RequestOptions<'_>,
     out: &mut [u8],

@@ -14,7 +14,7 @@ use super::*;
 /// forwarded: a client that reads `identity` as "no coding" would wait for the close while sluice
 /// keeps the connection for the next response, and two readings of where a body ends is how a
 /// response queue gets poisoned. nginx, as a proxy, refuses them too.
-pub fn forward_response(
+pub(crate) fn forward_response(
     src: &[u8],
     ctx: &ResponseContext<'_>,
     out: &mut [u8],
