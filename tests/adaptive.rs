@@ -28,7 +28,10 @@ fn adaptive_over_sim(
     let specs = sim
         .server_addrs()
         .into_iter()
-        .map(|addr| BackendSpec { addr, weight: 1 })
+        .map(|addr| BackendSpec {
+            addr: addr.into(),
+            weight: 1,
+        })
         .collect();
     let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Adaptive);
     s.control.switch_interval_ms = switch_interval_ms;

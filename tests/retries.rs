@@ -170,11 +170,11 @@ fn requests_larger_than_the_retry_buffer_are_not_retried() {
     let lb = {
         let specs = vec![
             BackendSpec {
-                addr: bad.addr,
+                addr: bad.addr.into(),
                 weight: 1,
             },
             BackendSpec {
-                addr: fixed(200).0.addr,
+                addr: fixed(200).0.addr.into(),
                 weight: 1,
             },
         ];
@@ -214,7 +214,7 @@ fn bandit_waits_out_a_retry_after_instead_of_spending_an_attempt() {
         }
     });
     let specs = vec![BackendSpec {
-        addr: backend.addr,
+        addr: backend.addr.into(),
         weight: 1,
     }];
     let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);

@@ -1,4 +1,5 @@
-//! Backends: what one backend is ([`Backend`]), the load measure every worker updates
+//! Backends: what one backend is ([`Backend`]) and where it listens ([`BackendAddr`]: TCP or a
+//! Unix-domain socket, reached through a [`BackendStream`]), the load measure every worker updates
 //! ([`stats`]), what is learned about flaky backends ([`learn`]), and the immutable, versioned
 //! snapshot of the backend set that every worker routes by ([`table`]).
 //!
@@ -12,11 +13,15 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod addr;
 pub mod learn;
 pub(crate) mod stats;
+pub mod stream;
 pub(crate) mod table;
 
+pub use addr::{parse_backend_addr, BackendAddr, UNIX_PREFIX};
 pub use stats::BackendStats;
+pub use stream::BackendStream;
 pub use table::BackendTable;
 
 /// Identifies a backend across table versions; never reused within a process.
@@ -30,7 +35,7 @@ pub const MAX_WEIGHT: u32 = 256;
 #[derive(Clone, Debug)]
 pub struct Backend {
     pub id: BackendId,
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub weight: u32,
     /// Set by an operator (disable drains it).
     pub enabled: bool,
@@ -43,7 +48,13 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// A backend at a TCP address.
     pub fn new(id: BackendId, addr: SocketAddr, weight: u32) -> Backend {
+        Backend::at(id, BackendAddr::Ip(addr), weight)
+    }
+
+    /// A backend at any address, TCP or Unix.
+    pub fn at(id: BackendId, addr: BackendAddr, weight: u32) -> Backend {
         Backend {
             id,
             addr,
@@ -61,10 +72,11 @@ impl Backend {
     }
 }
 
-/// A backend as given on the command line: `ADDR` or `ADDR,weight=N`.
+/// A backend as given on the command line: `ADDR` or `ADDR,weight=N`, where `ADDR` is
+/// `host:port` or `unix:/path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendSpec {
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub weight: u32,
 }
 
@@ -120,16 +132,6 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     }
 }
 
-pub fn parse_backend_addr(text: &str) -> Result<SocketAddr, String> {
-    let addr = parse_addr(text)?;
-    if addr.port() == 0 {
-        return Err(format!(
-            "bad address {text:?}: a backend cannot listen on port 0"
-        ));
-    }
-    Ok(addr)
-}
-
 pub fn parse_weight(text: &str) -> Result<u32, String> {
     match text.trim().parse::<u32>() {
         Ok(w) if w <= MAX_WEIGHT => Ok(w),
@@ -146,7 +148,9 @@ mod tests {
     #[test]
     fn backend_spec_parses_address_and_weight() {
         let s: BackendSpec = "127.0.0.1:81,weight=5".parse().unwrap();
-        assert_eq!(s.addr, "127.0.0.1:81".parse().unwrap());
+        assert_eq!(s.addr, BackendAddr::Ip("127.0.0.1:81".parse().unwrap()));
+        let u: BackendSpec = "unix:/run/app.sock,weight=2".parse().unwrap();
+        assert_eq!(u.addr.to_string(), "unix:/run/app.sock");
         assert_eq!(s.weight, 5);
         assert_eq!(
             "[::1]:80".parse::<BackendSpec>().unwrap().weight,

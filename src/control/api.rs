@@ -1,8 +1,6 @@
 //! The admin API's handlers: each route of [`crate::admin::routes::ROUTES`] against the control
 //! state. Every mutation is checked, saved, applied and published before the answer goes out.
 
-use std::net::SocketAddr;
-
 use super::state::{BackendEntry, ChangeError};
 use super::store::{Change, Record};
 use super::Control;
@@ -12,7 +10,7 @@ use crate::admin::schema::{
     WeightChange,
 };
 use crate::admin::{token_matches, AdminRequest, AdminResponse, Reply};
-use crate::backend::{parse_addr, parse_backend_addr, MAX_WEIGHT};
+use crate::backend::{parse_backend_addr, BackendAddr, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
 
 /// A backend as the API shows it.
@@ -80,9 +78,9 @@ fn same_origin(req: &AdminRequest) -> bool {
     !host.is_empty() && origin == host
 }
 
-fn address_param(param: Option<String>) -> Result<SocketAddr, AdminResponse> {
+fn address_param(param: Option<String>) -> Result<BackendAddr, AdminResponse> {
     let text = param.unwrap_or_default();
-    parse_addr(&text).map_err(|e| AdminResponse::error(400, &e))
+    parse_backend_addr(&text).map_err(|e| AdminResponse::error(400, &e))
 }
 
 /// The page from [`dashboard_html`]. Its policy lets it run only its own inline code and talk
@@ -243,7 +241,7 @@ impl Control {
     ) -> Result<Change, AdminResponse> {
         let addr = address_param(param)?;
         // Alone, this instance knows every backend; in a cluster the store decides.
-        if self.cluster.is_none() && self.state.find(addr).is_none() {
+        if self.cluster.is_none() && self.state.find(&addr).is_none() {
             return Err(AdminResponse::error(404, &format!("no backend {addr}")));
         }
         let body: WeightChange = json_body(req)?;
@@ -259,7 +257,7 @@ impl Control {
     fn apply_local(&mut self, change: &Change) -> Result<(u64, Record), ChangeError> {
         let now = self.now_ms;
         let deadline = now + self.cfg.drain_timeout_ms;
-        fn entry(c: &Control, addr: SocketAddr) -> Option<&BackendEntry> {
+        fn entry<'c>(c: &'c Control, addr: &BackendAddr) -> Option<&'c BackendEntry> {
             c.state.find(addr).map(|i| &c.state.backends[i])
         }
         let stale = |what: String, expect: u64, now: u64| {
@@ -268,8 +266,8 @@ impl Control {
                  read it again and retry"
             ))
         };
-        match *change {
-            Change::Add { addr, weight } => {
+        match change {
+            &Change::Add { ref addr, weight } => {
                 self.state.add(addr, weight, now)?;
                 log::info!("backend {addr} added (weight {weight})");
             }
@@ -277,10 +275,10 @@ impl Control {
                 self.state.remove(addr, deadline)?;
                 log::info!("backend {addr} removed; draining");
                 self.mark_changed();
-                return Ok((self.state.revision(), Record::Removed(addr)));
+                return Ok((self.state.revision(), Record::Removed(addr.clone())));
             }
-            Change::SetWeight {
-                addr,
+            &Change::SetWeight {
+                ref addr,
                 weight,
                 expect,
             } => {
@@ -291,7 +289,7 @@ impl Control {
                 self.state.set_weight(addr, weight)?;
                 log::info!("backend {addr} weight set to {weight}");
             }
-            Change::SetEnabled { addr, enabled } => {
+            &Change::SetEnabled { ref addr, enabled } => {
                 if self.state.set_enabled(addr, enabled, now, deadline)? {
                     let what = if enabled {
                         "enabled"
@@ -302,7 +300,7 @@ impl Control {
                     self.mark_changed();
                 }
             }
-            Change::SetStrategy { strategy, expect } => {
+            &Change::SetStrategy { strategy, expect } => {
                 let at = self.state.strategy_revision;
                 if let Some(e) = expect.filter(|&e| e != at) {
                     return Err(stale("the strategy".into(), e, at));
@@ -319,7 +317,7 @@ impl Control {
         }
         let (Change::Add { addr, .. }
         | Change::SetWeight { addr, .. }
-        | Change::SetEnabled { addr, .. }) = *change
+        | Change::SetEnabled { addr, .. }) = change
         else {
             return Err(ChangeError::Invalid("unexpected change".into()));
         };
@@ -327,7 +325,7 @@ impl Control {
             Some(e) => Ok((
                 e.revision,
                 Record::Backend(super::state::SavedBackend {
-                    address: e.addr,
+                    address: e.addr.clone(),
                     weight: e.weight,
                     enabled: e.enabled,
                 }),
@@ -346,7 +344,7 @@ impl Control {
     ) -> AdminResponse {
         match record {
             Record::Backend(b) => {
-                let local = self.state.find(b.address).map(|i| &self.state.backends[i]);
+                let local = self.state.find(&b.address).map(|i| &self.state.backends[i]);
                 let view = BackendView {
                     address: b.address.to_string(),
                     weight: b.weight,

@@ -26,6 +26,7 @@ use super::store::{
 use super::Control;
 use crate::admin::schema::{ClusterView, MemberView};
 use crate::admin::{AdminResponse, Reply};
+use crate::backend::BackendAddr;
 use crate::config::{ClusterConfig, Settings};
 
 /// An answer whose change committed but this instance has not installed yet is sent anyway after
@@ -74,7 +75,7 @@ fn seed_of(settings: &Settings) -> Desired {
             .iter()
             .map(|b| {
                 let saved = SavedBackend {
-                    address: b.addr,
+                    address: b.addr.clone(),
                     weight: b.weight,
                     enabled: true,
                 };
@@ -125,15 +126,15 @@ impl Cluster {
         };
         // Backends present at start are eligible since start (no slow start at boot).
         state.install(&desired, 0, 0);
-        let flags: Vec<(SocketAddr, u32)> = settings
+        let flags: Vec<(BackendAddr, u32)> = settings
             .backends
             .iter()
-            .map(|b| (b.addr, b.weight))
+            .map(|b| (b.addr.clone(), b.weight))
             .collect();
-        let stored: Vec<(SocketAddr, u32)> = desired
+        let stored: Vec<(BackendAddr, u32)> = desired
             .backends
             .iter()
-            .map(|(b, _)| (b.address, b.weight))
+            .map(|(b, _)| (b.address.clone(), b.weight))
             .collect();
         if !flags.is_empty() && {
             let mut f = flags.clone();

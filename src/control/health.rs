@@ -5,13 +5,11 @@
 //! back, so one lost probe does not move traffic.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 
-use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 
-use crate::backend::BackendId;
+use crate::backend::{BackendAddr, BackendId, BackendStream};
 use crate::config::{HealthConfig, ProbeKind};
 
 /// Consecutive-result counters for one backend's health.
@@ -64,8 +62,8 @@ enum Phase {
 
 struct Probe {
     backend: BackendId,
-    addr: SocketAddr,
-    sock: TcpStream,
+    addr: BackendAddr,
+    sock: BackendStream,
     phase: Phase,
     out: Vec<u8>,
     inbuf: Vec<u8>,
@@ -106,14 +104,15 @@ impl HealthChecker {
         &mut self,
         now_ms: u64,
         registry: &Registry,
-        targets: &[(BackendId, SocketAddr)],
+        targets: &[(BackendId, BackendAddr)],
         out: &mut Vec<ProbeResult>,
     ) {
         if self.cfg.interval_ms == 0 || now_ms < self.next_round_ms {
             return;
         }
         self.next_round_ms = now_ms + self.cfg.interval_ms;
-        for &(backend, addr) in targets {
+        for (backend, addr) in targets {
+            let backend = *backend;
             if self.probes.iter().any(|(_, p)| p.backend == backend) {
                 continue; // the previous probe is still running; its timeout will count
             }
@@ -130,11 +129,11 @@ impl HealthChecker {
     fn start(
         &mut self,
         backend: BackendId,
-        addr: SocketAddr,
+        addr: &BackendAddr,
         now_ms: u64,
         registry: &Registry,
     ) -> io::Result<()> {
-        let mut sock = TcpStream::connect(addr)?;
+        let mut sock = BackendStream::connect(addr)?;
         let entry = self.probes.vacant_entry();
         registry.register(
             &mut sock,
@@ -144,12 +143,17 @@ impl HealthChecker {
         let out = match &self.cfg.kind {
             ProbeKind::Tcp => Vec::new(),
             ProbeKind::Http { path } => {
-                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n").into_bytes()
+                // A unix socket has no host name; `localhost` is what curl sends there.
+                let host = match addr {
+                    BackendAddr::Ip(ip) => ip.to_string(),
+                    BackendAddr::Unix(_) => "localhost".to_string(),
+                };
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n").into_bytes()
             }
         };
         entry.insert(Probe {
             backend,
-            addr,
+            addr: addr.clone(),
             sock,
             phase: Phase::Connecting,
             out,
@@ -202,10 +206,10 @@ fn advance(p: &mut Probe) -> Option<bool> {
                     Ok(Some(_)) | Err(_) => return Some(false),
                     Ok(None) => {}
                 }
-                match p.sock.peer_addr() {
-                    Ok(_) if p.out.is_empty() => return Some(true),
-                    Ok(_) => p.phase = Phase::Sending,
-                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return None,
+                match p.sock.is_connected() {
+                    Ok(true) if p.out.is_empty() => return Some(true),
+                    Ok(true) => p.phase = Phase::Sending,
+                    Ok(false) => return None,
                     Err(_) => return Some(false),
                 }
             }

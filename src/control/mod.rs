@@ -28,7 +28,7 @@ use log::{info, warn};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::admin::AdminServer;
-use crate::backend::{BackendId, BackendTable};
+use crate::backend::{BackendAddr, BackendId, BackendTable};
 use crate::clock;
 use crate::config::{ControlConfig, Settings};
 use crate::link::{ControlLink, ControlMsg, Workers};
@@ -251,12 +251,12 @@ impl Control {
 
     fn housekeeping(&mut self, results: &mut Vec<ProbeResult>) {
         let now = self.now_ms;
-        let targets: Vec<(BackendId, SocketAddr)> = self
+        let targets: Vec<(BackendId, BackendAddr)> = self
             .state
             .backends
             .iter()
             .filter(|b| b.removing_deadline_ms.is_none())
-            .map(|b| (b.id, b.addr))
+            .map(|b| (b.id, b.addr.clone()))
             .collect();
         self.health
             .maybe_start_round(now, self.poll.registry(), &targets, results);

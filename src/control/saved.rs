@@ -6,12 +6,11 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{BackendSpec, MAX_WEIGHT};
+use crate::backend::{BackendAddr, BackendSpec, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
 
 /// Version of the state file format.
@@ -20,7 +19,7 @@ pub(crate) const STATE_FORMAT: u32 = 1;
 /// One backend as an operator configured it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct SavedBackend {
-    pub address: SocketAddr,
+    pub address: BackendAddr,
     pub weight: u32,
     pub enabled: bool,
 }
@@ -85,7 +84,7 @@ impl StateFile {
                     b.address
                 ));
             }
-            if !seen.insert(b.address) {
+            if !seen.insert(&b.address) {
                 return Err(format!(
                     "state file {}: backend {} appears twice",
                     self.path.display(),

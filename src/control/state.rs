@@ -7,12 +7,13 @@
 //! either. In a cluster, the store's configuration is installed whole with
 //! [`ControlState::install`], which changes only what differs.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::health::Hysteresis;
 pub(crate) use super::saved::{SavedBackend, SavedState, StateFile, STATE_FORMAT};
-use crate::backend::{Backend, BackendId, BackendSpec, BackendStats, BackendTable, MAX_WEIGHT};
+use crate::backend::{
+    Backend, BackendAddr, BackendId, BackendSpec, BackendStats, BackendTable, MAX_WEIGHT,
+};
 use crate::strategy::{StrategyKind, StrategyParams};
 
 /// The configuration as a store holds it: what every instance of a cluster installs, at the
@@ -68,7 +69,7 @@ impl std::fmt::Display for ChangeError {
 #[derive(Debug)]
 pub(crate) struct BackendEntry {
     pub id: BackendId,
-    pub addr: SocketAddr,
+    pub addr: BackendAddr,
     pub weight: u32,
     pub enabled: bool,
     /// Active health checks' verdict and counters.
@@ -107,7 +108,7 @@ impl BackendEntry {
 
     fn saved(&self) -> SavedBackend {
         SavedBackend {
-            address: self.addr,
+            address: self.addr.clone(),
             weight: self.weight,
             enabled: self.enabled,
         }
@@ -171,7 +172,7 @@ impl ControlState {
             backends: seed_backends
                 .iter()
                 .map(|s| SavedBackend {
-                    address: s.addr,
+                    address: s.addr.clone(),
                     weight: s.weight,
                     enabled: true,
                 })
@@ -193,11 +194,11 @@ impl ControlState {
             warned_unsaved: std::cell::Cell::new(false),
         };
         for b in &saved.backends {
-            if state.find(b.address).is_some() {
+            if state.find(&b.address).is_some() {
                 return Err(format!("backend {} given twice", b.address));
             }
             // Backends present at start count as eligible since start: no slow start at boot.
-            let id = state.push(b.address, b.weight, 0);
+            let id = state.push(b.address.clone(), b.weight, 0);
             if let Some(e) = state.backends.iter_mut().find(|e| e.id == id) {
                 e.enabled = b.enabled;
             }
@@ -211,7 +212,7 @@ impl ControlState {
         Ok(state)
     }
 
-    fn push(&mut self, addr: SocketAddr, weight: u32, now_ms: u64) -> BackendId {
+    fn push(&mut self, addr: BackendAddr, weight: u32, now_ms: u64) -> BackendId {
         let id = self.next_id;
         self.next_id += 1;
         self.backends.push(BackendEntry {
@@ -248,13 +249,13 @@ impl ControlState {
     }
 
     /// Position of the backend at `addr`, not counting one being removed.
-    pub(crate) fn find(&self, addr: SocketAddr) -> Option<usize> {
+    pub(crate) fn find(&self, addr: &BackendAddr) -> Option<usize> {
         self.backends
             .iter()
-            .position(|b| b.addr == addr && b.removing_deadline_ms.is_none())
+            .position(|b| &b.addr == addr && b.removing_deadline_ms.is_none())
     }
 
-    fn find_mut(&mut self, addr: SocketAddr) -> Result<&mut BackendEntry, ChangeError> {
+    fn find_mut(&mut self, addr: &BackendAddr) -> Result<&mut BackendEntry, ChangeError> {
         match self.find(addr) {
             Some(i) => Ok(&mut self.backends[i]),
             None => Err(ChangeError::NotFound(format!("no backend {addr}"))),
@@ -295,7 +296,7 @@ impl ControlState {
 
     pub(crate) fn add(
         &mut self,
-        addr: SocketAddr,
+        addr: &BackendAddr,
         weight: u32,
         now_ms: u64,
     ) -> Result<BackendId, ChangeError> {
@@ -311,27 +312,27 @@ impl ControlState {
         }
         let mut next = self.saved();
         next.backends.push(SavedBackend {
-            address: addr,
+            address: addr.clone(),
             weight,
             enabled: true,
         });
         self.persist(&next)?;
         self.bump();
-        Ok(self.push(addr, weight, now_ms))
+        Ok(self.push(addr.clone(), weight, now_ms))
     }
 
     /// Starts removing a backend: it takes no new work and leaves the table once drained, or at
     /// `drain_deadline_ms` with its remaining connections closed.
     pub(crate) fn remove(
         &mut self,
-        addr: SocketAddr,
+        addr: &BackendAddr,
         drain_deadline_ms: u64,
     ) -> Result<(), ChangeError> {
         let i = self
             .find(addr)
             .ok_or_else(|| ChangeError::NotFound(format!("no backend {addr}")))?;
         let mut next = self.saved();
-        next.backends.retain(|b| b.address != addr);
+        next.backends.retain(|b| &b.address != addr);
         self.persist(&next)?;
         self.backends[i].revision = self.bump();
         self.backends[i].removing_deadline_ms = Some(drain_deadline_ms);
@@ -341,7 +342,7 @@ impl ControlState {
 
     pub(crate) fn set_enabled(
         &mut self,
-        addr: SocketAddr,
+        addr: &BackendAddr,
         enabled: bool,
         now_ms: u64,
         drain_deadline_ms: u64,
@@ -351,7 +352,7 @@ impl ControlState {
             return Ok(false);
         }
         let mut next = self.saved();
-        if let Some(b) = next.backends.iter_mut().find(|b| b.address == addr) {
+        if let Some(b) = next.backends.iter_mut().find(|b| &b.address == addr) {
             b.enabled = enabled;
         }
         self.persist(&next)?;
@@ -368,7 +369,11 @@ impl ControlState {
         Ok(true)
     }
 
-    pub(crate) fn set_weight(&mut self, addr: SocketAddr, weight: u32) -> Result<(), ChangeError> {
+    pub(crate) fn set_weight(
+        &mut self,
+        addr: &BackendAddr,
+        weight: u32,
+    ) -> Result<(), ChangeError> {
         if weight > MAX_WEIGHT {
             return Err(ChangeError::Invalid(format!(
                 "weight must be between 0 and {MAX_WEIGHT}"
@@ -376,7 +381,7 @@ impl ControlState {
         }
         self.find_mut(addr)?;
         let mut next = self.saved();
-        if let Some(b) = next.backends.iter_mut().find(|b| b.address == addr) {
+        if let Some(b) = next.backends.iter_mut().find(|b| &b.address == addr) {
             b.weight = weight;
         }
         self.persist(&next)?;
@@ -458,7 +463,7 @@ impl ControlState {
             .iter()
             .map(|e| Backend {
                 id: e.id,
-                addr: e.addr,
+                addr: e.addr.clone(),
                 weight: e.weight,
                 enabled: e.enabled && e.removing_deadline_ms.is_none(),
                 healthy: e.health.healthy && !e.is_ejected(),
@@ -506,7 +511,7 @@ impl ControlState {
         let mut changed = false;
         let at = desired.revision;
         for (want, revision) in &desired.backends {
-            let i = match self.find(want.address) {
+            let i = match self.find(&want.address) {
                 Some(i) => i,
                 None => {
                     log::info!(
@@ -514,7 +519,7 @@ impl ControlState {
                         want.address,
                         want.weight
                     );
-                    self.push(want.address, want.weight, now_ms);
+                    self.push(want.address.clone(), want.weight, now_ms);
                     changed = true;
                     self.backends.len() - 1
                 }
@@ -578,8 +583,8 @@ mod tests {
 
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> BackendAddr {
+        BackendAddr::Ip(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -613,9 +618,9 @@ mod tests {
             StrategyParams::default(),
         )
         .unwrap();
-        s.add(addr(3), 2, 1).unwrap();
+        s.add(&addr(3), 2, 1).unwrap();
         s.set_strategy(StrategyKind::LeastConnections).unwrap();
-        s.set_enabled(addr(1), false, 1, 10).unwrap();
+        s.set_enabled(&addr(1), false, 1, 10).unwrap();
         drop(s);
         // Different flags on restart: the saved state is what counts.
         let s = ControlState::open(
@@ -627,12 +632,15 @@ mod tests {
         .unwrap();
         let saved = s.saved();
         assert_eq!(saved.strategy, StrategyKind::LeastConnections);
-        let list: Vec<(u16, u32, bool)> = saved
+        let list: Vec<(BackendAddr, u32, bool)> = saved
             .backends
             .iter()
-            .map(|b| (b.address.port(), b.weight, b.enabled))
+            .map(|b| (b.address.clone(), b.weight, b.enabled))
             .collect();
-        assert_eq!(list, vec![(1, 1, false), (2, 3, true), (3, 2, true)]);
+        assert_eq!(
+            list,
+            vec![(addr(1), 1, false), (addr(2), 3, true), (addr(3), 2, true)]
+        );
     }
 
     #[test]
@@ -673,16 +681,22 @@ mod tests {
         )
         .unwrap();
         fs::remove_dir_all(&dir).unwrap();
-        assert!(matches!(s.add(addr(9), 1, 1), Err(ChangeError::Storage(_))));
         assert!(matches!(
-            s.set_weight(addr(1), 7),
+            s.add(&addr(9), 1, 1),
+            Err(ChangeError::Storage(_))
+        ));
+        assert!(matches!(
+            s.set_weight(&addr(1), 7),
             Err(ChangeError::Storage(_))
         ));
         assert!(matches!(
             s.set_strategy(StrategyKind::LeastConnections),
             Err(ChangeError::Storage(_))
         ));
-        assert!(matches!(s.remove(addr(2), 5), Err(ChangeError::Storage(_))));
+        assert!(matches!(
+            s.remove(&addr(2), 5),
+            Err(ChangeError::Storage(_))
+        ));
         assert_eq!(s.saved().backends.len(), 2);
         assert_eq!(s.saved().backends[0].weight, 1);
         assert_eq!(s.strategy, StrategyKind::RoundRobin);
@@ -699,19 +713,19 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            s.add(addr(1), 1, 1),
+            s.add(&addr(1), 1, 1),
             Err(ChangeError::Duplicate(_))
         ));
         assert!(matches!(
-            s.set_weight(addr(9), 1),
+            s.set_weight(&addr(9), 1),
             Err(ChangeError::NotFound(_))
         ));
         assert!(matches!(
-            s.set_weight(addr(1), MAX_WEIGHT + 1),
+            s.set_weight(&addr(1), MAX_WEIGHT + 1),
             Err(ChangeError::Invalid(_))
         ));
         assert!(matches!(
-            s.remove(addr(9), 1),
+            s.remove(&addr(9), 1),
             Err(ChangeError::NotFound(_))
         ));
     }
@@ -769,7 +783,7 @@ mod tests {
             StrategyParams::default(),
         )
         .unwrap();
-        s.remove(addr(1), 100).unwrap();
+        s.remove(&addr(1), 100).unwrap();
         let t = s.next_version();
         assert_eq!(t.backends.len(), 2, "still in the table while draining");
         assert_eq!(t.eligible, vec![1], "but takes no new work");
@@ -786,8 +800,8 @@ mod tests {
         );
         assert_eq!(s.next_version().backends.len(), 1);
         // Adding it again is allowed once it is gone, and also while the old one drains.
-        s.add(addr(1), 1, 1).unwrap();
-        s.remove(addr(1), 10).unwrap();
+        s.add(&addr(1), 1, 1).unwrap();
+        s.remove(&addr(1), 10).unwrap();
         assert_eq!(
             s.reap_removed(5, s.version()),
             (vec![], false),

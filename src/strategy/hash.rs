@@ -7,8 +7,8 @@
 //! - [`mix64`]: the SplitMix64 finalizer (Stafford's "Mix13" variant, as in Java's `SplittableRandom`),
 //!   a bijection in which every input bit affects every output bit.
 //!
-//! A backend is named by its address text, `SocketAddr`'s `Display` (`10.0.0.1:8080`, `[::1]:80`), not
-//! by its id: ids are handed out afresh on every restart. [`seeded`] derives independent hashes of one
+//! A backend is named by its address text (`10.0.0.1:8080`, `[::1]:80`, `unix:/run/app.sock`, so a
+//! unix backend by its path), not by its id: ids are handed out afresh on every restart. [`seeded`] derives independent hashes of one
 //! name (Maglev's offset and skip, sticky tokens) by mixing in a documented constant.
 
 use std::fmt::{self, Write};

@@ -68,7 +68,7 @@ fn populate(backends: &[Backend], addr_hashes: &[u64]) -> Vec<u32> {
     if eligible.is_empty() || backends.len() >= EMPTY as usize {
         return Vec::new();
     }
-    eligible.sort_by_key(|&i| (backends[i].addr, i));
+    eligible.sort_by(|&a, &b| (&backends[a].addr, a).cmp(&(&backends[b].addr, b)));
     // (backend index, offset, skip, next position in its preference list)
     let mut prefs: Vec<(usize, u64, u64, u64)> = eligible
         .iter()
@@ -124,11 +124,11 @@ mod tests {
     }
 
     /// The address each of `KEYS` keys maps to over all eligible backends.
-    fn placement(b: &[Backend]) -> Vec<std::net::SocketAddr> {
+    fn placement(b: &[Backend]) -> Vec<crate::backend::BackendAddr> {
         let mut m = Maglev::new(b);
         let all: Vec<usize> = (0..b.len()).filter(|&i| b[i].is_eligible()).collect();
         (0..KEYS)
-            .map(|k| b[m.pick(b, &all, &key_ctx(&k.to_le_bytes()))].addr)
+            .map(|k| b[m.pick(b, &all, &key_ctx(&k.to_le_bytes()))].addr.clone())
             .collect()
     }
 
@@ -155,7 +155,7 @@ mod tests {
         let before = placement(&b);
         b[3].healthy = false;
         let after = placement(&b);
-        let removed = b[3].addr;
+        let removed = b[3].addr.clone();
         let moved = before.iter().zip(&after).filter(|(x, y)| x != y).count();
         let fraction = moved as f64 / f64::from(KEYS);
         let n = N as f64;

@@ -150,7 +150,7 @@ mod tests {
         // Pinned: a change would unpin every session across an upgrade.
         assert_eq!(&tokens[0], b"3bbcf2283fd5a423");
         // The same address in another table (another id, weight) has the same token.
-        let again = crate::backend::Backend::new(99, b[0].addr, 7);
+        let again = crate::backend::Backend::at(99, b[0].addr.clone(), 7);
         assert_eq!(sticky_token(&again), tokens[0]);
     }
 

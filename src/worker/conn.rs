@@ -19,7 +19,7 @@
 //! because its buffer is full keeps its mark and is read as soon as there is room.
 
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
+use std::net::{IpAddr, Shutdown};
 use std::ops::{Index, IndexMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use mio::net::TcpStream;
 use slab::Slab;
 
-use crate::backend::{Backend, BackendId, BackendStats};
+use crate::backend::{Backend, BackendId, BackendStats, BackendStream};
 use crate::worker::buffer::Buf;
 use crate::worker::exchange::Exchange;
 pub(super) use crate::worker::keys::{BackendConnKey, ClientKey, Owner, TableIndex};
@@ -68,9 +68,27 @@ pub(super) enum Io {
     Err(io::Error),
 }
 
+/// A stream whose sending side can be shut while its receiving side stays open: a client's TCP
+/// connection or a backend connection (TCP or Unix).
+pub(super) trait HalfClose {
+    fn shut_write(&self) -> io::Result<()>;
+}
+
+impl HalfClose for TcpStream {
+    fn shut_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl HalfClose for BackendStream {
+    fn shut_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
 /// Reads from `sock` into `buf`, keeping at most `limit` bytes held.
 pub(super) fn read_into(
-    sock: &mut TcpStream,
+    sock: &mut impl Read,
     ready: &mut Ready,
     buf: &mut Buf,
     limit: usize,
@@ -110,7 +128,7 @@ pub(super) fn read_into(
 }
 
 /// Writes as much of `bytes` to `sock` as it takes now.
-pub(super) fn write_from(sock: &mut TcpStream, ready: &mut Ready, bytes: &[u8]) -> Io {
+pub(super) fn write_from(sock: &mut impl Write, ready: &mut Ready, bytes: &[u8]) -> Io {
     if !ready.writable || bytes.is_empty() {
         return Io::Blocked;
     }
@@ -172,7 +190,7 @@ pub(super) enum BackendState {
 }
 
 pub(super) struct BackendConn {
-    pub(super) sock: TcpStream,
+    pub(super) sock: BackendStream,
     pub(super) ready: Ready,
     state: BackendState,
     /// Counted in the backend's in-flight gauge: from [`BackendConn::connecting`] or
@@ -191,7 +209,7 @@ impl BackendConn {
     /// A connection being made to `backend` for `client`: counted open until it is dropped, and in
     /// flight until it is released.
     pub(super) fn connecting(
-        sock: TcpStream,
+        sock: BackendStream,
         backend: &Backend,
         table_index: TableIndex,
         client: ClientKey,
@@ -395,10 +413,10 @@ impl IndexMut<BackendConnKey> for Conns {
 mod tests {
     use super::*;
 
-    fn connection_to_a_listener() -> (std::net::TcpListener, TcpStream) {
+    fn connection_to_a_listener() -> (std::net::TcpListener, BackendStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let sock = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        (listener, sock)
+        (listener, BackendStream::Tcp(sock))
     }
 
     #[test]

@@ -15,10 +15,9 @@
 use std::io;
 
 use log::debug;
-use mio::net::TcpStream;
 use mio::Interest;
 
-use crate::backend::BackendTable;
+use crate::backend::{BackendStream, BackendTable};
 use crate::config::{Mode, ProxyConfig};
 use crate::metrics::WorkerMetrics;
 use crate::retry::budget::Reserve;
@@ -249,14 +248,13 @@ impl Core {
         };
         ex.reused_conn = false;
         let backend = self.routing.backend(i);
-        let mut sock = match TcpStream::connect(backend.addr) {
+        let mut sock = match BackendStream::connect(&backend.addr) {
             Ok(sock) => sock,
             Err(e) => {
                 debug!("connect to {}: {e}", backend.addr);
                 return self.attempt_failed(k, Failure::Connect);
             }
         };
-        let _ = sock.set_nodelay(true);
         let bk = self.conns.next_backend_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
@@ -316,9 +314,9 @@ fn connect_progress(b: &mut BackendConn) -> ConnectProgress {
         Ok(Some(e)) | Err(e) => return ConnectProgress::Failed(e),
         Ok(None) => {}
     }
-    match b.sock.peer_addr() {
-        Ok(_) => ConnectProgress::Connected,
-        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+    match b.sock.is_connected() {
+        Ok(true) => ConnectProgress::Connected,
+        Ok(false) => {
             b.ready.writable = false;
             ConnectProgress::Pending
         }

@@ -16,6 +16,7 @@
 
 use mio::net::TcpStream;
 
+use crate::backend::BackendStream;
 use crate::http::head::{self, Framing, ResponseContext, ResponseHead};
 use crate::metrics::WorkerSnapshot;
 use crate::strategy::SET_COOKIE_MAX_LEN;
@@ -50,15 +51,15 @@ enum Pass {
 }
 
 /// One side's socket and cached readiness.
-struct Side<'a> {
-    sock: &'a mut TcpStream,
+struct Side<'a, S> {
+    sock: &'a mut S,
     ready: &'a mut Ready,
 }
 
 /// One exchange's sockets and buffers, borrowed for a pass of the proxy loop.
 struct Pump<'a> {
-    client: Side<'a>,
-    backend: Side<'a>,
+    client: Side<'a, TcpStream>,
+    backend: Side<'a, BackendStream>,
     ex: &'a mut Exchange,
     state: &'a mut ClientState,
     bufs: &'a mut BufPool,

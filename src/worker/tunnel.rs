@@ -9,19 +9,16 @@
 //! and its end-of-stream flags, pumped in turn. A tunnel is one attempt for the whole connection:
 //! in TCP mode only its connect can fail over to another backend ([`crate::worker::attempt`]).
 
-use std::io;
-use std::net::Shutdown;
-
-use mio::net::TcpStream;
+use std::io::{self, Read, Write};
 
 use crate::worker::buffer::{Buf, BufPool};
-use crate::worker::conn::{read_into, write_from, BackendConnKey, ClientKey, Io, Ready};
+use crate::worker::conn::{read_into, write_from, BackendConnKey, ClientKey, HalfClose, Io, Ready};
 use crate::worker::{Core, Next};
 
-/// One direction of a tunnel.
-struct Direction<'a> {
-    from: (&'a mut TcpStream, &'a mut Ready),
-    to: (&'a mut TcpStream, &'a mut Ready),
+/// One direction of a tunnel, from a client to its backend or back.
+struct Direction<'a, F, T> {
+    from: (&'a mut F, &'a mut Ready),
+    to: (&'a mut T, &'a mut Ready),
     buf: &'a mut Option<Box<Buf>>,
     eof: &'a mut bool,
     shut: &'a mut bool,
@@ -30,7 +27,7 @@ struct Direction<'a> {
     write_count: Option<&'a mut u64>,
 }
 
-impl Direction<'_> {
+impl<F: Read, T: Write + HalfClose> Direction<'_, F, T> {
     /// Moves what it can; returns whether anything happened.
     fn pump(self, bufs: &mut BufPool) -> io::Result<bool> {
         let mut progress = false;
@@ -70,7 +67,7 @@ impl Direction<'_> {
             *self.shut = true;
             progress = true;
             // The peer may have gone already; the other direction will find out.
-            let _ = self.to.0.shutdown(Shutdown::Write);
+            let _ = self.to.0.shut_write();
         }
         Ok(progress)
     }

@@ -39,7 +39,10 @@ impl Sluice {
     pub fn start(cfg: ProxyConfig, backends: &[SocketAddr], strategy: StrategyKind) -> Sluice {
         let specs = backends
             .iter()
-            .map(|&addr| BackendSpec { addr, weight: 1 })
+            .map(|&addr| BackendSpec {
+                addr: addr.into(),
+                weight: 1,
+            })
             .collect();
         Sluice::with_settings(Settings::local(cfg, specs, strategy))
     }
@@ -122,7 +125,10 @@ pub fn api_call(
 pub fn settings_for(cfg: ProxyConfig, backends: &[SocketAddr], strategy: StrategyKind) -> Settings {
     let specs = backends
         .iter()
-        .map(|&addr| BackendSpec { addr, weight: 1 })
+        .map(|&addr| BackendSpec {
+            addr: addr.into(),
+            weight: 1,
+        })
         .collect();
     Settings::local(cfg, specs, strategy)
 }

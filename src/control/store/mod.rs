@@ -8,7 +8,7 @@
 //! | `format` | `{"format": 1}`, written when the configuration is first seeded |
 //! | `last_change` | who changed what, rewritten by every change: its revision is the configuration's |
 //! | `pools/default/strategy` | `{"strategy": "round-robin", "slow_start_ms": 0, ...}` |
-//! | `pools/default/backends/<address>` | `{"address": "10.0.0.5:80", "weight": 1, "enabled": true}` |
+//! | `pools/default/backends/<address>` | `{"address": "10.0.0.5:80", "weight": 1, "enabled": true}` (a unix backend's key ends in its path: `backends/unix:/run/app.sock`) |
 //! | `instances/<id>` | a member's record, under a lease that it keeps alive |
 //!
 //! What flows: the control thread sends [`StoreRequest`]s (a change an operator asked for, the
@@ -20,12 +20,11 @@ pub(crate) mod etcd;
 pub(crate) mod threads;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
 use super::state::{ChangeError, Desired, SavedBackend};
-use crate::backend::MAX_WEIGHT;
+use crate::backend::{BackendAddr, MAX_WEIGHT};
 use crate::strategy::{StrategyKind, StrategyParams};
 use etcd::{Range, WatchEvent};
 
@@ -72,7 +71,7 @@ impl Layout {
         format!("{}pools/{POOL}/backends/", self.root)
     }
 
-    pub(crate) fn backend(&self, addr: SocketAddr) -> String {
+    pub(crate) fn backend(&self, addr: &BackendAddr) -> String {
         format!("{}{addr}", self.backends())
     }
 
@@ -146,20 +145,20 @@ pub(crate) struct MemberRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Change {
     Add {
-        addr: SocketAddr,
+        addr: BackendAddr,
         weight: u32,
     },
     Remove {
-        addr: SocketAddr,
+        addr: BackendAddr,
     },
     /// `expect`: refuse unless the backend's record is still at this revision.
     SetWeight {
-        addr: SocketAddr,
+        addr: BackendAddr,
         weight: u32,
         expect: Option<u64>,
     },
     SetEnabled {
-        addr: SocketAddr,
+        addr: BackendAddr,
         enabled: bool,
     },
     SetStrategy {
@@ -182,7 +181,7 @@ pub(crate) enum Write {
 pub(crate) enum Record {
     Backend(SavedBackend),
     Strategy(StrategyRecord),
-    Removed(SocketAddr),
+    Removed(BackendAddr),
 }
 
 impl Change {
@@ -192,7 +191,7 @@ impl Change {
             Change::Add { addr, .. }
             | Change::Remove { addr }
             | Change::SetWeight { addr, .. }
-            | Change::SetEnabled { addr, .. } => layout.backend(*addr),
+            | Change::SetEnabled { addr, .. } => layout.backend(addr),
             Change::SetStrategy { .. } => layout.strategy(),
         }
     }
@@ -220,7 +219,7 @@ impl Change {
         &self,
         current: Option<(&[u8], u64)>,
     ) -> Result<(Write, Record), ChangeError> {
-        let not_found = |addr: &SocketAddr| ChangeError::NotFound(format!("no backend {addr}"));
+        let not_found = |addr: &BackendAddr| ChangeError::NotFound(format!("no backend {addr}"));
         let stale = |what: String, expect: u64, now: u64| {
             ChangeError::Conflict(format!(
                 "{what} changed at revision {now} after revision {expect} that you read; \
@@ -257,7 +256,7 @@ impl Change {
                     )));
                 }
                 let r = Record::Backend(SavedBackend {
-                    address: *addr,
+                    address: addr.clone(),
                     weight: *weight,
                     enabled: true,
                 });
@@ -265,7 +264,7 @@ impl Change {
             }
             Change::Remove { addr } => match current {
                 None => Err(not_found(addr)),
-                Some(_) => Ok((Write::Delete, Record::Removed(*addr))),
+                Some(_) => Ok((Write::Delete, Record::Removed(addr.clone()))),
             },
             Change::SetWeight {
                 addr,
@@ -362,7 +361,7 @@ pub(crate) struct Mirror {
     layout: Layout,
     pub seeded: bool,
     pub strategy: Option<(StrategyRecord, u64)>,
-    pub backends: BTreeMap<SocketAddr, (SavedBackend, u64)>,
+    pub backends: BTreeMap<BackendAddr, (SavedBackend, u64)>,
     pub members: BTreeMap<String, MemberRecord>,
     /// The revision of the last configuration change seen.
     pub revision: u64,
@@ -439,7 +438,7 @@ impl Mirror {
             return config;
         }
         if let Some(addr) = key.strip_prefix(&self.layout.backends()) {
-            let Ok(addr) = addr.parse::<SocketAddr>() else {
+            let Ok(addr) = BackendAddr::parse_literal(addr) else {
                 log::warn!("cluster: ignoring {key}: not a backend address");
                 return Touched::default();
             };
@@ -491,8 +490,8 @@ mod tests {
     use super::etcd::KeyValue;
     use super::*;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> BackendAddr {
+        BackendAddr::Ip(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     fn put(key: String, value: &str, revision: u64) -> WatchEvent {
@@ -509,7 +508,7 @@ mod tests {
         let mut m = Mirror::new(l.clone());
         let t = m.apply(&[
             put(
-                l.backend(addr(1)),
+                l.backend(&addr(1)),
                 r#"{"address":"127.0.0.1:1","weight":2,"enabled":true}"#,
                 5,
             ),
@@ -537,7 +536,7 @@ mod tests {
         );
         assert_eq!(m.revision, 5, "member records are not configuration");
         m.apply(&[WatchEvent {
-            key: l.backend(addr(1)),
+            key: l.backend(&addr(1)),
             value: None,
             revision: 7,
         }]);
@@ -559,9 +558,9 @@ mod tests {
         let l = Layout::new("t");
         let mut m = Mirror::new(l.clone());
         m.apply(&[
-            put(l.backend(addr(1)), "{not json", 3),
+            put(l.backend(&addr(1)), "{not json", 3),
             put(
-                l.backend(addr(2)),
+                l.backend(&addr(2)),
                 r#"{"address":"127.0.0.1:9","weight":1,"enabled":true}"#,
                 3,
             ),
@@ -584,7 +583,7 @@ mod tests {
             kvs: vec![
                 kv(l.format(), r#"{"format":1}"#, 2),
                 kv(l.last_change(), "{}", 12),
-                kv(l.backend(addr(1)), r#"{"address":"127.0.0.1:1","weight":1,"enabled":false}"#, 9),
+                kv(l.backend(&addr(1)), r#"{"address":"127.0.0.1:1","weight":1,"enabled":false}"#, 9),
                 kv(
                     l.instance("x"),
                     r#"{"id":"x","proxy":"p","admin":null,"version":"v","started_unix_ms":1,"revision":12}"#,

@@ -108,7 +108,7 @@ fn seed_txn(etcd: &mut Etcd, layout: &Layout, seed: &Desired, by: &str) -> Resul
     ];
     for (b, _) in &seed.backends {
         ops.push(Op::Put {
-            key: layout.backend(b.address),
+            key: layout.backend(&b.address),
             value: serde_json::to_vec(b).unwrap_or_default(),
             lease: 0,
         });
