@@ -261,21 +261,44 @@ fn ms(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x:.1}"))
 }
 
-/// The status table of `sluice ctl status` (also used by `top`).
+/// The status table of `sluice ctl status` (also used by `top`). Rates have one decimal and
+/// are averaged over the same window as the error shares beside them; TCP mode counts
+/// connections where HTTP mode counts requests.
 pub fn status_text(s: &StatusView) -> String {
     let applied = if s.installed_version >= s.version {
         "applied by every worker".to_string()
     } else {
         format!("workers still on {}", s.installed_version)
     };
+    let tcp = s.mode == "tcp";
+    let traffic = if tcp {
+        format!(
+            "{:.1} conn/s  {} open connections",
+            s.connections_per_s, s.active_connections
+        )
+    } else {
+        format!(
+            "{:.1} req/s  {} client connections",
+            s.requests_per_s, s.active_connections
+        )
+    };
+    let window = match s.rate_window_s {
+        0 => String::new(),
+        n => format!("  (rates and errors over the last {n} s)"),
+    };
     let mut out = format!(
-        "table version {} ({applied})  revision {}  mode {}  strategy {} (active {})  {:.0} req/s  {} client connections\n\n",
-        s.version, s.revision, s.mode, s.strategy.configured, s.strategy.active, s.requests_per_s, s.active_connections
+        "table version {} ({applied})  revision {}  mode {}  strategy {} (active {})\n{traffic}{window}\n\n",
+        s.version, s.revision, s.mode, s.strategy.configured, s.strategy.active
     );
     let rows: Vec<Vec<String>> = s
         .backends
         .iter()
         .map(|b| {
+            let rate = if tcp {
+                b.connections_per_s
+            } else {
+                b.requests_per_s
+            };
             vec![
                 b.backend.address.clone(),
                 state_of(&b.backend).to_string(),
@@ -283,24 +306,21 @@ pub fn status_text(s: &StatusView) -> String {
                 b.in_flight.to_string(),
                 b.queued.to_string(),
                 b.active_connections.to_string(),
-                format!("{:.0}", b.requests_per_s),
+                format!("{rate:.1}"),
                 format!("{:.1}%", b.error_rate * 100.0),
                 ms(b.p50_ms),
                 ms(b.p99_ms),
             ]
         })
         .collect();
+    let (open, rate) = if tcp {
+        ("TUNNELS", "CONN/S")
+    } else {
+        ("IN-FLIGHT", "REQ/S")
+    };
     out.push_str(&table(
         &[
-            "BACKEND",
-            "STATE",
-            "WEIGHT",
-            "IN-FLIGHT",
-            "QUEUED",
-            "CONNS",
-            "REQ/S",
-            "ERRORS",
-            "P50 MS",
+            "BACKEND", "STATE", "WEIGHT", open, "QUEUED", "CONNS", rate, "ERRORS", "P50 MS",
             "P99 MS",
         ],
         &rows,
@@ -432,6 +452,7 @@ fn top(client: &Client, count: u64) -> Result<String, CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::schema::BackendStatusView;
 
     #[test]
     fn tables_align_columns() {
@@ -440,6 +461,64 @@ mod tests {
             &[vec!["xxxxx".into(), "1".into(), "z".into()]],
         );
         assert_eq!(t, "A      LONG HEADER  C\nxxxxx  1            z\n");
+    }
+
+    fn status(mode: &str) -> StatusView {
+        let backend = BackendStatusView {
+            backend: BackendView {
+                address: "unix:/run/app.sock".into(),
+                weight: 1,
+                enabled: true,
+                healthy: true,
+                ejected: false,
+                draining: false,
+                revision: 1,
+            },
+            in_flight: 3,
+            queued: 0,
+            active_connections: 3,
+            requests_per_s: 0.4,
+            connections_per_s: 2.26,
+            error_rate: 0.0,
+            p50_ms: None,
+            p99_ms: None,
+        };
+        StatusView {
+            version: 1,
+            installed_version: 1,
+            revision: 1,
+            cluster: None,
+            mode: mode.into(),
+            strategy: StrategyView {
+                configured: "round-robin".into(),
+                active: "round-robin".into(),
+                reason: None,
+                switches: 0,
+                available: Vec::new(),
+                revision: 1,
+            },
+            requests_per_s: 0.4,
+            connections_per_s: 2.26,
+            active_connections: 3,
+            rate_window_s: 5,
+            backends: vec![backend],
+        }
+    }
+
+    #[test]
+    fn status_shows_rates_with_a_decimal_and_connections_in_tcp_mode() {
+        let http = status_text(&status("http"));
+        assert!(http.contains("0.4 req/s  3 client connections"), "{http}");
+        assert!(http.contains("over the last 5 s"), "{http}");
+        assert!(http.contains("REQ/S"), "{http}");
+        let tcp = status_text(&status("tcp"));
+        assert!(tcp.contains("2.3 conn/s  3 open connections"), "{tcp}");
+        assert!(tcp.contains("CONN/S") && tcp.contains("TUNNELS"), "{tcp}");
+        let row = tcp
+            .lines()
+            .find(|l| l.starts_with("unix:/run/app.sock"))
+            .unwrap();
+        assert!(row.contains(" 2.3 "), "{row}");
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! The listening sockets: the proxy address bound once per worker with SO_REUSEPORT (so the kernel
 //! spreads new connections over the workers), the admin address, and the sockets a live upgrade's
 //! predecessor hands over as inherited descriptors (see [`crate::upgrade`]).
+//!
+//! An IPv6 proxy address is dual-stack: IPV6_V6ONLY is cleared whatever the system default
+//! (`net.ipv6.bindv6only`), so `[::]:8080` takes IPv4 clients too, as IPv4-mapped addresses that
+//! the workers turn back into plain IPv4 ones. One flag then serves both families, as it does
+//! with nginx's `listen [::]:80 ipv6only=off` and HAProxy's `v4v6`.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -16,10 +21,19 @@ pub const ENV_FDS: &str = "SLUICE_UPGRADE_FDS";
 /// Listen backlog asked for; the kernel caps it at `net.core.somaxconn`.
 const LISTEN_BACKLOG: i32 = 65_535;
 
+/// A TCP socket for `addr`'s family; dual-stack when it is IPv6.
+fn stream_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(false)?;
+    }
+    Ok(sock)
+}
+
 /// A socket bound (not listening) to `addr` without SO_REUSEPORT: it fails with `AddrInUse` when
 /// any process listens on `addr`. SO_REUSEADDR lets it bind past connections in TIME_WAIT.
 fn bind_exclusive(addr: SocketAddr) -> io::Result<Socket> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let sock = stream_socket(addr)?;
     sock.set_reuse_address(true)?;
     sock.bind(&addr.into())?;
     Ok(sock)
@@ -27,7 +41,7 @@ fn bind_exclusive(addr: SocketAddr) -> io::Result<Socket> {
 
 /// A listening socket that other sockets (other workers, another sluice process) may bind too.
 pub fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let sock = stream_socket(addr)?;
     sock.set_reuse_address(true)?;
     sock.set_reuse_port(true)?;
     sock.set_nonblocking(true)?;

@@ -44,6 +44,8 @@ pub(crate) struct BackendCounts {
     pub timeouts: u64,
     /// Broken connections and garbage responses.
     pub broken: u64,
+    /// TCP mode: connections made through to the backend (a tunnel each).
+    pub tunnels_opened: u64,
     pub latency_us: Histogram<u64>,
     /// Sum of recorded latencies, for the Prometheus summary's `_sum`.
     pub latency_sum_us: u64,
@@ -57,6 +59,7 @@ impl BackendCounts {
             connect_errors: 0,
             timeouts: 0,
             broken: 0,
+            tunnels_opened: 0,
             latency_us: new_histogram(),
             latency_sum_us: 0,
         }
@@ -84,6 +87,48 @@ impl BackendCounts {
     pub(crate) fn answered(&self) -> u64 {
         self.responses.iter().sum()
     }
+
+    /// Attempts of any outcome: an answer, a failure, or (TCP mode) a tunnel opened.
+    fn attempts(&self) -> u64 {
+        self.answered() + self.connect_errors + self.timeouts + self.broken + self.tunnels_opened
+    }
+}
+
+/// What became of PROXY protocol headers (`--accept-proxy-protocol`), for
+/// `sluice_proxy_protocol_headers_total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ProxyHeaderCounts {
+    /// Read from a listed peer; its client is the connection's client.
+    pub accepted: u64,
+    /// A listed peer's connection started without one.
+    pub missing: u64,
+    /// A header from a peer not listed in `--proxy-protocol-from`.
+    pub untrusted: u64,
+    /// Not a well-formed header, or cut short by the peer's close.
+    pub malformed: u64,
+    /// Not complete within `--head-timeout`.
+    pub timed_out: u64,
+}
+
+impl ProxyHeaderCounts {
+    /// Each outcome with its label value.
+    pub(crate) fn by_outcome(&self) -> [(&'static str, u64); 5] {
+        [
+            ("accepted", self.accepted),
+            ("missing", self.missing),
+            ("untrusted", self.untrusted),
+            ("malformed", self.malformed),
+            ("timeout", self.timed_out),
+        ]
+    }
+
+    fn add(&mut self, o: &ProxyHeaderCounts) {
+        self.accepted += o.accepted;
+        self.missing += o.missing;
+        self.untrusted += o.untrusted;
+        self.malformed += o.malformed;
+        self.timed_out += o.timed_out;
+    }
 }
 
 /// Everything one worker counted since its last snapshot. Gauges (`active_clients`) are current.
@@ -101,6 +146,7 @@ pub(crate) struct WorkerSnapshot {
     pub early_retries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub proxy_headers: ProxyHeaderCounts,
     pub backends: Vec<BackendCounts>,
 }
 
@@ -157,13 +203,21 @@ pub(crate) struct BackendAggregate {
     pub connect_errors: u64,
     pub timeouts: u64,
     pub broken: u64,
+    pub tunnels_opened: u64,
     /// Per-second latency histograms, newest last.
     window: VecDeque<Histogram<u64>>,
     current: Histogram<u64>,
-    /// Attempts and failures of the last complete seconds, newest last.
-    rates: VecDeque<(u64, u64)>,
-    second_attempts: u64,
-    second_failures: u64,
+    /// Attempts, failures and tunnels opened in the last complete seconds, newest last.
+    rates: VecDeque<SecondCounts>,
+    second: SecondCounts,
+}
+
+/// One second of a backend's attempts.
+#[derive(Clone, Copy, Debug, Default)]
+struct SecondCounts {
+    attempts: u64,
+    failures: u64,
+    tunnels: u64,
 }
 
 impl Default for BackendAggregate {
@@ -174,11 +228,11 @@ impl Default for BackendAggregate {
             connect_errors: 0,
             timeouts: 0,
             broken: 0,
+            tunnels_opened: 0,
             window: VecDeque::new(),
             current: new_histogram(),
             rates: VecDeque::new(),
-            second_attempts: 0,
-            second_failures: 0,
+            second: SecondCounts::default(),
         }
     }
 }
@@ -192,8 +246,10 @@ impl BackendAggregate {
         self.connect_errors += c.connect_errors;
         self.timeouts += c.timeouts;
         self.broken += c.broken;
-        self.second_attempts += c.answered() + c.connect_errors + c.timeouts + c.broken;
-        self.second_failures += c.failures();
+        self.tunnels_opened += c.tunnels_opened;
+        self.second.attempts += c.attempts();
+        self.second.failures += c.failures();
+        self.second.tunnels += c.tunnels_opened;
         let _ = self.current.add(&c.latency_us);
     }
 
@@ -204,10 +260,7 @@ impl BackendAggregate {
         while self.window.len() > LATENCY_WINDOW_S {
             self.window.pop_front();
         }
-        self.rates.push_back((
-            std::mem::take(&mut self.second_attempts),
-            std::mem::take(&mut self.second_failures),
-        ));
+        self.rates.push_back(std::mem::take(&mut self.second));
         while self.rates.len() > RATE_WINDOW_S {
             self.rates.pop_front();
         }
@@ -242,7 +295,7 @@ impl BackendAggregate {
         let (attempts, failures) = self
             .rates
             .iter()
-            .fold((0, 0), |(a, f), &(x, y)| (a + x, f + y));
+            .fold((0, 0), |(a, f), r| (a + r.attempts, f + r.failures));
         if attempts == 0 {
             0.0
         } else {
@@ -250,12 +303,21 @@ impl BackendAggregate {
         }
     }
 
-    /// Attempts per second over the recent window.
+    /// Attempts per second over the recent window (in TCP mode: connection attempts).
     pub(crate) fn requests_per_s(&self) -> f64 {
+        self.per_s(|r| r.attempts)
+    }
+
+    /// TCP mode: tunnels opened to the backend per second over the recent window.
+    pub(crate) fn tunnels_per_s(&self) -> f64 {
+        self.per_s(|r| r.tunnels)
+    }
+
+    fn per_s(&self, count: impl Fn(&SecondCounts) -> u64) -> f64 {
         if self.rates.is_empty() {
             return 0.0;
         }
-        self.rates.iter().map(|r| r.0).sum::<u64>() as f64 / self.rates.len() as f64
+        self.rates.iter().map(count).sum::<u64>() as f64 / self.rates.len() as f64
     }
 }
 
@@ -265,6 +327,9 @@ pub(crate) struct HistoryPoint {
     /// Unix time of the end of the second, in ms.
     pub t_ms: u64,
     pub requests_per_s: f64,
+    /// Client connections accepted in the second.
+    #[serde(default)]
+    pub connections_per_s: f64,
     /// Share of responses to clients that were 5xx.
     pub error_rate: f64,
     pub active_connections: u64,
@@ -283,6 +348,7 @@ pub(crate) struct MetricsHub {
     pub early_retries: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub proxy_headers: ProxyHeaderCounts,
     /// Latest active-client gauge from each worker.
     active_by_worker: HashMap<usize, u64>,
     pub backends: HashMap<BackendId, BackendAggregate>,
@@ -290,6 +356,7 @@ pub(crate) struct MetricsHub {
     pub last_second_responses: u64,
     second_responses: u64,
     second_errors: u64,
+    second_accepted: u64,
     /// The last [`HISTORY_S`] seconds, oldest first.
     pub history: VecDeque<HistoryPoint>,
 }
@@ -297,7 +364,9 @@ pub(crate) struct MetricsHub {
 impl MetricsHub {
     pub(crate) fn merge(&mut self, snap: &WorkerSnapshot) {
         self.accepted += snap.accepted;
+        self.second_accepted += snap.accepted;
         self.closed += snap.closed;
+        self.proxy_headers.add(&snap.proxy_headers);
         for i in 0..6 {
             self.client_responses[i] += snap.client_responses[i];
         }
@@ -329,6 +398,7 @@ impl MetricsHub {
         self.history.push_back(HistoryPoint {
             t_ms: unix_ms,
             requests_per_s: self.last_second_responses as f64,
+            connections_per_s: std::mem::take(&mut self.second_accepted) as f64,
             error_rate: if self.last_second_responses == 0 {
                 0.0
             } else {
@@ -349,12 +419,21 @@ impl MetricsHub {
 
     /// Client responses per second over the recent window.
     pub(crate) fn requests_per_s(&self) -> f64 {
+        self.recent_per_s(|p| p.requests_per_s)
+    }
+
+    /// Client connections accepted per second over the recent window.
+    pub(crate) fn connections_per_s(&self) -> f64 {
+        self.recent_per_s(|p| p.connections_per_s)
+    }
+
+    fn recent_per_s(&self, rate: impl Fn(&HistoryPoint) -> f64) -> f64 {
         let recent: Vec<f64> = self
             .history
             .iter()
             .rev()
             .take(RATE_WINDOW_S)
-            .map(|p| p.requests_per_s)
+            .map(rate)
             .collect();
         if recent.is_empty() {
             0.0

@@ -42,7 +42,11 @@ pub struct BackendStatusView {
     #[serde(default)]
     pub queued: u64,
     pub active_connections: u64,
+    /// Attempts per second (in TCP mode, connection attempts).
     pub requests_per_s: f64,
+    /// TCP mode: connections opened to the backend per second.
+    #[serde(default)]
+    pub connections_per_s: f64,
     pub error_rate: f64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
@@ -64,8 +68,16 @@ pub struct StatusView {
     pub cluster: Option<String>,
     pub mode: String,
     pub strategy: StrategyView,
+    /// Responses to clients per second.
     pub requests_per_s: f64,
+    /// Client connections accepted per second.
+    #[serde(default)]
+    pub connections_per_s: f64,
+    /// Client connections open now.
     pub active_connections: u64,
+    /// The seconds that rates and error rates average over.
+    #[serde(default)]
+    pub rate_window_s: u64,
     pub backends: Vec<BackendStatusView>,
 }
 

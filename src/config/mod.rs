@@ -14,10 +14,15 @@ use crate::retry::budget;
 use crate::retry::RetryPolicy;
 use crate::strategy::{self, StrategyKind, StrategyParams};
 
+mod cidr;
 mod duration;
+mod edge;
 mod settings;
 
+pub(crate) use cidr::any_contains;
+pub use cidr::Cidr;
 pub use duration::{parse_duration, DurationArg};
+pub use edge::EdgeArgs;
 pub use settings::*;
 
 /// What the proxy speaks on its listener.
@@ -365,6 +370,9 @@ pub struct RunArgs {
     /// reached at start, serve from this copy instead of waiting for it.
     #[arg(long, value_name = "PATH")]
     pub cluster_fallback_state: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 }
 
 /// Whether another process may listen on the proxy address too (`--reuse-port`).
@@ -389,7 +397,7 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 impl RunArgs {
     pub fn settings(&self) -> Result<Settings, String> {
         let listen = parse_listen(&self.listen).map_err(|e| format!("--listen: {e}"))?;
-        let proxy = ProxyConfig {
+        let mut proxy = ProxyConfig {
             mode: self.mode,
             workers: self.workers.unwrap_or_else(default_workers),
             max_attempts: self.max_attempts,
@@ -428,7 +436,10 @@ impl RunArgs {
                 .iter()
                 .map(|t| t.to_ascii_lowercase())
                 .collect(),
+            proxy_protocol_from: None,
+            send_proxy_protocol: None,
         };
+        self.edge.apply(&mut proxy)?;
         proxy.validate()?;
         let admin = match self.admin.as_str() {
             "off" | "none" => None,

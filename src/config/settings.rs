@@ -209,6 +209,11 @@ pub struct ProxyConfig {
     pub max_body_bytes: u64,
     /// Upgrade protocols passed on besides WebSocket (`--allow-upgrade`), lower case.
     pub allow_upgrade: Vec<String>,
+    /// `--accept-proxy-protocol`: the peers whose connections start with a PROXY protocol
+    /// header (`--proxy-protocol-from`); `None` reads no header.
+    pub proxy_protocol_from: Option<Vec<Cidr>>,
+    /// `--send-proxy-protocol`: backend connections start with a header naming the client.
+    pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
 }
 
 impl Default for ProxyConfig {
@@ -245,6 +250,8 @@ impl Default for ProxyConfig {
             max_request_line: DEFAULT_MAX_REQUEST_LINE,
             max_body_bytes: 0,
             allow_upgrade: Vec::new(),
+            proxy_protocol_from: None,
+            send_proxy_protocol: None,
         }
     }
 }
@@ -321,6 +328,14 @@ impl ProxyConfig {
         }
         for token in &self.allow_upgrade {
             check_upgrade_token(token)?;
+        }
+        if self.send_proxy_protocol.is_some() && self.mode == Mode::Http && self.pool_max_idle != 0
+        {
+            return Err(
+                "--send-proxy-protocol in HTTP mode needs backend pooling off (pool_max_idle 0): \
+                 a pooled connection would carry one client's header for others' requests"
+                    .into(),
+            );
         }
         if self.per_try_timeout_ms >= self.response_timeout_ms {
             return Err(format!(

@@ -408,6 +408,7 @@ impl Control {
                     queued: b.stats.queued(),
                     active_connections: b.stats.conns(),
                     requests_per_s: agg.map_or(0.0, |a| a.requests_per_s()),
+                    connections_per_s: agg.map_or(0.0, |a| a.tunnels_per_s()),
                     error_rate: agg.map_or(0.0, |a| a.error_rate()),
                     p50_ms: q.as_ref().map(|q| q[0] as f64 / 1000.0),
                     p99_ms: q.as_ref().map(|q| q[1] as f64 / 1000.0),
@@ -422,7 +423,9 @@ impl Control {
             mode: format!("{:?}", self.settings.proxy.mode).to_lowercase(),
             strategy: self.strategy_view(),
             requests_per_s: self.hub.requests_per_s(),
+            connections_per_s: self.hub.connections_per_s(),
             active_connections: self.hub.active_clients(),
+            rate_window_s: crate::metrics::RATE_WINDOW_S as u64,
             backends,
         }
     }

@@ -186,6 +186,22 @@ impl Control {
             );
         }
 
+        family(
+            &mut o,
+            "sluice_proxy_protocol_headers_total",
+            "counter",
+            "PROXY protocol headers at the start of client connections (--accept-proxy-protocol): \
+             accepted, or why the connection was closed (missing, untrusted, malformed, timeout).",
+        );
+        for (outcome, n) in hub.proxy_headers.by_outcome() {
+            sample(
+                &mut o,
+                "sluice_proxy_protocol_headers_total",
+                &format!("outcome=\"{outcome}\""),
+                n,
+            );
+        }
+
         let backends: Vec<(String, &BackendEntry)> = self
             .state
             .backends
@@ -258,7 +274,12 @@ impl Control {
                 }
             }
         }
-        let failures: [Family<BackendAggregate>; 3] = [
+        let counters: [Family<BackendAggregate>; 4] = [
+            (
+                "sluice_backend_tunnels_opened_total",
+                "TCP mode: connections made through to the backend, a tunnel each.",
+                |a| a.tunnels_opened,
+            ),
             (
                 "sluice_backend_connect_errors_total",
                 "Connections to the backend that could not be made.",
@@ -275,7 +296,7 @@ impl Control {
                 |a| a.broken,
             ),
         ];
-        for (name, help, get) in failures {
+        for (name, help, get) in counters {
             family(&mut o, name, "counter", help);
             for (l, b) in &backends {
                 sample(&mut o, name, l, hub.backends.get(&b.id).map_or(0, get));

@@ -18,8 +18,9 @@
 //! hang-up, the rule nginx uses to save the extra `read` per event). A side that cannot be read now
 //! because its buffer is full keeps its mark and is read as soon as there is room.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::ops::{Index, IndexMut};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -156,6 +157,9 @@ pub(super) fn write_from(sock: &mut impl Write, ready: &mut Ready, bytes: &[u8])
 /// What a client connection is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum ClientState {
+    /// Waiting for the PROXY protocol header a listed balancer sends first
+    /// ([`crate::worker::origin`]).
+    ProxyHeader,
     /// Waiting for (the rest of) a request head; in TCP mode, waiting for a backend.
     Head,
     /// A request is bound to a backend connection, which may still be connecting.
@@ -173,7 +177,9 @@ pub(super) struct ClientConn {
     pub(super) sock: TcpStream,
     pub(super) ready: Ready,
     pub(super) state: ClientState,
+    /// The client: the socket's peer, or the one its PROXY header names.
     pub(super) peer_ip: IpAddr,
+    pub(super) peer_port: u16,
     pub(super) deadline: Deadline,
     pub(super) ex: Option<Box<Exchange>>,
 }
@@ -282,6 +288,9 @@ pub(super) struct Conns {
     backends: Slab<BackendConn>,
     /// Clients to run again after the current event (their queued backend has room now).
     pub(super) wake: Vec<ClientKey>,
+    /// The address a client reached as its PROXY header named it, by client key; kept only
+    /// when headers are both read and sent, so an idle client costs no more for it.
+    pub(super) proxied_dst: HashMap<usize, SocketAddr>,
 }
 
 impl Conns {
@@ -349,6 +358,9 @@ impl Conns {
     }
 
     pub(super) fn remove_client(&mut self, k: ClientKey) -> Option<ClientConn> {
+        if !self.proxied_dst.is_empty() {
+            self.proxied_dst.remove(&k.0);
+        }
         self.clients.try_remove(k.0)
     }
 

@@ -284,9 +284,14 @@ impl Core {
         k: ClientKey,
         bk: BackendConnKey,
     ) -> Result<bool, Next> {
-        match connect_progress(&mut self.conns[bk]) {
+        let b = &mut self.conns[bk];
+        let fresh = b.state() == BackendState::Connecting;
+        match connect_progress(b) {
             ConnectProgress::Connected => {
                 self.conns[bk].connected();
+                if fresh {
+                    self.on_connected(k, bk)?;
+                }
                 let after = match self.cfg.mode {
                     Mode::Http => self.response_wait_ms(k),
                     Mode::Tcp => self.cfg.idle_timeout_ms,
@@ -300,6 +305,26 @@ impl Core {
                 Err(self.attempt_failed(k, Failure::Connect))
             }
         }
+    }
+}
+
+impl Core {
+    /// What a new backend connection starts with: the PROXY header (`--send-proxy-protocol`);
+    /// in TCP mode a tunnel is counted as opened.
+    fn on_connected(&mut self, k: ClientKey, bk: BackendConnKey) -> Result<(), Next> {
+        if let Some(version) = self.cfg.send_proxy_protocol {
+            if let Err(e) = self.send_origin(k, bk, version) {
+                debug!("PROXY header to backend {}: {e}", self.conns[bk].backend_id);
+                return Err(self.attempt_failed(k, Failure::Connect));
+            }
+        }
+        if self.cfg.mode == Mode::Tcp {
+            let b = &self.conns[bk];
+            self.metrics
+                .backend(b.backend_id, b.table_index.0)
+                .tunnels_opened += 1;
+        }
+        Ok(())
     }
 }
 

@@ -133,6 +133,9 @@ pub(super) struct Exchange {
     /// is the per-try one.
     pub(super) per_try_pending: bool,
 
+    /// Tunnel of a peer not listed in `--proxy-protocol-from`: its first bytes are still to be
+    /// checked for a PROXY header ([`crate::worker::origin`]).
+    pub(super) vet_first_bytes: bool,
     /// Tunnel: each side's sending half has ended (EOF read) and been passed on (shutdown written).
     pub(super) up_eof: bool,
     pub(super) up_shut: bool,
@@ -175,6 +178,7 @@ impl Exchange {
             started_ms: 0,
             attempt_started_us: 0,
             per_try_pending: false,
+            vet_first_bytes: false,
             up_eof: false,
             up_shut: false,
             down_eof: false,

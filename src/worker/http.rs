@@ -91,6 +91,7 @@ impl Core {
             Parse::Incomplete | Parse::Wait => Next::Wait,
             Parse::Close => Next::Close,
             Parse::Request => self.route_request(k),
+            Parse::Refused(..) if self.refused_as_untrusted_header(k) => Next::Close,
             Parse::Refused(status, why) => self.answer(k, status, why, true),
         }
     }

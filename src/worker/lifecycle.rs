@@ -5,7 +5,7 @@
 //! the shutdown timeout).
 
 use std::io;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use log::{debug, warn};
@@ -86,7 +86,7 @@ impl Core {
                 return;
             };
             match listener.accept() {
-                Ok((sock, peer)) => self.add_client(sock, peer.ip()),
+                Ok((sock, peer)) => self.add_client(sock, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -101,7 +101,7 @@ impl Core {
         }
     }
 
-    fn add_client(&mut self, mut sock: TcpStream, peer_ip: IpAddr) {
+    fn add_client(&mut self, mut sock: TcpStream, peer: SocketAddr) {
         self.metrics.current.accepted += 1;
         let _ = sock.set_nodelay(true);
         let k = self.conns.next_client_key();
@@ -115,22 +115,28 @@ impl Core {
             warn!("register client: {e}");
             return;
         }
+        // A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6 addresses.
+        let peer_ip = peer.ip().to_canonical();
+        let state = self.first_state(peer_ip);
+        let wait_ms = match state {
+            ClientState::ProxyHeader => self.cfg.head_timeout_ms,
+            _ => self.cfg.idle_timeout_ms,
+        };
         let mut deadline = Deadline::default();
-        deadline.set(
-            self.now.ms + self.cfg.idle_timeout_ms,
-            k.token(),
-            &mut self.io.timers,
-        );
+        deadline.set(self.now.ms + wait_ms, k.token(), &mut self.io.timers);
         let inserted = self.conns.insert_client(ClientConn {
             sock,
             ready: Ready::default(),
-            state: ClientState::Head,
+            state,
             peer_ip,
+            peer_port: peer.port(),
             deadline,
             ex: None,
         });
         debug_assert_eq!(inserted, k);
-        self.start_tunnel(k);
+        if state == ClientState::Head {
+            self.start_tunnel(k);
+        }
     }
 
     /// A client closed: accepting resumes if it stopped at `max_clients`.

@@ -23,6 +23,7 @@ mod exchange;
 mod http;
 mod keys;
 mod lifecycle;
+mod origin;
 mod pool;
 mod proxy;
 mod routing;
@@ -292,6 +293,7 @@ impl Core {
                 return;
             };
             let next = match c.state {
+                ClientState::ProxyHeader => self.proxy_header(k),
                 ClientState::Head => self.http_head(k),
                 ClientState::Proxy => self.http_proxy(k),
                 ClientState::Answer { then_close } => self.http_answer(k, then_close),
@@ -373,6 +375,7 @@ impl Core {
             return;
         };
         let next = match c.state {
+            ClientState::ProxyHeader => self.proxy_header_timed_out(k),
             ClientState::Head => self.http_head_timed_out(k),
             ClientState::Proxy | ClientState::Tunnel => self.backend_timed_out(k),
             ClientState::Answer { .. } | ClientState::Linger => Next::Close,
@@ -408,15 +411,22 @@ impl Core {
         self.resume_accept_after_close();
     }
 
-    /// A new client in TCP mode is a tunnel from the start.
+    /// A new client in TCP mode is a tunnel from the start. With `--accept-proxy-protocol`, its
+    /// first bytes are checked for a header it may not send.
     fn start_tunnel(&mut self, k: ClientKey) {
         if self.cfg.mode != Mode::Tcp {
             return;
         }
-        let ex = self.io.take_exchange(self.now.ms);
+        self.make_tunnel(k, self.cfg.proxy_protocol_from.is_some());
+        self.dispatch_and_drive(k);
+    }
+
+    /// Makes client `k` a tunnel, not yet dispatched.
+    fn make_tunnel(&mut self, k: ClientKey, vet_first_bytes: bool) {
+        let mut ex = self.io.take_exchange(self.now.ms);
+        ex.vet_first_bytes = vet_first_bytes;
         let c = &mut self.conns[k];
         c.ex = Some(ex);
         c.state = ClientState::Tunnel;
-        self.dispatch_and_drive(k);
     }
 }

@@ -87,6 +87,11 @@ impl Core {
                 Next::Close
             };
         };
+        if ex.vet_first_bytes {
+            if let Some(next) = self.vet_tunnel_start(k) {
+                return next;
+            }
+        }
         match self.ensure_connected(k, bk) {
             Ok(true) => {}
             Ok(false) => return Next::Wait,
