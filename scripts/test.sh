@@ -13,6 +13,10 @@ ensure_deb systemd-analyze systemd
 # promtool checks the Prometheus exposition (tests/metrics.rs).
 ensure_deb promtool prometheus
 
+# HAProxy as a real PROXY protocol peer, in front of sluice and behind it
+# (tests/proxy_protocol.rs).
+ensure_deb haproxy haproxy
+
 # etcd for the cluster tests (tests/cluster.rs starts its own members on ephemeral ports).
 ensure_deb etcd etcd-server
 

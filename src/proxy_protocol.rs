@@ -227,6 +227,17 @@ pub fn write(version: Version, client: SocketAddr, local: SocketAddr, out: &mut 
     }
 }
 
+/// The header of a connection that carries no client: v1's `PROXY UNKNOWN`, v2's `LOCAL`
+/// command. A balancer's own health checks send it (HAProxy's `check-send-proxy`), so a backend
+/// that requires a header still answers them.
+pub fn local(version: Version) -> &'static [u8] {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n",
+        // Signature, version 2 with the LOCAL command, family UNSPEC, no address block.
+        Version::V2 => b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00",
+    }
+}
+
 fn v6(ip: IpAddr) -> Ipv6Addr {
     match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
@@ -365,6 +376,14 @@ mod tests {
         let n = write(Version::V2, addr("192.0.2.1:5"), addr("[::1]:80"), &mut out);
         let (client, _) = parse(&out[..n]).unwrap().unwrap().addresses.unwrap();
         assert_eq!(client.ip(), "::ffff:192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn local_headers_parse_as_headers_without_a_client() {
+        for version in [Version::V1, Version::V2] {
+            let h = parse(local(version)).unwrap().unwrap();
+            assert_eq!((h.len, h.addresses), (local(version).len(), None));
+        }
     }
 
     #[test]

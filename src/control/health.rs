@@ -1,6 +1,9 @@
-//! Active health checks: every `--health-interval`, a non-blocking probe per backend, run on the
-//! control thread's event loop. A TCP probe passes when the connect succeeds; an HTTP probe sends
-//! `GET --health-path` and passes on a 2xx status line. [`Hysteresis`] turns results into state
+//! Active health checks: every `--health-interval`, a non-blocking probe per backend (TCP or
+//! Unix-domain socket), run on the control thread's event loop. A TCP probe passes when the
+//! connect succeeds; an HTTP probe sends `GET --health-path` and passes on a 2xx status line. With
+//! `--send-proxy-protocol` an HTTP probe starts with a PROXY header that names no client
+//! (`LOCAL`, as HAProxy's `check-send-proxy` sends), since a backend that requires the header
+//! refuses a request without one; a connect-only probe sends nothing. [`Hysteresis`] turns results into state
 //! flips: `--fall` consecutive failures mark a backend down, `--rise` consecutive passes bring it
 //! back, so one lost probe does not move traffic.
 
@@ -11,6 +14,7 @@ use slab::Slab;
 
 use crate::backend::{BackendAddr, BackendId, BackendStream};
 use crate::config::{HealthConfig, ProbeKind};
+use crate::proxy_protocol::{self, Version};
 
 /// Consecutive-result counters for one backend's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,15 +84,22 @@ pub(crate) struct ProbeResult {
 /// The probes in flight. Tokens are `token_base + slab key`.
 pub(crate) struct HealthChecker {
     pub cfg: HealthConfig,
+    /// `--send-proxy-protocol`: HTTP probes start with a `LOCAL` header.
+    send_proxy: Option<Version>,
     probes: Slab<Probe>,
     token_base: usize,
     next_round_ms: u64,
 }
 
 impl HealthChecker {
-    pub(crate) fn new(cfg: HealthConfig, token_base: usize) -> HealthChecker {
+    pub(crate) fn new(
+        cfg: HealthConfig,
+        send_proxy: Option<Version>,
+        token_base: usize,
+    ) -> HealthChecker {
         HealthChecker {
             cfg,
+            send_proxy,
             probes: Slab::new(),
             token_base,
             next_round_ms: 0,
@@ -148,7 +159,11 @@ impl HealthChecker {
                     BackendAddr::Ip(ip) => ip.to_string(),
                     BackendAddr::Unix(_) => "localhost".to_string(),
                 };
-                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n").into_bytes()
+                let mut out = self
+                    .send_proxy
+                    .map_or(Vec::new(), |v| proxy_protocol::local(v).to_vec());
+                out.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: sluice-health\r\nConnection: close\r\n\r\n").as_bytes());
+                out
             }
         };
         entry.insert(Probe {

@@ -94,7 +94,11 @@ impl Control {
         let control = Control {
             poll,
             admin,
-            health: HealthChecker::new(ctl.health.clone(), HEALTH_TOKEN_BASE),
+            health: HealthChecker::new(
+                ctl.health.clone(),
+                settings.proxy.send_proxy_protocol,
+                HEALTH_TOKEN_BASE,
+            ),
             state,
             cluster,
             workers: None,

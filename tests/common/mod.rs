@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::thread;
 use std::time::Duration;
 
+pub mod edge;
 pub mod etcd;
 
 use loadgen::h1::{RequestReader, Response, ResponseReader};
