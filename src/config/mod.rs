@@ -110,7 +110,8 @@ impl std::str::FromStr for RequestAttr {
 /// Flags for running the proxy.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Address to accept clients on: host:port, :port or port (every IPv4 address).
+    /// Address to accept clients on: host:port, :port or port (every IPv4 address); [::]:port is
+    /// dual-stack (IPv6 and IPv4 clients).
     #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
     pub listen: String,
 
@@ -124,7 +125,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Mode::Http)]
     pub mode: Mode,
 
-    /// A backend, `host:port` or `host:port,weight=N` (weight 0-256, default 1). Repeat for more.
+    /// A backend, `host:port` (IPv6 as `[::1]:port`) or `unix:/path/to.sock`, optionally with
+    /// `,weight=N` (weight 0-256, default 1). Repeat for more.
     #[arg(long = "backend", value_name = "ADDR[,weight=N]")]
     pub backends: Vec<BackendSpec>,
 
