@@ -61,7 +61,6 @@ impl BackendStream {
 }
 
 impl Read for BackendStream {
-    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             BackendStream::Tcp(s) => s.read(buf),
@@ -71,7 +70,6 @@ impl Read for BackendStream {
 }
 
 impl Write for BackendStream {
-    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             BackendStream::Tcp(s) => s.write(buf),

@@ -310,7 +310,8 @@ impl Core {
 
 impl Core {
     /// What a new backend connection starts with: the PROXY header (`--send-proxy-protocol`);
-    /// in TCP mode a tunnel is counted as opened.
+    /// in TCP mode a tunnel is counted as opened. Once per connection, so out of line.
+    #[inline(never)]
     fn on_connected(&mut self, k: ClientKey, bk: BackendConnKey) -> Result<(), Next> {
         if let Some(version) = self.cfg.send_proxy_protocol {
             if let Err(e) = self.send_origin(k, bk, version) {
