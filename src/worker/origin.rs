@@ -204,7 +204,8 @@ impl Core {
                 c.ready.readable = false;
                 return None;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return None,
+            // Look again before the tunnel reads anything.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Some(Next::Again),
             Err(_) => return Some(Next::Close),
         };
         match looks {
