@@ -36,10 +36,15 @@ impl Proc {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // Owned from here on: a failed start-up below still kills the process (Drop).
+        let mut p = Proc {
+            child,
+            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
         let field = |name: &str| -> Option<SocketAddr> {
             let v = line
                 .split_whitespace()
@@ -47,14 +52,12 @@ impl Proc {
                 .unwrap_or_else(|| panic!("{line}"));
             v.parse().ok()
         };
-        let proxy = field("proxy=").unwrap_or_else(|| panic!("{line}"));
-        // `admin=off` when the admin API is off; nothing is listening at port 0.
-        let admin = field("admin=").unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)));
-        Proc {
-            child,
-            proxy,
-            admin,
+        p.proxy = field("proxy=").unwrap_or_else(|| panic!("{line}"));
+        // `admin=off` when the admin API is off; then the port stays 0 (nothing listens there).
+        if let Some(admin) = field("admin=") {
+            p.admin = admin;
         }
+        p
     }
 
     fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
