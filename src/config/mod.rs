@@ -43,11 +43,14 @@ pub const DEFAULT_PER_TRY_BUDGET: u32 = 10;
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
 pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Envoy's default is 60 KiB; room for a backend that echoes a request head of the largest
+/// default size (`--max-header-bytes`) with plenty of its own fields.
+pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_BUFFER_SIZE: usize = 32 * 1024;
-/// Smallest `--buffer-size`: a response head must fit in a buffer less [`REWRITE_RESERVE_BYTES`].
+/// Smallest `--buffer-size`: room for a status line and a few fields before a head outgrows it.
 pub const MIN_BUFFER_SIZE: usize = 1024;
-/// Largest `--buffer-size` and `--max-header-bytes`.
+/// Largest `--buffer-size`, `--max-header-bytes` and `--max-response-header-bytes`.
 pub const MAX_BUFFER_SIZE: usize = 16 << 20;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
@@ -250,9 +253,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_HEADERS, value_name = "N")]
     pub max_headers: usize,
 
+    /// Largest response head accepted from a backend (256 B to 16 MiB); a larger one gets 502 and
+    /// is counted apart, not as the backend failing. Independent of --buffer-size, as for requests.
+    #[arg(long, default_value_t = DEFAULT_MAX_RESPONSE_HEADER_BYTES, value_name = "BYTES")]
+    pub max_response_header_bytes: usize,
+
     /// Size of each I/O buffer (1 KiB to 16 MiB); a connection holds up to two while bytes are in
-    /// flight. Response heads must fit in one, less 512 bytes (larger ones get 502), and so must
-    /// --retry-buffer; request heads are limited by --max-header-bytes alone.
+    /// flight. --retry-buffer must fit in one, less 512 bytes; heads are limited by
+    /// --max-header-bytes and --max-response-header-bytes alone.
     #[arg(long, default_value_t = DEFAULT_BUFFER_SIZE, value_name = "BYTES")]
     pub buffer_size: usize,
 
@@ -403,6 +411,7 @@ impl RunArgs {
             pool_max_idle: self.pool_max_idle,
             max_conns: self.max_conns.unwrap_or_else(default_max_conns),
             max_header_bytes: self.max_header_bytes,
+            max_response_header_bytes: self.max_response_header_bytes,
             max_headers: self.max_headers,
             buffer_size: self.buffer_size,
             shutdown_timeout_ms: self.shutdown_timeout.ms(),

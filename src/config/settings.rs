@@ -182,6 +182,8 @@ pub struct ProxyConfig {
     pub max_conns: usize,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Largest response head; a larger one gets 502 and is not counted against its backend.
+    pub max_response_header_bytes: usize,
     pub buffer_size: usize,
     pub shutdown_timeout_ms: u64,
     /// Consecutive failures after which a worker asks the control thread to eject a backend.
@@ -229,6 +231,7 @@ impl Default for ProxyConfig {
             max_conns: default_max_conns(),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
+            max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
             buffer_size: DEFAULT_BUFFER_SIZE,
             shutdown_timeout_ms: ms(DEFAULT_SHUTDOWN_TIMEOUT),
             eject_after: DEFAULT_EJECT_AFTER,
@@ -317,6 +320,13 @@ impl ProxyConfig {
             return Err(format!(
                 "--max-header-bytes must be between 256 and {MAX_BUFFER_SIZE} (16 MiB), not {}",
                 self.max_header_bytes
+            ));
+        }
+        // Read like request heads: into a buffer grown for it when it outgrows a pooled one.
+        if !(256..=MAX_BUFFER_SIZE).contains(&self.max_response_header_bytes) {
+            return Err(format!(
+                "--max-response-header-bytes must be between 256 and {MAX_BUFFER_SIZE} (16 MiB), not {}",
+                self.max_response_header_bytes
             ));
         }
         for token in &self.allow_upgrade {

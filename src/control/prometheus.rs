@@ -258,7 +258,7 @@ impl Control {
                 }
             }
         }
-        let failures: [Family<BackendAggregate>; 3] = [
+        let endings: [Family<BackendAggregate>; 5] = [
             (
                 "sluice_backend_connect_errors_total",
                 "Connections to the backend that could not be made.",
@@ -274,8 +274,18 @@ impl Control {
                 "Attempts whose connection broke or got a malformed answer.",
                 |a| a.broken,
             ),
+            (
+                "sluice_response_head_too_large_total",
+                "Response heads over --max-response-header-bytes or 256 fields: answered 502, not counted as the backend failing.",
+                |a| a.heads_too_large,
+            ),
+            (
+                "sluice_client_stalls_total",
+                "Attempts cut off because the client stopped sending its body or reading the answer for --response-timeout; not counted as the backend failing.",
+                |a| a.client_stalls,
+            ),
         ];
-        for (name, help, get) in failures {
+        for (name, help, get) in endings {
             family(&mut o, name, "counter", help);
             for (l, b) in &backends {
                 sample(&mut o, name, l, hub.backends.get(&b.id).map_or(0, get));

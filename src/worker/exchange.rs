@@ -229,6 +229,13 @@ impl Exchange {
         )
     }
 
+    /// The exchange is held up by its client, not its backend: answer bytes wait for a client that
+    /// does not read them, or everything the client sent went to the backend and the rest of the
+    /// request body has not come.
+    pub(super) fn waits_on_client(&self) -> bool {
+        self.resp_len > 0 || (!self.req_body.is_done() && self.req_sent == self.req_len)
+    }
+
     /// No byte of an answer arrived for the current attempt.
     pub(super) fn no_answer_byte(&self) -> bool {
         !self.resp_started && self.resp.as_ref().is_none_or(|r| r.is_empty())
