@@ -244,3 +244,55 @@ fn clients_that_stop_reading_are_closed_and_the_backend_stays_in_service() {
     let resp = roundtrip(lb.addr, &get("/small"));
     assert_eq!((resp.status, resp.text()), (200, "ok".to_string()));
 }
+
+#[test]
+fn a_backend_that_refuses_a_large_body_early_is_heard_and_stays_in_service() {
+    // Reads the head, answers 413 and closes without reading the body (the kernel then resets
+    // the connection, since the body is left unread).
+    let backend = RawBackend::start(|mut s| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read_exact(&mut byte).is_err() {
+                return;
+            }
+            head.push(byte[0]);
+        }
+        if head.starts_with(b"GET") {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            return;
+        }
+        let _ = s.write_all(
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
+        );
+    });
+    let lb = lb(test_config(Mode::Http), backend.addr, 2);
+    for _ in 0..3 {
+        let s = lb.connect();
+        let mut w = s.try_clone().unwrap();
+        let body = 16 << 20;
+        let sender = std::thread::spawn(move || {
+            let head =
+                format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {body}\r\n\r\n");
+            let _ = w.write_all(head.as_bytes());
+            let chunk = vec![b'b'; 64 * 1024];
+            for _ in 0..body / chunk.len() {
+                if w.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        });
+        let resp = read_response(&mut BufReader::new(s), false).unwrap();
+        assert_eq!((resp.status, resp.text()), (413, "too large".to_string()));
+        sender.join().unwrap();
+    }
+    let answered = format!(
+        "sluice_backend_responses_total{{backend=\"{}\",class=\"4xx\"}}",
+        backend.addr
+    );
+    assert!(wait_until(IO_TIMEOUT, || {
+        value(&scrape(&lb), &answered) == Some(3.0)
+    }));
+    assert_in_service(&lb, backend.addr);
+    assert_eq!(roundtrip(lb.addr, &get("/")).status, 200);
+}

@@ -109,6 +109,9 @@ pub(super) struct Exchange {
     pub(super) resp_started: bool,
     /// The backend sent bytes past the end of its response; its connection is not reused.
     pub(super) backend_overran: bool,
+    /// Sending the request failed: the backend closed, maybe after answering early. Nothing more
+    /// is sent on this attempt, and its connection is not reused.
+    pub(super) backend_stopped_reading: bool,
 
     pub(super) attempts: u8,
     pub(super) tried: [BackendId; MAX_TRIED],
@@ -163,6 +166,7 @@ impl Exchange {
             resp_head: None,
             resp_started: false,
             backend_overran: false,
+            backend_stopped_reading: false,
             attempts: 0,
             tried: [0; MAX_TRIED],
             id: None,
@@ -199,6 +203,7 @@ impl Exchange {
         self.resp_phase = RespPhase::Head;
         self.resp_head = None;
         self.backend_overran = false;
+        self.backend_stopped_reading = false;
         if let Some(resp) = self.resp.as_mut() {
             resp.clear();
         }

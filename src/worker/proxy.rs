@@ -80,7 +80,7 @@ impl Pump<'_> {
     /// Request bytes to the backend.
     fn send_request(&mut self) -> Result<bool, Stop> {
         let ex = &mut *self.ex;
-        if ex.req_sent >= ex.req_len {
+        if ex.req_sent >= ex.req_len || ex.backend_stopped_reading {
             return Ok(false);
         }
         let req = ex.req.as_ref().ok_or(Stop::Close)?;
@@ -91,7 +91,14 @@ impl Pump<'_> {
                 Ok(true)
             }
             Io::Blocked => Ok(false),
-            Io::Eof | Io::Err(_) => Err(Stop::Failed(Failure::Broken)),
+            Io::Eof | Io::Err(_) => {
+                // The backend may have answered before it closed (a 413 for a body it will not
+                // take, which the client's request brought about): that answer is read and
+                // forwarded; the attempt is broken only if none comes.
+                ex.backend_stopped_reading = true;
+                self.backend.ready.readable = true;
+                Ok(true)
+            }
         }
     }
 
