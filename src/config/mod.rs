@@ -34,6 +34,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_MAX_ATTEMPTS: u8 = 3;
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "3s";
 pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
+/// HAProxy's `timeout tunnel` for a database session or a pub/sub subscriber that may stay silent
+/// for long; TCP keepalive finds dead peers sooner.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: &str = "1h";
 pub const DEFAULT_HEAD_TIMEOUT: &str = "10s";
 pub const DEFAULT_RESPONSE_TIMEOUT: &str = "60s";
 /// Early retries after `--per-try-timeout`, per 100 requests. Envoy's and linkerd's retry budgets
@@ -181,9 +184,15 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_CONNECT_TIMEOUT, value_name = "DURATION")]
     pub connect_timeout: DurationArg,
 
-    /// Close a client connection idle this long (keep-alive wait, or a quiet TCP tunnel).
+    /// Close a keep-alive client connection idle this long between HTTP requests (tunnels have
+    /// --tunnel-idle-timeout).
     #[arg(long, default_value = DEFAULT_IDLE_TIMEOUT, value_name = "DURATION")]
     pub idle_timeout: DurationArg,
+
+    /// Close a TCP-mode connection, or an upgraded (WebSocket) one, after this long with no byte
+    /// either way; 0 = never. TCP keepalive on both sides still finds peers that are gone.
+    #[arg(long, default_value = DEFAULT_TUNNEL_IDLE_TIMEOUT, value_name = "DURATION")]
+    pub tunnel_idle_timeout: DurationArg,
 
     /// Answer 408 when a request head takes longer than this from its first byte.
     #[arg(long, default_value = DEFAULT_HEAD_TIMEOUT, value_name = "DURATION")]
@@ -403,6 +412,7 @@ impl RunArgs {
             max_attempts: self.max_attempts,
             connect_timeout_ms: self.connect_timeout.ms(),
             idle_timeout_ms: self.idle_timeout.ms(),
+            tunnel_idle_timeout_ms: self.tunnel_idle_timeout.ms(),
             head_timeout_ms: self.head_timeout.ms(),
             response_timeout_ms: self.response_timeout.ms(),
             per_try_timeout_ms: self.per_try_timeout.ms(),

@@ -170,7 +170,10 @@ pub struct ProxyConfig {
     pub workers: usize,
     pub max_attempts: u8,
     pub connect_timeout_ms: u64,
+    /// Keep-alive client connections between HTTP requests.
     pub idle_timeout_ms: u64,
+    /// TCP-mode and upgraded connections with no byte either way (0 = never).
+    pub tunnel_idle_timeout_ms: u64,
     pub head_timeout_ms: u64,
     pub response_timeout_ms: u64,
     /// Retry elsewhere when no answer byte came this long after the attempt started (0 = off).
@@ -222,6 +225,7 @@ impl Default for ProxyConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             connect_timeout_ms: ms(DEFAULT_CONNECT_TIMEOUT),
             idle_timeout_ms: ms(DEFAULT_IDLE_TIMEOUT),
+            tunnel_idle_timeout_ms: ms(DEFAULT_TUNNEL_IDLE_TIMEOUT),
             head_timeout_ms: ms(DEFAULT_HEAD_TIMEOUT),
             response_timeout_ms: ms(DEFAULT_RESPONSE_TIMEOUT),
             per_try_timeout_ms: 0,
@@ -474,6 +478,17 @@ mod tests {
             ..ProxyConfig::default()
         };
         assert!(attempts.validate().is_err());
+        let never = ProxyConfig {
+            tunnel_idle_timeout_ms: 0,
+            ..ProxyConfig::default()
+        };
+        assert_eq!(never.validate(), Ok(()), "a tunnel may stay open for ever");
+        let small_heads = ProxyConfig {
+            max_response_header_bytes: 255,
+            ..ProxyConfig::default()
+        };
+        let refused = small_heads.validate().unwrap_err();
+        assert!(refused.contains("--max-response-header-bytes"), "{refused}");
     }
 
     #[test]

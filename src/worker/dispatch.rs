@@ -279,8 +279,10 @@ impl Core {
         Next::Again
     }
 
-    /// Checks the bound backend connection's connect; true once it is usable. On failure the
-    /// attempt is failed and `Err` carries what to do next.
+    /// Checks the bound backend connection's connect; true once it is usable. When the connect
+    /// completes, the client's deadline becomes the wait for an answer (HTTP) or the tunnel's idle
+    /// timeout (TCP); later calls leave it alone, so that an event that moves nothing does not
+    /// push it back. On failure the attempt is failed and `Err` carries what to do next.
     pub(super) fn ensure_connected(
         &mut self,
         k: ClientKey,
@@ -288,12 +290,13 @@ impl Core {
     ) -> Result<bool, Next> {
         match connect_progress(&mut self.conns[bk]) {
             ConnectProgress::Connected => {
-                self.conns[bk].connected();
-                let after = match self.cfg.mode {
-                    Mode::Http => self.response_wait_ms(k),
-                    Mode::Tcp => self.cfg.idle_timeout_ms,
-                };
-                self.set_deadline(k, after);
+                if self.conns[bk].state() == BackendState::Connecting {
+                    self.conns[bk].connected();
+                    match self.cfg.mode {
+                        Mode::Http => self.set_deadline(k, self.response_wait_ms(k)),
+                        Mode::Tcp => self.set_tunnel_deadline(k),
+                    }
+                }
                 Ok(true)
             }
             ConnectProgress::Pending => Ok(false),

@@ -141,6 +141,8 @@ pub(super) struct Exchange {
     pub(super) up_shut: bool,
     pub(super) down_eof: bool,
     pub(super) down_shut: bool,
+    /// Tunnel: TCP keepalive was turned on for both sockets.
+    pub(super) keepalive_on: bool,
 }
 
 impl Exchange {
@@ -183,6 +185,7 @@ impl Exchange {
             up_shut: false,
             down_eof: false,
             down_shut: false,
+            keepalive_on: false,
         }
     }
 
