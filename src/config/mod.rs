@@ -44,7 +44,9 @@ pub const DEFAULT_RESPONSE_TIMEOUT: &str = "60s";
 /// attempt, so half that.
 pub const DEFAULT_PER_TRY_BUDGET: u32 = 10;
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
-pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
+/// No count of its own: the idle pool is bounded by `--pool-idle-timeout`, `--backend-max-conns`
+/// and `--max-conns` (see [`ProxyConfig::pool_max_idle`]).
+pub const DEFAULT_POOL_MAX_IDLE: usize = usize::MAX;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Envoy's default is 60 KiB; room for a backend that echoes a request head of the largest
 /// default size (`--max-header-bytes`) with plenty of its own fields.
@@ -213,13 +215,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_PER_TRY_BUDGET, value_name = "PERCENT")]
     pub per_try_budget: u32,
 
-    /// Close a pooled idle backend connection after this long.
+    /// Close a pooled idle backend connection after this long (the most recently used are
+    /// reused first, so connections a drop in load left over are the ones that age out).
     #[arg(long, default_value = DEFAULT_POOL_IDLE_TIMEOUT, value_name = "DURATION")]
     pub pool_idle_timeout: DurationArg,
 
-    /// Idle backend connections kept per backend and worker.
-    #[arg(long, default_value_t = DEFAULT_POOL_MAX_IDLE, value_name = "N")]
-    pub pool_max_idle: usize,
+    /// Most idle backend connections kept per backend and worker; 0 keeps none [default: no count
+    /// of its own: --pool-idle-timeout, --backend-max-conns and --max-conns bound the pool].
+    #[arg(long, value_name = "N")]
+    pub pool_max_idle: Option<usize>,
 
     /// Most concurrent client connections; beyond it sluice stops accepting until some close
     /// [default: half the open-file limit].
@@ -418,7 +422,7 @@ impl RunArgs {
             per_try_timeout_ms: self.per_try_timeout.ms(),
             per_try_budget_percent: self.per_try_budget,
             pool_idle_timeout_ms: self.pool_idle_timeout.ms(),
-            pool_max_idle: self.pool_max_idle,
+            pool_max_idle: self.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
             max_conns: self.max_conns.unwrap_or_else(default_max_conns),
             max_header_bytes: self.max_header_bytes,
             max_response_header_bytes: self.max_response_header_bytes,

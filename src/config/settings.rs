@@ -181,6 +181,8 @@ pub struct ProxyConfig {
     /// Early retries per 100 requests (see [`crate::retry::EarlyRetryBudget`]).
     pub per_try_budget_percent: u32,
     pub pool_idle_timeout_ms: u64,
+    /// Idle connections kept per backend and worker, on top of the bounds the pool always has:
+    /// `pool_idle_timeout_ms`, this worker's share of `backend_max_conns` and of `max_conns`.
     pub pool_max_idle: usize,
     pub max_conns: usize,
     pub max_header_bytes: usize,
