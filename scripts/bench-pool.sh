@@ -2,7 +2,9 @@
 # A thousand keep-alive clients through sluice and straight to the same nginx, side by side: does
 # sluice's backend pool serve them without churning connections?
 #
-# nginx (one worker, its own keep-alive defaults) answers a tiny 200. Each round runs, in turn,
+# nginx (one worker) answers a tiny 200 and keeps every connection open (keepalive_requests
+# 100,000,000, as in bench.sh; stock nginx closes one after 1,000 requests, which would make the
+# direct runs churn too), so whatever churn there is, is the proxy's. Each round runs, in turn,
 # `wrk -t2 -c1000 -d10s --latency` straight to nginx and through a sluice started fresh at default
 # flags (and through SLUICE_BEFORE, another sluice binary, when given), ROUNDS times. With PEERS=1
 # (the default), nginx (`proxy_pass`, an upstream keepalive pool of 1,024, so that it does not
@@ -60,7 +62,8 @@ for round in $(seq "$ROUNDS"); do
     for i in "${!WHO[@]}"; do origin_ports+=" $(origin_port "$i" "$round")"; done
 done
 mkdir -p "$work/origin"
-nginx_origin_config "$work/origin" ports="$origin_ports" >"$work/origin/nginx.conf"
+nginx_origin_config "$work/origin" ports="$origin_ports" keepalive_requests=100000000 \
+    >"$work/origin/nginx.conf"
 spawn nginx -p "$work/origin" -c "$work/origin/nginx.conf"
 for p in $origin_ports; do wait_port "$p"; done
 
