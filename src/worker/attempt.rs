@@ -195,8 +195,9 @@ pub(super) struct Settle<'a> {
 
 impl Settle<'_> {
     /// Records how the attempt on `backend` (when known) ended and decides what happens next.
-    // Inlined at each of its three callers, where `end` is known: the match folds away, which
-    // keeps a keep-alive request as cheap as when this code was written out at each caller.
+    // Inlined at each of its callers (and `settle_last_attempt` at its own), where `end` is known:
+    // the match folds away, which keeps a keep-alive request as cheap as when this code was
+    // written out at each caller.
     #[inline(always)]
     pub(super) fn settle(
         &mut self,
@@ -415,6 +416,7 @@ impl Core {
 
     /// Settles client `k`'s current attempt as ended by `end`, charged to the backend it was made
     /// on while that is still in the table; `None` when the client has no exchange.
+    #[inline]
     pub(super) fn settle_last_attempt(&mut self, k: ClientKey, end: End) -> Option<Verdict> {
         let (mut settle, conns) = self.settle_view();
         let ex = conns.exchange(k)?;
