@@ -238,6 +238,14 @@ fn header_buffer_and_upgrade_flags_out_of_range_are_refused_with_the_reason() {
             "--buffer-size must be between 1024 and",
         ),
         (
+            &["--max-response-header-bytes", "100"],
+            "--max-response-header-bytes must be between 256 and",
+        ),
+        (
+            &["--idle-timeout", "0"],
+            "--idle-timeout must be longer than zero",
+        ),
+        (
             &["--allow-upgrade", "h2c"],
             "--allow-upgrade h2c is refused",
         ),
@@ -260,6 +268,31 @@ fn max_header_bytes_above_the_buffer_size_starts() {
         "256",
         "--max-header-bytes",
         "65536",
+        "--buffer-size",
+        "16384",
+        "--retry-buffer",
+        "8192",
+    ]);
+    assert_ne!(p.proxy.port(), 0);
+}
+
+#[test]
+fn quiet_tunnels_may_stay_open_for_ever_and_response_heads_may_be_larger_than_a_buffer() {
+    let help = Command::new(SLUICE).arg("--help").output().unwrap();
+    let help = text(&help.stdout);
+    for shown in [
+        "--tunnel-idle-timeout <DURATION>",
+        "[default: 1h]",
+        "--max-response-header-bytes <BYTES>",
+        "[default: 65536]",
+    ] {
+        assert!(help.contains(shown), "--help lacks {shown:?}");
+    }
+    let p = Proc::start(&[
+        "--tunnel-idle-timeout",
+        "0",
+        "--max-response-header-bytes",
+        "1048576",
         "--buffer-size",
         "16384",
         "--retry-buffer",
