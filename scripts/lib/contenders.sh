@@ -86,6 +86,26 @@ haproxy_knows_retry_on_429() {
     [ "$known" = 1 ]
 }
 
+# nginx_preamble DIR WORKERS NOFILE CONNECTIONS: what every nginx config here starts with, up to
+# and into the open `http {` block: a foreground process keeping its pid, log and temp files in
+# DIR (NOFILE empty: the system's file limit).
+nginx_preamble() {
+    local dir=$1 workers=$2 nofile=$3 connections=$4 temp
+    # As root the workers would otherwise run as nobody, who cannot write in DIR.
+    [ "$(id -u)" -ne 0 ] || echo "user root;"
+    echo "worker_processes $workers;"
+    [ -z "$nofile" ] || echo "worker_rlimit_nofile $nofile;"
+    echo "daemon off;"
+    echo "pid $dir/nginx.pid;"
+    echo "error_log $dir/error.log warn;"
+    echo "events { worker_connections $connections; }"
+    echo "http {"
+    echo "    access_log off;"
+    for temp in client_body proxy fastcgi uwsgi scgi; do
+        echo "    ${temp}_temp_path $dir/$temp;"
+    done
+}
+
 # nginx_config DIR KEY=VALUE...: an nginx configuration, one server proxying HTTP/1.1 with
 # keep-alive to an upstream; its pid, error log (level warn) and temporary files go in DIR.
 #   listen=PORT             the server's port (required)
@@ -127,20 +147,7 @@ nginx_config() {
         echo "nginx_config: listen= and servers= are required" >&2
         return 2
     }
-    # As root the workers would otherwise run as nobody, who cannot write in DIR.
-    [ "$(id -u)" -ne 0 ] || echo "user root;"
-    echo "worker_processes $workers;"
-    [ -z "$nofile" ] || echo "worker_rlimit_nofile $nofile;"
-    echo "daemon off;"
-    echo "pid $dir/nginx.pid;"
-    echo "error_log $dir/error.log warn;"
-    echo "events { worker_connections $connections; }"
-    echo "http {"
-    echo "    access_log off;"
-    local temp
-    for temp in client_body proxy fastcgi uwsgi scgi; do
-        echo "    ${temp}_temp_path $dir/$temp;"
-    done
+    nginx_preamble "$dir" "$workers" "$nofile" "$connections"
     [ -z "$client_keepalive_requests" ] || echo "    keepalive_requests $client_keepalive_requests;"
     [ -z "$client_keepalive_timeout" ] || echo "    keepalive_timeout $client_keepalive_timeout;"
     echo "    upstream be {"
@@ -203,19 +210,7 @@ nginx_origin_config() {
         echo "nginx_origin_config: ports= is required" >&2
         return 2
     }
-    [ "$(id -u)" -ne 0 ] || echo "user root;"
-    echo "worker_processes $workers;"
-    echo "worker_rlimit_nofile $nofile;"
-    echo "daemon off;"
-    echo "pid $dir/nginx.pid;"
-    echo "error_log $dir/error.log warn;"
-    echo "events { worker_connections $connections; }"
-    echo "http {"
-    echo "    access_log off;"
-    local temp
-    for temp in client_body proxy fastcgi uwsgi scgi; do
-        echo "    ${temp}_temp_path $dir/$temp;"
-    done
+    nginx_preamble "$dir" "$workers" "$nofile" "$connections"
     [ -z "$keepalive_requests" ] || echo "    keepalive_requests $keepalive_requests;"
     [ -z "$keepalive_timeout" ] || echo "    keepalive_timeout $keepalive_timeout;"
     echo "    server {"
