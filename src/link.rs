@@ -23,6 +23,8 @@ pub(crate) enum ControlMsg {
     Metrics(Box<WorkerSnapshot>),
     /// A backend's consecutive failures reached `--eject-after`.
     Failing(BackendId),
+    /// Read the `--tls` certificate files again (SIGHUP); the outcome is logged.
+    ReloadTls,
     Stop,
 }
 

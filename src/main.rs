@@ -51,7 +51,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Signals that stop the proxy; the main thread waits for them with `sigwait`.
+/// Signals the main thread waits for with `sigwait`: INT and TERM stop the proxy (draining),
+/// USR2 starts a live upgrade, HUP reloads the TLS certificates (as nginx reloads on HUP).
 fn shutdown_signals() -> libc::sigset_t {
     // SAFETY: sigemptyset/sigaddset only write the set we own.
     unsafe {
@@ -60,6 +61,7 @@ fn shutdown_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
@@ -131,6 +133,11 @@ fn run(args: &RunArgs) -> ExitCode {
         let mut signal = 0;
         // SAFETY: both pointers are valid for the call.
         unsafe { libc::sigwait(&signals, &mut signal) };
+        if signal == libc::SIGHUP {
+            info!("SIGHUP: reloading the TLS certificates");
+            running.reload_tls();
+            continue;
+        }
         if signal != libc::SIGUSR2 {
             info!("signal {signal}: shutting down");
             break;

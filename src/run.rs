@@ -39,6 +39,12 @@ impl Running {
         self.link.send(ControlMsg::Stop);
         let _ = self.thread.join();
     }
+
+    /// Asks the control thread to read the TLS certificate files again (what SIGHUP does). It
+    /// logs the outcome; a bad file leaves the certificates in use as they were.
+    pub fn reload_tls(&self) {
+        self.link.send(ControlMsg::ReloadTls);
+    }
 }
 
 /// Binds the listeners, then starts the control thread and the workers. Errors are messages for

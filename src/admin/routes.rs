@@ -12,6 +12,7 @@ const DASHBOARD_HTML: &str = include_str!("dashboard/index.html");
 const DASHBOARD_CSS: &str = include_str!("dashboard/style.css");
 const DASHBOARD_CHARTS_JS: &str = include_str!("dashboard/charts.js");
 const DASHBOARD_APP_JS: &str = include_str!("dashboard/app.js");
+const DASHBOARD_TLS_JS: &str = include_str!("dashboard/tls.js");
 
 /// The dashboard served at `GET /`: `dashboard/index.html` with its stylesheet link and script
 /// tags replaced by the files' contents, so it is one document that works with no network access.
@@ -32,6 +33,10 @@ pub(crate) fn dashboard_html() -> &'static str {
                 r#"<script src="app.js"></script>"#,
                 &format!("<script>\n{DASHBOARD_APP_JS}</script>"),
             )
+            .replace(
+                r#"<script src="tls.js"></script>"#,
+                &format!("<script>\n{DASHBOARD_TLS_JS}</script>"),
+            )
     })
 }
 
@@ -48,6 +53,10 @@ pub(crate) enum Route {
     SetStrategy,
     Status,
     Cluster,
+    /// The certificates the listener serves.
+    Tls,
+    /// Read every `--tls` file again and serve the new set if all of it is valid.
+    TlsReload,
     History,
     OpenApi,
     Metrics,
@@ -65,6 +74,7 @@ impl Route {
                 | Route::EnableBackend
                 | Route::DisableBackend
                 | Route::SetStrategy
+                | Route::TlsReload
         )
     }
 }
@@ -77,6 +87,8 @@ pub(crate) const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/api/history", Route::History),
     ("GET", "/api/status", Route::Status),
     ("GET", "/api/cluster", Route::Cluster),
+    ("GET", "/api/tls", Route::Tls),
+    ("POST", "/api/tls/reload", Route::TlsReload),
     ("GET", "/api/strategy", Route::GetStrategy),
     ("PUT", "/api/strategy", Route::SetStrategy),
     ("GET", "/api/backends", Route::ListBackends),
@@ -203,7 +215,12 @@ mod tests {
     fn the_dashboard_is_one_document_with_its_styles_and_scripts_inlined() {
         assert_eq!(route("GET", "/"), Match::Found(Route::Dashboard, None));
         let page = dashboard_html();
-        for source in [DASHBOARD_CSS, DASHBOARD_CHARTS_JS, DASHBOARD_APP_JS] {
+        for source in [
+            DASHBOARD_CSS,
+            DASHBOARD_CHARTS_JS,
+            DASHBOARD_APP_JS,
+            DASHBOARD_TLS_JS,
+        ] {
             assert!(page.contains(source));
             let lower = source.to_ascii_lowercase();
             assert!(

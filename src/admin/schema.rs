@@ -136,3 +136,35 @@ pub struct MemberView {
     /// The configuration revision it has installed.
     pub revision: u64,
 }
+
+/// `GET /api/tls`: the certificates the listener serves, in `--tls` order.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct TlsView {
+    /// Whether the listener speaks TLS (any `--tls` given).
+    pub enabled: bool,
+    /// Seconds since the Unix epoch when the certificates in use were loaded (at start or by the
+    /// last successful reload); 0 when TLS is off.
+    #[serde(default)]
+    pub loaded_unix_s: u64,
+    /// Successful reloads since start.
+    #[serde(default)]
+    pub reloads: u64,
+    pub certificates: Vec<CertView>,
+}
+
+/// One certificate chain, as its leaf says.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CertView {
+    /// The certificate file given to `--tls`.
+    pub file: String,
+    /// The DNS names it is chosen for by SNI (subject alternative names, wildcards as written).
+    pub names: Vec<String>,
+    /// The issuer's distinguished name.
+    pub issuer: String,
+    /// The end of its validity, in seconds since the Unix epoch.
+    pub not_after_unix_s: i64,
+    /// Whole days until `not_after_unix_s` (negative once past).
+    pub days_left: i64,
+    /// Served to clients without SNI or with a name no certificate has (the first `--tls`).
+    pub default: bool,
+}

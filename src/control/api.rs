@@ -191,6 +191,7 @@ impl Control {
                 })
             }
             Route::SetStrategy => set_strategy(req),
+            Route::TlsReload => return Reply::Now(self.reload_tls_api()),
             _ => return Reply::Now(self.read_only(route)),
         };
         match change {
@@ -219,6 +220,7 @@ impl Control {
                 AdminResponse::with_body(200, "application/json", OPENAPI_JSON.as_bytes().to_vec())
             }
             Route::History => AdminResponse::json(200, &self.hub.history),
+            Route::Tls => AdminResponse::json(200, &self.tls_view()),
             Route::Dashboard => dashboard_page(),
             Route::Metrics => AdminResponse::with_body(
                 200,

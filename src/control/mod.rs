@@ -16,6 +16,7 @@ pub(crate) mod prometheus;
 pub(crate) mod saved;
 pub(crate) mod state;
 pub(crate) mod store;
+pub(crate) mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -242,6 +243,7 @@ impl Control {
             match msg {
                 ControlMsg::Metrics(snap) => self.hub.merge(&snap),
                 ControlMsg::Failing(id) => self.eject(id),
+                ControlMsg::ReloadTls => self.reload_tls_signal(),
                 ControlMsg::Stop => {
                     info!(
                         "stopping: no new connections, waiting up to {} ms for requests in flight",

@@ -33,7 +33,7 @@ fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Disp
 }
 
 /// Escapes a label value (backslash, quote, newline).
-fn label(value: &str) -> String {
+pub(crate) fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -346,6 +346,7 @@ impl Control {
                 a.answered(),
             );
         }
+        self.tls_metrics(&mut o);
         o
     }
 }

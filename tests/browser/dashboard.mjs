@@ -4,6 +4,8 @@
 //
 //   node dashboard.mjs <admin-url> --disable <address>     end-to-end check (tests/dashboard.rs)
 //   node dashboard.mjs <admin-url> --screenshot <file.png> picture for the README (scripts/screenshot.sh)
+//   node dashboard.mjs <admin-url> --tls-warning <file>    the expiry banner names this certificate file
+//                                                          (tests/tls_dashboard.rs)
 //
 // Options: --min-points N (chart points to wait for, default 2), --rows N (backend rows to wait
 // for, default 1), --chromium PATH (default $CHROMIUM or /usr/bin/chromium), --timeout-ms N (per
@@ -31,6 +33,7 @@ function parseArgs(argv) {
     url: null,
     disable: null,
     screenshot: null,
+    tlsWarning: null,
     minPoints: 2,
     rows: 1,
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -44,6 +47,7 @@ function parseArgs(argv) {
     };
     if (arg === "--disable") opts.disable = value();
     else if (arg === "--screenshot") opts.screenshot = value();
+    else if (arg === "--tls-warning") opts.tlsWarning = value();
     else if (arg === "--min-points") opts.minPoints = Number(value());
     else if (arg === "--rows") opts.rows = Number(value());
     else if (arg === "--chromium") opts.chromium = value();
@@ -52,12 +56,13 @@ function parseArgs(argv) {
     else usage(`unknown argument ${arg}`);
   }
   if (!opts.url) usage("the admin URL is missing");
-  if (!opts.disable && !opts.screenshot) usage("say --disable ADDRESS or --screenshot PATH");
+  if (!opts.disable && !opts.screenshot && !opts.tlsWarning)
+    usage("say --disable ADDRESS, --screenshot PATH or --tls-warning FILE");
   return opts;
 }
 
 function usage(message) {
-  console.error(`dashboard.mjs: ${message}\nusage: node dashboard.mjs <admin-url> (--disable ADDRESS | --screenshot PATH) [options]`);
+  console.error(`dashboard.mjs: ${message}\nusage: node dashboard.mjs <admin-url> (--disable ADDRESS | --screenshot PATH | --tls-warning FILE) [options]`);
   process.exit(2);
 }
 
@@ -152,7 +157,7 @@ async function drive(page, opts, problems) {
     opts.rows
   );
 
-  const seen = { charts: {}, rows: [], disabled: null, screenshot: null };
+  const seen = { charts: {}, rows: [], disabled: null, screenshot: null, tlsWarning: null, certs: [] };
   if (opts.disable) {
     const row = page.locator(`#backends tbody tr[data-address=${attr(opts.disable)}]`);
     await row.getByRole("button", { name: `Disable ${opts.disable}`, exact: true }).click();
@@ -161,6 +166,16 @@ async function drive(page, opts, problems) {
     await page.locator(`#backends tbody tr[data-address=${attr(opts.disable)}][data-enabled="false"]`).waitFor();
     await row.getByRole("button", { name: `Enable ${opts.disable}`, exact: true }).waitFor();
     seen.disabled = opts.disable;
+  }
+  if (opts.tlsWarning) {
+    // The banner is shown (not only present) and names the file; the panel marks its row.
+    const banner = page.locator("#tls-warning", { hasText: opts.tlsWarning });
+    await banner.waitFor({ state: "visible" });
+    await page.locator(`#certs tbody tr.expiring[data-file=${attr(opts.tlsWarning)}]`).waitFor();
+    seen.tlsWarning = await banner.innerText();
+    seen.certs = await page.$$eval("#certs tbody tr", (trs) =>
+      trs.map((tr) => ({ file: tr.dataset.file, daysLeft: Number(tr.dataset.daysLeft), expiring: tr.classList.contains("expiring") }))
+    );
   }
   if (opts.screenshot) {
     await page.screenshot({ path: opts.screenshot });

@@ -2,6 +2,8 @@
 //! terminal and turns failures into clear messages and exit codes: 1 when the API refused the
 //! request (its error message is shown), 3 when sluice cannot be reached.
 
+pub mod tls;
+
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use serde_json::Value;
 
 use crate::admin::schema::{BackendView, ClusterView, StatusView, StrategyView};
 use crate::config::DEFAULT_ADMIN;
+use tls::TlsCommand;
 
 /// How long ctl waits for the admin API.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +50,11 @@ pub enum CtlCommand {
     Status,
     /// The cluster's members and the configuration revision each has installed.
     Cluster,
+    /// The certificates the TLS listener serves (`tls` or `tls list`), or `tls reload`.
+    Tls {
+        #[command(subcommand)]
+        command: Option<TlsCommand>,
+    },
     /// The status table, refreshed every second until Ctrl-C.
     Top {
         /// Stop after this many refreshes (0 = never).
@@ -422,6 +430,17 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
             "/api/cluster",
             None,
         )?)?)),
+        CtlCommand::Tls { command } => {
+            let body = match command {
+                None | Some(TlsCommand::List) => client.call("GET", "/api/tls", None)?,
+                Some(TlsCommand::Reload) => client.call("POST", "/api/tls/reload", None)?,
+            };
+            let text = tls::tls_text(&decode(&body)?);
+            Ok(match command {
+                Some(TlsCommand::Reload) => format!("reloaded: new handshakes use these\n{text}"),
+                _ => text,
+            })
+        }
         CtlCommand::Top { count } => top(&client, *count),
     }
 }

@@ -1,0 +1,201 @@
+//! The control thread's side of TLS: which certificates the listener serves, reloading them live
+//! (`POST /api/tls/reload`, `sluice ctl tls reload`, SIGHUP), and what the API, `/metrics` and the
+//! dashboard show about them.
+//!
+//! A reload reads every `--tls` file again and builds a complete new certificate set; only if every
+//! file is valid (readable, parsable, the key matching its certificate, not expired) does a new
+//! server configuration go to the workers, as one immutable value over their channel, like a
+//! backend table. Otherwise the error names the file and the set in use stays: a half-replaced set
+//! cannot happen. Workers give the new configuration to new handshakes; connections already open
+//! keep the one they started with.
+
+use std::fmt::Write;
+
+use super::prometheus::label;
+use super::Control;
+use crate::admin::schema::{CertView, TlsView};
+use crate::admin::AdminResponse;
+
+const DAY_S: i64 = 86_400;
+
+/// Whole days from `now_unix_s` until `not_after_unix_s`, rounded down (so a certificate with 23
+/// hours left has 0 days, and one past its end has a negative count).
+pub(crate) fn days_left(not_after_unix_s: i64, now_unix_s: i64) -> i64 {
+    (not_after_unix_s - now_unix_s).div_euclid(DAY_S)
+}
+
+/// Reload outcomes since start, for `/metrics`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReloadCounts {
+    pub succeeded: u64,
+    pub refused: u64,
+}
+
+/// Writes the TLS metric families: one expiry series per certificate file and DNS name, and the
+/// reload outcomes.
+///
+/// `sluice_tls_certificate_expiry_seconds` is the time left until the certificate's not-after, in
+/// seconds, negative once it has passed (computed at scrape time). Alert on it directly:
+/// `sluice_tls_certificate_expiry_seconds < 14 * 86400`. (The blackbox exporter's
+/// `probe_ssl_earliest_cert_expiry` is the not-after as a Unix time instead; the same rule there
+/// is `probe_ssl_earliest_cert_expiry - time() < 14 * 86400`. The Unix time is in
+/// `GET /api/tls` as `not_after_unix_s`.)
+pub(crate) fn write_metrics(
+    out: &mut String,
+    view: &TlsView,
+    now_unix_s: i64,
+    counts: ReloadCounts,
+) {
+    if !view.enabled {
+        return;
+    }
+    let name = "sluice_tls_certificate_expiry_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Seconds until the certificate's not-after (negative once expired), per --tls file and DNS name."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for c in &view.certificates {
+        let left_s = c.not_after_unix_s - now_unix_s;
+        let file = label(&c.file);
+        if c.names.is_empty() {
+            let _ = writeln!(out, "{name}{{file=\"{file}\",name=\"\"}} {left_s}");
+        }
+        for dns in &c.names {
+            let dns = label(dns);
+            let _ = writeln!(out, "{name}{{file=\"{file}\",name=\"{dns}\"}} {left_s}");
+        }
+    }
+    let reloads = "sluice_tls_reloads_total";
+    let _ = writeln!(
+        out,
+        "# HELP {reloads} Certificate reloads since start, by result (a refused reload changed nothing)."
+    );
+    let _ = writeln!(out, "# TYPE {reloads} counter");
+    let _ = writeln!(out, "{reloads}{{result=\"success\"}} {}", counts.succeeded);
+    let _ = writeln!(out, "{reloads}{{result=\"refused\"}} {}", counts.refused);
+}
+
+/// The API's view of one certificate.
+pub(crate) fn cert_view(
+    file: String,
+    names: Vec<String>,
+    issuer: String,
+    not_after_unix_s: i64,
+    default: bool,
+    now_unix_s: i64,
+) -> CertView {
+    CertView {
+        file,
+        names,
+        issuer,
+        not_after_unix_s,
+        days_left: days_left(not_after_unix_s, now_unix_s),
+        default,
+    }
+}
+
+impl Control {
+    /// `GET /api/tls`.
+    pub(crate) fn tls_view(&self) -> TlsView {
+        TlsView {
+            enabled: false,
+            loaded_unix_s: 0,
+            reloads: 0,
+            certificates: Vec::new(),
+        }
+    }
+
+    /// `POST /api/tls/reload`: 200 with the new set, 409 without TLS, 422 naming a bad file.
+    pub(crate) fn reload_tls_api(&mut self) -> AdminResponse {
+        AdminResponse::error(
+            409,
+            "the listener does not speak TLS (start sluice with --tls CERT.pem,KEY.pem)",
+        )
+    }
+
+    /// SIGHUP: reloads and logs the outcome.
+    pub(crate) fn reload_tls_signal(&mut self) {
+        log::warn!("SIGHUP: no --tls given, so there are no certificates to reload");
+    }
+
+    /// The TLS families of `/metrics`.
+    pub(crate) fn tls_metrics(&self, out: &mut String) {
+        let now_s = super::unix_ms() as i64 / 1000;
+        write_metrics(out, &self.tls_view(), now_s, ReloadCounts::default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn days_left_round_down_and_go_negative_after_the_end() {
+        assert_eq!(days_left(NOW + 5 * DAY_S + 10, NOW), 5);
+        assert_eq!(days_left(NOW + DAY_S - 1, NOW), 0);
+        assert_eq!(days_left(NOW, NOW), 0);
+        assert_eq!(days_left(NOW - 1, NOW), -1);
+    }
+
+    fn view() -> TlsView {
+        TlsView {
+            enabled: true,
+            loaded_unix_s: NOW as u64,
+            reloads: 1,
+            certificates: vec![
+                cert_view(
+                    "/etc/a \"x\".pem".into(),
+                    vec!["a.example".into(), "*.a.example".into()],
+                    "CN=ca".into(),
+                    NOW + 5 * DAY_S,
+                    true,
+                    NOW,
+                ),
+                cert_view(
+                    "/b.pem".into(),
+                    vec![],
+                    "CN=ca".into(),
+                    NOW - 10,
+                    false,
+                    NOW,
+                ),
+            ],
+        }
+    }
+
+    #[test]
+    fn each_file_and_name_has_an_expiry_series() {
+        let mut out = String::new();
+        let counts = ReloadCounts {
+            succeeded: 2,
+            refused: 1,
+        };
+        write_metrics(&mut out, &view(), NOW, counts);
+        let left = 5 * DAY_S;
+        assert!(out.contains(&format!(
+            "sluice_tls_certificate_expiry_seconds{{file=\"/etc/a \\\"x\\\".pem\",name=\"*.a.example\"}} {left}\n"
+        )), "{out}");
+        assert!(
+            out.contains("sluice_tls_certificate_expiry_seconds{file=\"/b.pem\",name=\"\"} -10\n")
+        );
+        assert!(out.contains("sluice_tls_reloads_total{result=\"success\"} 2\n"));
+        assert!(out.contains("sluice_tls_reloads_total{result=\"refused\"} 1\n"));
+        assert_eq!(out.matches("# TYPE").count(), 2);
+    }
+
+    #[test]
+    fn without_tls_there_are_no_tls_series() {
+        let mut out = String::new();
+        let off = TlsView {
+            enabled: false,
+            loaded_unix_s: 0,
+            reloads: 0,
+            certificates: vec![],
+        };
+        write_metrics(&mut out, &off, NOW, ReloadCounts::default());
+        assert!(out.is_empty());
+    }
+}
