@@ -83,6 +83,14 @@ impl Workers {
         }
     }
 
+    /// Sends a new TLS server configuration (a reloaded certificate set) to every worker, for
+    /// its new handshakes.
+    pub(crate) fn publish_tls(&self, config: &Arc<rustls::ServerConfig>) {
+        for link in &self.links {
+            send(link, WorkerMsg::Tls(config.clone()));
+        }
+    }
+
     /// The oldest table version any worker still routes by: a backend left out of this version
     /// is picked by no worker any more.
     pub(crate) fn installed_version(&self) -> u64 {

@@ -148,3 +148,45 @@ fn a_click_on_disable_in_the_dashboard_disables_the_backend() {
     assert!(failures.is_empty(), "{failures:?}");
     assert!(by_body.contains_key("backend 0") && by_body.contains_key("backend 2"));
 }
+
+#[test]
+fn the_dashboard_warns_of_a_certificate_that_expires_within_14_days() {
+    use common::edge::TempDir;
+    use common::tls_files::{tls_flag, TestCa, TlsProc};
+    require_browser_tools();
+    let ca = TestCa::new("sluice test CA");
+    let dir = TempDir::new("tls-dashboard");
+    let lasting = ca.leaf_for_days(&["site.test"], 1, 90).write(&dir.0, "site");
+    let soon = ca.leaf_for_days(&["soon.test"], 2, 5).write(&dir.0, "soon");
+    let backend = HttpBackend::start(|_| Reply::ok(b"x"));
+    let p = TlsProc::start(&[
+        "--backend".into(),
+        backend.addr.to_string(),
+        "--tls".into(),
+        tls_flag(&lasting),
+        "--tls".into(),
+        tls_flag(&soon),
+    ]);
+    let soon_file = soon.0.display().to_string();
+    let (ok, stdout, stderr) = run_browser(&[
+        format!("http://{}/", p.admin),
+        "--tls-warning".into(),
+        soon_file.clone(),
+    ]);
+    assert!(ok, "the browser check failed:\n{stderr}\n{stdout}");
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no summary from dashboard.mjs ({e}):\n{stdout}\n{stderr}"));
+    let banner = seen["tlsWarning"].as_str().unwrap();
+    assert!(
+        banner.contains("soon.test") && banner.contains("expires in 5 days"),
+        "{banner}"
+    );
+    assert!(!banner.contains("site.test"), "{banner}");
+    let rows = seen["certs"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{seen}");
+    assert_eq!(rows[0]["file"], lasting.0.display().to_string());
+    assert_eq!(rows[0]["expiring"], false);
+    assert_eq!(rows[1]["file"], soon_file);
+    assert_eq!(rows[1]["expiring"], true);
+    assert_eq!(rows[1]["daysLeft"], 5);
+}

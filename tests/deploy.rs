@@ -17,6 +17,9 @@ fn the_systemd_unit_verifies_clean() {
     ))
     .unwrap();
     assert!(unit.contains("ExecStart=/usr/local/bin/sluice "));
+    // reload is the live upgrade (USR2); HUP stays the certificate reload, as its comment says.
+    assert!(unit.contains("ExecReload=/bin/kill -USR2 $MAINPID"));
+    assert!(unit.contains("kill -s HUP sluice"));
     // verify checks that ExecStart's binary exists: point it at the one under test.
     let dir = std::env::temp_dir().join(format!("sluice-unit-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::{BufReader, Write};
-use std::process::{Command, Stdio};
 
 use common::*;
 
@@ -83,26 +82,7 @@ fn counters_follow_the_traffic_and_promtool_accepts_them() {
     );
     assert_eq!(value(&text, "sluice_table_version"), Some(1.0));
 
-    let promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool not found: scripts/test.sh installs it (Debian package prometheus)");
-    promtool
-        .stdin
-        .as_ref()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&text);
 }
 
 #[test]

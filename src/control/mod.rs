@@ -111,6 +111,7 @@ impl Control {
             now_ms,
             next_second_ms: now_ms + 1_000,
             counters: ControlCounters::default(),
+            tls: None,
             changed: false,
             stop: false,
         };
@@ -120,6 +121,12 @@ impl Control {
     /// The address the admin API listens on, if it is on.
     pub(crate) fn admin_addr(&mut self) -> Option<SocketAddr> {
         self.admin.as_mut().and_then(|a| a.local_addr().ok())
+    }
+
+    /// Puts the control thread in charge of the TLS certificates loaded at start-up (it reloads
+    /// them and reports on them).
+    pub(crate) fn set_tls(&mut self, tls: tls::TlsControl) {
+        self.tls = Some(tls);
     }
 
     /// The first table version, for the workers to start with.
@@ -177,6 +184,8 @@ pub(crate) struct Control {
     pub now_ms: u64,
     next_second_ms: u64,
     pub counters: ControlCounters,
+    /// The listener's certificates, when it speaks TLS.
+    tls: Option<tls::TlsControl>,
     /// Set by every change that routing depends on; the loop publishes one new table version
     /// per iteration when it is set.
     changed: bool,

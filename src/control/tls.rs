@@ -10,11 +10,17 @@
 //! keep the one they started with.
 
 use std::fmt::Write;
+use std::sync::Arc;
+
+use log::{info, warn};
+use rustls::ServerConfig;
 
 use super::prometheus::label;
 use super::Control;
 use crate::admin::schema::{CertView, TlsView};
 use crate::admin::AdminResponse;
+use crate::tls::certs::now_unix_s;
+use crate::tls::{CertInfo, CertPaths, CertSet, TlsError, TlsServer};
 
 const DAY_S: i64 = 86_400;
 
@@ -76,53 +82,149 @@ pub(crate) fn write_metrics(
     let _ = writeln!(out, "{reloads}{{result=\"refused\"}} {}", counts.refused);
 }
 
-/// The API's view of one certificate.
-pub(crate) fn cert_view(
-    file: String,
-    names: Vec<String>,
-    issuer: String,
-    not_after_unix_s: i64,
-    default: bool,
-    now_unix_s: i64,
-) -> CertView {
+/// The certificates in use and how to build the next set: the control thread's TLS state, present
+/// when the listener speaks TLS.
+pub(crate) struct TlsControl {
+    /// Ticket keys and session cache, shared by every configuration built here so that sessions
+    /// resume across a reload.
+    server: TlsServer,
+    paths: Vec<CertPaths>,
+    strict_sni: bool,
+    certs: Arc<CertSet>,
+    loaded_unix_s: u64,
+    counts: ReloadCounts,
+}
+
+impl TlsControl {
+    /// Loads the certificates for start-up; returns the state and the first configuration for the
+    /// workers. An error names the file at fault.
+    pub(crate) fn start(
+        server: TlsServer,
+        paths: Vec<CertPaths>,
+        strict_sni: bool,
+    ) -> Result<(TlsControl, Arc<ServerConfig>), TlsError> {
+        let certs = Arc::new(CertSet::load(&paths)?);
+        let config = server.config(certs.clone(), strict_sni)?;
+        let tls = TlsControl {
+            server,
+            paths,
+            strict_sni,
+            certs,
+            loaded_unix_s: now_unix_s().max(0) as u64,
+            counts: ReloadCounts::default(),
+        };
+        Ok((tls, config))
+    }
+
+    /// Reads every file again. On success the new set is in use here and its configuration is
+    /// returned for the workers; on failure nothing changed.
+    pub(crate) fn reload(&mut self) -> Result<Arc<ServerConfig>, TlsError> {
+        let built = CertSet::load(&self.paths).and_then(|set| {
+            let set = Arc::new(set);
+            let config = self.server.config(set.clone(), self.strict_sni)?;
+            Ok((set, config))
+        });
+        match built {
+            Ok((set, config)) => {
+                self.certs = set;
+                self.loaded_unix_s = now_unix_s().max(0) as u64;
+                self.counts.succeeded += 1;
+                Ok(config)
+            }
+            Err(e) => {
+                self.counts.refused += 1;
+                Err(e)
+            }
+        }
+    }
+
+    pub(crate) fn view(&self, now_unix_s: i64) -> TlsView {
+        TlsView {
+            enabled: true,
+            loaded_unix_s: self.loaded_unix_s,
+            reloads: self.counts.succeeded,
+            certificates: self
+                .certs
+                .infos()
+                .enumerate()
+                .map(|(i, info)| cert_view(info, i == 0, now_unix_s))
+                .collect(),
+        }
+    }
+}
+
+/// The API's view of one certificate; the first of the set is the default.
+fn cert_view(info: &CertInfo, default: bool, now_unix_s: i64) -> CertView {
     CertView {
-        file,
-        names,
-        issuer,
-        not_after_unix_s,
-        days_left: days_left(not_after_unix_s, now_unix_s),
+        file: info.file.display().to_string(),
+        names: info.names.clone(),
+        issuer: info.issuer.clone(),
+        not_after_unix_s: info.not_after_unix_s,
+        days_left: days_left(info.not_after_unix_s, now_unix_s),
         default,
     }
 }
 
+const NO_TLS: &str = "the listener does not speak TLS (start sluice with --tls CERT.pem,KEY.pem)";
+
 impl Control {
     /// `GET /api/tls`.
     pub(crate) fn tls_view(&self) -> TlsView {
-        TlsView {
-            enabled: false,
-            loaded_unix_s: 0,
-            reloads: 0,
-            certificates: Vec::new(),
+        match &self.tls {
+            Some(tls) => tls.view(now_unix_s()),
+            None => TlsView {
+                enabled: false,
+                loaded_unix_s: 0,
+                reloads: 0,
+                certificates: Vec::new(),
+            },
+        }
+    }
+
+    /// Reloads the certificates and sends the new configuration to every worker; the error (a
+    /// file named) when the set in use stays.
+    fn reload_tls(&mut self) -> Result<(), String> {
+        let tls = self.tls.as_mut().ok_or(NO_TLS)?;
+        match tls.reload() {
+            Ok(config) => {
+                if let Some(workers) = &self.workers {
+                    workers.publish_tls(&config);
+                }
+                let names: Vec<String> = tls.certs.infos().map(|c| c.file.display().to_string()).collect();
+                info!("TLS certificates reloaded: {}", names.join(", "));
+                Ok(())
+            }
+            Err(e) => {
+                warn!("TLS reload refused, the certificates in use stay: {e}");
+                Err(format!("reload refused, the certificates in use stay: {e}"))
+            }
         }
     }
 
     /// `POST /api/tls/reload`: 200 with the new set, 409 without TLS, 422 naming a bad file.
     pub(crate) fn reload_tls_api(&mut self) -> AdminResponse {
-        AdminResponse::error(
-            409,
-            "the listener does not speak TLS (start sluice with --tls CERT.pem,KEY.pem)",
-        )
+        if self.tls.is_none() {
+            return AdminResponse::error(409, NO_TLS);
+        }
+        match self.reload_tls() {
+            Ok(()) => AdminResponse::json(200, &self.tls_view()),
+            Err(e) => AdminResponse::error(422, &e),
+        }
     }
 
-    /// SIGHUP: reloads and logs the outcome.
+    /// SIGHUP: reloads; the outcome is in the log.
     pub(crate) fn reload_tls_signal(&mut self) {
-        log::warn!("SIGHUP: no --tls given, so there are no certificates to reload");
+        if self.tls.is_none() {
+            warn!("SIGHUP: no --tls given, so there are no certificates to reload");
+            return;
+        }
+        let _ = self.reload_tls();
     }
 
     /// The TLS families of `/metrics`.
     pub(crate) fn tls_metrics(&self, out: &mut String) {
-        let now_s = super::unix_ms() as i64 / 1000;
-        write_metrics(out, &self.tls_view(), now_s, ReloadCounts::default());
+        let counts = self.tls.as_ref().map_or(ReloadCounts::default(), |t| t.counts);
+        write_metrics(out, &self.tls_view(), now_unix_s(), counts);
     }
 }
 
@@ -140,6 +242,16 @@ mod tests {
         assert_eq!(days_left(NOW - 1, NOW), -1);
     }
 
+    fn info(file: &str, names: &[&str], not_after_unix_s: i64) -> CertInfo {
+        CertInfo {
+            file: file.into(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            issuer: "CN=ca".into(),
+            not_after_unix_s,
+            not_after: String::new(),
+        }
+    }
+
     fn view() -> TlsView {
         TlsView {
             enabled: true,
@@ -147,23 +259,22 @@ mod tests {
             reloads: 1,
             certificates: vec![
                 cert_view(
-                    "/etc/a \"x\".pem".into(),
-                    vec!["a.example".into(), "*.a.example".into()],
-                    "CN=ca".into(),
-                    NOW + 5 * DAY_S,
+                    &info("/etc/a \"x\".pem", &["a.example", "*.a.example"], NOW + 5 * DAY_S),
                     true,
                     NOW,
                 ),
-                cert_view(
-                    "/b.pem".into(),
-                    vec![],
-                    "CN=ca".into(),
-                    NOW - 10,
-                    false,
-                    NOW,
-                ),
+                cert_view(&info("/b.pem", &[], NOW - 10), false, NOW),
             ],
         }
+    }
+
+    #[test]
+    fn the_view_counts_whole_days_left_and_marks_the_default() {
+        let v = view();
+        assert_eq!(v.certificates[0].days_left, 5);
+        assert!(v.certificates[0].default && !v.certificates[1].default);
+        assert_eq!(v.certificates[1].days_left, -1);
+        assert_eq!(v.certificates[0].file, "/etc/a \"x\".pem");
     }
 
     #[test]

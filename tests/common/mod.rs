@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod edge;
 pub mod etcd;
+pub mod tls_files;
 
 use loadgen::h1::{RequestReader, Response, ResponseReader};
 use sluice::backend::BackendSpec;
@@ -434,7 +435,12 @@ pub fn value(exposition: &str, series: &str) -> Option<f64> {
 
 /// `GET /metrics`: the Prometheus exposition.
 pub fn scrape(lb: &Sluice) -> String {
-    let mut s = connect(lb.admin);
+    scrape_at(lb.admin)
+}
+
+/// `GET /metrics` from the admin API at `admin`.
+pub fn scrape_at(admin: SocketAddr) -> String {
+    let mut s = connect(admin);
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n")
         .unwrap();
     let resp = read_response(&mut BufReader::new(s), false).unwrap();
@@ -444,6 +450,32 @@ pub fn scrape(lb: &Sluice) -> String {
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
     resp.text()
+}
+
+/// Fails unless `promtool check metrics` (installed by scripts/test.sh) accepts the exposition.
+#[track_caller]
+pub fn promtool_check(exposition: &str) {
+    use std::process::{Command, Stdio};
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool not found: scripts/test.sh installs it (Debian package prometheus)");
+    promtool
+        .stdin
+        .as_ref()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// What a traffic thread saw: responses by body, and failures.
