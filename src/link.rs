@@ -55,6 +55,11 @@ pub(crate) enum WorkerMsg {
     Shutdown { timeout: Duration },
     /// Close every connection to this backend (its drain time is over).
     Sever(BackendId),
+    /// New TLS handshakes use this configuration (the listener's certificates were reloaded);
+    /// sessions already started keep theirs.
+    // Sent by the certificate reload (`Workers::publish_tls`).
+    #[allow(dead_code)]
+    Tls(Arc<rustls::ServerConfig>),
 }
 
 /// How the control thread reaches one worker.
@@ -83,14 +88,6 @@ impl Workers {
         }
     }
 
-    /// Sends a new TLS server configuration (a reloaded certificate set) to every worker, for
-    /// its new handshakes.
-    pub(crate) fn publish_tls(&self, config: &Arc<rustls::ServerConfig>) {
-        for link in &self.links {
-            send(link, WorkerMsg::Tls(config.clone()));
-        }
-    }
-
     /// The oldest table version any worker still routes by: a backend left out of this version
     /// is picked by no worker any more.
     pub(crate) fn installed_version(&self) -> u64 {
@@ -99,6 +96,15 @@ impl Workers {
             .map(|l| l.installed_version.load(Ordering::Acquire))
             .min()
             .unwrap_or(u64::MAX)
+    }
+
+    /// Hands every worker a new TLS configuration for its listener's new handshakes.
+    // Called by the certificate reload on the control thread.
+    #[allow(dead_code)]
+    pub(crate) fn publish_tls(&self, cfg: &Arc<rustls::ServerConfig>) {
+        for link in &self.links {
+            send(link, WorkerMsg::Tls(cfg.clone()));
+        }
     }
 
     /// Orders every worker to close its connections to backend `id` (its drain time is over).

@@ -106,7 +106,9 @@ fn a_reload_serves_the_new_certificate_to_new_connections_while_open_ones_go_on(
     assert_eq!(view["reloads"], 1, "{view}");
     assert_eq!(view["certificates"][0]["days_left"], 60, "{view}");
 
-    assert_eq!(s.served(&p), new.der);
+    // Each worker installs the new configuration when it next drains its channel, a moment
+    // after the API answered.
+    assert!(wait_until(IO_TIMEOUT, || s.served(&p) == new.der));
     assert_eq!(openssl_serial(p.proxy), "serial=0B");
     // The connection opened before the reload keeps its session and goes on serving requests.
     assert_eq!(open.get("/again").unwrap().status, 200);
@@ -330,12 +332,18 @@ fn without_tls_the_list_is_empty_and_a_reload_is_a_conflict() {
     assert!(p.logged(&["no --tls given"]), "{}", p.log_text());
     // SIGHUP did not stop it.
     assert_eq!(roundtrip(p.proxy, &get("/")).status, 200);
-    assert!(!scrape_at(p.admin).contains("sluice_tls_"));
+    let metrics = scrape_at(p.admin);
+    assert!(
+        !metrics.contains("sluice_tls_certificate_expiry_seconds")
+            && !metrics.contains("sluice_tls_reloads_total"),
+        "{metrics}"
+    );
 }
 
 /// Clients that run until told to stop, counting answered requests and failures: keep-alive
-/// connections that stay open across every reload, and clients that open a new connection
-/// (a full handshake) for each request, remembering which certificates they were shown.
+/// connections that stay open across every reload, and clients that open a new connection for
+/// each request (a full handshake, or a resumed one), remembering which certificates they were
+/// shown.
 struct Load {
     stop: Arc<AtomicBool>,
     answered: Arc<AtomicU64>,
@@ -344,15 +352,16 @@ struct Load {
 }
 
 impl Load {
-    fn start(p: &TlsProc, cfg: &Arc<rustls::ClientConfig>, keep_alive: usize, fresh: usize) -> Load {
+    /// One client thread per entry: its configuration, and whether it opens a new connection
+    /// for each request.
+    fn start(p: &TlsProc, clients: &[(&Arc<rustls::ClientConfig>, bool)]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
-        for i in 0..keep_alive + fresh {
+        for &(cfg, new_each_time) in clients {
             let (stop, answered, seen, cfg, addr) =
                 (stop.clone(), answered.clone(), seen.clone(), cfg.clone(), p.proxy);
-            let new_each_time = i >= keep_alive;
             threads.push(thread::spawn(move || {
                 let mut failures = Vec::new();
                 let mut client: Option<TlsClient> = None;
@@ -423,7 +432,17 @@ fn reloads_under_steady_load_fail_no_request() {
         .map(|i| s.ca.leaf_for_days(&[NAME], 60 + i, 90 - i as i64))
         .collect();
     let p = s.start(&leaves[0]);
-    let load = Load::start(&p, &s.cfg, 2, 2);
+    let resuming = resuming_client_config(&s.ca);
+    let load = Load::start(
+        &p,
+        &[
+            (&s.cfg, false),
+            (&s.cfg, false),
+            (&s.cfg, true),
+            (&s.cfg, true),
+            (&resuming, true),
+        ],
+    );
     let mut last = 0;
     const RELOADS: usize = 6;
     for round in 1..=RELOADS {

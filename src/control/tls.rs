@@ -96,24 +96,23 @@ pub(crate) struct TlsControl {
 }
 
 impl TlsControl {
-    /// Loads the certificates for start-up; returns the state and the first configuration for the
-    /// workers. An error names the file at fault.
-    pub(crate) fn start(
+    /// The state after start-up read `certs` from `paths` (in `--tls` order) and built the
+    /// workers' first configuration with `server`, whose ticket keys and session cache every
+    /// later configuration shares.
+    pub(crate) fn new(
         server: TlsServer,
+        certs: Arc<CertSet>,
         paths: Vec<CertPaths>,
         strict_sni: bool,
-    ) -> Result<(TlsControl, Arc<ServerConfig>), TlsError> {
-        let certs = Arc::new(CertSet::load(&paths)?);
-        let config = server.config(certs.clone(), strict_sni)?;
-        let tls = TlsControl {
+    ) -> TlsControl {
+        TlsControl {
             server,
             paths,
             strict_sni,
             certs,
             loaded_unix_s: now_unix_s().max(0) as u64,
             counts: ReloadCounts::default(),
-        };
-        Ok((tls, config))
+        }
     }
 
     /// Reads every file again. On success the new set is in use here and its configuration is

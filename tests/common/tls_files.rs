@@ -123,8 +123,17 @@ pub fn tls_flag(paths: &(PathBuf, PathBuf)) -> String {
     format!("{},{}", paths.0.display(), paths.1.display())
 }
 
-/// A client configuration that trusts `ca` (TLS 1.3 and 1.2, ALPN http/1.1).
+/// A client configuration that trusts `ca` (TLS 1.3 and 1.2, ALPN http/1.1) and never resumes a
+/// session: every handshake is a full one, so the server shows its certificate each time (a
+/// resumed session reports the certificate of the session it resumed).
 pub fn client_config(ca: &TestCa) -> Arc<ClientConfig> {
+    let mut cfg = Arc::unwrap_or_clone(resuming_client_config(ca));
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Arc::new(cfg)
+}
+
+/// Like [`client_config`], resuming sessions (tickets) as browsers and curl do.
+pub fn resuming_client_config(ca: &TestCa) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.der()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -47,7 +47,7 @@
         if (c.days_left < WARN_DAYS) tr.className = "expiring";
         const cells = [
           [label(c) + (c.default ? " (default)" : ""), ""],
-          [utc(c.not_after_unix_s), ""],
+          [utc(c.not_after_unix_s).slice(0, 10), "date"],
           [String(c.days_left), "num"],
         ];
         for (const [text, cls] of cells) {
@@ -56,7 +56,7 @@
           if (cls) td.className = cls;
           tr.appendChild(td);
         }
-        tr.title = `${c.file}\nissuer: ${c.issuer}`;
+        tr.title = `${c.file}\nissuer: ${c.issuer}\nnot after: ${utc(c.not_after_unix_s)}`;
         return tr;
       }),
     );
