@@ -20,40 +20,14 @@ use log::debug;
 use rustls::{HandshakeKind, ServerConfig, ServerConnection};
 
 use crate::config::Mode;
+use crate::tls::sniff::{classify_first_bytes, FirstBytes};
 use crate::tls::{Handshake, TlsIo};
 use crate::worker::conn::{ClientKey, ClientState};
 use crate::worker::origin::{looks_like_header, Looks};
 use crate::worker::{Core, Next};
 
-/// The first byte of a TLS handshake record (RFC 8446 section 5.1, `ContentType.handshake`).
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// What a plain HTTP client on the TLS port is told.
 pub(super) const PLAIN_HTTP_REASON: &str = "plain HTTP request sent to a TLS port";
-
-/// What the first bytes of a connection to a TLS listener are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum FirstBytes {
-    Tls,
-    /// An HTTP request line begins: a method token (upper-case letters) and a space, or a prefix
-    /// of one.
-    PlainHttp,
-    Other,
-}
-
-/// Tells a TLS client from a plain HTTP one by the first bytes it sent (at least one).
-pub(super) fn classify_first_bytes(bytes: &[u8]) -> FirstBytes {
-    match bytes.first() {
-        Some(&TLS_HANDSHAKE_RECORD) => FirstBytes::Tls,
-        Some(b) if b.is_ascii_uppercase() => {
-            let method = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
-            match bytes.get(method) {
-                None | Some(b' ') => FirstBytes::PlainHttp,
-                Some(_) => FirstBytes::Other,
-            }
-        }
-        _ => FirstBytes::Other,
-    }
-}
 
 /// Why a handshake failed, for the failure counter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,30 +208,5 @@ fn failure_of(e: &io::Error) -> Failure {
         }
         Some(_) => Failure::Protocol,
         None => Failure::Closed,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_bytes_tell_tls_from_plain_http_from_garbage() {
-        assert_eq!(classify_first_bytes(b"\x16\x03\x01"), FirstBytes::Tls);
-        assert_eq!(classify_first_bytes(b"GET / HT"), FirstBytes::PlainHttp);
-        assert_eq!(classify_first_bytes(b"OPTIONS "), FirstBytes::PlainHttp);
-        assert_eq!(
-            classify_first_bytes(b"PO"),
-            FirstBytes::PlainHttp,
-            "a prefix"
-        );
-        assert_eq!(classify_first_bytes(b"get / HT"), FirstBytes::Other);
-        assert_eq!(classify_first_bytes(b"GET\r\n"), FirstBytes::Other);
-        assert_eq!(classify_first_bytes(b"\x00\x01"), FirstBytes::Other);
-        assert_eq!(
-            classify_first_bytes(b"\x15\x03\x03"),
-            FirstBytes::Other,
-            "an alert"
-        );
     }
 }
