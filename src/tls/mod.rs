@@ -11,7 +11,10 @@
 //! The crypto provider is chosen in exactly one place, [`provider`].
 
 pub mod certs;
+#[cfg(any(test, fuzzing))]
+pub mod check;
 pub mod server;
+pub mod sniff;
 pub mod stream;
 pub mod x509;
 
