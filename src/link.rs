@@ -57,8 +57,6 @@ pub(crate) enum WorkerMsg {
     Sever(BackendId),
     /// New TLS handshakes use this configuration (the listener's certificates were reloaded);
     /// sessions already started keep theirs.
-    // Sent by the certificate reload (`Workers::publish_tls`).
-    #[allow(dead_code)]
     Tls(Arc<rustls::ServerConfig>),
 }
 
@@ -99,8 +97,6 @@ impl Workers {
     }
 
     /// Hands every worker a new TLS configuration for its listener's new handshakes.
-    // Called by the certificate reload on the control thread.
-    #[allow(dead_code)]
     pub(crate) fn publish_tls(&self, cfg: &Arc<rustls::ServerConfig>) {
         for link in &self.links {
             send(link, WorkerMsg::Tls(cfg.clone()));

@@ -13,6 +13,7 @@ use mio::{Poll, Waker};
 
 use crate::backend::BackendTable;
 use crate::config::{ProxyConfig, Settings};
+use crate::control::tls::TlsControl;
 use crate::control::{cluster, Control};
 use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
 use crate::listeners::Listeners;
@@ -104,6 +105,14 @@ fn start_on(
         .local_addr()
         .map_err(|e| format!("proxy listener: {e}"))?;
     let tls_config = tls.as_ref().map(|t| t.config.clone());
+    if let (Some(t), Some(flags)) = (tls, &proxy_cfg.tls) {
+        control.set_tls(TlsControl::new(
+            t.server,
+            t.certs,
+            flags.certs.clone(),
+            flags.strict_sni,
+        ));
+    }
     let workers = spawn_workers(proxy_cfg, proxy, &table, &link, tls_config)
         .map_err(|e| format!("cannot start the workers: {e}"))?;
     let thread = control.spawn(workers, proxy_addr)?;
@@ -118,8 +127,6 @@ fn start_on(
 
 /// The listener's TLS, when `--tls` is given: its certificates, read and checked, and the
 /// configuration the workers start with.
-// `server` and `certs` are what the certificate reload starts from.
-#[allow(dead_code)]
 pub(crate) struct ListenerTls {
     /// The ticket keys and session cache every configuration shares; a reload builds its new
     /// configuration from it.

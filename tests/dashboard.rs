@@ -156,7 +156,9 @@ fn the_dashboard_warns_of_a_certificate_that_expires_within_14_days() {
     require_browser_tools();
     let ca = TestCa::new("sluice test CA");
     let dir = TempDir::new("tls-dashboard");
-    let lasting = ca.leaf_for_days(&["site.test"], 1, 90).write(&dir.0, "site");
+    let lasting = ca
+        .leaf_for_days(&["site.test"], 1, 90)
+        .write(&dir.0, "site");
     let soon = ca.leaf_for_days(&["soon.test"], 2, 5).write(&dir.0, "soon");
     let backend = HttpBackend::start(|_| Reply::ok(b"x"));
     let p = TlsProc::start(&[

@@ -72,7 +72,13 @@ impl Setup {
 /// it (`serial=0A`).
 fn openssl_serial(addr: SocketAddr) -> String {
     let shown = Command::new("openssl")
-        .args(["s_client", "-connect", &addr.to_string(), "-servername", NAME])
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            NAME,
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -116,6 +122,9 @@ fn a_reload_serves_the_new_certificate_to_new_connections_while_open_ones_go_on(
     assert!(p.logged(&["TLS certificates reloaded", "site.crt"]));
 }
 
+/// How a test breaks the files, and the file the refusal must name.
+type BadFile<'a> = (&'a str, Box<dyn Fn() + 'a>, &'a std::path::Path);
+
 #[test]
 fn a_bad_file_on_reload_is_refused_with_its_name_and_the_old_certificate_keeps_serving() {
     let s = Setup::new("tls-refuse");
@@ -124,7 +133,7 @@ fn a_bad_file_on_reload_is_refused_with_its_name_and_the_old_certificate_keeps_s
     let (cert, key) = (s.dir.join("site.crt"), s.dir.join("site.key"));
     let other = s.ca.leaf_for_days(&[NAME], 21, 90);
     let expired = s.ca.leaf(&[NAME], 22, unix_now_s() - DAY_S);
-    let cases: [(&str, Box<dyn Fn()>, &std::path::Path); 4] = [
+    let cases: [BadFile; 4] = [
         (
             "garbage certificate",
             Box::new(|| replace_file(&cert, b"this is not PEM\n")),
@@ -134,7 +143,10 @@ fn a_bad_file_on_reload_is_refused_with_its_name_and_the_old_certificate_keeps_s
             "garbage key",
             Box::new(|| {
                 good.write(&s.dir.0, "site");
-                replace_file(&key, b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+                replace_file(
+                    &key,
+                    b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+                )
             }),
             &key,
         ),
@@ -164,7 +176,11 @@ fn a_bad_file_on_reload_is_refused_with_its_name_and_the_old_certificate_keeps_s
         // ctl says the same and exits 1.
         let out = p.ctl(&["tls", "reload"]);
         assert_eq!(out.status.code(), Some(1), "{what}");
-        assert!(text(&out.stderr).contains(&named), "{what}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(&named),
+            "{what}: {}",
+            text(&out.stderr)
+        );
         // The certificate in use is untouched.
         assert_eq!(s.served(&p), good.der, "{what}");
         let (_, view) = p.api("GET", "/api/tls");
@@ -243,13 +259,17 @@ fn ctl_tls_lists_the_certificates_and_reloads_them() {
     };
     let first = row(&main_files.0);
     assert!(
-        first.contains("site.test,www.site.test") && first.contains(" 90 ") && first.contains("yes"),
+        first.contains("site.test,www.site.test")
+            && first.contains(" 90 ")
+            && first.contains("yes"),
         "{first}"
     );
     assert!(first.contains("CN=sluice test CA"), "{first}");
     let second = row(&soon_files.0);
     assert!(
-        second.contains("*.other.test") && second.contains(" 5 ") && second.ends_with("EXPIRES SOON"),
+        second.contains("*.other.test")
+            && second.contains(" 5 ")
+            && second.ends_with("EXPIRES SOON"),
         "{second}"
     );
     assert_eq!(text(&p.ctl(&["tls", "list"]).stdout), list);
@@ -282,11 +302,20 @@ fn api_tls_describes_each_certificate_and_the_expiry_metric_is_promtool_clean() 
     let now = unix_now_s();
     for (c, files, names, days, default) in [
         (&certs[0], &main_files, vec![NAME], 90, true),
-        (&certs[1], &soon_files, vec!["*.other.test", "other.test"], 5, false),
+        (
+            &certs[1],
+            &soon_files,
+            vec!["*.other.test", "other.test"],
+            5,
+            false,
+        ),
     ] {
         assert_eq!(c["file"], files.0.display().to_string(), "{c}");
         assert_eq!(c["names"], serde_json::json!(names), "{c}");
-        assert!(c["issuer"].as_str().unwrap().contains("CN=sluice test CA"), "{c}");
+        assert!(
+            c["issuer"].as_str().unwrap().contains("CN=sluice test CA"),
+            "{c}"
+        );
         assert_eq!(c["days_left"], days, "{c}");
         assert_eq!(c["default"], default, "{c}");
         let left = c["not_after_unix_s"].as_i64().unwrap() - now;
@@ -360,8 +389,13 @@ impl Load {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let mut threads = Vec::new();
         for &(cfg, new_each_time) in clients {
-            let (stop, answered, seen, cfg, addr) =
-                (stop.clone(), answered.clone(), seen.clone(), cfg.clone(), p.proxy);
+            let (stop, answered, seen, cfg, addr) = (
+                stop.clone(),
+                answered.clone(),
+                seen.clone(),
+                cfg.clone(),
+                p.proxy,
+            );
             threads.push(thread::spawn(move || {
                 let mut failures = Vec::new();
                 let mut client: Option<TlsClient> = None;
@@ -463,7 +497,11 @@ fn reloads_under_steady_load_fail_no_request() {
     }
     assert!(wait_until(IO_TIMEOUT, || load.answered() >= last + 50));
     let (answered, seen, failures) = load.finish();
-    assert!(failures.is_empty(), "{} failed of {answered}: {failures:?}", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed of {answered}: {failures:?}",
+        failures.len()
+    );
     assert!(seen.contains(&leaves[0].der) && seen.contains(&leaves[1].der));
     assert_eq!(p.api("GET", "/api/tls").1["reloads"], RELOADS);
 }

@@ -189,7 +189,11 @@ impl Control {
                 if let Some(workers) = &self.workers {
                     workers.publish_tls(&config);
                 }
-                let names: Vec<String> = tls.certs.infos().map(|c| c.file.display().to_string()).collect();
+                let names: Vec<String> = tls
+                    .certs
+                    .infos()
+                    .map(|c| c.file.display().to_string())
+                    .collect();
                 info!("TLS certificates reloaded: {}", names.join(", "));
                 Ok(())
             }
@@ -222,7 +226,10 @@ impl Control {
 
     /// The TLS families of `/metrics`.
     pub(crate) fn tls_metrics(&self, out: &mut String) {
-        let counts = self.tls.as_ref().map_or(ReloadCounts::default(), |t| t.counts);
+        let counts = self
+            .tls
+            .as_ref()
+            .map_or(ReloadCounts::default(), |t| t.counts);
         write_metrics(out, &self.tls_view(), now_unix_s(), counts);
     }
 }
@@ -258,7 +265,11 @@ mod tests {
             reloads: 1,
             certificates: vec![
                 cert_view(
-                    &info("/etc/a \"x\".pem", &["a.example", "*.a.example"], NOW + 5 * DAY_S),
+                    &info(
+                        "/etc/a \"x\".pem",
+                        &["a.example", "*.a.example"],
+                        NOW + 5 * DAY_S,
+                    ),
                     true,
                     NOW,
                 ),
