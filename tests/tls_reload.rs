@@ -96,7 +96,7 @@ fn openssl_serial(addr: SocketAddr) -> String {
 }
 
 #[test]
-fn a_reload_serves_the_new_certificate_to_new_connections_while_open_ones_go_on() {
+fn a_reload_reaches_new_handshakes_while_open_connections_and_sessions_go_on() {
     let s = Setup::new("tls-reload");
     let old = s.ca.leaf_for_days(&[NAME], 10, 90);
     let p = s.start(&old);
@@ -104,6 +104,11 @@ fn a_reload_serves_the_new_certificate_to_new_connections_while_open_ones_go_on(
     assert_eq!(open.peer_leaf(), old.der);
     assert_eq!(open.get("/").unwrap().status, 200);
     assert_eq!(openssl_serial(p.proxy), "serial=0A");
+    // A client that keeps its session ticket (it arrives with the first response).
+    let resuming = resuming_client_config(&s.ca);
+    let mut before = TlsClient::connect(p.proxy, &resuming, NAME).unwrap();
+    assert_eq!(before.get("/").unwrap().status, 200);
+    assert!(!before.resumed());
 
     let new = s.ca.leaf_for_days(&[NAME], 11, 60);
     new.write(&s.dir.0, "site");
@@ -116,6 +121,10 @@ fn a_reload_serves_the_new_certificate_to_new_connections_while_open_ones_go_on(
     // after the API answered.
     assert!(wait_until(IO_TIMEOUT, || s.served(&p) == new.der));
     assert_eq!(openssl_serial(p.proxy), "serial=0B");
+    // The ticket keys outlive the reload: the session resumes.
+    let mut after = TlsClient::connect(p.proxy, &resuming, NAME).unwrap();
+    assert!(after.resumed());
+    assert_eq!(after.get("/").unwrap().status, 200);
     // The connection opened before the reload keeps its session and goes on serving requests.
     assert_eq!(open.get("/again").unwrap().status, 200);
     assert_eq!(open.peer_leaf(), old.der);

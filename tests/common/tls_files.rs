@@ -186,6 +186,11 @@ impl TlsClient {
             .unwrap_or_default()
     }
 
+    /// Whether the handshake resumed an earlier session (no certificate was sent).
+    pub fn resumed(&self) -> bool {
+        self.reader.get_ref().conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+    }
+
     /// Sends a keep-alive GET and reads its response.
     pub fn get(&mut self, path: &str) -> Result<Resp, String> {
         let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
