@@ -12,6 +12,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,15 +48,29 @@ impl Setup {
         }
     }
 
+    /// Starts sluice serving each leaf from `STEM.crt` and `STEM.key` (the first is the
+    /// default), with `extra` flags; returns it and the files.
+    fn start_serving(
+        &self,
+        leaves: &[(&Leaf, &str)],
+        extra: &[&str],
+    ) -> (TlsProc, Vec<(PathBuf, PathBuf)>) {
+        let mut args = vec!["--backend".to_string(), self.backend.addr.to_string()];
+        let files: Vec<_> = leaves
+            .iter()
+            .map(|(leaf, stem)| leaf.write(&self.dir.0, stem))
+            .collect();
+        for f in &files {
+            args.push("--tls".into());
+            args.push(tls_flag(f));
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        (TlsProc::start(&args), files)
+    }
+
     /// Starts sluice serving `leaf` from `site.crt`/`site.key`.
     fn start(&self, leaf: &Leaf) -> TlsProc {
-        let files = leaf.write(&self.dir.0, "site");
-        TlsProc::start(&[
-            "--backend".into(),
-            self.backend.addr.to_string(),
-            "--tls".into(),
-            tls_flag(&files),
-        ])
+        self.start_serving(&[(leaf, "site")], &[]).0
     }
 
     fn connect(&self, p: &TlsProc) -> TlsClient {
@@ -246,16 +261,8 @@ fn ctl_tls_lists_the_certificates_and_reloads_them() {
     let s = Setup::new("tls-ctl");
     let main = s.ca.leaf_for_days(&[NAME, "www.site.test"], 40, 90);
     let soon = s.ca.leaf_for_days(&["*.other.test"], 41, 5);
-    let main_files = main.write(&s.dir.0, "site");
-    let soon_files = soon.write(&s.dir.0, "other");
-    let p = TlsProc::start(&[
-        "--backend".into(),
-        s.backend.addr.to_string(),
-        "--tls".into(),
-        tls_flag(&main_files),
-        "--tls".into(),
-        tls_flag(&soon_files),
-    ]);
+    let (p, files) = s.start_serving(&[(&main, "site"), (&soon, "other")], &[]);
+    let (main_files, soon_files) = (&files[0], &files[1]);
     let out = p.ctl(&["tls"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let list = text(&out.stdout);
@@ -293,27 +300,28 @@ fn api_tls_describes_each_certificate_and_the_expiry_metric_is_promtool_clean() 
     let s = Setup::new("tls-api");
     let main = s.ca.leaf_for_days(&[NAME], 50, 90);
     let soon = s.ca.leaf_for_days(&["*.other.test", "other.test"], 51, 5);
-    let main_files = main.write(&s.dir.0, "site");
-    let soon_files = soon.write(&s.dir.0, "other");
-    let p = TlsProc::start(&[
-        "--backend".into(),
-        s.backend.addr.to_string(),
-        "--tls".into(),
-        tls_flag(&main_files),
-        "--tls".into(),
-        tls_flag(&soon_files),
-    ]);
+    let (p, files) = s.start_serving(
+        &[(&main, "site"), (&soon, "other")],
+        &["--admin-token", "s3cret"],
+    );
+    let (main_files, soon_files) = (&files[0], &files[1]);
+    // Reading needs no token; a reload changes what is served and needs it.
+    let (status, body) = p.api("POST", "/api/tls/reload");
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = api_call(p.admin, "POST", "/api/tls/reload", None, Some("s3cret"));
+    assert_eq!(status, 200);
     let (status, view) = p.api("GET", "/api/tls");
     assert_eq!(status, 200);
+    assert_eq!(view["reloads"], 1, "{view}");
     assert_eq!(view["enabled"], true);
     let certs = view["certificates"].as_array().unwrap();
     assert_eq!(certs.len(), 2, "{view}");
     let now = unix_now_s();
     for (c, files, names, days, default) in [
-        (&certs[0], &main_files, vec![NAME], 90, true),
+        (&certs[0], main_files, vec![NAME], 90, true),
         (
             &certs[1],
-            &soon_files,
+            soon_files,
             vec!["*.other.test", "other.test"],
             5,
             false,
@@ -348,7 +356,7 @@ fn api_tls_describes_each_certificate_and_the_expiry_metric_is_promtool_clean() 
     assert!(value(&metrics, &main_series).unwrap() > 90.0 * DAY_S as f64);
     assert_eq!(
         value(&metrics, "sluice_tls_reloads_total{result=\"success\"}"),
-        Some(0.0)
+        Some(1.0)
     );
     promtool_check(&metrics);
 }
