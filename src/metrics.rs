@@ -34,6 +34,19 @@ pub(crate) enum FailureKind {
     Garbage,
 }
 
+/// Why sluice cut an attempt short although its backend did nothing wrong, for counting. Such an
+/// attempt is never counted as the backend failing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CutoffKind {
+    /// The response head is larger than `--max-response-header-bytes`.
+    ResponseHeadTooLarge,
+    /// The response head has more fields than sluice parses.
+    ResponseHeadTooManyFields,
+    /// The client stopped sending its request body, or reading the response, for the response
+    /// timeout.
+    ClientStalled,
+}
+
 /// One backend's counts on one worker since the last snapshot.
 #[derive(Clone, Debug)]
 pub(crate) struct BackendCounts {
@@ -46,6 +59,10 @@ pub(crate) struct BackendCounts {
     pub broken: u64,
     /// TCP mode: connections made through to the backend (a tunnel each).
     pub tunnels_opened: u64,
+    /// Response heads over sluice's limits (answered 502, not the backend's failure).
+    pub heads_too_large: u64,
+    /// Attempts cut off because their client stalled.
+    pub client_stalls: u64,
     pub latency_us: Histogram<u64>,
     /// Sum of recorded latencies, for the Prometheus summary's `_sum`.
     pub latency_sum_us: u64,
@@ -60,6 +77,8 @@ impl BackendCounts {
             timeouts: 0,
             broken: 0,
             tunnels_opened: 0,
+            heads_too_large: 0,
+            client_stalls: 0,
             latency_us: new_histogram(),
             latency_sum_us: 0,
         }
@@ -79,6 +98,15 @@ impl BackendCounts {
         }
     }
 
+    pub(crate) fn record_cutoff(&mut self, kind: CutoffKind) {
+        match kind {
+            CutoffKind::ResponseHeadTooLarge | CutoffKind::ResponseHeadTooManyFields => {
+                self.heads_too_large += 1
+            }
+            CutoffKind::ClientStalled => self.client_stalls += 1,
+        }
+    }
+
     /// Attempts that ended in a failure: a 5xx answer or no answer at all.
     pub(crate) fn failures(&self) -> u64 {
         self.responses[5] + self.connect_errors + self.timeouts + self.broken
@@ -88,9 +116,15 @@ impl BackendCounts {
         self.responses.iter().sum()
     }
 
-    /// Attempts of any outcome: an answer, a failure, or (TCP mode) a tunnel opened.
-    fn attempts(&self) -> u64 {
-        self.answered() + self.connect_errors + self.timeouts + self.broken + self.tunnels_opened
+    /// Attempts of any outcome: an answer, a failure, a cut-off, or (TCP mode) a tunnel opened.
+    pub(crate) fn attempts(&self) -> u64 {
+        self.answered()
+            + self.connect_errors
+            + self.timeouts
+            + self.broken
+            + self.heads_too_large
+            + self.client_stalls
+            + self.tunnels_opened
     }
 }
 
@@ -204,6 +238,8 @@ pub(crate) struct BackendAggregate {
     pub timeouts: u64,
     pub broken: u64,
     pub tunnels_opened: u64,
+    pub heads_too_large: u64,
+    pub client_stalls: u64,
     /// Per-second latency histograms, newest last.
     window: VecDeque<Histogram<u64>>,
     current: Histogram<u64>,
@@ -229,6 +265,8 @@ impl Default for BackendAggregate {
             timeouts: 0,
             broken: 0,
             tunnels_opened: 0,
+            heads_too_large: 0,
+            client_stalls: 0,
             window: VecDeque::new(),
             current: new_histogram(),
             rates: VecDeque::new(),
@@ -247,6 +285,8 @@ impl BackendAggregate {
         self.timeouts += c.timeouts;
         self.broken += c.broken;
         self.tunnels_opened += c.tunnels_opened;
+        self.heads_too_large += c.heads_too_large;
+        self.client_stalls += c.client_stalls;
         self.second.attempts += c.attempts();
         self.second.failures += c.failures();
         self.second.tunnels += c.tunnels_opened;

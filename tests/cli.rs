@@ -238,6 +238,14 @@ fn header_buffer_and_upgrade_flags_out_of_range_are_refused_with_the_reason() {
             "--buffer-size must be between 1024 and",
         ),
         (
+            &["--max-response-header-bytes", "100"],
+            "--max-response-header-bytes must be between 256 and",
+        ),
+        (
+            &["--idle-timeout", "0"],
+            "--idle-timeout must be longer than zero",
+        ),
+        (
             &["--allow-upgrade", "h2c"],
             "--allow-upgrade h2c is refused",
         ),
@@ -260,6 +268,31 @@ fn max_header_bytes_above_the_buffer_size_starts() {
         "256",
         "--max-header-bytes",
         "65536",
+        "--buffer-size",
+        "16384",
+        "--retry-buffer",
+        "8192",
+    ]);
+    assert_ne!(p.proxy.port(), 0);
+}
+
+#[test]
+fn quiet_tunnels_may_stay_open_for_ever_and_response_heads_may_be_larger_than_a_buffer() {
+    let help = Command::new(SLUICE).arg("--help").output().unwrap();
+    let help = text(&help.stdout);
+    for shown in [
+        "--tunnel-idle-timeout <DURATION>",
+        "[default: 1h]",
+        "--max-response-header-bytes <BYTES>",
+        "[default: 65536]",
+    ] {
+        assert!(help.contains(shown), "--help lacks {shown:?}");
+    }
+    let p = Proc::start(&[
+        "--tunnel-idle-timeout",
+        "0",
+        "--max-response-header-bytes",
+        "1048576",
         "--buffer-size",
         "16384",
         "--retry-buffer",
@@ -389,15 +422,11 @@ fn a_taken_admin_port_suggests_another_or_off() {
 
 #[test]
 fn listen_takes_a_bare_port_or_colon_port() {
-    for form in ["", ":"] {
-        // A port the kernel just handed out and took back: free unless a parallel test races for it.
-        let port = std::net::TcpListener::bind("0.0.0.0:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let p = Proc::start_exactly(&["--listen", &format!("{form}{port}"), "--admin", "off"]);
-        assert_eq!(p.proxy, SocketAddr::from(([0, 0, 0, 0], port)));
+    // Port 0 in both forms: the kernel picks a free port, so parallel tests never collide.
+    for form in ["0", ":0"] {
+        let p = Proc::start_exactly(&["--listen", form, "--admin", "off"]);
+        assert_eq!(p.proxy.ip(), std::net::Ipv4Addr::UNSPECIFIED, "{form}");
+        assert_ne!(p.proxy.port(), 0, "{form}");
     }
 }
 

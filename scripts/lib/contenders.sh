@@ -1,5 +1,6 @@
 # The configurations of the proxies sluice is compared with, HAProxy and nginx, written in one place
-# for every script that runs them (bench.sh, challenge.sh, memory.sh, shootout.sh).
+# for every script that runs them (bench.sh, challenge.sh, memory.sh, shootout.sh), and of nginx as
+# the backend a benchmark puts behind them (bench-pool.sh).
 #
 # Each function prints a configuration to standard output; options are KEY=VALUE arguments, and an
 # option left out is not written, so the proxy's own default applies. What changes how a proxy
@@ -85,6 +86,26 @@ haproxy_knows_retry_on_429() {
     [ "$known" = 1 ]
 }
 
+# nginx_preamble DIR WORKERS NOFILE CONNECTIONS: what every nginx config here starts with, up to
+# and into the open `http {` block: a foreground process keeping its pid, log and temp files in
+# DIR (NOFILE empty: the system's file limit).
+nginx_preamble() {
+    local dir=$1 workers=$2 nofile=$3 connections=$4 temp
+    # As root the workers would otherwise run as nobody, who cannot write in DIR.
+    [ "$(id -u)" -ne 0 ] || echo "user root;"
+    echo "worker_processes $workers;"
+    [ -z "$nofile" ] || echo "worker_rlimit_nofile $nofile;"
+    echo "daemon off;"
+    echo "pid $dir/nginx.pid;"
+    echo "error_log $dir/error.log warn;"
+    echo "events { worker_connections $connections; }"
+    echo "http {"
+    echo "    access_log off;"
+    for temp in client_body proxy fastcgi uwsgi scgi; do
+        echo "    ${temp}_temp_path $dir/$temp;"
+    done
+}
+
 # nginx_config DIR KEY=VALUE...: an nginx configuration, one server proxying HTTP/1.1 with
 # keep-alive to an upstream; its pid, error log (level warn) and temporary files go in DIR.
 #   listen=PORT             the server's port (required)
@@ -126,20 +147,7 @@ nginx_config() {
         echo "nginx_config: listen= and servers= are required" >&2
         return 2
     }
-    # As root the workers would otherwise run as nobody, who cannot write in DIR.
-    [ "$(id -u)" -ne 0 ] || echo "user root;"
-    echo "worker_processes $workers;"
-    [ -z "$nofile" ] || echo "worker_rlimit_nofile $nofile;"
-    echo "daemon off;"
-    echo "pid $dir/nginx.pid;"
-    echo "error_log $dir/error.log warn;"
-    echo "events { worker_connections $connections; }"
-    echo "http {"
-    echo "    access_log off;"
-    local temp
-    for temp in client_body proxy fastcgi uwsgi scgi; do
-        echo "    ${temp}_temp_path $dir/$temp;"
-    done
+    nginx_preamble "$dir" "$workers" "$nofile" "$connections"
     [ -z "$client_keepalive_requests" ] || echo "    keepalive_requests $client_keepalive_requests;"
     [ -z "$client_keepalive_timeout" ] || echo "    keepalive_timeout $client_keepalive_timeout;"
     echo "    upstream be {"
@@ -170,6 +178,47 @@ nginx_config() {
     [ -z "$connect_timeout" ] || echo "            proxy_connect_timeout $connect_timeout;"
     [ -z "$read_timeout" ] || echo "            proxy_read_timeout $read_timeout;"
     echo "        }"
+    echo "    }"
+    echo "}"
+}
+
+# nginx_origin_config DIR KEY=VALUE...: nginx as a backend, answering every request with a tiny 200
+# ("ok"), in the foreground, its pid and error log in DIR. Keep-alive settings left out keep
+# nginx's own defaults (a stock nginx: 1,000 requests per connection, 75 s idle).
+#   ports="PORT..."         the ports it listens on, each with reuseport and backlog=4096 (required)
+#   workers=N [1]           worker_processes    connections=N [16384]  worker_connections
+#   nofile=N [18000]        worker_rlimit_nofile
+#   keepalive_requests=N  keepalive_timeout=T   the client side's keep-alive
+nginx_origin_config() {
+    local dir=$1
+    shift
+    local ports="" workers=1 connections=16384 nofile=18000 keepalive_requests=""
+    local keepalive_timeout="" opt
+    for opt; do
+        case $opt in
+        ports=* | workers=* | connections=* | nofile=* | keepalive_requests=* | \
+            keepalive_timeout=*)
+            local "$opt"
+            ;;
+        *)
+            echo "nginx_origin_config: unknown option $opt" >&2
+            return 2
+            ;;
+        esac
+    done
+    [ -n "$ports" ] || {
+        echo "nginx_origin_config: ports= is required" >&2
+        return 2
+    }
+    nginx_preamble "$dir" "$workers" "$nofile" "$connections"
+    [ -z "$keepalive_requests" ] || echo "    keepalive_requests $keepalive_requests;"
+    [ -z "$keepalive_timeout" ] || echo "    keepalive_timeout $keepalive_timeout;"
+    echo "    server {"
+    local port
+    for port in $ports; do
+        echo "        listen 127.0.0.1:$port reuseport backlog=4096;"
+    done
+    printf '        location / { return 200 "ok\\n"; }\n'
     echo "    }"
     echo "}"
 }

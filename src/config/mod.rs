@@ -39,6 +39,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_MAX_ATTEMPTS: u8 = 3;
 pub const DEFAULT_CONNECT_TIMEOUT: &str = "3s";
 pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
+/// HAProxy's `timeout tunnel` for a database session or a pub/sub subscriber that may stay silent
+/// for long; TCP keepalive finds dead peers sooner.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: &str = "1h";
 pub const DEFAULT_HEAD_TIMEOUT: &str = "10s";
 pub const DEFAULT_RESPONSE_TIMEOUT: &str = "60s";
 /// Early retries after `--per-try-timeout`, per 100 requests. Envoy's and linkerd's retry budgets
@@ -46,13 +49,18 @@ pub const DEFAULT_RESPONSE_TIMEOUT: &str = "60s";
 /// attempt, so half that.
 pub const DEFAULT_PER_TRY_BUDGET: u32 = 10;
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
-pub const DEFAULT_POOL_MAX_IDLE: usize = 256;
+/// No count of its own: the idle pool is bounded by `--pool-idle-timeout`, `--backend-max-conns`
+/// and `--max-conns` (see [`ProxyConfig::pool_max_idle`]).
+pub const DEFAULT_POOL_MAX_IDLE: usize = usize::MAX;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Envoy's default is 60 KiB; room for a backend that echoes a request head of the largest
+/// default size (`--max-header-bytes`) with plenty of its own fields.
+pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const DEFAULT_BUFFER_SIZE: usize = 32 * 1024;
-/// Smallest `--buffer-size`: a response head must fit in a buffer less [`REWRITE_RESERVE_BYTES`].
+/// Smallest `--buffer-size`: room for a status line and a few fields before a head outgrows it.
 pub const MIN_BUFFER_SIZE: usize = 1024;
-/// Largest `--buffer-size` and `--max-header-bytes`.
+/// Largest `--buffer-size`, `--max-header-bytes` and `--max-response-header-bytes`.
 pub const MAX_BUFFER_SIZE: usize = 16 << 20;
 pub const DEFAULT_SHUTDOWN_TIMEOUT: &str = "30s";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9090";
@@ -185,9 +193,15 @@ pub struct RunArgs {
     #[arg(long, default_value = DEFAULT_CONNECT_TIMEOUT, value_name = "DURATION")]
     pub connect_timeout: DurationArg,
 
-    /// Close a client connection idle this long (keep-alive wait, or a quiet TCP tunnel).
+    /// Close a keep-alive client connection idle this long between HTTP requests (tunnels have
+    /// --tunnel-idle-timeout).
     #[arg(long, default_value = DEFAULT_IDLE_TIMEOUT, value_name = "DURATION")]
     pub idle_timeout: DurationArg,
+
+    /// Close a TCP-mode connection, or an upgraded (WebSocket) one, after this long with no byte
+    /// either way; 0 = never. TCP keepalive on both sides still finds peers that are gone.
+    #[arg(long, default_value = DEFAULT_TUNNEL_IDLE_TIMEOUT, value_name = "DURATION")]
+    pub tunnel_idle_timeout: DurationArg,
 
     /// Answer 408 when a request head takes longer than this from its first byte.
     #[arg(long, default_value = DEFAULT_HEAD_TIMEOUT, value_name = "DURATION")]
@@ -208,13 +222,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_PER_TRY_BUDGET, value_name = "PERCENT")]
     pub per_try_budget: u32,
 
-    /// Close a pooled idle backend connection after this long.
+    /// Close a pooled idle backend connection after this long (the most recently used are
+    /// reused first, so connections a drop in load left over are the ones that age out).
     #[arg(long, default_value = DEFAULT_POOL_IDLE_TIMEOUT, value_name = "DURATION")]
     pub pool_idle_timeout: DurationArg,
 
-    /// Idle backend connections kept per backend and worker.
-    #[arg(long, default_value_t = DEFAULT_POOL_MAX_IDLE, value_name = "N")]
-    pub pool_max_idle: usize,
+    /// Most idle backend connections kept per backend and worker; 0 keeps none [default: no count
+    /// of its own: --pool-idle-timeout, --backend-max-conns and --max-conns bound the pool].
+    #[arg(long, value_name = "N")]
+    pub pool_max_idle: Option<usize>,
 
     /// Most concurrent client connections; beyond it sluice stops accepting until some close
     /// [default: half the open-file limit].
@@ -257,9 +273,14 @@ pub struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_MAX_HEADERS, value_name = "N")]
     pub max_headers: usize,
 
+    /// Largest response head accepted from a backend (256 B to 16 MiB); a larger one gets 502 and
+    /// is counted apart, not as the backend failing. Independent of --buffer-size, as for requests.
+    #[arg(long, default_value_t = DEFAULT_MAX_RESPONSE_HEADER_BYTES, value_name = "BYTES")]
+    pub max_response_header_bytes: usize,
+
     /// Size of each I/O buffer (1 KiB to 16 MiB); a connection holds up to two while bytes are in
-    /// flight. Response heads must fit in one, less 512 bytes (larger ones get 502), and so must
-    /// --retry-buffer; request heads are limited by --max-header-bytes alone.
+    /// flight. --retry-buffer must fit in one, less 512 bytes; heads are limited by
+    /// --max-header-bytes and --max-response-header-bytes alone.
     #[arg(long, default_value_t = DEFAULT_BUFFER_SIZE, value_name = "BYTES")]
     pub buffer_size: usize,
 
@@ -405,14 +426,16 @@ impl RunArgs {
             max_attempts: self.max_attempts,
             connect_timeout_ms: self.connect_timeout.ms(),
             idle_timeout_ms: self.idle_timeout.ms(),
+            tunnel_idle_timeout_ms: self.tunnel_idle_timeout.ms(),
             head_timeout_ms: self.head_timeout.ms(),
             response_timeout_ms: self.response_timeout.ms(),
             per_try_timeout_ms: self.per_try_timeout.ms(),
             per_try_budget_percent: self.per_try_budget,
             pool_idle_timeout_ms: self.pool_idle_timeout.ms(),
-            pool_max_idle: self.pool_max_idle,
+            pool_max_idle: self.pool_max_idle.unwrap_or(DEFAULT_POOL_MAX_IDLE),
             max_conns: self.max_conns.unwrap_or_else(default_max_conns),
             max_header_bytes: self.max_header_bytes,
+            max_response_header_bytes: self.max_response_header_bytes,
             max_headers: self.max_headers,
             buffer_size: self.buffer_size,
             shutdown_timeout_ms: self.shutdown_timeout.ms(),

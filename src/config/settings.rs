@@ -170,7 +170,10 @@ pub struct ProxyConfig {
     pub workers: usize,
     pub max_attempts: u8,
     pub connect_timeout_ms: u64,
+    /// Keep-alive client connections between HTTP requests.
     pub idle_timeout_ms: u64,
+    /// TCP-mode and upgraded connections with no byte either way (0 = never).
+    pub tunnel_idle_timeout_ms: u64,
     pub head_timeout_ms: u64,
     pub response_timeout_ms: u64,
     /// Retry elsewhere when no answer byte came this long after the attempt started (0 = off).
@@ -178,10 +181,14 @@ pub struct ProxyConfig {
     /// Early retries per 100 requests (see [`crate::retry::EarlyRetryBudget`]).
     pub per_try_budget_percent: u32,
     pub pool_idle_timeout_ms: u64,
+    /// Idle connections kept per backend and worker, on top of the bounds the pool always has:
+    /// `pool_idle_timeout_ms`, this worker's share of `backend_max_conns` and of `max_conns`.
     pub pool_max_idle: usize,
     pub max_conns: usize,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Largest response head; a larger one gets 502 and is not counted against its backend.
+    pub max_response_header_bytes: usize,
     pub buffer_size: usize,
     pub shutdown_timeout_ms: u64,
     /// Consecutive failures after which a worker asks the control thread to eject a backend.
@@ -225,6 +232,7 @@ impl Default for ProxyConfig {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             connect_timeout_ms: ms(DEFAULT_CONNECT_TIMEOUT),
             idle_timeout_ms: ms(DEFAULT_IDLE_TIMEOUT),
+            tunnel_idle_timeout_ms: ms(DEFAULT_TUNNEL_IDLE_TIMEOUT),
             head_timeout_ms: ms(DEFAULT_HEAD_TIMEOUT),
             response_timeout_ms: ms(DEFAULT_RESPONSE_TIMEOUT),
             per_try_timeout_ms: 0,
@@ -234,6 +242,7 @@ impl Default for ProxyConfig {
             max_conns: default_max_conns(),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_headers: DEFAULT_MAX_HEADERS,
+            max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
             buffer_size: DEFAULT_BUFFER_SIZE,
             shutdown_timeout_ms: ms(DEFAULT_SHUTDOWN_TIMEOUT),
             eject_after: DEFAULT_EJECT_AFTER,
@@ -324,6 +333,13 @@ impl ProxyConfig {
             return Err(format!(
                 "--max-header-bytes must be between 256 and {MAX_BUFFER_SIZE} (16 MiB), not {}",
                 self.max_header_bytes
+            ));
+        }
+        // Read like request heads: into a buffer grown for it when it outgrows a pooled one.
+        if !(256..=MAX_BUFFER_SIZE).contains(&self.max_response_header_bytes) {
+            return Err(format!(
+                "--max-response-header-bytes must be between 256 and {MAX_BUFFER_SIZE} (16 MiB), not {}",
+                self.max_response_header_bytes
             ));
         }
         for token in &self.allow_upgrade {
@@ -479,6 +495,17 @@ mod tests {
             ..ProxyConfig::default()
         };
         assert!(attempts.validate().is_err());
+        let never = ProxyConfig {
+            tunnel_idle_timeout_ms: 0,
+            ..ProxyConfig::default()
+        };
+        assert_eq!(never.validate(), Ok(()), "a tunnel may stay open for ever");
+        let small_heads = ProxyConfig {
+            max_response_header_bytes: 255,
+            ..ProxyConfig::default()
+        };
+        let refused = small_heads.validate().unwrap_err();
+        assert!(refused.contains("--max-response-header-bytes"), "{refused}");
     }
 
     #[test]

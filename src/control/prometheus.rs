@@ -274,7 +274,7 @@ impl Control {
                 }
             }
         }
-        let counters: [Family<BackendAggregate>; 4] = [
+        let counters: [Family<BackendAggregate>; 6] = [
             (
                 "sluice_backend_tunnels_opened_total",
                 "TCP mode: connections made through to the backend, a tunnel each.",
@@ -294,6 +294,16 @@ impl Control {
                 "sluice_backend_broken_total",
                 "Attempts whose connection broke or got a malformed answer.",
                 |a| a.broken,
+            ),
+            (
+                "sluice_response_head_too_large_total",
+                "Response heads over --max-response-header-bytes or 256 fields: answered 502, not counted as the backend failing.",
+                |a| a.heads_too_large,
+            ),
+            (
+                "sluice_client_stalls_total",
+                "Attempts cut off because the client stopped sending its body or reading the answer for --response-timeout; not counted as the backend failing.",
+                |a| a.client_stalls,
             ),
         ];
         for (name, help, get) in counters {

@@ -1,8 +1,10 @@
 //! Settling an attempt: the one place that records how an attempt on a backend ended and decides
 //! whether its request is sent again.
 //!
-//! An attempt ends in one of three ways ([`End`]): the backend answered with a final status; the
-//! attempt failed without a usable answer (connect, timeout, broken connection, garbage); or
+//! An attempt ends in one of four ways ([`End`]): the backend answered with a final status; the
+//! attempt failed without a usable answer (connect, timeout, broken connection, garbage); sluice
+//! cut it off for a reason that is not the backend's (its answer's head is over sluice's limits,
+//! or the client stalled: [`Cutoff`], counted apart and nothing else, never retried); or
 //! `--per-try-timeout` passed with no answer byte while the attempt goes on. [`Settle::settle`]
 //! does, once for each: the worker's metrics; the load measure (the backend's Peak-EWMA latency,
 //! when a strategy or the control thread reads it); what is learned about the backend (successes
@@ -72,6 +74,11 @@ impl Refusal {
 /// answer within the response timeout.
 pub(super) use crate::metrics::FailureKind as Failure;
 
+/// Why sluice cut an attempt off although its backend did nothing wrong: what a client can bring
+/// about (a request whose answer is over sluice's limits, a stalled upload or download) must not
+/// take a healthy backend out of service.
+pub(super) use crate::metrics::CutoffKind as Cutoff;
+
 /// How an attempt ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum End {
@@ -81,6 +88,8 @@ pub(super) enum End {
         retry_after_s: Option<u32>,
     },
     Failed(Failure),
+    /// Not the backend's doing: no failure, success, latency or lesson is recorded against it.
+    CutOff(Cutoff),
     /// `--per-try-timeout` passed without an answer byte; the attempt is still open.
     PerTryExpired {
         /// Some eligible backend was not tried for this request yet.
@@ -186,8 +195,9 @@ pub(super) struct Settle<'a> {
 
 impl Settle<'_> {
     /// Records how the attempt on `backend` (when known) ended and decides what happens next.
-    // Inlined at each of its three callers, where `end` is known: the match folds away, which
-    // keeps a keep-alive request as cheap as when this code was written out at each caller.
+    // Inlined at each of its callers (and `settle_last_attempt` at its own), where `end` is known:
+    // the match folds away, which keeps a keep-alive request as cheap as when this code was
+    // written out at each caller.
     #[inline(always)]
     pub(super) fn settle(
         &mut self,
@@ -210,6 +220,12 @@ impl Settle<'_> {
                     self.record_failure(req, b, failure);
                 }
                 self.after_failure(req, failure)
+            }
+            End::CutOff(cutoff) => {
+                if let Some(b) = backend {
+                    self.metrics.backend(b.id, b.index.0).record_cutoff(cutoff);
+                }
+                Verdict::Final
             }
             End::PerTryExpired { .. } => self.after_per_try_expiry(req, backend, end),
         }
@@ -333,7 +349,7 @@ pub(super) fn may_retry(
     };
     match (cfg.mode, end) {
         (Mode::Tcp, End::Failed(failure)) => failure == Failure::Connect && attempts_left,
-        (Mode::Tcp, _) => false,
+        (Mode::Tcp, _) | (Mode::Http, End::CutOff(_)) => false,
         (Mode::Http, End::Answered { status, .. }) => {
             cfg.retry.allows(Outcome::Status(status), req.method) && may_send_again()
         }
@@ -398,20 +414,25 @@ impl Core {
         (settle, &mut self.conns)
     }
 
+    /// Settles client `k`'s current attempt as ended by `end`, charged to the backend it was made
+    /// on while that is still in the table; `None` when the client has no exchange.
+    #[inline]
+    pub(super) fn settle_last_attempt(&mut self, k: ClientKey, end: End) -> Option<Verdict> {
+        let (mut settle, conns) = self.settle_view();
+        let ex = conns.exchange(k)?;
+        let table = settle.table;
+        let backend = ex
+            .tried()
+            .last()
+            .and_then(|&id| AttemptBackend::in_table(table, id));
+        let req = RequestFacts::of(ex, settle.cfg.retry_buffer);
+        Some(settle.settle(&req, backend, end))
+    }
+
     /// Fails the current attempt of client `k`: settles it, then retries or ends the request.
     pub(super) fn attempt_failed(&mut self, k: ClientKey, failure: Failure) -> Next {
-        let verdict = {
-            let (mut settle, conns) = self.settle_view();
-            let Some(ex) = conns.exchange(k) else {
-                return Next::Close;
-            };
-            let table = settle.table;
-            let backend = ex
-                .tried()
-                .last()
-                .and_then(|&id| AttemptBackend::in_table(table, id));
-            let req = RequestFacts::of(ex, settle.cfg.retry_buffer);
-            settle.settle(&req, backend, End::Failed(failure))
+        let Some(verdict) = self.settle_last_attempt(k, End::Failed(failure)) else {
+            return Next::Close;
         };
         match verdict {
             Verdict::Retry => self.send_again(k, false),
@@ -518,7 +539,8 @@ impl Core {
 
     /// The client's deadline passed in `Proxy` or `Tunnel`: a paced request may go now, a request
     /// body the id waits for is too slow, a queued request waited too long, a bound backend is too
-    /// slow (or its connect is), or the attempt's `--per-try-timeout` passed.
+    /// slow (or its connect is), the client is (it stopped sending its body or reading the
+    /// answer: not the backend's failure), or the attempt's `--per-try-timeout` passed.
     pub(super) fn backend_timed_out(&mut self, k: ClientKey) -> Next {
         let Some(ex) = self.conns.exchange(k) else {
             return Next::Close;
@@ -541,6 +563,9 @@ impl Core {
         }
         match self.conns[k].state {
             ClientState::Proxy if ex.per_try_pending => self.per_try_expired(k),
+            ClientState::Proxy if ex.waits_on_client() => {
+                self.attempt_cut(k, Cutoff::ClientStalled)
+            }
             ClientState::Proxy => self.attempt_failed(k, Failure::Timeout),
             _ => Next::Close,
         }

@@ -332,6 +332,10 @@ impl Conns {
         self.clients.len()
     }
 
+    pub(super) fn backend_count(&self) -> usize {
+        self.backends.len()
+    }
+
     pub(super) fn has_no_clients(&self) -> bool {
         self.clients.is_empty()
     }

@@ -277,8 +277,10 @@ impl Core {
         Next::Again
     }
 
-    /// Checks the bound backend connection's connect; true once it is usable. On failure the
-    /// attempt is failed and `Err` carries what to do next.
+    /// Checks the bound backend connection's connect; true once it is usable. When the connect
+    /// completes, the client's deadline becomes the wait for an answer (HTTP) or the tunnel's idle
+    /// timeout (TCP); later calls leave it alone, so that an event that moves nothing does not
+    /// push it back. On failure the attempt is failed and `Err` carries what to do next.
     pub(super) fn ensure_connected(
         &mut self,
         k: ClientKey,
@@ -288,15 +290,14 @@ impl Core {
         let fresh = b.state() == BackendState::Connecting;
         match connect_progress(b) {
             ConnectProgress::Connected => {
-                self.conns[bk].connected();
                 if fresh {
+                    self.conns[bk].connected();
                     self.on_connected(k, bk)?;
+                    match self.cfg.mode {
+                        Mode::Http => self.set_deadline(k, self.response_wait_ms(k)),
+                        Mode::Tcp => self.set_tunnel_deadline(k),
+                    }
                 }
-                let after = match self.cfg.mode {
-                    Mode::Http => self.response_wait_ms(k),
-                    Mode::Tcp => self.cfg.idle_timeout_ms,
-                };
-                self.set_deadline(k, after);
                 Ok(true)
             }
             ConnectProgress::Pending => Ok(false),

@@ -109,6 +109,9 @@ pub(super) struct Exchange {
     pub(super) resp_started: bool,
     /// The backend sent bytes past the end of its response; its connection is not reused.
     pub(super) backend_overran: bool,
+    /// Sending the request failed: the backend closed, maybe after answering early. Nothing more
+    /// is sent on this attempt, and its connection is not reused.
+    pub(super) backend_stopped_reading: bool,
 
     pub(super) attempts: u8,
     pub(super) tried: [BackendId; MAX_TRIED],
@@ -141,6 +144,8 @@ pub(super) struct Exchange {
     pub(super) up_shut: bool,
     pub(super) down_eof: bool,
     pub(super) down_shut: bool,
+    /// Tunnel: TCP keepalive was turned on for both sockets.
+    pub(super) keepalive_on: bool,
 }
 
 impl Exchange {
@@ -166,6 +171,7 @@ impl Exchange {
             resp_head: None,
             resp_started: false,
             backend_overran: false,
+            backend_stopped_reading: false,
             attempts: 0,
             tried: [0; MAX_TRIED],
             id: None,
@@ -183,6 +189,7 @@ impl Exchange {
             up_shut: false,
             down_eof: false,
             down_shut: false,
+            keepalive_on: false,
         }
     }
 
@@ -203,6 +210,7 @@ impl Exchange {
         self.resp_phase = RespPhase::Head;
         self.resp_head = None;
         self.backend_overran = false;
+        self.backend_stopped_reading = false;
         if let Some(resp) = self.resp.as_mut() {
             resp.clear();
         }
@@ -231,6 +239,13 @@ impl Exchange {
             &mut self.req_len,
             &mut self.body_bytes,
         )
+    }
+
+    /// The exchange is held up by its client, not its backend: answer bytes wait for a client that
+    /// does not read them, or everything the client sent went to the backend and the rest of the
+    /// request body has not come.
+    pub(super) fn waits_on_client(&self) -> bool {
+        self.resp_len > 0 || (!self.req_body.is_done() && self.req_sent == self.req_len)
     }
 
     /// No byte of an answer arrived for the current attempt.

@@ -12,12 +12,14 @@
 //! routing (`routing::Routing`: table, strategy, pool, budgets), metrics, the link to the control
 //! thread, and the lifecycle (`lifecycle::Lifecycle`: listener, accept pausing, shutdown). A
 //! request goes: `http` (head) → `dispatch` (backend, connection) → `proxy` (bytes both ways) →
-//! `attempt` (settle the outcome, maybe retry) → `pool` (connection back to the pool) → `http`
+//! `attempt` (settle the outcome, maybe retry; `cutoff` when sluice ends it though the backend did
+//! nothing wrong) → `pool` (connection back to the pool) → `http`
 //! (next request). TCP mode goes through `dispatch` and `tunnel`.
 
 mod attempt;
 mod buffer;
 mod conn;
+mod cutoff;
 mod dispatch;
 mod exchange;
 mod http;
@@ -110,6 +112,8 @@ struct Core {
     metrics: WorkerMetrics,
     control: ControlLink,
     life: Lifecycle,
+    /// Warnings about response heads refused by sluice's limits, rate-limited.
+    refusal_warnings: cutoff::WarnLimit,
 }
 
 /// The I/O machinery: readiness, buffers, deadlines, and spare exchanges so a request does not
@@ -202,6 +206,7 @@ impl Worker {
             conns: Conns::default(),
             metrics: WorkerMetrics::new(index),
             control,
+            refusal_warnings: cutoff::WarnLimit::default(),
         };
         Ok(Worker {
             events: Events::with_capacity(EVENTS_CAPACITY),

@@ -5,9 +5,23 @@
 //! Each backend has one [`Slot`], indexed like the current table's backends ([`TableIndex`]); a
 //! new table moves each slot to its backend's new position ([`Pool::remap`]). A backend connection
 //! goes back to the pool when its exchange ends cleanly, the backend still takes traffic and the
-//! pool has room ([`may_pool`]); an idle pooled connection that becomes readable has been closed by
-//! its backend and is dropped ([`idle_conn_is_dead`]). When a connection is pooled or closed, the
-//! first queued client for that backend is woken to try again.
+//! pool has room ([`Pool::may_pool`]); an idle pooled connection that becomes readable has been
+//! closed by its backend and is dropped ([`idle_conn_is_dead`]). When a connection is pooled or
+//! closed, the first queued client for that backend is woken to try again.
+//!
+//! The pool is bounded by time and by what the backend and the worker may hold, not by a small
+//! count: closing a connection that a thousand keep-alive clients will need again a moment later
+//! only trades it for a connect and a socket in TIME_WAIT. A connection is opened only when none
+//! to its backend is idle, so the pool never holds more than the most requests that were in
+//! flight at once to that backend, at most this worker's share of `--backend-max-conns` when it
+//! is set. Idle connections are reused most recently used first, so the ones a drop in load left
+//! over are the ones that stay unused, and `--pool-idle-timeout` closes each after that long idle
+//! (JBoss's connection pool works this way: most recently used first, idle ones purged after a
+//! timeout; HAProxy's `pool-purge-delay` purges idle server connections periodically to the same
+//! end, with no count limit by default). And a connection is pooled only while the worker's
+//! backend connections do not outnumber the clients it may hold (its share of `--max-conns`,
+//! which defaults to half the open-file limit for that reason), so descriptors and memory stay
+//! bounded across many backends. `--pool-max-idle` adds a count of its own when wanted.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -69,18 +83,19 @@ pub(super) fn conn_limit(backend_max_conns: usize, workers: usize) -> usize {
     }
 }
 
-/// Whether a backend connection whose exchange ended goes back to the pool: the exchange left it
-/// clean (`reusable`), it carried a request to the end (`busy`, not still connecting), the worker is
-/// not shutting down, the backend still takes traffic, and its pool has room.
-pub(super) fn may_pool(
-    reusable: bool,
-    state: BackendState,
-    shutting_down: bool,
-    backend_eligible: bool,
-    idle: usize,
-    max_idle: usize,
-) -> bool {
-    reusable && state == BackendState::Busy && !shutting_down && backend_eligible && idle < max_idle
+/// What the pool's decision reads about a backend connection whose exchange ended.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Returned {
+    /// The exchange left the connection clean.
+    pub(super) reusable: bool,
+    pub(super) state: BackendState,
+    pub(super) shutting_down: bool,
+    /// Its backend still takes traffic.
+    pub(super) backend_eligible: bool,
+    /// Idle connections to its backend in the pool now.
+    pub(super) idle: usize,
+    /// Connections this worker has open to all backends, this one included.
+    pub(super) worker_conns: usize,
 }
 
 /// An idle pooled connection has nothing to say: data or a hang-up on it means the backend is done
@@ -94,14 +109,36 @@ pub(super) struct Pool {
     slots: Vec<Slot>,
     /// This worker's share of `--backend-max-conns` ([`conn_limit`]).
     limit: usize,
+    /// Most idle connections to one backend: `--pool-max-idle`, within `limit`.
+    max_idle: usize,
+    /// Most connections to all backends this worker pools beside: its share of `--max-conns`.
+    max_worker_conns: usize,
 }
 
 impl Pool {
     pub(super) fn new(backends: usize, cfg: &ProxyConfig) -> Pool {
+        let workers = cfg.workers.max(1);
+        let limit = conn_limit(cfg.backend_max_conns, workers);
         Pool {
             slots: (0..backends).map(|_| Slot::default()).collect(),
-            limit: conn_limit(cfg.backend_max_conns, cfg.workers),
+            limit,
+            max_idle: cfg.pool_max_idle.min(limit),
+            max_worker_conns: cfg.max_conns.div_ceil(workers).max(1),
         }
+    }
+
+    /// Whether a backend connection whose exchange ended goes back to the pool: the exchange left
+    /// it clean, it carried a request to the end (busy, not still connecting), the worker is not
+    /// shutting down, the backend still takes traffic, its backend's idle connections are fewer
+    /// than `--pool-max-idle` (if set) and its share of `--backend-max-conns`, and the worker's
+    /// backend connections do not outnumber the clients it may hold.
+    pub(super) fn may_pool(&self, r: Returned) -> bool {
+        r.reusable
+            && r.state == BackendState::Busy
+            && !r.shutting_down
+            && r.backend_eligible
+            && r.idle < self.max_idle
+            && r.worker_conns <= self.max_worker_conns
     }
 
     /// Every connection this worker may open to backend `i` is open and none is idle.
@@ -232,6 +269,7 @@ impl Core {
             now,
             ..
         } = self;
+        let worker_conns = conns.backend_count();
         let b = &mut conns[bk];
         let state = b.state();
         let table = &routing.table;
@@ -239,14 +277,14 @@ impl Core {
             .position_hinted(b.backend_id, b.table_index.0)
             .map(TableIndex);
         let pooled = position.filter(|&i| {
-            may_pool(
+            routing.pool.may_pool(Returned {
                 reusable,
                 state,
-                life.shutting_down,
-                table.backends[i.0].is_eligible(),
-                routing.pool.idle_len(i),
-                cfg.pool_max_idle,
-            )
+                shutting_down: life.shutting_down,
+                backend_eligible: table.backends[i.0].is_eligible(),
+                idle: routing.pool.idle_len(i),
+                worker_conns,
+            })
         });
         b.release();
         let Some(i) = pooled else {
@@ -316,26 +354,96 @@ mod tests {
         assert_eq!(conn_limit(1, 4), 1);
     }
 
+    /// A clean return of a busy connection with `idle` connections to its backend pooled already.
+    fn returned(idle: usize, worker_conns: usize) -> Returned {
+        Returned {
+            reusable: true,
+            state: BackendState::Busy,
+            shutting_down: false,
+            backend_eligible: true,
+            idle,
+            worker_conns,
+        }
+    }
+
+    /// Defaults, with `workers` workers and room for 20,000 clients.
+    fn config(workers: usize) -> ProxyConfig {
+        ProxyConfig {
+            workers,
+            max_conns: 20_000,
+            ..ProxyConfig::default()
+        }
+    }
+
     #[test]
     fn a_connection_is_pooled_only_after_a_clean_exchange_to_a_backend_that_takes_traffic() {
-        let ok = |state, shutting_down, eligible, idle| {
-            may_pool(true, state, shutting_down, eligible, idle, 4)
+        let pool = Pool::new(1, &config(1));
+        assert!(pool.may_pool(returned(3, 10)));
+        let not = |change: fn(&mut Returned)| {
+            let mut r = returned(3, 10);
+            change(&mut r);
+            !pool.may_pool(r)
         };
-        assert!(ok(BackendState::Busy, false, true, 3));
-        assert!(!ok(BackendState::Busy, false, true, 4), "pool full");
         assert!(
-            !ok(BackendState::Connecting, false, true, 0),
+            not(|r| r.state = BackendState::Connecting),
             "never connected"
         );
-        assert!(!ok(BackendState::Busy, true, true, 0), "shutting down");
+        assert!(not(|r| r.shutting_down = true), "shutting down");
         assert!(
-            !ok(BackendState::Busy, false, false, 0),
+            not(|r| r.backend_eligible = false),
             "backend drained or down"
         );
-        assert!(
-            !may_pool(false, BackendState::Busy, false, true, 0, 4),
-            "not reusable"
+        assert!(not(|r| r.reusable = false), "not reusable");
+    }
+
+    #[test]
+    fn by_default_a_thousand_keep_alive_clients_find_their_connections_pooled() {
+        // 1,000 clients on 2 workers, every connection back at once: none is closed on return.
+        let pool = Pool::new(1, &config(2));
+        assert!((0..1_000).all(|idle| pool.may_pool(returned(idle, 1_000))));
+    }
+
+    #[test]
+    fn the_backend_connection_limit_bounds_the_idle_pool() {
+        let pool = Pool::new(
+            1,
+            &ProxyConfig {
+                backend_max_conns: 100,
+                ..config(2)
+            },
         );
+        assert!(pool.may_pool(returned(49, 50)));
+        assert!(
+            !pool.may_pool(returned(50, 51)),
+            "50 is this worker's share"
+        );
+    }
+
+    #[test]
+    fn a_worker_pools_no_more_backend_connections_than_it_may_hold_clients() {
+        // 20,000 clients on 2 workers: each holds 10,000, and as many backend connections beside.
+        let pool = Pool::new(1, &config(2));
+        assert!(pool.may_pool(returned(9_999, 10_000)));
+        assert!(
+            !pool.may_pool(returned(5_000, 10_001)),
+            "other backends' idle connections count too"
+        );
+    }
+
+    #[test]
+    fn pool_max_idle_adds_a_count_and_zero_keeps_none() {
+        let capped = |n| {
+            Pool::new(
+                1,
+                &ProxyConfig {
+                    pool_max_idle: n,
+                    ..config(1)
+                },
+            )
+        };
+        assert!(capped(4).may_pool(returned(3, 10)));
+        assert!(!capped(4).may_pool(returned(4, 10)));
+        assert!(!capped(0).may_pool(returned(0, 1)));
     }
 
     #[test]

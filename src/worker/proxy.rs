@@ -8,7 +8,9 @@
 //! again; a body too large for the buffer is streamed and its request can no longer be retried.
 //! The final response head is where a successful attempt is settled ([`crate::worker::attempt`]):
 //! an answer the retry policy retries is dropped, its connection kept only if its whole body is
-//! already here ([`answer_fully_here`]), and the request sent again.
+//! already here ([`answer_fully_here`]), and the request sent again. A head over sluice's own
+//! limits (`--max-response-header-bytes`, or more fields than it parses) is not the backend
+//! failing: it is cut off ([`crate::worker::cutoff`]).
 //!
 //! Each pass of the loop borrows the exchange's two sockets and buffers as a [`Pump`], whose steps
 //! move bytes and report what stops the loop ([`Stop`]); the worker-wide effects (settling,
@@ -17,10 +19,12 @@
 use mio::net::TcpStream;
 
 use crate::backend::BackendStream;
-use crate::http::head::{self, Framing, ResponseContext, ResponseHead};
+use crate::http::head::{
+    self, Framing, HeadError, ResponseContext, ResponseHead, REWRITE_RESERVE_BYTES,
+};
 use crate::metrics::WorkerSnapshot;
 use crate::strategy::SET_COOKIE_MAX_LEN;
-use crate::worker::attempt::{AttemptBackend, End, Failure, RequestFacts, Verdict};
+use crate::worker::attempt::{AttemptBackend, Cutoff, End, Failure, RequestFacts, Verdict};
 use crate::worker::buffer::{Buf, BufPool};
 use crate::worker::conn::{
     read_into, write_from, BackendConnKey, ClientKey, ClientState, Io, Ready,
@@ -34,6 +38,8 @@ use crate::worker::{Core, Next};
 enum Stop {
     /// The attempt failed.
     Failed(Failure),
+    /// sluice ends the attempt, though not for the backend's failure.
+    Cut(Cutoff),
     /// The request broke after it was forwarded: answered if nothing was sent yet.
     BadRequest(u16, &'static str),
     /// The client went away (or its exchange did).
@@ -67,13 +73,15 @@ struct Pump<'a> {
     /// Most bytes a buffer holds, so that a head rewrite always fits.
     limit: usize,
     max_body_bytes: u64,
+    /// `--max-response-header-bytes`.
+    max_resp_head: usize,
 }
 
 impl Pump<'_> {
     /// Request bytes to the backend.
     fn send_request(&mut self) -> Result<bool, Stop> {
         let ex = &mut *self.ex;
-        if ex.req_sent >= ex.req_len {
+        if ex.req_sent >= ex.req_len || ex.backend_stopped_reading {
             return Ok(false);
         }
         let req = ex.req.as_ref().ok_or(Stop::Close)?;
@@ -84,7 +92,14 @@ impl Pump<'_> {
                 Ok(true)
             }
             Io::Blocked => Ok(false),
-            Io::Eof | Io::Err(_) => Err(Stop::Failed(Failure::Broken)),
+            Io::Eof | Io::Err(_) => {
+                // The backend may have answered before it closed (a 413 for a body it will not
+                // take, which the client's request brought about): that answer is read and
+                // forwarded; the attempt is broken only if none comes.
+                ex.backend_stopped_reading = true;
+                self.backend.ready.readable = true;
+                Ok(true)
+            }
         }
     }
 
@@ -115,11 +130,18 @@ impl Pump<'_> {
         }
     }
 
-    /// Response bytes from the backend.
+    /// Response bytes from the backend. While a head is awaited, up to one byte more than
+    /// `--max-response-header-bytes`, so that a head over it is known as such.
     fn read_response(&mut self) -> Result<bool, Stop> {
         let ex = &mut *self.ex;
         let resp = ex.resp.get_or_insert_with(|| self.bufs.get());
-        match read_into(self.backend.sock, self.backend.ready, resp, self.limit) {
+        let limit = if ex.resp_phase == RespPhase::Head && ex.resp_len == 0 {
+            let room = resp.capacity().saturating_sub(REWRITE_RESERVE_BYTES);
+            room.min(self.max_resp_head + 1)
+        } else {
+            self.limit
+        };
+        match read_into(self.backend.sock, self.backend.ready, resp, limit) {
             Io::Done(_) => {
                 ex.per_try_pending = false;
                 Ok(true)
@@ -137,36 +159,49 @@ impl Pump<'_> {
     }
 
     /// A response head, once everything before it went out: parsed and rewritten into a fresh
-    /// buffer, not yet installed.
+    /// buffer, not yet installed. A head over sluice's limits is cut off, not the backend's
+    /// failure; one that fills a pooled buffer while `--max-response-header-bytes` allows more
+    /// goes on in a buffer grown for it (freed after the response).
     fn parse_response_head(
         &mut self,
         shutting_down: bool,
     ) -> Result<Option<(ResponseHead, Box<Buf>)>, Stop> {
-        let ex = &*self.ex;
-        let Some(resp) = ex.resp.as_deref() else {
-            return Ok(None);
-        };
-        if ex.resp_phase != RespPhase::Head || ex.resp_len != 0 || resp.is_empty() {
+        let ex = &mut *self.ex;
+        let waiting = ex.resp_phase == RespPhase::Head && ex.resp_len == 0;
+        if !waiting || ex.resp.as_ref().is_none_or(|r| r.is_empty()) {
             return Ok(None);
         }
         let mut cookie_buf = [0u8; SET_COOKIE_MAX_LEN];
         let set_cookie = ex.set_cookie.as_ref().map(|c| c.write(&mut cookie_buf));
         let ctx = response_context(ex, shutting_down, set_cookie);
-        let mut out = self.bufs.get();
-        match head::forward_response(resp.bytes(), &ctx, out.tail_mut()) {
-            Ok(Some(h)) => Ok(Some((h, out))),
-            Ok(None) => {
-                self.bufs.put(out);
-                if resp.len() >= self.limit {
-                    return Err(Stop::Failed(Failure::Garbage));
+        let Some(resp) = ex.resp.as_deref_mut() else {
+            return Ok(None);
+        };
+        // As large as what it rewrites: a pooled buffer unless the head outgrew one.
+        let mut out = self.bufs.get_at_least(resp.capacity());
+        let parsed = head::forward_response(resp.bytes(), &ctx, out.tail_mut());
+        match parsed {
+            Ok(Some(h)) if h.head_len <= self.max_resp_head => return Ok(Some((h, out))),
+            Ok(Some(_)) => {}
+            Ok(None) if resp.len() < self.max_resp_head => {
+                if resp.len() + REWRITE_RESERVE_BYTES >= resp.capacity() {
+                    resp.grow(self.max_resp_head + REWRITE_RESERVE_BYTES);
                 }
-                Ok(None)
+                self.bufs.put(out);
+                return Ok(None);
+            }
+            Ok(None) => {}
+            Err(HeadError::TooManyHeaders) => {
+                self.bufs.put(out);
+                return Err(Stop::Cut(Cutoff::ResponseHeadTooManyFields));
             }
             Err(_) => {
                 self.bufs.put(out);
-                Err(Stop::Failed(Failure::Garbage))
+                return Err(Stop::Failed(Failure::Garbage));
             }
         }
+        self.bufs.put(out);
+        Err(Stop::Cut(Cutoff::ResponseHeadTooLarge))
     }
 
     /// Puts the rewritten head `h` (in `out`) in front of the body bytes already here. Returns
@@ -321,6 +356,7 @@ impl Core {
                 Ok(Pass::Idle) => break,
                 Ok(Pass::Done(next)) => return next,
                 Err(Stop::Failed(failure)) => return self.attempt_failed(k, failure),
+                Err(Stop::Cut(cutoff)) => return self.attempt_cut(k, cutoff),
                 Err(Stop::BadRequest(status, why)) => return self.fail_client(k, status, why),
                 Err(Stop::Close) => return Next::Close,
             }
@@ -357,6 +393,7 @@ impl Core {
             counts: &mut metrics.current,
             limit,
             max_body_bytes: cfg.max_body_bytes,
+            max_resp_head: cfg.max_response_header_bytes,
         })
     }
 

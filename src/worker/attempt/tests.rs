@@ -416,3 +416,39 @@ fn the_wait_for_an_answer_is_what_is_left_of_the_per_try_timeout_then_the_respon
     );
     assert_eq!(response_wait_ms(&cfg, false, 12_500), 5_000);
 }
+
+#[test]
+fn a_cut_off_attempt_is_counted_apart_and_never_charged_to_its_backend() {
+    let mut h = Harness::new(ProxyConfig {
+        eject_after: 2,
+        ..ProxyConfig::default()
+    });
+    h.feedback.latency = true;
+    h.feedback.success = true;
+    let cuts = [
+        Cutoff::ResponseHeadTooLarge,
+        Cutoff::ResponseHeadTooManyFields,
+        Cutoff::ClientStalled,
+    ];
+    for cutoff in cuts.into_iter().cycle().take(9) {
+        assert_eq!(h.settle(&get(), End::CutOff(cutoff)), Verdict::Final);
+    }
+    assert_eq!(h.from_workers.try_iter().count(), 0, "no ejection asked");
+    assert_eq!(h.stats().note_failure(), 1, "no failure in a row before");
+    assert_eq!(h.stats().learned.beta(), (1.0, 1.0), "nothing learned");
+    assert_eq!(h.stats().latency_us(), 0.0, "no latency recorded");
+    let counts = h.counts();
+    assert_eq!((counts.heads_too_large, counts.client_stalls), (6, 3));
+    assert_eq!(counts.failures(), 0);
+    assert_eq!(counts.attempts(), 9);
+}
+
+#[test]
+fn a_cut_off_attempt_is_not_sent_again_whatever_the_policy() {
+    let h = Harness::new(ProxyConfig {
+        retry: RetryPolicy::parse("connect,timeout,broken,5xx", "any").unwrap(),
+        ..ProxyConfig::default()
+    });
+    let end = End::CutOff(Cutoff::ResponseHeadTooLarge);
+    assert!(!may_retry(&h.cfg, &h.budget, h.now.secs(), &get(), end));
+}

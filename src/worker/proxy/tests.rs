@@ -163,3 +163,27 @@ fn a_dropped_answer_keeps_its_connection_only_when_its_whole_body_arrived() {
     assert!(!answer_fully_here(Framing::Chunked, 100));
     assert!(!answer_fully_here(Framing::UntilClose, 100));
 }
+
+#[test]
+fn an_exchange_waits_on_its_client_for_a_body_that_stopped_or_an_answer_left_unread() {
+    let mut upload = exchange_for("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n");
+    assert!(
+        upload.waits_on_client(),
+        "all it sent went on; the body did not come"
+    );
+    upload.req_sent -= 1;
+    assert!(
+        !upload.waits_on_client(),
+        "the backend does not take the request"
+    );
+    let mut get = exchange_for(GET);
+    assert!(
+        !get.waits_on_client(),
+        "the whole request went: the backend is awaited"
+    );
+    get.resp_len = 100;
+    assert!(
+        get.waits_on_client(),
+        "answer bytes the client does not take"
+    );
+}
