@@ -473,6 +473,7 @@ mod tests {
                 ejected: false,
                 draining: false,
                 revision: 1,
+                ..BackendView::default()
             },
             in_flight: 3,
             queued: 0,

@@ -1,6 +1,7 @@
-//! What crosses threads: the messages between the control thread and the workers, and the handles
-//! each side holds to reach the other. Nothing else is shared between them but the immutable
-//! backend table (an `Arc`) and the per-backend atomics in it.
+//! What crosses threads: the messages between the control thread and the workers (and the
+//! resolver thread's answers), and the handles each side holds to reach the other. Nothing else
+//! is shared between them but the immutable backend table (an `Arc`) and the per-backend atomics
+//! in it.
 //!
 //! A message is a crossbeam `send` followed by a mio `Waker::wake()`, so the receiving loop sees a
 //! readable event and drains its channel between connection events. No side ever waits for the
@@ -17,12 +18,15 @@ use mio::Waker;
 
 use crate::backend::{BackendId, BackendTable};
 use crate::metrics::WorkerSnapshot;
+use crate::resolve::Answer;
 
 /// Messages to the control thread.
 pub(crate) enum ControlMsg {
     Metrics(Box<WorkerSnapshot>),
     /// A backend's consecutive failures reached `--eject-after`.
     Failing(BackendId),
+    /// A lookup of a backend given by name (from the resolver thread).
+    Resolved(Answer),
     Stop,
 }
 

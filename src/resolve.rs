@@ -18,16 +18,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-/// Default `--resolve-interval`.
-pub const DEFAULT_RESOLVE_INTERVAL_MS: u64 = 30_000;
 /// A name is never looked up more often than this, whatever its TTL.
-pub const MIN_REFRESH_MS: u64 = 1_000;
+pub(crate) const MIN_REFRESH_MS: u64 = 1_000;
 /// How long one question to a DNS server may take.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where names are looked up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// The system's resolver.
     System,
     /// This DNS server, asked directly (`--dns-server`).
@@ -36,23 +34,33 @@ pub enum Lookup {
 
 /// One lookup's outcome for a name given as `host:port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Answer {
+pub(crate) struct Answer {
     /// The name as the backend was given: `host:port`.
-    pub name: String,
+    pub(crate) name: String,
     /// Every address in the answer with the port, sorted; or why the lookup failed.
-    pub addrs: Result<Vec<SocketAddr>, String>,
+    pub(crate) addrs: Result<Vec<SocketAddr>, String>,
+    /// The answer to [`Resolver::check`] with this ticket; `None` for a followed name's.
+    pub(crate) ticket: Option<u64>,
+}
+
+/// What the control thread asks of the resolver thread.
+enum Request {
+    /// Follow these names from now on.
+    Follow(Vec<String>),
+    /// Look this name up once, now.
+    Check { ticket: u64, name: String },
 }
 
 /// The resolver thread, as the control thread holds it.
-pub struct Resolver {
-    names: Option<Sender<Vec<String>>>,
+pub(crate) struct Resolver {
+    names: Option<Sender<Request>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Resolver {
     /// Starts the thread; `deliver` hands each answer on (and wakes whoever waits for it). The
     /// thread ends when the `Resolver` is dropped.
-    pub fn spawn(
+    pub(crate) fn spawn(
         lookup: Lookup,
         interval_ms: u64,
         deliver: impl Fn(Answer) + Send + 'static,
@@ -68,9 +76,16 @@ impl Resolver {
     }
 
     /// The names to follow from now on (`host:port` each); new ones are looked up at once.
-    pub fn follow(&self, names: Vec<String>) {
+    pub(crate) fn follow(&self, names: Vec<String>) {
         if let Some(tx) = &self.names {
-            let _ = tx.send(names);
+            let _ = tx.send(Request::Follow(names));
+        }
+    }
+
+    /// Looks `name` up once, now; the answer carries `ticket`.
+    pub(crate) fn check(&self, ticket: u64, name: String) {
+        if let Some(tx) = &self.names {
+            let _ = tx.send(Request::Check { ticket, name });
         }
     }
 }
@@ -85,7 +100,7 @@ impl Drop for Resolver {
     }
 }
 
-fn run(rx: &Receiver<Vec<String>>, lookup: Lookup, interval_ms: u64, deliver: &dyn Fn(Answer)) {
+fn run(rx: &Receiver<Request>, lookup: Lookup, interval_ms: u64, deliver: &dyn Fn(Answer)) {
     let mut due: BTreeMap<String, Instant> = BTreeMap::new();
     loop {
         let now = Instant::now();
@@ -101,6 +116,7 @@ fn run(rx: &Receiver<Vec<String>>, lookup: Lookup, interval_ms: u64, deliver: &d
             deliver(Answer {
                 name: name.clone(),
                 addrs,
+                ticket: None,
             });
         }
         let next = due.values().min().copied();
@@ -108,7 +124,12 @@ fn run(rx: &Receiver<Vec<String>>, lookup: Lookup, interval_ms: u64, deliver: &d
             at.saturating_duration_since(Instant::now())
         });
         match rx.recv_timeout(wait) {
-            Ok(names) => {
+            Ok(Request::Check { ticket, name }) => deliver(Answer {
+                addrs: resolve(lookup, &name).map(|(addrs, _)| addrs),
+                name,
+                ticket: Some(ticket),
+            }),
+            Ok(Request::Follow(names)) => {
                 let now = Instant::now();
                 due.retain(|name, _| names.contains(name));
                 for name in names {
@@ -122,7 +143,10 @@ fn run(rx: &Receiver<Vec<String>>, lookup: Lookup, interval_ms: u64, deliver: &d
 }
 
 /// Looks `name` (`host:port`) up; returns its addresses, sorted, and the TTL when known.
-pub fn resolve(lookup: Lookup, name: &str) -> Result<(Vec<SocketAddr>, Option<u32>), String> {
+pub(crate) fn resolve(
+    lookup: Lookup,
+    name: &str,
+) -> Result<(Vec<SocketAddr>, Option<u32>), String> {
     let (host, port) = split_name(name)?;
     let (ips, ttl) = match lookup {
         Lookup::System => {
@@ -152,13 +176,15 @@ pub fn resolve(lookup: Lookup, name: &str) -> Result<(Vec<SocketAddr>, Option<u3
     addrs.sort();
     addrs.dedup();
     if addrs.is_empty() {
-        return Err(format!("{host:?} resolves to no address"));
+        return Err(format!(
+            "{host:?} did not resolve: the answer has no address"
+        ));
     }
     Ok((addrs, ttl))
 }
 
 /// `host:port` into its parts.
-pub fn split_name(name: &str) -> Result<(&str, u16), String> {
+pub(crate) fn split_name(name: &str) -> Result<(&str, u16), String> {
     match name.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() => port
             .parse()
@@ -175,7 +201,7 @@ fn ask(
     kind: RecordType,
 ) -> Result<(Vec<IpAddr>, Option<u32>), String> {
     let fqdn = Name::from_ascii(format!("{}.", host.trim_end_matches('.')))
-        .map_err(|e| format!("{host:?} is not a DNS name: {e}"))?;
+        .map_err(|e| format!("{host:?} did not resolve: not a DNS name: {e}"))?;
     let id = query_id(host, kind);
     let mut query = Message::new();
     query
@@ -187,8 +213,9 @@ fn ask(
     let bytes = query
         .to_vec()
         .map_err(|e| format!("DNS query for {host:?}: {e}"))?;
-    let unreachable =
-        |e: std::io::Error| format!("DNS server {server} did not answer for {host:?}: {e}");
+    let unreachable = |e: std::io::Error| {
+        format!("{host:?} did not resolve: the DNS server {server} did not answer: {e}")
+    };
     let bind: SocketAddr = if server.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -211,10 +238,12 @@ fn ask(
         }
         return match reply.response_code() {
             ResponseCode::NoError => Ok(addresses_in(&reply)),
-            ResponseCode::NXDomain => {
-                Err(format!("{host:?} does not exist (NXDOMAIN from {server})"))
-            }
-            code => Err(format!("DNS server {server} answered {code} for {host:?}")),
+            ResponseCode::NXDomain => Err(format!(
+                "{host:?} did not resolve: no such name (NXDOMAIN from {server})"
+            )),
+            code => Err(format!(
+                "{host:?} did not resolve: the DNS server {server} answered {code}"
+            )),
         };
     }
 }

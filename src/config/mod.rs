@@ -15,12 +15,14 @@ use crate::retry::RetryPolicy;
 use crate::strategy::{self, StrategyKind, StrategyParams};
 
 mod cidr;
+mod dns;
 mod duration;
 mod edge;
 mod settings;
 
 pub(crate) use cidr::any_contains;
 pub use cidr::Cidr;
+pub use dns::{DnsArgs, ResolveConfig};
 pub use duration::{parse_duration, DurationArg};
 pub use edge::EdgeArgs;
 pub use settings::*;
@@ -133,7 +135,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Mode::Http)]
     pub mode: Mode,
 
-    /// A backend, `host:port` (IPv6 as `[::1]:port`) or `unix:/path/to.sock`, optionally with
+    /// A backend, `ip:port` (IPv6 as `[::1]:port`), `name:port` (every address the name resolves
+    /// to, looked up again every --resolve-interval) or `unix:/path/to.sock`, optionally with
     /// `,weight=N` (weight 0-256, default 1). Repeat for more.
     #[arg(long = "backend", value_name = "ADDR[,weight=N]")]
     pub backends: Vec<BackendSpec>,
@@ -396,6 +399,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub edge: EdgeArgs,
+
+    #[command(flatten)]
+    pub dns: DnsArgs,
 }
 
 /// Whether another process may listen on the proxy address too (`--reuse-port`).
@@ -554,6 +560,7 @@ impl RunArgs {
             drain_timeout_ms: self.drain_timeout.ms(),
             switch_interval_ms: self.switch_interval.ms(),
             cluster,
+            resolve: self.dns.config(),
         };
         Ok(Settings {
             listen,

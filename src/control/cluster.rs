@@ -216,11 +216,20 @@ impl Control {
         let Some(cluster) = self.cluster.as_mut() else {
             return Reply::Now(AdminResponse::error(500, "not in a cluster"));
         };
+        let ticket = cluster.next_ticket;
+        cluster.next_ticket += 1;
+        self.cluster_submit(ticket, change)
+    }
+
+    /// Hands a change to the store under a ticket taken already (by [`Control::cluster_change`],
+    /// or by the name check that came first).
+    pub(crate) fn cluster_submit(&mut self, ticket: u64, change: Change) -> Reply {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Reply::Now(AdminResponse::error(500, "not in a cluster"));
+        };
         if !cluster.store_up {
             return Reply::Now(change_error(ChangeError::Unavailable));
         }
-        let ticket = cluster.next_ticket;
-        cluster.next_ticket += 1;
         cluster.pending.insert(ticket, change.clone());
         cluster.send(StoreRequest::Change { ticket, change });
         Reply::Later(ticket)
@@ -362,7 +371,8 @@ impl Control {
         }
     }
 
-    fn answer(&mut self, ticket: u64, resp: AdminResponse) {
+    /// Sends the answer a request waited for under `ticket`.
+    pub(crate) fn answer(&mut self, ticket: u64, resp: AdminResponse) {
         let Some(mut admin) = self.admin.take() else {
             return;
         };

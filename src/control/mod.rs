@@ -11,6 +11,7 @@
 pub(crate) mod adaptive;
 pub(crate) mod api;
 pub(crate) mod cluster;
+pub(crate) mod dns;
 pub(crate) mod health;
 pub(crate) mod prometheus;
 pub(crate) mod saved;
@@ -63,6 +64,7 @@ impl Control {
             Waker::new(poll.registry(), WAKER).map_err(|e| format!("cannot create waker: {e}"))?,
         );
         let (tx, rx) = unbounded();
+        let link = ControlLink::new(tx, waker.clone());
         let ctl = settings.control.clone();
         let (cluster, state) = match (ctl.cluster.clone(), boot) {
             (Some(cfg), Some(boot)) => {
@@ -80,6 +82,8 @@ impl Control {
                 (None, state)
             }
         };
+        let mut state = state;
+        let dns = dns::Dns::start(&settings, &mut state, link.clone())?;
         let admin = match admin_listener {
             Some(listener) => {
                 let mut server = AdminServer::from_std(listener, ADMIN_TOKEN_BASE)
@@ -101,6 +105,7 @@ impl Control {
             ),
             state,
             cluster,
+            dns,
             workers: None,
             rx,
             hub: MetricsHub::default(),
@@ -113,7 +118,7 @@ impl Control {
             changed: false,
             stop: false,
         };
-        Ok((control, ControlLink::new(tx, waker)))
+        Ok((control, link))
     }
 
     /// The address the admin API listens on, if it is on.
@@ -167,6 +172,8 @@ pub(crate) struct Control {
     pub state: ControlState,
     /// Cluster mode: the store's threads and this instance's copy of the cluster's keys.
     pub cluster: Option<Cluster>,
+    /// Backends given by name: the resolver thread and the lookups the API waits for.
+    pub dns: dns::Dns,
     workers: Option<Workers>,
     rx: Receiver<ControlMsg>,
     pub hub: MetricsHub,
@@ -215,7 +222,9 @@ impl Control {
             }
             self.housekeeping(&mut results);
             self.publish_if_changed();
+            self.follow_names();
         }
+        self.dns.stop();
         if let Some(c) = self.cluster.as_mut() {
             c.stop();
         }
@@ -242,6 +251,7 @@ impl Control {
             match msg {
                 ControlMsg::Metrics(snap) => self.hub.merge(&snap),
                 ControlMsg::Failing(id) => self.eject(id),
+                ControlMsg::Resolved(answer) => self.on_answer(answer),
                 ControlMsg::Stop => {
                     info!(
                         "stopping: no new connections, waiting up to {} ms for requests in flight",
