@@ -34,6 +34,9 @@ pub struct BackendView {
     /// Why the last lookup failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup_error: Option<String>,
+    /// Lookups that failed in a row, when the last one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_failures: Option<u32>,
     /// A backend given by name: its members.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<BackendView>>,

@@ -32,10 +32,12 @@ fn backend_view(b: &BackendEntry) -> BackendView {
 fn name_view(state: &ControlState, i: usize) -> BackendView {
     let n = &state.names[i];
     let members: Vec<BackendView> = state.members(i).map(backend_view).collect();
-    let (lookup, error) = match &n.lookup {
-        LookupState::Pending => ("pending", None),
-        LookupState::Resolved => ("resolved", None),
-        LookupState::Failing(e) => ("failing", Some(e.clone())),
+    let (lookup, error, failures) = match &n.lookup {
+        LookupState::Pending => ("pending", None, None),
+        LookupState::Resolved => ("resolved", None, None),
+        LookupState::Failing { error, failures } => {
+            ("failing", Some(error.clone()), Some(*failures))
+        }
     };
     BackendView {
         address: n.addr.to_string(),
@@ -49,6 +51,7 @@ fn name_view(state: &ControlState, i: usize) -> BackendView {
         addresses: Some(n.answer.iter().map(|a| a.to_string()).collect()),
         lookup: Some(lookup.into()),
         lookup_error: error,
+        lookup_failures: failures,
         members: Some(members),
     }
 }
@@ -286,7 +289,8 @@ impl Control {
     ) -> Result<Change, AdminResponse> {
         let addr = address_param(param)?;
         // Alone, this instance knows every backend; in a cluster the store decides.
-        if self.cluster.is_none() && self.state.find(&addr).is_none() {
+        let known = self.state.find(&addr).is_some() || self.state.find_name(&addr).is_some();
+        if self.cluster.is_none() && !known {
             return Err(AdminResponse::error(404, &format!("no backend {addr}")));
         }
         let body: WeightChange = json_body(req)?;
@@ -327,7 +331,11 @@ impl Control {
                 weight,
                 expect,
             } => {
-                let at = entry(self, addr).map_or(0, |e| e.revision);
+                let named = self
+                    .state
+                    .find_name(addr)
+                    .map(|i| self.state.names[i].revision);
+                let at = named.or(entry(self, addr).map(|e| e.revision)).unwrap_or(0);
                 if let Some(e) = expect.filter(|&e| e != at) {
                     return Err(stale(format!("backend {addr}"), e, at));
                 }

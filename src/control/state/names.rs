@@ -20,8 +20,9 @@ pub(crate) enum LookupState {
     Pending,
     /// The last lookup answered; its addresses are the members.
     Resolved,
-    /// The last lookup failed (the members are those of the last answer that worked, if any).
-    Failing(String),
+    /// The last lookups failed, `failures` in a row (the members are those of the last answer
+    /// that worked, if any).
+    Failing { error: String, failures: u32 },
 }
 
 /// A backend given by name.
@@ -189,19 +190,23 @@ impl ControlState {
         };
         let n = &mut self.names[i];
         match answer {
-            Err(e) => {
-                if !matches!(n.lookup, LookupState::Failing(_)) {
-                    warn!(
-                        "backend {name}: lookup failed, keeping the last answer ({} addresses) \
-                         until it resolves again: {e}",
-                        n.answer.len()
-                    );
-                }
-                n.lookup = LookupState::Failing(e);
+            Err(error) => {
+                let failures = match &n.lookup {
+                    LookupState::Failing { failures, .. } => failures + 1,
+                    _ => {
+                        warn!(
+                            "backend {name}: lookup failed, keeping the last answer ({} \
+                             addresses) until it resolves again: {error}",
+                            n.answer.len()
+                        );
+                        1
+                    }
+                };
+                n.lookup = LookupState::Failing { error, failures };
                 false
             }
             Ok(addrs) => {
-                if matches!(n.lookup, LookupState::Failing(_)) {
+                if matches!(n.lookup, LookupState::Failing { .. }) {
                     info!("backend {name} resolves again");
                 }
                 n.lookup = LookupState::Resolved;
@@ -343,7 +348,12 @@ mod tests {
         assert_eq!(live(&s), vec![(ip(3), 3, true)]);
         assert!(!s.apply_answer("app.test:80", Err("timed out".into()), 2, 100));
         assert_eq!(live(&s), vec![(ip(3), 3, true)], "the last answer stays");
-        assert_eq!(s.names[0].lookup, LookupState::Failing("timed out".into()));
+        s.apply_answer("app.test:80", Err("timed out".into()), 3, 100);
+        let failing = LookupState::Failing {
+            error: "timed out".into(),
+            failures: 2,
+        };
+        assert_eq!(s.names[0].lookup, failing);
         s.apply_answer("app.test:80", Ok(vec![ip(3)]), 3, 100);
         assert_eq!(s.names[0].lookup, LookupState::Resolved);
     }
