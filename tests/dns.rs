@@ -485,3 +485,60 @@ fn each_address_of_a_name_is_health_checked_on_its_own() {
     assert!(wait_until(FOLLOW, || healthy(&lb, "127.0.0.3") == Some(true)));
     assert!(wait_until(FOLLOW, || body_of(&lb) == "b"));
 }
+
+/// An instance of a cluster on `store`, in-process, asking `dns` for names.
+fn clustered(store: &str, id: &str, dns: SocketAddr) -> Sluice {
+    let mut s = settings_for(
+        test_config(sluice::config::Mode::Http),
+        &[],
+        sluice::strategy::StrategyKind::RoundRobin,
+    );
+    s.control.cluster =
+        Some(sluice::config::ClusterConfig::new(store, "dns", id, 2, None).unwrap());
+    s.control.resolve.dns_server = Some(dns);
+    s.control.resolve.interval_ms = 1_000;
+    Sluice::with_settings(s)
+}
+
+fn addresses_on(lb: &Sluice, name: &str) -> Vec<String> {
+    let (_, list) = lb.api("GET", "/api/backends", None);
+    list.as_array()
+        .and_then(|l| l.iter().find(|b| b["address"] == name))
+        .and_then(|b| serde_json::from_value(b["addresses"].clone()).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn in_a_cluster_the_name_is_shared_and_each_instance_resolves_it_itself() {
+    let etcd = common::etcd::Etcd::single();
+    let dir = TempDir::new("dns-cluster");
+    let (_a, _b, port) = two_backends();
+    let dns = DnsServer::start(&dir, &[("app.test", &["127.0.0.2"])]);
+    let one = clustered(&etcd.client_url, "one", dns.addr);
+    let two = clustered(&etcd.client_url, "two", dns.addr);
+    let name = format!("app.test:{port}");
+    let (status, view) = one.api(
+        "POST",
+        "/api/backends",
+        Some(&format!(r#"{{"address": "{name}"}}"#)),
+    );
+    assert_eq!(status, 201, "{view}");
+    let first = vec![format!("127.0.0.2:{port}")];
+    assert_eq!(
+        view["addresses"],
+        serde_json::json!(first),
+        "the check's answer"
+    );
+    // The store holds the name; the other instance installs it and looks it up itself.
+    assert!(wait_until(FOLLOW, || addresses_on(&two, &name) == first));
+    assert_eq!(roundtrip(two.addr, &get("/")).text(), "a");
+    dns.set(&[("app.test", &["127.0.0.3"])]);
+    let moved = vec![format!("127.0.0.3:{port}")];
+    assert!(wait_until(FOLLOW, || {
+        addresses_on(&one, &name) == moved && addresses_on(&two, &name) == moved
+    }));
+    assert!(wait_until(FOLLOW, || roundtrip(one.addr, &get("/")).text() == "b"));
+    let (status, _) = one.api("DELETE", &format!("/api/backends/{name}"), None);
+    assert_eq!(status, 200);
+    assert!(wait_until(FOLLOW, || addresses_on(&two, &name).is_empty()));
+}

@@ -338,8 +338,9 @@ impl Control {
         let deadline = self.now_ms + self.cfg.drain_timeout_ms;
         if self.state.install(&desired, self.now_ms, deadline) {
             self.mark_changed();
-            self.publish_if_changed();
         }
+        self.apply_checked_answers();
+        self.publish_if_changed();
         if let Some(c) = self.cluster.as_ref() {
             c.send(StoreRequest::Installed(desired.revision));
             if let Some(file) = &c.fallback {

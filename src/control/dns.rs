@@ -13,6 +13,7 @@
 //! itself.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use super::api::change_error;
 use super::state::ControlState;
@@ -34,6 +35,9 @@ pub(crate) struct Dns {
     /// Adds of a name waiting for its first lookup, by ticket.
     checks: HashMap<u64, PendingAdd>,
     next_ticket: u64,
+    /// Cluster mode: the answers of checks whose change went to the store, applied when the
+    /// change is installed (so the API's answer already shows the addresses).
+    checked: HashMap<String, Vec<SocketAddr>>,
 }
 
 struct PendingAdd {
@@ -87,6 +91,7 @@ impl Dns {
             followed: names,
             checks: HashMap::new(),
             next_ticket: CHECK_TICKET_BASE,
+            checked: HashMap::new(),
         })
     }
 
@@ -110,6 +115,26 @@ impl Control {
                 r.follow(names.clone());
             }
             self.dns.followed = names;
+        }
+    }
+
+    /// Cluster mode, after an install: a name this instance checked for the API starts from the
+    /// check's answer rather than waiting for its first lookup. Answers of checks whose change
+    /// is not in this install are dropped (the change failed, or another came first): that name
+    /// is then looked up as soon as it is installed.
+    pub(crate) fn apply_checked_answers(&mut self) {
+        let deadline = self.now_ms + self.cfg.drain_timeout_ms;
+        for (name, addrs) in std::mem::take(&mut self.dns.checked) {
+            let pending = self.state.names.iter().any(|n| {
+                n.addr.to_string() == name && n.lookup == super::state::LookupState::Pending
+            });
+            if pending
+                && self
+                    .state
+                    .apply_answer(&name, Ok(addrs), self.now_ms, deadline)
+            {
+                self.mark_changed();
+            }
         }
     }
 
@@ -170,6 +195,9 @@ impl Control {
         if self.cluster.is_some() {
             // The instance that took the call checked the name; every instance, this one
             // included, resolves it itself once it installs the change.
+            if let (Ok(addrs), Change::Add { addr, .. }) = (&answer.addrs, &pending.change) {
+                self.dns.checked.insert(addr.to_string(), addrs.clone());
+            }
             if let Reply::Now(resp) = self.cluster_submit(ticket, pending.change) {
                 self.answer(ticket, resp);
             }
