@@ -7,7 +7,8 @@
 //! then DNS), which gives no time to live: it is looked up again every `--resolve-interval`. With
 //! `--dns-server ADDR`, the thread asks that server itself, an `A` and an `AAAA` question over UDP
 //! (RFC 1035 section 4.2.1; messages built and read with `hickory-proto`), and looks again after the
-//! answer's smallest TTL, within [`MIN_REFRESH_MS`] and `--resolve-interval`.
+//! answer's smallest TTL, within [`MIN_REFRESH_MS`] and `--resolve-interval`. A failed lookup is
+//! tried again on the schedule the last answer set (the interval before any answer).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
@@ -100,26 +101,41 @@ impl Drop for Resolver {
     }
 }
 
+/// When a name is looked up next, and how long after a lookup.
+struct Schedule {
+    at: Instant,
+    period_ms: u64,
+}
+
+/// How long after an answer a name is looked up again: its TTL when the answer has one, within
+/// [`MIN_REFRESH_MS`] and `interval_ms`; else `interval_ms`.
+fn refresh_ms(ttl_s: Option<u32>, interval_ms: u64) -> u64 {
+    ttl_s.map_or(interval_ms, |ttl| {
+        (u64::from(ttl) * 1000).clamp(MIN_REFRESH_MS, interval_ms)
+    })
+}
+
 fn run(rx: &Receiver<Request>, lookup: Lookup, interval_ms: u64, deliver: &dyn Fn(Answer)) {
-    let mut due: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut due: BTreeMap<String, Schedule> = BTreeMap::new();
     loop {
         let now = Instant::now();
-        for (name, at) in due.iter_mut().filter(|(_, at)| **at <= now) {
-            let (addrs, ttl_s) = match resolve(lookup, name) {
-                Ok((addrs, ttl_s)) => (Ok(addrs), ttl_s),
-                Err(e) => (Err(e), None),
+        for (name, next) in due.iter_mut().filter(|(_, next)| next.at <= now) {
+            let addrs = match resolve(lookup, name) {
+                Ok((addrs, ttl_s)) => {
+                    next.period_ms = refresh_ms(ttl_s, interval_ms);
+                    Ok(addrs)
+                }
+                // A failed lookup is tried again on the schedule the last answer set.
+                Err(e) => Err(e),
             };
-            let refresh_ms = ttl_s.map_or(interval_ms, |ttl| {
-                (u64::from(ttl) * 1000).clamp(MIN_REFRESH_MS, interval_ms)
-            });
-            *at = now + Duration::from_millis(refresh_ms);
+            next.at = now + Duration::from_millis(next.period_ms);
             deliver(Answer {
                 name: name.clone(),
                 addrs,
                 ticket: None,
             });
         }
-        let next = due.values().min().copied();
+        let next = due.values().map(|next| next.at).min();
         let wait = next.map_or(Duration::from_secs(3600), |at| {
             at.saturating_duration_since(Instant::now())
         });
@@ -133,7 +149,10 @@ fn run(rx: &Receiver<Request>, lookup: Lookup, interval_ms: u64, deliver: &dyn F
                 let now = Instant::now();
                 due.retain(|name, _| names.contains(name));
                 for name in names {
-                    due.entry(name).or_insert(now);
+                    due.entry(name).or_insert(Schedule {
+                        at: now,
+                        period_ms: interval_ms,
+                    });
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -340,6 +359,22 @@ mod tests {
         assert_eq!(ttl, Some(60));
         let e = resolve(Lookup::Server(server), "nothing.test:80").unwrap_err();
         assert!(e.contains("NXDOMAIN"), "{e}");
+    }
+
+    #[test]
+    fn an_answer_is_refreshed_at_its_ttl_within_a_second_and_the_interval() {
+        assert_eq!(refresh_ms(None, 30_000), 30_000, "no TTL: the interval");
+        assert_eq!(refresh_ms(Some(5), 30_000), 5_000);
+        assert_eq!(
+            refresh_ms(Some(3600), 30_000),
+            30_000,
+            "at most the interval"
+        );
+        assert_eq!(
+            refresh_ms(Some(0), 30_000),
+            MIN_REFRESH_MS,
+            "at least a second"
+        );
     }
 
     #[test]
