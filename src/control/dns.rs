@@ -20,6 +20,7 @@ use super::state::ControlState;
 use super::store::{Change, Record};
 use super::Control;
 use crate::admin::{AdminResponse, Reply};
+use crate::backend::BackendAddr;
 use crate::config::Settings;
 use crate::link::{ControlLink, ControlMsg};
 use crate::resolve::{resolve, Answer, Lookup, Resolver};
@@ -31,7 +32,7 @@ const CHECK_TICKET_BASE: u64 = 1 << 62;
 pub(crate) struct Dns {
     resolver: Option<Resolver>,
     /// The names the resolver follows, as last sent.
-    followed: Vec<String>,
+    followed: Vec<BackendAddr>,
     /// Adds of a name waiting for its first lookup, by ticket.
     checks: HashMap<u64, PendingAdd>,
     next_ticket: u64,
@@ -74,7 +75,8 @@ impl Dns {
             }
             answers.insert(name, answer);
         }
-        let names: Vec<String> = state.names.iter().map(|n| n.addr.to_string()).collect();
+        let followed: Vec<BackendAddr> = state.names.iter().map(|n| n.addr.clone()).collect();
+        let names: Vec<String> = followed.iter().map(BackendAddr::to_string).collect();
         for name in &names {
             let answer = answers
                 .remove(name)
@@ -85,10 +87,10 @@ impl Dns {
         let deliver = move |answer: Answer| link.send(ControlMsg::Resolved(answer));
         let resolver = Resolver::spawn(lookup, cfg.interval_ms, deliver)
             .map_err(|e| format!("cannot start the resolver thread: {e}"))?;
-        resolver.follow(names.clone());
+        resolver.follow(names);
         Ok(Dns {
             resolver: Some(resolver),
-            followed: names,
+            followed,
             checks: HashMap::new(),
             next_ticket: CHECK_TICKET_BASE,
             checked: HashMap::new(),
@@ -102,19 +104,27 @@ impl Dns {
 }
 
 impl Control {
-    /// Tells the resolver thread the names to follow, when they changed.
+    /// Tells the resolver thread the names to follow, when they changed (checked every loop
+    /// iteration without allocating).
     pub(crate) fn follow_names(&mut self) {
-        let names: Vec<String> = self
-            .state
-            .names
-            .iter()
-            .map(|n| n.addr.to_string())
-            .collect();
-        if names != self.dns.followed {
-            if let Some(r) = &self.dns.resolver {
-                r.follow(names.clone());
-            }
-            self.dns.followed = names;
+        let names = &self.state.names;
+        let same = names.len() == self.dns.followed.len()
+            && names
+                .iter()
+                .zip(&self.dns.followed)
+                .all(|(n, f)| &n.addr == f);
+        if same {
+            return;
+        }
+        self.dns.followed = names.iter().map(|n| n.addr.clone()).collect();
+        if let Some(r) = &self.dns.resolver {
+            r.follow(
+                self.dns
+                    .followed
+                    .iter()
+                    .map(BackendAddr::to_string)
+                    .collect(),
+            );
         }
     }
 

@@ -66,7 +66,7 @@ impl Control {
         let (tx, rx) = unbounded();
         let link = ControlLink::new(tx, waker.clone());
         let ctl = settings.control.clone();
-        let (cluster, state) = match (ctl.cluster.clone(), boot) {
+        let (cluster, mut state) = match (ctl.cluster.clone(), boot) {
             (Some(cfg), Some(boot)) => {
                 let (c, s) = Cluster::new(cfg, boot, &settings, waker.clone())?;
                 (Some(c), s)
@@ -82,7 +82,7 @@ impl Control {
                 (None, state)
             }
         };
-        let mut state = state;
+        // Backends given by name: looked up once here, before anything serves.
         let dns = dns::Dns::start(&settings, &mut state, link.clone())?;
         let admin = match admin_listener {
             Some(listener) => {
