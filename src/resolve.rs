@@ -12,7 +12,6 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -55,25 +54,21 @@ enum Request {
 /// The resolver thread, as the control thread holds it.
 pub(crate) struct Resolver {
     names: Option<Sender<Request>>,
-    thread: Option<JoinHandle<()>>,
 }
 
 impl Resolver {
     /// Starts the thread; `deliver` hands each answer on (and wakes whoever waits for it). The
-    /// thread ends when the `Resolver` is dropped.
+    /// thread ends once the `Resolver` is dropped (after the lookup under way, if any).
     pub(crate) fn spawn(
         lookup: Lookup,
         interval_ms: u64,
         deliver: impl Fn(Answer) + Send + 'static,
     ) -> std::io::Result<Resolver> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let thread = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("sluice-resolve".into())
             .spawn(move || run(&rx, lookup, interval_ms.max(MIN_REFRESH_MS), &deliver))?;
-        Ok(Resolver {
-            names: Some(tx),
-            thread: Some(thread),
-        })
+        Ok(Resolver { names: Some(tx) })
     }
 
     /// The names to follow from now on (`host:port` each); new ones are looked up at once.
@@ -93,11 +88,10 @@ impl Resolver {
 
 impl Drop for Resolver {
     fn drop(&mut self) {
-        // Closing the channel ends the thread's wait; a lookup under way finishes first.
+        // Closing the channel ends the thread at its next wait. It is not joined: a lookup under
+        // way can take the system resolver's whole timeout, which must not hold up a shutdown;
+        // its answer goes nowhere.
         self.names = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -175,15 +169,25 @@ pub(crate) fn resolve(
             (addrs.map(|a| a.ip()).collect::<Vec<_>>(), None)
         }
         Lookup::Server(server) => {
+            // The name resolves when either question is answered: a server that fails the AAAA
+            // question (some answer SERVFAIL or NOTIMP) still gives the IPv4 addresses.
             let mut ips = Vec::new();
             let mut ttl: Option<u32> = None;
+            let mut failed = None;
             for kind in [RecordType::A, RecordType::AAAA] {
-                let (found, t) = ask(server, host, kind)?;
-                ips.extend(found);
-                ttl = match (ttl, t) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                match ask(server, host, kind) {
+                    Ok((found, t)) => {
+                        ips.extend(found);
+                        ttl = match (ttl, t) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    Err(e) => failed = failed.or(Some(e)),
+                }
+            }
+            if let (true, Some(e)) = (ips.is_empty(), failed) {
+                return Err(e);
             }
             (ips, ttl)
         }
@@ -304,7 +308,8 @@ mod tests {
     use hickory_proto::rr::Record;
     use std::sync::{Arc, Mutex};
 
-    /// A DNS server on loopback answering from `zone` (name → addresses, TTL 60), NXDOMAIN else.
+    /// A DNS server on loopback answering from `zone` (name → addresses, TTL 60), NXDOMAIN else;
+    /// an AAAA question about a name starting with `v4only` gets SERVFAIL.
     fn dns_server(zone: Arc<Mutex<Vec<(String, IpAddr)>>>) -> SocketAddr {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = socket.local_addr().unwrap();
@@ -327,6 +332,9 @@ mod tests {
                     .collect();
                 if known.is_empty() {
                     reply.set_response_code(ResponseCode::NXDomain);
+                }
+                if asked.starts_with("v4only") && query.query_type() == RecordType::AAAA {
+                    reply.set_response_code(ResponseCode::ServFail);
                 }
                 for ip in known {
                     let rdata = match (ip, query.query_type()) {
@@ -358,7 +366,21 @@ mod tests {
         assert_eq!(addrs, want);
         assert_eq!(ttl, Some(60));
         let e = resolve(Lookup::Server(server), "nothing.test:80").unwrap_err();
-        assert!(e.contains("NXDOMAIN"), "{e}");
+        assert!(
+            e.contains("NXDOMAIN") && e.contains("did not resolve"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_failed_aaaa_question_still_gives_the_ipv4_addresses() {
+        let zone = Arc::new(Mutex::new(vec![(
+            "v4only.test".to_string(),
+            "127.0.0.9".parse().unwrap(),
+        )]));
+        let server = dns_server(zone);
+        let (addrs, _) = resolve(Lookup::Server(server), "v4only.test:80").unwrap();
+        assert_eq!(addrs, vec!["127.0.0.9:80".parse().unwrap()]);
     }
 
     #[test]

@@ -407,6 +407,26 @@ fn the_api_adds_a_name_that_resolves_refuses_one_that_does_not_and_deletes_it_wh
     seen.sort();
     assert_eq!(seen, ["a", "a", "b", "b"], "every address is a member");
 
+    // The status lists the members, each with the name it stands for.
+    let (_, status_view) = lb.api("GET", "/api/status", None);
+    let members: Vec<(String, String)> = status_view["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["address"].as_str().unwrap().into(),
+                b["name"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        both.iter()
+            .map(|a| (a.clone(), name.clone()))
+            .collect::<Vec<_>>()
+    );
+
     // sluice ctl shows the name and the addresses under it.
     let out = Command::new(SLUICE)
         .args(["ctl", "--admin", &lb.admin.to_string(), "backends", "list"])
