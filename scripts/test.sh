@@ -21,6 +21,9 @@ ensure_deb haproxy haproxy
 ensure_deb curl curl
 ensure_deb openssl openssl
 ensure_deb python3 python3
+# A DNS server on loopback whose answers change, for the backends given by name (tests/dns.rs):
+# the python3 on the PATH with dnslib, which builds and reads the DNS messages.
+python3 -c 'import dnslib' 2>/dev/null || python3 -m pip install -q 'dnslib==0.9.26' >&2
 
 # etcd for the cluster tests (tests/cluster.rs starts its own members on ephemeral ports).
 ensure_deb etcd etcd-server

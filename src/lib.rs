@@ -23,6 +23,7 @@ pub(crate) mod link;
 pub mod listeners;
 pub(crate) mod metrics;
 pub mod proxy_protocol;
+pub(crate) mod resolve;
 pub mod retry;
 pub(crate) mod rng;
 pub mod run;

@@ -1,6 +1,7 @@
-//! What crosses threads: the messages between the control thread and the workers, and the handles
-//! each side holds to reach the other. Nothing else is shared between them but the immutable
-//! backend table (an `Arc`) and the per-backend atomics in it.
+//! What crosses threads: the messages between the control thread and the workers (and the
+//! resolver thread's answers), and the handles each side holds to reach the other. Nothing else
+//! is shared between them but the immutable backend table (an `Arc`) and the per-backend atomics
+//! in it.
 //!
 //! A message is a crossbeam `send` followed by a mio `Waker::wake()`, so the receiving loop sees a
 //! readable event and drains its channel between connection events. No side ever waits for the
@@ -17,6 +18,7 @@ use mio::Waker;
 
 use crate::backend::{BackendId, BackendTable};
 use crate::metrics::WorkerSnapshot;
+use crate::resolve::Answer;
 
 /// Messages to the control thread.
 pub(crate) enum ControlMsg {
@@ -25,6 +27,8 @@ pub(crate) enum ControlMsg {
     Failing(BackendId),
     /// Read the `--tls` certificate files again (SIGHUP); the outcome is logged.
     ReloadTls,
+    /// A lookup of a backend given by name (from the resolver thread).
+    Resolved(Answer),
     Stop,
 }
 

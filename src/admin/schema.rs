@@ -6,8 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::DEFAULT_WEIGHT;
 
-/// A backend as the API shows it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+/// A backend as the API shows it. A backend given by DNS name shows the addresses of its last
+/// answer, how its lookups go, and its members (one per address, and those still draining after
+/// their address left the answer); each member names the name it belongs to.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
 pub struct BackendView {
     pub address: String,
     pub weight: u32,
@@ -19,6 +21,25 @@ pub struct BackendView {
     /// to have the change refused (409) if someone else changed the backend meanwhile.
     #[serde(default)]
     pub revision: u64,
+    /// A member of a backend given by name: that name (`app.internal:8080`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A backend given by name: the addresses it stands for now (its last answer that worked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<Vec<String>>,
+    /// A backend given by name: `pending` (not looked up yet), `resolved`, or `failing` (the
+    /// last lookup failed; `addresses` are from the last answer that worked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup: Option<String>,
+    /// Why the last lookup failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_error: Option<String>,
+    /// Lookups that failed in a row, when the last one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_failures: Option<u32>,
+    /// A backend given by name: its members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<BackendView>>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -88,6 +109,10 @@ pub(crate) struct NewBackend {
     /// Absent means the default; `null` is refused like any other non-integer.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Add a name that does not resolve (yet): it serves nothing until it does. Without it such
+    /// a name is refused with 422.
+    #[serde(default)]
+    pub allow_unresolved: bool,
 }
 
 fn default_weight() -> u32 {

@@ -108,7 +108,7 @@ impl std::str::FromStr for BackendSpec {
     }
 }
 
-/// Parses `host:port`, resolving a host name once (at start-up or when the API is called).
+/// Parses `host:port`, resolving a host name once (`--listen`, `--admin`: at start-up).
 pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = text.parse::<SocketAddr>() {
         return Ok(addr);

@@ -28,6 +28,11 @@ impl BackendStream {
                 Ok(BackendStream::Tcp(sock))
             }
             BackendAddr::Unix(path) => UnixStream::connect(path).map(BackendStream::Unix),
+            // Tables carry the addresses a name resolved to, never the name.
+            BackendAddr::Name { .. } => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{addr} is a name: sluice connects to the addresses it resolves to"),
+            )),
         }
     }
 

@@ -15,6 +15,7 @@ use crate::retry::RetryPolicy;
 use crate::strategy::{self, StrategyKind, StrategyParams};
 
 mod cidr;
+mod dns;
 mod duration;
 mod edge;
 mod settings;
@@ -22,6 +23,7 @@ mod tls;
 
 pub(crate) use cidr::any_contains;
 pub use cidr::Cidr;
+pub use dns::{DnsArgs, ResolveConfig};
 pub use duration::{parse_duration, DurationArg};
 pub use edge::EdgeArgs;
 pub use settings::*;
@@ -135,7 +137,8 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Mode::Http)]
     pub mode: Mode,
 
-    /// A backend, `host:port` (IPv6 as `[::1]:port`) or `unix:/path/to.sock`, optionally with
+    /// A backend, `ip:port` (IPv6 as `[::1]:port`), `name:port` (every address the name resolves
+    /// to, looked up again every --resolve-interval) or `unix:/path/to.sock`, optionally with
     /// `,weight=N` (weight 0-256, default 1). Repeat for more.
     #[arg(long = "backend", value_name = "ADDR[,weight=N]")]
     pub backends: Vec<BackendSpec>,
@@ -401,6 +404,7 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+    pub dns: DnsArgs,
 }
 
 /// Whether another process may listen on the proxy address too (`--reuse-port`).
@@ -561,6 +565,7 @@ impl RunArgs {
             drain_timeout_ms: self.drain_timeout.ms(),
             switch_interval_ms: self.switch_interval.ms(),
             cluster,
+            resolve: self.dns.config(),
         };
         Ok(Settings {
             listen,

@@ -62,6 +62,8 @@ pub struct ControlConfig {
     pub switch_interval_ms: u64,
     /// Run as a member of a cluster whose configuration lives in etcd; `None` keeps it local.
     pub cluster: Option<ClusterConfig>,
+    /// Where and how often backends given by name are looked up.
+    pub resolve: ResolveConfig,
 }
 
 /// The lease TTL of an instance's membership record (`--cluster-ttl`).
@@ -446,6 +448,7 @@ impl Settings {
                 drain_timeout_ms: ms_of(DEFAULT_DRAIN_TIMEOUT),
                 switch_interval_ms: DEFAULT_SWITCH_INTERVAL_MS,
                 cluster: None,
+                resolve: ResolveConfig::default(),
             },
         }
     }

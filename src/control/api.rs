@@ -1,7 +1,7 @@
 //! The admin API's handlers: each route of [`crate::admin::routes::ROUTES`] against the control
 //! state. Every mutation is checked, saved, applied and published before the answer goes out.
 
-use super::state::{BackendEntry, ChangeError};
+use super::state::{BackendEntry, ChangeError, ControlState, LookupState};
 use super::store::{Change, Record};
 use super::Control;
 use crate::admin::routes::{dashboard_html, route, Match, Route, OPENAPI_JSON};
@@ -23,6 +23,36 @@ fn backend_view(b: &BackendEntry) -> BackendView {
         ejected: b.is_ejected(),
         draining: b.removing_deadline_ms.is_some(),
         revision: b.revision,
+        name: b.name.as_ref().map(BackendAddr::to_string),
+        ..BackendView::default()
+    }
+}
+
+/// A backend given by name as the API shows it: healthy while one of its members is.
+fn name_view(state: &ControlState, i: usize) -> BackendView {
+    let n = &state.names[i];
+    let members: Vec<BackendView> = state.members(i).map(backend_view).collect();
+    let (lookup, error, failures) = match &n.lookup {
+        LookupState::Pending => ("pending", None, None),
+        LookupState::Resolved => ("resolved", None, None),
+        LookupState::Failing { error, failures } => {
+            ("failing", Some(error.clone()), Some(*failures))
+        }
+    };
+    BackendView {
+        address: n.addr.to_string(),
+        weight: n.weight,
+        enabled: n.enabled,
+        healthy: members.iter().any(|m| m.healthy && !m.draining),
+        ejected: false,
+        draining: false,
+        revision: n.revision,
+        name: None,
+        addresses: Some(n.answer.iter().map(|a| a.to_string()).collect()),
+        lookup: Some(lookup.into()),
+        lookup_error: error,
+        lookup_failures: failures,
+        members: Some(members),
     }
 }
 
@@ -110,7 +140,8 @@ fn strategy_names() -> Vec<String> {
         .collect()
 }
 
-fn add_backend(req: &AdminRequest) -> Result<Change, AdminResponse> {
+/// The addition a `POST /api/backends` asks for, and whether a name may not resolve.
+fn add_backend(req: &AdminRequest) -> Result<(Change, bool), AdminResponse> {
     let body: NewBackend = json_body(req)?;
     let addr = parse_backend_addr(&body.address).map_err(|e| AdminResponse::error(400, &e))?;
     if body.weight > MAX_WEIGHT {
@@ -119,10 +150,11 @@ fn add_backend(req: &AdminRequest) -> Result<Change, AdminResponse> {
             &format!("weight must be between 0 and {MAX_WEIGHT}"),
         ));
     }
-    Ok(Change::Add {
+    let change = Change::Add {
         addr,
         weight: body.weight,
-    })
+    };
+    Ok((change, body.allow_unresolved))
 }
 
 fn set_strategy(req: &AdminRequest) -> Result<Change, AdminResponse> {
@@ -181,7 +213,13 @@ impl Control {
             }
         }
         let change = match route {
-            Route::AddBackend => add_backend(req),
+            Route::AddBackend => match add_backend(req) {
+                // A name is looked up first (on the resolver thread); the answer waits for it.
+                Ok((change, allow)) if matches!(&change, Change::Add { addr, .. } if addr.is_name()) => {
+                    return self.add_name(change, allow)
+                }
+                other => other.map(|(change, _)| change),
+            },
             Route::RemoveBackend => address_param(param).map(|addr| Change::Remove { addr }),
             Route::SetWeight => self.set_weight(req, param),
             Route::EnableBackend | Route::DisableBackend => {
@@ -231,8 +269,18 @@ impl Control {
         }
     }
 
+    /// Every backend as configured: addresses (and removed ones still draining), then names
+    /// with their members (the members of a removed name, while they drain, stand alone).
     fn list_backends(&self) -> AdminResponse {
-        let list: Vec<BackendView> = self.state.backends.iter().map(backend_view).collect();
+        let s = &self.state;
+        let own = |b: &&BackendEntry| b.name.as_ref().is_none_or(|n| s.find_name(n).is_none());
+        let list: Vec<BackendView> = s
+            .backends
+            .iter()
+            .filter(own)
+            .map(backend_view)
+            .chain((0..s.names.len()).map(|i| name_view(s, i)))
+            .collect();
         AdminResponse::json(200, &list)
     }
 
@@ -243,7 +291,8 @@ impl Control {
     ) -> Result<Change, AdminResponse> {
         let addr = address_param(param)?;
         // Alone, this instance knows every backend; in a cluster the store decides.
-        if self.cluster.is_none() && self.state.find(&addr).is_none() {
+        let known = self.state.find(&addr).is_some() || self.state.find_name(&addr).is_some();
+        if self.cluster.is_none() && !known {
             return Err(AdminResponse::error(404, &format!("no backend {addr}")));
         }
         let body: WeightChange = json_body(req)?;
@@ -256,7 +305,7 @@ impl Control {
 
     /// Applies a change to this instance's own configuration (no cluster): saved to the state
     /// file first, then in force. Returns the revision it made and the record it left.
-    fn apply_local(&mut self, change: &Change) -> Result<(u64, Record), ChangeError> {
+    pub(crate) fn apply_local(&mut self, change: &Change) -> Result<(u64, Record), ChangeError> {
         let now = self.now_ms;
         let deadline = now + self.cfg.drain_timeout_ms;
         fn entry<'c>(c: &'c Control, addr: &BackendAddr) -> Option<&'c BackendEntry> {
@@ -284,7 +333,11 @@ impl Control {
                 weight,
                 expect,
             } => {
-                let at = entry(self, addr).map_or(0, |e| e.revision);
+                let named = self
+                    .state
+                    .find_name(addr)
+                    .map(|i| self.state.names[i].revision);
+                let at = named.or(entry(self, addr).map(|e| e.revision)).unwrap_or(0);
                 if let Some(e) = expect.filter(|&e| e != at) {
                     return Err(stale(format!("backend {addr}"), e, at));
                 }
@@ -323,6 +376,9 @@ impl Control {
         else {
             return Err(ChangeError::Invalid("unexpected change".into()));
         };
+        if let Some(n) = self.state.find_name(addr).map(|i| &self.state.names[i]) {
+            return Ok((n.revision, Record::Backend(n.saved())));
+        }
         match entry(self, addr) {
             Some(e) => Ok((
                 e.revision,
@@ -347,15 +403,19 @@ impl Control {
         match record {
             Record::Backend(b) => {
                 let local = self.state.find(&b.address).map(|i| &self.state.backends[i]);
-                let view = BackendView {
-                    address: b.address.to_string(),
-                    weight: b.weight,
-                    enabled: b.enabled,
-                    healthy: local.is_none_or(|e| e.health.healthy),
-                    ejected: local.is_some_and(BackendEntry::is_ejected),
-                    draining: false,
-                    revision,
+                let mut view = match self.state.find_name(&b.address) {
+                    Some(i) => name_view(&self.state, i),
+                    None => BackendView {
+                        healthy: local.is_none_or(|e| e.health.healthy),
+                        ejected: local.is_some_and(BackendEntry::is_ejected),
+                        ..BackendView::default()
+                    },
                 };
+                view.address = b.address.to_string();
+                view.weight = b.weight;
+                view.enabled = b.enabled;
+                view.draining = false;
+                view.revision = revision;
                 let status = if matches!(change, Change::Add { .. }) {
                     201
                 } else {

@@ -216,11 +216,20 @@ impl Control {
         let Some(cluster) = self.cluster.as_mut() else {
             return Reply::Now(AdminResponse::error(500, "not in a cluster"));
         };
+        let ticket = cluster.next_ticket;
+        cluster.next_ticket += 1;
+        self.cluster_submit(ticket, change)
+    }
+
+    /// Hands a change to the store under a ticket taken already (by [`Control::cluster_change`],
+    /// or by the name check that came first).
+    pub(crate) fn cluster_submit(&mut self, ticket: u64, change: Change) -> Reply {
+        let Some(cluster) = self.cluster.as_mut() else {
+            return Reply::Now(AdminResponse::error(500, "not in a cluster"));
+        };
         if !cluster.store_up {
             return Reply::Now(change_error(ChangeError::Unavailable));
         }
-        let ticket = cluster.next_ticket;
-        cluster.next_ticket += 1;
         cluster.pending.insert(ticket, change.clone());
         cluster.send(StoreRequest::Change { ticket, change });
         Reply::Later(ticket)
@@ -329,8 +338,9 @@ impl Control {
         let deadline = self.now_ms + self.cfg.drain_timeout_ms;
         if self.state.install(&desired, self.now_ms, deadline) {
             self.mark_changed();
-            self.publish_if_changed();
         }
+        self.apply_checked_answers();
+        self.publish_if_changed();
         if let Some(c) = self.cluster.as_ref() {
             c.send(StoreRequest::Installed(desired.revision));
             if let Some(file) = &c.fallback {
@@ -362,7 +372,8 @@ impl Control {
         }
     }
 
-    fn answer(&mut self, ticket: u64, resp: AdminResponse) {
+    /// Sends the answer a request waited for under `ticket`.
+    pub(crate) fn answer(&mut self, ticket: u64, resp: AdminResponse) {
         let Some(mut admin) = self.admin.take() else {
             return;
         };

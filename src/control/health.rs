@@ -158,6 +158,7 @@ impl HealthChecker {
                 let host = match addr {
                     BackendAddr::Ip(ip) => ip.to_string(),
                     BackendAddr::Unix(_) => "localhost".to_string(),
+                    BackendAddr::Name { host, .. } => host.clone(),
                 };
                 let mut out = self
                     .send_proxy

@@ -11,6 +11,7 @@
 pub(crate) mod adaptive;
 pub(crate) mod api;
 pub(crate) mod cluster;
+pub(crate) mod dns;
 pub(crate) mod health;
 pub(crate) mod prometheus;
 pub(crate) mod saved;
@@ -64,8 +65,9 @@ impl Control {
             Waker::new(poll.registry(), WAKER).map_err(|e| format!("cannot create waker: {e}"))?,
         );
         let (tx, rx) = unbounded();
+        let link = ControlLink::new(tx, waker.clone());
         let ctl = settings.control.clone();
-        let (cluster, state) = match (ctl.cluster.clone(), boot) {
+        let (cluster, mut state) = match (ctl.cluster.clone(), boot) {
             (Some(cfg), Some(boot)) => {
                 let (c, s) = Cluster::new(cfg, boot, &settings, waker.clone())?;
                 (Some(c), s)
@@ -81,6 +83,8 @@ impl Control {
                 (None, state)
             }
         };
+        // Backends given by name: looked up once here, before anything serves.
+        let dns = dns::Dns::start(&settings, &mut state, link.clone())?;
         let admin = match admin_listener {
             Some(listener) => {
                 let mut server = AdminServer::from_std(listener, ADMIN_TOKEN_BASE)
@@ -102,6 +106,7 @@ impl Control {
             ),
             state,
             cluster,
+            dns,
             workers: None,
             rx,
             hub: MetricsHub::default(),
@@ -115,7 +120,7 @@ impl Control {
             changed: false,
             stop: false,
         };
-        Ok((control, ControlLink::new(tx, waker)))
+        Ok((control, link))
     }
 
     /// The address the admin API listens on, if it is on.
@@ -175,6 +180,8 @@ pub(crate) struct Control {
     pub state: ControlState,
     /// Cluster mode: the store's threads and this instance's copy of the cluster's keys.
     pub cluster: Option<Cluster>,
+    /// Backends given by name: the resolver thread and the lookups the API waits for.
+    pub dns: dns::Dns,
     workers: Option<Workers>,
     rx: Receiver<ControlMsg>,
     pub hub: MetricsHub,
@@ -225,7 +232,9 @@ impl Control {
             }
             self.housekeeping(&mut results);
             self.publish_if_changed();
+            self.follow_names();
         }
+        self.dns.stop();
         if let Some(c) = self.cluster.as_mut() {
             c.stop();
         }
@@ -253,6 +262,7 @@ impl Control {
                 ControlMsg::Metrics(snap) => self.hub.merge(&snap),
                 ControlMsg::Failing(id) => self.eject(id),
                 ControlMsg::ReloadTls => self.reload_tls_signal(),
+                ControlMsg::Resolved(answer) => self.on_answer(answer),
                 ControlMsg::Stop => {
                     info!(
                         "stopping: no new connections, waiting up to {} ms for requests in flight",

@@ -5,7 +5,11 @@
 //! written to the state file ([`crate::control::saved`]), and only then applied; so a change the
 //! API confirmed survives a crash, and a change that could not be written is not in force
 //! either. In a cluster, the store's configuration is installed whole with
-//! [`ControlState::install`], which changes only what differs.
+//! [`ControlState::install`], which changes only what differs. A backend given by DNS name is
+//! configured as its name and routed to as its members ([`names`]).
+
+mod install;
+mod names;
 
 use std::sync::Arc;
 
@@ -15,6 +19,7 @@ use crate::backend::{
     Backend, BackendAddr, BackendId, BackendSpec, BackendStats, BackendTable, MAX_WEIGHT,
 };
 use crate::strategy::{StrategyKind, StrategyParams};
+pub(crate) use names::{LookupState, NameEntry};
 
 /// The configuration as a store holds it: what every instance of a cluster installs, at the
 /// store revision it was read at.
@@ -92,6 +97,8 @@ pub(crate) struct BackendEntry {
     /// The configuration revision of its last change (in a cluster, its record's etcd revision).
     pub revision: u64,
     pub stats: Arc<BackendStats>,
+    /// A member of a backend given by name: that name (its address came from the name's answer).
+    pub name: Option<BackendAddr>,
 }
 
 impl BackendEntry {
@@ -140,6 +147,8 @@ pub(crate) struct ControlState {
     pub strategy_revision: u64,
     next_id: BackendId,
     pub backends: Vec<BackendEntry>,
+    /// Backends given by DNS name; their members are in `backends`.
+    pub names: Vec<NameEntry>,
     /// The strategy the operator chose (may be `adaptive`).
     pub strategy: StrategyKind,
     /// The strategy workers run now (differs from `strategy` only under `adaptive`).
@@ -187,6 +196,7 @@ impl ControlState {
             strategy_revision: first_revision,
             next_id: 1,
             backends: Vec::new(),
+            names: Vec::new(),
             strategy: saved.strategy,
             active_strategy: resolve(saved.strategy),
             params,
@@ -194,6 +204,10 @@ impl ControlState {
             warned_unsaved: std::cell::Cell::new(false),
         };
         for b in &saved.backends {
+            if b.address.is_name() {
+                state.names.push(NameEntry::new(b, first_revision));
+                continue;
+            }
             if state.find(&b.address).is_some() {
                 return Err(format!("backend {} given twice", b.address));
             }
@@ -230,6 +244,7 @@ impl ControlState {
             since_ms: now_ms,
             revision: self.revision,
             stats: Arc::new(BackendStats::default()),
+            name: None,
         });
         id
     }
@@ -248,18 +263,28 @@ impl ControlState {
         self.revision
     }
 
-    /// Position of the backend at `addr`, not counting one being removed.
+    /// Position of the backend configured at `addr` (not a name's member), not counting one
+    /// being removed.
     pub(crate) fn find(&self, addr: &BackendAddr) -> Option<usize> {
         self.backends
             .iter()
-            .position(|b| &b.addr == addr && b.removing_deadline_ms.is_none())
+            .position(|b| &b.addr == addr && b.name.is_none() && b.removing_deadline_ms.is_none())
     }
 
     fn find_mut(&mut self, addr: &BackendAddr) -> Result<&mut BackendEntry, ChangeError> {
-        match self.find(addr) {
-            Some(i) => Ok(&mut self.backends[i]),
-            None => Err(ChangeError::NotFound(format!("no backend {addr}"))),
+        if let Some(i) = self.find(addr) {
+            return Ok(&mut self.backends[i]);
         }
+        let member_of = self.backends.iter().find_map(|b| match &b.name {
+            Some(name) if &b.addr == addr && b.removing_deadline_ms.is_none() => Some(name),
+            _ => None,
+        });
+        Err(ChangeError::NotFound(match member_of {
+            Some(name) => format!(
+                "no backend {addr}: it is an address of {name}, change that backend instead"
+            ),
+            None => format!("no backend {addr}"),
+        }))
     }
 
     /// The durable view: what an operator configured, without backends being removed.
@@ -270,8 +295,9 @@ impl ControlState {
             backends: self
                 .backends
                 .iter()
-                .filter(|b| b.removing_deadline_ms.is_none())
+                .filter(|b| b.removing_deadline_ms.is_none() && b.name.is_none())
                 .map(BackendEntry::saved)
+                .chain(self.names.iter().map(NameEntry::saved))
                 .collect(),
         }
     }
@@ -299,7 +325,14 @@ impl ControlState {
         addr: &BackendAddr,
         weight: u32,
         now_ms: u64,
-    ) -> Result<BackendId, ChangeError> {
+    ) -> Result<(), ChangeError> {
+        if addr.is_name() {
+            return self.add_name(SavedBackend {
+                address: addr.clone(),
+                weight,
+                enabled: true,
+            });
+        }
         if self.find(addr).is_some() {
             return Err(ChangeError::Duplicate(format!(
                 "backend {addr} already exists"
@@ -318,7 +351,8 @@ impl ControlState {
         });
         self.persist(&next)?;
         self.bump();
-        Ok(self.push(addr.clone(), weight, now_ms))
+        self.push(addr.clone(), weight, now_ms);
+        Ok(())
     }
 
     /// Starts removing a backend: it takes no new work and leaves the table once drained, or at
@@ -328,6 +362,9 @@ impl ControlState {
         addr: &BackendAddr,
         drain_deadline_ms: u64,
     ) -> Result<(), ChangeError> {
+        if addr.is_name() {
+            return self.remove_name(addr, drain_deadline_ms);
+        }
         let i = self
             .find(addr)
             .ok_or_else(|| ChangeError::NotFound(format!("no backend {addr}")))?;
@@ -347,6 +384,10 @@ impl ControlState {
         now_ms: u64,
         drain_deadline_ms: u64,
     ) -> Result<bool, ChangeError> {
+        if addr.is_name() {
+            let set = |b: &mut SavedBackend| b.enabled = enabled;
+            return self.change_name(addr, set, now_ms, drain_deadline_ms);
+        }
         let current = self.find_mut(addr)?.enabled;
         if current == enabled {
             return Ok(false);
@@ -378,6 +419,11 @@ impl ControlState {
             return Err(ChangeError::Invalid(format!(
                 "weight must be between 0 and {MAX_WEIGHT}"
             )));
+        }
+        if addr.is_name() {
+            // A weight changes no member's enabled flag, so no drain deadline is needed.
+            let set = |b: &mut SavedBackend| b.weight = weight;
+            return self.change_name(addr, set, 0, 0).map(|_| ());
         }
         self.find_mut(addr)?;
         let mut next = self.saved();
@@ -492,87 +538,11 @@ impl ControlState {
             backends: self
                 .backends
                 .iter()
-                .filter(|b| b.removing_deadline_ms.is_none())
+                .filter(|b| b.removing_deadline_ms.is_none() && b.name.is_none())
                 .map(|b| (b.saved(), b.revision))
+                .chain(self.names.iter().map(|n| (n.saved(), n.revision)))
                 .collect(),
         }
-    }
-
-    /// Makes `desired` the configuration in force, changing only what differs: a new backend
-    /// starts (slow start counts from `now_ms`), a missing one drains until `drain_deadline_ms`
-    /// and leaves, a disabled one drains; health, ejections and measurements of the others stay.
-    /// Returns whether anything routing depends on changed.
-    pub(crate) fn install(
-        &mut self,
-        desired: &Desired,
-        now_ms: u64,
-        drain_deadline_ms: u64,
-    ) -> bool {
-        let mut changed = false;
-        let at = desired.revision;
-        for (want, revision) in &desired.backends {
-            let i = match self.find(&want.address) {
-                Some(i) => i,
-                None => {
-                    log::info!(
-                        "backend {} added (weight {}) at revision {at}",
-                        want.address,
-                        want.weight
-                    );
-                    self.push(want.address.clone(), want.weight, now_ms);
-                    changed = true;
-                    self.backends.len() - 1
-                }
-            };
-            let e = &mut self.backends[i];
-            e.revision = *revision;
-            if e.weight != want.weight {
-                log::info!(
-                    "backend {} weight {} -> {} at revision {at}",
-                    e.addr,
-                    e.weight,
-                    want.weight
-                );
-                e.weight = want.weight;
-                changed = true;
-            }
-            if e.enabled != want.enabled {
-                e.enabled = want.enabled;
-                if want.enabled {
-                    log::info!("backend {} enabled at revision {at}", e.addr);
-                    e.since_ms = now_ms;
-                    e.drain_deadline_ms = None;
-                } else {
-                    log::info!("backend {} disabled at revision {at}; draining", e.addr);
-                    e.drain_deadline_ms = Some(drain_deadline_ms);
-                }
-                changed = true;
-            }
-        }
-        let removing_from = self.version + 1;
-        for e in &mut self.backends {
-            let wanted = desired.backends.iter().any(|(b, _)| b.address == e.addr);
-            if !wanted && e.removing_deadline_ms.is_none() {
-                log::info!("backend {} removed at revision {at}; draining", e.addr);
-                e.removing_deadline_ms = Some(drain_deadline_ms);
-                e.removing_from_version = removing_from;
-                changed = true;
-            }
-        }
-        if self.strategy != desired.strategy {
-            log::info!("strategy set to {} at revision {at}", desired.strategy);
-            self.strategy = desired.strategy;
-            self.set_active(resolve(desired.strategy));
-            changed = true;
-        }
-        if self.params != desired.params {
-            self.params = desired.params;
-            changed = true;
-        }
-        self.strategy_revision = desired.strategy_revision;
-        changed |= self.revision != at;
-        self.revision = at;
-        changed
     }
 }
 

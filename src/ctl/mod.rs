@@ -69,10 +69,13 @@ pub enum BackendsCommand {
     List,
     /// Add a backend.
     Add {
-        /// host:port
+        /// ip:port, name:port (every address it resolves to) or unix:/path
         address: String,
         #[arg(long, default_value_t = 1)]
         weight: u32,
+        /// Add a name that does not resolve yet (it serves nothing until it does).
+        #[arg(long)]
+        allow_unresolved: bool,
     },
     /// Remove a backend (it drains first).
     Remove { address: String },
@@ -243,17 +246,32 @@ fn state_of(b: &BackendView) -> &'static str {
     }
 }
 
+/// A backend given by name: its lookups' state, or the usual state once it resolves.
+fn name_state(b: &BackendView) -> String {
+    match (b.lookup.as_deref(), &b.lookup_error) {
+        (Some("pending"), _) => "resolving".into(),
+        (Some("failing"), Some(e)) => format!("{} (lookup failing: {e})", state_of(b)),
+        _ => state_of(b).into(),
+    }
+}
+
+/// One row per backend; a backend given by name is followed by its members, indented.
 fn backends_table(list: &[BackendView]) -> String {
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|b| {
-            vec![
-                b.address.clone(),
-                b.weight.to_string(),
-                state_of(b).to_string(),
-            ]
-        })
-        .collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for b in list {
+        let state = match &b.addresses {
+            Some(_) => name_state(b),
+            None => state_of(b).to_string(),
+        };
+        rows.push(vec![b.address.clone(), b.weight.to_string(), state]);
+        for m in b.members.iter().flatten() {
+            rows.push(vec![
+                format!("  {}", m.address),
+                m.weight.to_string(),
+                state_of(m).to_string(),
+            ]);
+        }
+    }
     table(&["ADDRESS", "WEIGHT", "STATE"], &rows)
 }
 
@@ -307,8 +325,12 @@ pub fn status_text(s: &StatusView) -> String {
             } else {
                 b.requests_per_s
             };
+            let address = match &b.backend.name {
+                Some(name) => format!("{} ({name})", b.backend.address),
+                None => b.backend.address.clone(),
+            };
             vec![
-                b.backend.address.clone(),
+                address,
                 state_of(&b.backend).to_string(),
                 b.backend.weight.to_string(),
                 b.in_flight.to_string(),
@@ -380,11 +402,17 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
         CtlCommand::Backends(cmd) => {
             let body = match cmd {
                 BackendsCommand::List => client.call("GET", "/api/backends", None)?,
-                BackendsCommand::Add { address, weight } => client.call(
-                    "POST",
-                    "/api/backends",
-                    Some(serde_json::json!({ "address": address, "weight": weight })),
-                )?,
+                BackendsCommand::Add {
+                    address,
+                    weight,
+                    allow_unresolved,
+                } => {
+                    let mut body = serde_json::json!({ "address": address, "weight": weight });
+                    if *allow_unresolved {
+                        body["allow_unresolved"] = true.into();
+                    }
+                    client.call("POST", "/api/backends", Some(body))?
+                }
                 BackendsCommand::Remove { address } => {
                     client.call("DELETE", &backend_path(address, ""), None)?;
                     return Ok(format!(
@@ -492,6 +520,7 @@ mod tests {
                 ejected: false,
                 draining: false,
                 revision: 1,
+                ..BackendView::default()
             },
             in_flight: 3,
             queued: 0,
@@ -552,5 +581,41 @@ mod tests {
         let e = api_error(404, br#"{"error": "no backend 1.2.3.4:5"}"#);
         assert_eq!(e.message, "no backend 1.2.3.4:5 (HTTP 404)");
         assert_eq!(e.exit_code, 1);
+    }
+
+    #[test]
+    fn a_backend_given_by_name_lists_its_members_under_it() {
+        let member = |a: &str, draining: bool| BackendView {
+            address: a.into(),
+            weight: 2,
+            enabled: true,
+            healthy: true,
+            draining,
+            name: Some("app.internal:80".into()),
+            ..BackendView::default()
+        };
+        let name = BackendView {
+            address: "app.internal:80".into(),
+            weight: 2,
+            enabled: true,
+            healthy: true,
+            addresses: Some(vec!["10.0.0.2:80".into()]),
+            lookup: Some("failing".into()),
+            lookup_error: Some("timed out".into()),
+            members: Some(vec![
+                member("10.0.0.2:80", false),
+                member("10.0.0.1:80", true),
+            ]),
+            ..BackendView::default()
+        };
+        let t = backends_table(&[name]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[1].starts_with("app.internal:80"), "{t}");
+        assert!(lines[1].ends_with("up (lookup failing: timed out)"), "{t}");
+        assert!(
+            lines[2].starts_with("  10.0.0.2:80") && lines[2].ends_with("up"),
+            "{t}"
+        );
+        assert!(lines[3].ends_with("draining"), "{t}");
     }
 }

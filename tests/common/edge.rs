@@ -177,7 +177,14 @@ pub struct StoppableBackend {
 impl StoppableBackend {
     /// On `bind` (a TCP address, port 0 for any) or, with `unix`, at that socket path.
     pub fn tcp(bind: SocketAddr, handler: impl Fn(&Req) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind(bind).unwrap();
+        StoppableBackend::on(TcpListener::bind(bind).unwrap(), handler)
+    }
+
+    /// On a TCP listener bound already.
+    pub fn on(
+        listener: TcpListener,
+        handler: impl Fn(&Req) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let place = Place::Tcp(listener.local_addr().unwrap());
         let mut b = StoppableBackend::new(place, Arc::new(handler));
         b.serve_tcp(listener);

@@ -181,7 +181,9 @@
 
   const rows = new Map();
 
-  function makeRow(address) {
+  // A member of a backend given by DNS name shows that name, and its buttons act on the name
+  // (the API changes a name as a whole).
+  function makeRow(address, name) {
     const tr = document.createElement("tr");
     tr.dataset.address = address;
     const cell = (cls) => {
@@ -207,7 +209,8 @@
       remove: document.createElement("button"),
       backend: null,
     };
-    row.address.textContent = address;
+    row.address.textContent = name ? `${address} (${name})` : address;
+    address = name || address;
     row.toggle.type = "button";
     row.toggle.className = "toggle";
     row.remove.type = "button";
@@ -274,14 +277,15 @@
     const tbody = $("backends").tBodies[0];
     const seen = new Set();
     list.forEach((b, i) => {
-      let row = rows.get(b.address);
+      const key = b.name ? `${b.address} ${b.name}` : b.address;
+      let row = rows.get(key);
       if (!row) {
-        row = makeRow(b.address);
-        rows.set(b.address, row);
+        row = makeRow(b.address, b.name);
+        rows.set(key, row);
       }
       if (tbody.children[i] !== row.tr) tbody.insertBefore(row.tr, tbody.children[i] || null);
       updateRow(row, b);
-      seen.add(b.address);
+      seen.add(key);
     });
     for (const [address, row] of rows) {
       if (!seen.has(address)) {
