@@ -12,7 +12,9 @@
 
 #![warn(unreachable_pub)]
 
+pub mod access_log;
 pub(crate) mod admin;
+pub(crate) mod buckets;
 pub mod backend;
 pub(crate) mod clock;
 pub mod config;
@@ -20,6 +22,7 @@ pub(crate) mod control;
 pub mod ctl;
 pub mod http;
 pub(crate) mod link;
+pub mod limits;
 pub mod listeners;
 pub(crate) mod metrics;
 pub mod proxy_protocol;

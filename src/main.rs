@@ -60,6 +60,7 @@ fn shutdown_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGUSR2);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         set
     }
 }
@@ -131,6 +132,13 @@ fn run(args: &RunArgs) -> ExitCode {
         let mut signal = 0;
         // SAFETY: both pointers are valid for the call.
         unsafe { libc::sigwait(&signals, &mut signal) };
+        if signal == libc::SIGUSR1 {
+            // logrotate's postrotate: nginx and HAProxy reopen their logs on USR1 too.
+            if running.reopen_access_log() {
+                info!("SIGUSR1: reopening the access log");
+            }
+            continue;
+        }
         if signal != libc::SIGUSR2 {
             info!("signal {signal}: shutting down");
             break;

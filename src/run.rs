@@ -11,10 +11,12 @@ use std::thread::JoinHandle;
 use crossbeam_channel::unbounded;
 use mio::{Poll, Waker};
 
+use crate::access_log::AccessLog;
 use crate::backend::BackendTable;
 use crate::config::{ProxyConfig, Settings};
 use crate::control::{cluster, Control};
 use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
+use crate::limits::{ClientTable, DEFAULT_CLIENT_BUCKETS};
 use crate::listeners::Listeners;
 use crate::retry::budget::IdBudget;
 use crate::worker::{Worker, WorkerParts, WAKER};
@@ -27,6 +29,7 @@ pub struct Running {
     thread: JoinHandle<()>,
     /// Duplicates of the listening sockets, for a live upgrade.
     pub handover: Listeners,
+    access_log: Option<AccessLog>,
 }
 
 impl Running {
@@ -38,6 +41,18 @@ impl Running {
         drop(self.handover);
         self.link.send(ControlMsg::Stop);
         let _ = self.thread.join();
+        if let Some(log) = self.access_log {
+            log.finish();
+        }
+    }
+
+    /// Reopens the access log's file (SIGUSR1, after logrotate renamed it); false when there is
+    /// no access log.
+    pub fn reopen_access_log(&self) -> bool {
+        self.access_log.as_ref().map(AccessLog::control).is_some_and(|c| {
+            c.reopen();
+            true
+        })
     }
 }
 
@@ -87,7 +102,15 @@ fn start_on(
         .map_err(|e| format!("cannot keep the listeners for upgrades: {e}"))?;
     let Listeners { proxy, admin } = listeners;
     let proxy_cfg = settings.proxy.clone();
+    let access_log = match &proxy_cfg.access_log {
+        Some(cfg) => Some(AccessLog::start(cfg)?),
+        None => None,
+    };
+    let clients = proxy_cfg
+        .client_limits
+        .map(|limits| Arc::new(ClientTable::new(limits, DEFAULT_CLIENT_BUCKETS)));
     let (mut control, link) = Control::new(settings, admin, boot)?;
+    control.set_ops(access_log.as_ref().map(AccessLog::control), clients.clone());
     let admin_addr = control.admin_addr();
     let table = control.first_table();
     let proxy_addr = proxy
@@ -95,7 +118,11 @@ fn start_on(
         .ok_or("no proxy listener")?
         .local_addr()
         .map_err(|e| format!("proxy listener: {e}"))?;
-    let workers = spawn_workers(proxy_cfg, proxy, &table, &link)
+    let ops = WorkerOps {
+        access_log: access_log.as_ref(),
+        clients: clients.as_ref(),
+    };
+    let workers = spawn_workers(proxy_cfg, proxy, &table, &link, &ops)
         .map_err(|e| format!("cannot start the workers: {e}"))?;
     let thread = control.spawn(workers, proxy_addr)?;
     Ok(Running {
@@ -104,7 +131,14 @@ fn start_on(
         link,
         thread,
         handover,
+        access_log,
     })
+}
+
+/// What the workers share of the access log and the per-client limits, when they are on.
+struct WorkerOps<'a> {
+    access_log: Option<&'a AccessLog>,
+    clients: Option<&'a Arc<ClientTable>>,
 }
 
 /// Starts one worker per listener, routing by `table`. The listeners share one address with
@@ -114,6 +148,7 @@ fn spawn_workers(
     listeners: Vec<std::net::TcpListener>,
     table: &Arc<BackendTable>,
     control: &ControlLink,
+    ops: &WorkerOps<'_>,
 ) -> io::Result<Workers> {
     let cfg = Arc::new(cfg);
     let budget = Arc::new(IdBudget::new(
@@ -137,6 +172,8 @@ fn spawn_workers(
             control: control.clone(),
             budget: budget.clone(),
             installed_version: installed_version.clone(),
+            access_log: ops.access_log.map(AccessLog::writer),
+            clients: ops.clients.cloned(),
         })?;
         let thread = std::thread::Builder::new()
             .name(format!("sluice-worker-{i}"))

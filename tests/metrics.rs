@@ -30,15 +30,14 @@ fn counters_follow_the_traffic_and_promtool_accepts_them() {
     drop((w, r));
     // Workers hand over their counts once a second.
     let b = format!("backend=\"{}\"", backend.addr);
-    let p99 = format!("sluice_backend_latency_seconds{{{b},quantile=\"0.99\"}}");
-    // Latency quantiles follow once the control thread closes the second.
+    let inf = format!("sluice_backend_latency_seconds_bucket{{{b},le=\"+Inf\"}}");
     let mut text = String::new();
     assert!(
         wait_until(IO_TIMEOUT, || {
             text = scrape(&lb);
             value(&text, "sluice_responses_total{class=\"2xx\"}") == Some(20.0)
                 && value(&text, "sluice_connections_closed_total") == Some(1.0)
-                && value(&text, &p99).is_some()
+                && value(&text, &inf) == Some(30.0)
         }),
         "{text}"
     );
@@ -70,7 +69,21 @@ fn counters_follow_the_traffic_and_promtool_accepts_them() {
         ),
         Some(30.0)
     );
-    assert!(value(&text, &p99).unwrap() > 0.0);
+    assert!(value(&text, &format!("sluice_backend_latency_seconds_sum{{{b}}}")).unwrap() > 0.0);
+    let b2 = format!("code=\"2xx\",{b}");
+    let b5 = format!("code=\"5xx\",{b}");
+    assert_eq!(
+        value(&text, &format!("sluice_http_requests_total{{{b2}}}")),
+        Some(20.0)
+    );
+    assert_eq!(
+        value(&text, &format!("sluice_http_requests_total{{{b5}}}")),
+        Some(10.0)
+    );
+    assert_eq!(
+        value(&text, "sluice_http_request_duration_seconds_count"),
+        Some(30.0)
+    );
     assert!(value(&text, "sluice_received_bytes_total").unwrap() >= 30.0 * 30.0);
     assert!(value(&text, "sluice_sent_bytes_total").unwrap() > 0.0);
     assert_eq!(

@@ -52,6 +52,9 @@ pub(crate) enum Route {
     OpenApi,
     Metrics,
     Dashboard,
+    AccessLog,
+    ReopenLog,
+    Clients,
 }
 
 impl Route {
@@ -65,6 +68,7 @@ impl Route {
                 | Route::EnableBackend
                 | Route::DisableBackend
                 | Route::SetStrategy
+                | Route::ReopenLog
         )
     }
 }
@@ -77,6 +81,9 @@ pub(crate) const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/api/history", Route::History),
     ("GET", "/api/status", Route::Status),
     ("GET", "/api/cluster", Route::Cluster),
+    ("GET", "/api/log", Route::AccessLog),
+    ("POST", "/api/log/reopen", Route::ReopenLog),
+    ("GET", "/api/clients", Route::Clients),
     ("GET", "/api/strategy", Route::GetStrategy),
     ("PUT", "/api/strategy", Route::SetStrategy),
     ("GET", "/api/backends", Route::ListBackends),

@@ -17,12 +17,14 @@ use crate::strategy::{self, StrategyKind, StrategyParams};
 mod cidr;
 mod duration;
 mod edge;
+mod ops;
 mod settings;
 
 pub(crate) use cidr::any_contains;
 pub use cidr::Cidr;
 pub use duration::{parse_duration, DurationArg};
 pub use edge::EdgeArgs;
+pub use ops::OpsArgs;
 pub use settings::*;
 
 /// What the proxy speaks on its listener.
@@ -396,6 +398,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub edge: EdgeArgs,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// Whether another process may listen on the proxy address too (`--reuse-port`).
@@ -463,8 +468,11 @@ impl RunArgs {
                 .collect(),
             proxy_protocol_from: None,
             send_proxy_protocol: None,
+            access_log: None,
+            client_limits: None,
         };
         self.edge.apply(&mut proxy)?;
+        self.ops.apply(&mut proxy)?;
         proxy.validate()?;
         let admin = match self.admin.as_str() {
             "off" | "none" => None,

@@ -221,6 +221,10 @@ pub struct ProxyConfig {
     pub proxy_protocol_from: Option<Vec<Cidr>>,
     /// `--send-proxy-protocol`: backend connections start with a header naming the client.
     pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// `--access-log`, `--access-log-format`; `None` logs nothing.
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
+    /// `--max-conns-per-client`, `--rate-limit-per-client`; `None` keeps no per-client state.
+    pub client_limits: Option<crate::limits::ClientLimits>,
 }
 
 impl Default for ProxyConfig {
@@ -261,6 +265,8 @@ impl Default for ProxyConfig {
             allow_upgrade: Vec::new(),
             proxy_protocol_from: None,
             send_proxy_protocol: None,
+            access_log: None,
+            client_limits: None,
         }
     }
 }

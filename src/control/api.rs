@@ -191,6 +191,7 @@ impl Control {
                 })
             }
             Route::SetStrategy => set_strategy(req),
+            Route::ReopenLog => return Reply::Now(self.reopen_log()),
             _ => return Reply::Now(self.read_only(route)),
         };
         match change {
@@ -219,6 +220,8 @@ impl Control {
                 AdminResponse::with_body(200, "application/json", OPENAPI_JSON.as_bytes().to_vec())
             }
             Route::History => AdminResponse::json(200, &self.hub.history),
+            Route::AccessLog => self.log_view(),
+            Route::Clients => self.clients_view(),
             Route::Dashboard => dashboard_page(),
             Route::Metrics => AdminResponse::with_body(
                 200,

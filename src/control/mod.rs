@@ -12,6 +12,7 @@ pub(crate) mod adaptive;
 pub(crate) mod api;
 pub(crate) mod cluster;
 pub(crate) mod health;
+pub(crate) mod ops;
 pub(crate) mod prometheus;
 pub(crate) mod saved;
 pub(crate) mod state;
@@ -112,6 +113,7 @@ impl Control {
             counters: ControlCounters::default(),
             changed: false,
             stop: false,
+            ops: ops::ControlOps::default(),
         };
         Ok((control, ControlLink::new(tx, waker)))
     }
@@ -180,6 +182,8 @@ pub(crate) struct Control {
     /// per iteration when it is set.
     changed: bool,
     stop: bool,
+    /// The access log's control and the per-client table, when on.
+    ops: ops::ControlOps,
 }
 
 impl Control {
@@ -285,6 +289,7 @@ impl Control {
         if now >= self.next_second_ms {
             self.next_second_ms = now + 1_000;
             self.hub.rotate(unix_ms());
+            self.scan_clients();
             let live: Vec<BackendId> = self.state.backends.iter().map(|b| b.id).collect();
             self.hub.retain_backends(|id| live.contains(&id));
             if let Some(admin) = self.admin.as_mut() {

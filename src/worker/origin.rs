@@ -121,6 +121,14 @@ impl Core {
             }
         }
         self.metrics.current.proxy_headers.accepted += 1;
+        if self.ops.clients.is_some() {
+            let ip = self.conns[k].peer_ip;
+            if !self.client_may_connect(ip) {
+                // Still in `ProxyHeader`: the close does not count it out of a client it was
+                // never counted in.
+                return Next::Close;
+            }
+        }
         match self.cfg.mode {
             Mode::Http => {
                 let c = &mut self.conns[k];
