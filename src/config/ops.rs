@@ -56,6 +56,7 @@ impl OpsArgs {
             ClientLimits {
                 max_conns: self.max_conns_per_client,
                 rate,
+                hash_seed: None,
             },
         );
         Ok(())

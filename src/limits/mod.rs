@@ -76,6 +76,9 @@ impl RateLimit {
 pub struct ClientLimits {
     pub max_conns: Option<u32>,
     pub rate: Option<RateLimit>,
+    /// The seed of the table's address hash: `None` (what the flags give) draws one at start, so
+    /// that nobody can choose addresses that share a bucket with someone else's; tests fix it.
+    pub hash_seed: Option<u64>,
 }
 
 #[cfg(test)]

@@ -73,7 +73,9 @@ impl ClientTable {
         let n = buckets.max(1).next_power_of_two();
         ClientTable {
             buckets: (0..n).map(|_| Bucket::default()).collect(),
-            seed: RandomState::new().hash_one(0x5eed_u64),
+            seed: limits
+                .hash_seed
+                .unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64)),
             limits,
             refused_conns: AtomicU64::new(0),
             refused_rate: AtomicU64::new(0),
@@ -182,6 +184,7 @@ mod tests {
         let limits = ClientLimits {
             max_conns,
             rate: rate.map(|r| RateLimit::parse(r).unwrap()),
+            hash_seed: Some(7),
         };
         ClientTable::new(limits, 1 << 16)
     }

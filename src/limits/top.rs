@@ -99,6 +99,7 @@ mod tests {
         let limits = ClientLimits {
             max_conns: None,
             rate: Some(RateLimit::parse("1/s,burst=1").unwrap()),
+            hash_seed: Some(7),
         };
         let t = ClientTable::new(limits, 1 << 12);
         let mut top = TopClients::default();
