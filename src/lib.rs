@@ -14,15 +14,15 @@
 
 pub mod access_log;
 pub(crate) mod admin;
-pub(crate) mod buckets;
 pub mod backend;
+pub(crate) mod buckets;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod control;
 pub mod ctl;
 pub mod http;
-pub(crate) mod link;
 pub mod limits;
+pub(crate) mod link;
 pub mod listeners;
 pub(crate) mod metrics;
 pub mod proxy_protocol;

@@ -419,7 +419,11 @@ impl MetricsHub {
         self.closed += snap.closed;
         self.proxy_headers.add(&snap.proxy_headers);
         self.request_duration.add(&snap.request_duration);
-        for (a, n) in self.requests_no_backend.iter_mut().zip(snap.requests_no_backend) {
+        for (a, n) in self
+            .requests_no_backend
+            .iter_mut()
+            .zip(snap.requests_no_backend)
+        {
             *a += n;
         }
         for i in 0..6 {

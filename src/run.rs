@@ -15,8 +15,8 @@ use crate::access_log::AccessLog;
 use crate::backend::BackendTable;
 use crate::config::{ProxyConfig, Settings};
 use crate::control::{cluster, Control};
-use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
 use crate::limits::{ClientTable, DEFAULT_CLIENT_BUCKETS};
+use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
 use crate::listeners::Listeners;
 use crate::retry::budget::IdBudget;
 use crate::worker::{Worker, WorkerParts, WAKER};
@@ -49,10 +49,13 @@ impl Running {
     /// Reopens the access log's file (SIGUSR1, after logrotate renamed it); false when there is
     /// no access log.
     pub fn reopen_access_log(&self) -> bool {
-        self.access_log.as_ref().map(AccessLog::control).is_some_and(|c| {
-            c.reopen();
-            true
-        })
+        self.access_log
+            .as_ref()
+            .map(AccessLog::control)
+            .is_some_and(|c| {
+                c.reopen();
+                true
+            })
     }
 }
 

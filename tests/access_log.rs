@@ -109,7 +109,10 @@ fn each_request_gets_a_json_line_with_its_fields() {
     assert!(first.get("request_id").is_none() && first.get("tls_version").is_none());
 
     let post = &got[1];
-    assert_eq!((&post["method"], &post["status"]), (&"POST".into(), &200.into()));
+    assert_eq!(
+        (&post["method"], &post["status"]),
+        (&"POST".into(), &200.into())
+    );
     assert_eq!(post["request_id"].as_str().map(str::len), Some(16));
     assert!(n(post, "bytes_in") >= n(first, "bytes_in") + 5);
     assert_eq!(got[2]["status"], 404);

@@ -539,7 +539,11 @@ fn sigusr1_and_ctl_log_reopen_reopen_the_access_log_after_a_rename() {
             .map(|t| t.lines().count())
             .unwrap_or(0)
     };
-    let reopens = || p.api("GET", "/api/log", None).1["reopens"].as_u64().unwrap();
+    let reopens = || {
+        p.api("GET", "/api/log", None).1["reopens"]
+            .as_u64()
+            .unwrap()
+    };
     let send = |n: usize| {
         for _ in 0..n {
             assert_eq!(roundtrip(p.proxy, &get("/")).status, 200);

@@ -101,7 +101,11 @@ fn a_client_over_its_rate_gets_429_with_retry_after_and_the_counters_show_it() {
     assert_eq!(request(&fast).status, 429, "the connection stays usable");
     let polite = connect_from(ip("127.0.0.32"), lb.addr);
     assert_eq!(request(&polite).status, 200);
-    assert_eq!(backend.requests().len(), 4, "refused requests never reach a backend");
+    assert_eq!(
+        backend.requests().len(),
+        4,
+        "refused requests never reach a backend"
+    );
     assert_eq!(refusals(&lb, "rate"), Some(2.0));
     let mut clients = serde_json::Value::Null;
     assert!(
@@ -167,9 +171,16 @@ fn clients_named_by_proxy_headers_are_limited_apart_and_the_table_keeps_its_size
     let statuses: Vec<u16> = (0..8)
         .map(|_| request(&via_proxy_header(&lb, seven)).status)
         .collect();
-    assert_eq!(statuses.last(), Some(&429), "10.0.0.7 used its burst: {statuses:?}");
+    assert_eq!(
+        statuses.last(),
+        Some(&429),
+        "10.0.0.7 used its burst: {statuses:?}"
+    );
     for _ in 0..8 {
-        let _ = request(&via_proxy_header(&lb, "[2001:db8:1:2::1]:40000".parse().unwrap()));
+        let _ = request(&via_proxy_header(
+            &lb,
+            "[2001:db8:1:2::1]:40000".parse().unwrap(),
+        ));
     }
     let same_64 = via_proxy_header(&lb, "[2001:db8:1:2::99]:40000".parse().unwrap());
     assert_eq!(request(&same_64).status, 429, "one allowance per /64");

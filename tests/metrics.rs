@@ -159,8 +159,18 @@ fn histogram_quantile(q: f64, name: &str, scrapes: &[String]) -> f64 {
             let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) else {
                 continue;
             };
-            let le = rest.split("le=\"").nth(1).unwrap().split('"').next().unwrap();
-            let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() };
+            let le = rest
+                .split("le=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
             let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
             // Ordered by bound: f64 bits of positive numbers sort like the numbers.
             by_le.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += n;

@@ -240,8 +240,14 @@ mod tests {
         let line = String::from_utf8(out).unwrap();
         assert!(line.ends_with("}\n"), "{line}");
         assert!(line.contains(r#""path":"/a?b=\"c\"""#), "{line}");
-        assert!(line.contains(r#""time":"2025-11-30T02:10:00.123Z""#), "{line}");
-        assert!(!line.contains("tls_version") && !line.contains("request_id"), "{line}");
+        assert!(
+            line.contains(r#""time":"2025-11-30T02:10:00.123Z""#),
+            "{line}"
+        );
+        assert!(
+            !line.contains("tls_version") && !line.contains("request_id"),
+            "{line}"
+        );
         let mut e = entry();
         e.request = Some(b"GET /\xff\x01");
         e.tls_version = Some("TLSv1.3");
@@ -251,8 +257,14 @@ mod tests {
         write_line(&mut out, LogFormat::Json, &e);
         let line = String::from_utf8(out).unwrap();
         assert!(line.contains(r#""path":"/\u00ff\u0001""#), "{line}");
-        assert!(line.contains(r#""tls_version":"TLSv1.3","sni":"example.com""#), "{line}");
-        assert!(line.contains(r#""request_id":"00000000000000ab""#), "{line}");
+        assert!(
+            line.contains(r#""tls_version":"TLSv1.3","sni":"example.com""#),
+            "{line}"
+        );
+        assert!(
+            line.contains(r#""request_id":"00000000000000ab""#),
+            "{line}"
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ impl Sink {
                 // made) holds whatever happened to them.
                 self.stats.dropped.fetch_add(batch.lines, Ordering::Relaxed);
                 if self.stats.write_errors.fetch_add(1, Ordering::Relaxed) == 0 {
-                    warn!("access log {}: {e}; its lines are dropped", describe(&self.target));
+                    warn!(
+                        "access log {}: {e}; its lines are dropped",
+                        describe(&self.target)
+                    );
                 }
             }
         }

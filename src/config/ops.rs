@@ -52,13 +52,12 @@ impl OpsArgs {
         if self.max_conns_per_client == Some(0) {
             return Err("--max-conns-per-client must be at least 1".into());
         }
-        proxy.client_limits = (self.max_conns_per_client.is_some() || rate.is_some()).then_some(
-            ClientLimits {
+        proxy.client_limits =
+            (self.max_conns_per_client.is_some() || rate.is_some()).then_some(ClientLimits {
                 max_conns: self.max_conns_per_client,
                 rate,
                 hash_seed: None,
-            },
-        );
+            });
         Ok(())
     }
 }

@@ -109,15 +109,14 @@ impl Control {
 
     pub(super) fn clients_view(&self) -> AdminResponse {
         let limits = self.ops.clients.as_ref().map(|t| t.limits());
-        let (refused_connections, refused_rate) = self
-            .ops
-            .clients
-            .as_ref()
-            .map_or((0, 0), |t| t.refusals());
+        let (refused_connections, refused_rate) =
+            self.ops.clients.as_ref().map_or((0, 0), |t| t.refusals());
         let view = ClientsView {
             enabled: limits.is_some(),
             max_conns_per_client: limits.and_then(|l| l.max_conns),
-            rate_per_s: limits.and_then(|l| l.rate).map(|r| 1e6 / r.interval_us as f64),
+            rate_per_s: limits
+                .and_then(|l| l.rate)
+                .map(|r| 1e6 / r.interval_us as f64),
             burst: limits.and_then(|l| l.rate).map(|r| r.burst),
             refused_connections,
             refused_rate,

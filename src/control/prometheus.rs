@@ -321,7 +321,12 @@ impl Control {
         );
         for (l, b) in &backends {
             if let Some(a) = hub.backends.get(&b.id) {
-                histogram(&mut o, "sluice_backend_latency_seconds", l, &a.latency_buckets);
+                histogram(
+                    &mut o,
+                    "sluice_backend_latency_seconds",
+                    l,
+                    &a.latency_buckets,
+                );
             }
         }
         self.http_requests(&mut o, &backends);
@@ -389,7 +394,6 @@ fn histogram(out: &mut String, name: &str, labels: &str, b: &Buckets) {
     sample(out, &format!("{name}_sum"), labels, b.sum_us() as f64 / 1e6);
     sample(out, &format!("{name}_count"), labels, b.count());
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -40,10 +40,7 @@ pub(crate) fn key_text(key: u64) -> String {
     if key & V4_TAG == V4_TAG {
         std::net::Ipv4Addr::from(key as u32).to_string()
     } else {
-        format!(
-            "{}/64",
-            std::net::Ipv6Addr::from(u128::from(key) << 64)
-        )
+        format!("{}/64", std::net::Ipv6Addr::from(u128::from(key) << 64))
     }
 }
 
@@ -233,9 +230,15 @@ mod tests {
             client_key(ip("2001:db8:1:2::1")),
             client_key(ip("2001:db8:1:3::1"))
         );
-        assert_eq!(client_key(ip("::ffff:10.0.0.1")), client_key(ip("10.0.0.1")));
+        assert_eq!(
+            client_key(ip("::ffff:10.0.0.1")),
+            client_key(ip("10.0.0.1"))
+        );
         assert_eq!(key_text(client_key(ip("10.0.0.1"))), "10.0.0.1");
-        assert_eq!(key_text(client_key(ip("2001:db8:1:2::1"))), "2001:db8:1:2::/64");
+        assert_eq!(
+            key_text(client_key(ip("2001:db8:1:2::1"))),
+            "2001:db8:1:2::/64"
+        );
     }
 
     #[test]

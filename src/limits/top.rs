@@ -115,6 +115,9 @@ mod tests {
         assert_eq!(top.by_requests[0].requests_per_s, 20);
         assert_eq!(top.by_refusals[0].refusals_per_s, 19);
         top.scan(&t);
-        assert!(top.by_requests.is_empty(), "nothing new in the next interval");
+        assert!(
+            top.by_requests.is_empty(),
+            "nothing new in the next interval"
+        );
     }
 }

@@ -560,7 +560,13 @@ pub(super) fn classify_request(
 }
 
 /// Writes a complete small response: status line, plain-text body of one line.
-pub(super) fn write_error_response(buf: &mut Buf, status: u16, why: &str, close: bool, extra: &str) {
+pub(super) fn write_error_response(
+    buf: &mut Buf,
+    status: u16,
+    why: &str,
+    close: bool,
+    extra: &str,
+) {
     let mut head = [0u8; 256];
     let mut cursor = std::io::Cursor::new(&mut head[..]);
     let _ = write!(

@@ -65,13 +65,7 @@ impl Core {
         let retry_after_s = table.admit(ip, self.now.us).err()?;
         let mut header = String::with_capacity(32);
         let _ = write!(header, "Retry-After: {retry_after_s}\r\n");
-        Some(self.answer_with(
-            k,
-            429,
-            "too many requests from this client",
-            false,
-            &header,
-        ))
+        Some(self.answer_with(k, 429, "too many requests from this client", false, &header))
     }
 
     /// Client `c` left the slab: its connection leaves its client's count, and a TCP
