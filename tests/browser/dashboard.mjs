@@ -4,6 +4,7 @@
 //
 //   node dashboard.mjs <admin-url> --disable <address>     end-to-end check (tests/dashboard.rs)
 //   node dashboard.mjs <admin-url> --screenshot <file.png> picture for the README (scripts/screenshot.sh)
+//   node dashboard.mjs <admin-url> --clients N             top-clients panel shows N rows in each list
 //
 // Options: --min-points N (chart points to wait for, default 2), --rows N (backend rows to wait
 // for, default 1), --chromium PATH (default $CHROMIUM or /usr/bin/chromium), --timeout-ms N (per
@@ -31,6 +32,7 @@ function parseArgs(argv) {
     url: null,
     disable: null,
     screenshot: null,
+    clients: 0,
     minPoints: 2,
     rows: 1,
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -46,13 +48,16 @@ function parseArgs(argv) {
     else if (arg === "--screenshot") opts.screenshot = value();
     else if (arg === "--min-points") opts.minPoints = Number(value());
     else if (arg === "--rows") opts.rows = Number(value());
+    else if (arg === "--clients") opts.clients = Number(value());
     else if (arg === "--chromium") opts.chromium = value();
     else if (arg === "--timeout-ms") opts.timeoutMs = Number(value());
     else if (!arg.startsWith("--") && !opts.url) opts.url = arg;
     else usage(`unknown argument ${arg}`);
   }
   if (!opts.url) usage("the admin URL is missing");
-  if (!opts.disable && !opts.screenshot) usage("say --disable ADDRESS or --screenshot PATH");
+  if (!opts.disable && !opts.screenshot && !opts.clients) {
+    usage("say --disable ADDRESS, --screenshot PATH or --clients N");
+  }
   return opts;
 }
 
@@ -152,7 +157,24 @@ async function drive(page, opts, problems) {
     opts.rows
   );
 
-  const seen = { charts: {}, rows: [], disabled: null, screenshot: null };
+  const seen = { charts: {}, rows: [], disabled: null, screenshot: null, clients: null };
+  if (opts.clients) {
+    // The top-clients panel: rows in both of its tables.
+    await page.waitForFunction(
+      (n) =>
+        document.querySelectorAll("#clients-requests tbody tr").length >= n &&
+        document.querySelectorAll("#clients-refusals tbody tr").length >= n,
+      opts.clients
+    );
+    seen.clients = await page.evaluate(() => {
+      const rows = (id) =>
+        [...document.querySelectorAll(`#${id} tbody tr`)].map((tr) => ({
+          client: tr.dataset.client,
+          cells: [...tr.cells].map((td) => td.textContent),
+        }));
+      return { requests: rows("clients-requests"), refusals: rows("clients-refusals") };
+    });
+  }
   if (opts.disable) {
     const row = page.locator(`#backends tbody tr[data-address=${attr(opts.disable)}]`);
     await row.getByRole("button", { name: `Disable ${opts.disable}`, exact: true }).click();
