@@ -94,11 +94,16 @@ impl Core {
         } else {
             self.now.us.saturating_sub(ex.started_us)
         };
+        let (last, bound) = (ex.tried().last().copied(), ex.backend);
+        // The bound connection knows its backend's place in the metrics' list.
+        let hint = bound
+            .and_then(|bk| self.conns.backend_mut(bk))
+            .map_or(0, |b| b.table_index.0);
         let m = &mut self.metrics;
         m.current.request_duration.record(duration_us);
         let class = usize::from(status / 100).min(5);
-        match ex.tried().last() {
-            Some(&id) => m.backend(id, 0).requests[class] += 1,
+        match last {
+            Some(id) => m.backend(id, hint).requests[class] += 1,
             None => m.current.requests_no_backend[class] += 1,
         }
         if self.ops.log.is_some() {
