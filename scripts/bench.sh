@@ -16,8 +16,15 @@
 # same rounds and measured under callgrind the same way; the summary then gives sluice ÷
 # sluice-before for instructions and CPU per request.
 #
+# The operators' features: OPS=1 runs sluice three ways instead, interleaved in the same rounds
+# (keep-alive loads only, no HAProxy or nginx): as it is, `sluice-log` with the access log on
+# (JSON lines to a file, emptied after each run), and `sluice-limits` with both per-client limits
+# on (set so high that nothing is refused: the cost of counting, not of refusing); the summary
+# gives each ÷ sluice for CPU and instructions per request.
+#
 # Usage: scripts/bench.sh                   WORKERS=1 ROUNDS=3 DURATION=10 scripts/bench.sh
 #        SLUICE_BEFORE=/tmp/sluice-before scripts/bench.sh
+#        OPS=1 scripts/bench.sh
 # Prints Markdown tables (medians over rounds) and writes them to target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +36,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CALLGRIND=${CALLGRIND:-1}
 SLUICE_BEFORE=${SLUICE_BEFORE:-}
+OPS=${OPS:-0}
 if [ -n "$SLUICE_BEFORE" ] && [ ! -x "$SLUICE_BEFORE" ]; then
     echo "SLUICE_BEFORE=$SLUICE_BEFORE is not an executable" >&2
     exit 2
@@ -52,6 +60,10 @@ ulimit -n "$(ulimit -Hn)"
 BACKEND=19001
 SLUICE=19010 HAPROXY=19011 NGINX=19012 SLUICE_TCP=19013 HAPROXY_TCP=19014
 BEFORE=19015 BEFORE_TCP=19016
+WITH_LOG=19017 WITH_LIMITS=19018
+ACCESS_LOG="$work/access.log"
+LOG_ARGS=(--access-log "$ACCESS_LOG")
+LIMIT_ARGS=(--max-conns-per-client 100000 --rate-limit-per-client "1000000/s,burst=1000000")
 
 # The backend (not a contender): nginx answering a tiny 200.
 cat >"$work/backend.conf" <<EOF
@@ -95,6 +107,14 @@ if [ -n "$SLUICE_BEFORE" ]; then
     spawn "$SLUICE_BEFORE" --mode tcp --listen "127.0.0.1:$BEFORE_TCP" "${SLUICE_ARGS[@]}" >/dev/null 2>"$work/sluice-before-tcp.err"
     BEFORE_TCP_PID=$SPAWNED
 fi
+if [ "$OPS" = 1 ]; then
+    spawn target/release/sluice --listen "127.0.0.1:$WITH_LOG" "${SLUICE_ARGS[@]}" "${LOG_ARGS[@]}" >/dev/null 2>"$work/sluice-log.err"
+    WITH_LOG_PID=$SPAWNED
+    spawn target/release/sluice --listen "127.0.0.1:$WITH_LIMITS" "${SLUICE_ARGS[@]}" "${LIMIT_ARGS[@]}" >/dev/null 2>"$work/sluice-limits.err"
+    WITH_LIMITS_PID=$SPAWNED
+    wait_port $WITH_LOG
+    wait_port $WITH_LIMITS
+fi
 spawn haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1
 HAPROXY_PID=$SPAWNED
 spawn nginx -p "$work/nginx" -c "$work/nginx/nginx.conf"
@@ -109,6 +129,8 @@ cpu_pids() {
     sluice-tcp) echo "$SLUICE_TCP_PID" ;;
     sluice-before) echo "$BEFORE_PID" ;;
     sluice-before-tcp) echo "$BEFORE_TCP_PID" ;;
+    sluice-log) echo "$WITH_LOG_PID" ;;
+    sluice-limits) echo "$WITH_LIMITS_PID" ;;
     haproxy | haproxy-tcp) echo "$HAPROXY_PID" ;;
     nginx) pgrep -P "$NGINX_MASTER" | tr '\n' ' ' ;;
     esac
@@ -118,6 +140,7 @@ port_of() {
     sluice) echo $SLUICE ;; sluice-tcp) echo $SLUICE_TCP ;; haproxy) echo $HAPROXY ;;
     haproxy-tcp) echo $HAPROXY_TCP ;; nginx) echo $NGINX ;;
     sluice-before) echo $BEFORE ;; sluice-before-tcp) echo $BEFORE_TCP ;;
+    sluice-log) echo $WITH_LOG ;; sluice-limits) echo $WITH_LIMITS ;;
     esac
 }
 HZ=$(getconf CLK_TCK)
@@ -139,6 +162,8 @@ run() {
     lg-rate) json=$(target/release/loadgen http "$url" --rate "$RATE" -c 50 -d "$DURATION" --json 2>/dev/null | tail -n 1) ;;
     esac
     after=$(cpu_ticks "${cp[@]}")
+    # The log file grows by ~100 MB a run: empty it (the process appends, so it writes on at 0).
+    [ "$who" != sluice-log ] || : >"$ACCESS_LOG"
     echo "{\"who\":\"$who\",\"load\":\"$load\",\"cpu_s\":$(python3 -c "print(($after - $before) / $HZ)"),\"report\":$json}" >>"$results"
     printf '  %-11s %-11s %s\n' "$who" "$load" "$(python3 -c "import json,sys; r=json.loads(sys.argv[1]); print(round(r.get('requests',0)/$DURATION), 'req/s')" "$json")" >&2
 }
@@ -149,20 +174,30 @@ if [ -n "$SLUICE_BEFORE" ]; then
     HTTP=(sluice sluice-before haproxy nginx)
     TCP=(sluice-tcp sluice-before-tcp haproxy-tcp)
 fi
+HTTP_LOADS=(wrk-ka50 wrk-ka200 wrk-close50 lg-ka50 lg-ka200)
+TCP_LOADS=(wrk-ka50 lg-ka50)
+if [ "$OPS" = 1 ]; then
+    HTTP=(sluice sluice-log sluice-limits)
+    [ -z "$SLUICE_BEFORE" ] || HTTP+=(sluice-before)
+    TCP=()
+    HTTP_LOADS=(wrk-ka50 wrk-ka200 lg-ka50)
+    TCP_LOADS=()
+fi
 echo "warming up" >&2
 for who in "${HTTP[@]}" "${TCP[@]}"; do wrk -t1 -c50 -d2 "http://127.0.0.1:$(port_of "$who")/" >/dev/null; done
 
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS" >&2
-    for load in wrk-ka50 wrk-ka200 wrk-close50 lg-ka50 lg-ka200; do
+    for load in "${HTTP_LOADS[@]}"; do
         for who in "${HTTP[@]}"; do run "$who" "$load"; done
     done
-    for load in wrk-ka50 lg-ka50; do
+    for load in "${TCP_LOADS[@]}"; do
         for who in "${TCP[@]}"; do run "$who" "$load"; done
     done
 done
 # Half the measured maximum: the median over contenders of their median wrk keep-alive rate.
-RATE=$(python3 - "$results" <<'PY'
+RATE=0
+[ "$OPS" = 1 ] || RATE=$(python3 - "$results" <<'PY'
 import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 rates = {}
@@ -172,10 +207,12 @@ for r in runs:
 print(int(statistics.median(statistics.median(v) for v in rates.values()) / 2))
 PY
 )
-echo "fixed-rate runs at $RATE req/s" >&2
-for round in $(seq "$ROUNDS"); do
-    for who in "${HTTP[@]}"; do run "$who" lg-rate; done
-done
+if [ "$OPS" != 1 ]; then
+    echo "fixed-rate runs at $RATE req/s" >&2
+    for round in $(seq "$ROUNDS"); do
+        for who in "${HTTP[@]}"; do run "$who" lg-rate; done
+    done
+fi
 
 # Instructions per request under callgrind (one worker, keep-alive, 4 connections).
 instr="$work/instr.txt"
@@ -207,16 +244,22 @@ if [ "$CALLGRIND" = 1 ]; then
     haproxy_bench "$work/haproxy-cg.cfg" 1 19021 19024
     CG_ARGS=(--workers 1 --admin off --health-interval 0 --backend "127.0.0.1:$BACKEND")
     per_request sluice 19020 -- target/release/sluice --listen 127.0.0.1:19020 "${CG_ARGS[@]}"
+    if [ "$OPS" = 1 ]; then
+        per_request sluice-log 19027 -- target/release/sluice --listen 127.0.0.1:19027 "${CG_ARGS[@]}" "${LOG_ARGS[@]}"
+        per_request sluice-limits 19028 -- target/release/sluice --listen 127.0.0.1:19028 "${CG_ARGS[@]}" "${LIMIT_ARGS[@]}"
+    fi
     if [ -n "$SLUICE_BEFORE" ]; then
         per_request sluice-before 19025 -- "$SLUICE_BEFORE" --listen 127.0.0.1:19025 "${CG_ARGS[@]}"
     fi
-    per_request haproxy 19021 -- haproxy -db -f "$work/haproxy-cg.cfg"
-    per_request nginx 19022 -- nginx -p "$work/nginx-cg" -c "$work/nginx-cg/nginx.conf" -g "master_process off;"
-    per_request sluice-tcp 19023 -- target/release/sluice --mode tcp --listen 127.0.0.1:19023 "${CG_ARGS[@]}"
-    if [ -n "$SLUICE_BEFORE" ]; then
-        per_request sluice-before-tcp 19026 -- "$SLUICE_BEFORE" --mode tcp --listen 127.0.0.1:19026 "${CG_ARGS[@]}"
+    if [ "$OPS" != 1 ]; then
+        per_request haproxy 19021 -- haproxy -db -f "$work/haproxy-cg.cfg"
+        per_request nginx 19022 -- nginx -p "$work/nginx-cg" -c "$work/nginx-cg/nginx.conf" -g "master_process off;"
+        per_request sluice-tcp 19023 -- target/release/sluice --mode tcp --listen 127.0.0.1:19023 "${CG_ARGS[@]}"
+        if [ -n "$SLUICE_BEFORE" ]; then
+            per_request sluice-before-tcp 19026 -- "$SLUICE_BEFORE" --mode tcp --listen 127.0.0.1:19026 "${CG_ARGS[@]}"
+        fi
+        per_request haproxy-tcp 19024 -- haproxy -db -f "$work/haproxy-cg.cfg"
     fi
-    per_request haproxy-tcp 19024 -- haproxy -db -f "$work/haproxy-cg.cfg"
 fi
 
 python3 - "$results" "$instr" "$WORKERS" "$DURATION" "$ROUNDS" "$RATE" <<'PY' | tee "$out/results.md"
@@ -246,7 +289,7 @@ print(f"{workers} worker(s) each; medians of {rounds} interleaved rounds of {dur
 print("| load | proxy | req/s | p50 µs | p99 µs | p99.9 µs | CPU µs/req | errors |")
 print("|---|---|---|---|---|---|---|---|")
 for load in LOADS:
-    for who in ("sluice", "sluice-before", "haproxy", "nginx", "sluice-tcp", "sluice-before-tcp", "haproxy-tcp"):
+    for who in ("sluice", "sluice-log", "sluice-limits", "sluice-before", "haproxy", "nginx", "sluice-tcp", "sluice-before-tcp", "haproxy-tcp"):
         ms = table.get((load, who))
         if not ms:
             continue
@@ -270,6 +313,22 @@ s, h = table.get(("wrk-ka50", "sluice-tcp")), table.get(("wrk-ka50", "haproxy-tc
 if s and h:
     med = lambda ms, k: statistics.median(m[k] for m in ms)
     print(f"\nTCP mode, wrk keep-alive 50 conns: CPU/req sluice ÷ HAProxy = {med(s,'cpu_us')/med(h,'cpu_us'):.2f}, req/s ratio {med(s,'rps')/med(h,'rps'):.2f}")
+if any(who in ("sluice-log", "sluice-limits") for _, who in table):
+    med = lambda ms, k: statistics.median(m[k] for m in ms)
+    rng = lambda ms, k: f"{min(m[k] for m in ms):.1f}-{max(m[k] for m in ms):.1f}"
+    print("\nThe operators' features (each ÷ sluice with both off, same load, medians; CPU µs/req ranges over rounds):\n")
+    print("| load | variant | CPU/req | req/s | p99 | CPU µs/req, off | CPU µs/req, on |")
+    print("|---|---|---|---|---|---|---|")
+    for load in LOADS:
+        base = table.get((load, "sluice"))
+        for variant in ("sluice-log", "sluice-limits"):
+            v = table.get((load, variant))
+            if base and v:
+                print(f"| {LOADS[load]} | {variant} | {med(v,'cpu_us')/med(base,'cpu_us'):.2f} | {med(v,'rps')/med(base,'rps'):.2f} | {med(v,'p99')/med(base,'p99'):.2f} | {rng(base,'cpu_us')} | {rng(v,'cpu_us')} |")
+    for variant in ("sluice-log", "sluice-limits"):
+        if variant in instr and "sluice" in instr:
+            print(f"\nInstructions/request, {variant} ÷ sluice = {int(instr[variant]) / int(instr['sluice']):.2f} "
+                  f"({int(instr[variant]):,} ÷ {int(instr['sluice']):,})")
 if any(who == "sluice-before" for _, who in table):
     med = lambda ms, k: statistics.median(m[k] for m in ms)
     print("\nThis build against the one before (sluice ÷ sluice-before, same load, medians):\n")

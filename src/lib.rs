@@ -12,13 +12,16 @@
 
 #![warn(unreachable_pub)]
 
+pub mod access_log;
 pub(crate) mod admin;
 pub mod backend;
+pub(crate) mod buckets;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod control;
 pub mod ctl;
 pub mod http;
+pub mod limits;
 pub(crate) mod link;
 pub mod listeners;
 pub(crate) mod metrics;

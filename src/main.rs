@@ -62,6 +62,7 @@ fn shutdown_signals() -> libc::sigset_t {
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGUSR2);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
         set
     }
 }
@@ -136,6 +137,13 @@ fn run(args: &RunArgs) -> ExitCode {
         if signal == libc::SIGHUP {
             info!("SIGHUP: reloading the TLS certificates");
             running.reload_tls();
+            continue;
+        }
+        if signal == libc::SIGUSR1 {
+            // logrotate's postrotate: nginx and HAProxy reopen their logs on USR1 too.
+            if running.reopen_access_log() {
+                info!("SIGUSR1: reopening the access log");
+            }
             continue;
         }
         if signal != libc::SIGUSR2 {

@@ -8,6 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use hdrhistogram::Histogram;
 
 use crate::backend::BackendId;
+use crate::buckets::Buckets;
 
 /// Latencies are recorded in microseconds up to this bound (larger ones are clamped).
 pub(crate) const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -64,8 +65,11 @@ pub(crate) struct BackendCounts {
     /// Attempts cut off because their client stalled.
     pub client_stalls: u64,
     pub latency_us: Histogram<u64>,
-    /// Sum of recorded latencies, for the Prometheus summary's `_sum`.
-    pub latency_sum_us: u64,
+    /// The same latencies in `/metrics`' histogram buckets (with their sum).
+    pub latency_buckets: Buckets,
+    /// HTTP requests answered to clients whose last attempt went to this backend, by status class
+    /// (index 1-5).
+    pub requests: [u64; 6],
 }
 
 impl BackendCounts {
@@ -80,13 +84,14 @@ impl BackendCounts {
             heads_too_large: 0,
             client_stalls: 0,
             latency_us: new_histogram(),
-            latency_sum_us: 0,
+            latency_buckets: Buckets::default(),
+            requests: [0; 6],
         }
     }
 
     pub(crate) fn record_response(&mut self, status: u16, latency_us: u64) {
         self.responses[usize::from(status / 100).min(5)] += 1;
-        self.latency_sum_us += latency_us;
+        self.latency_buckets.record(latency_us);
         let _ = self.latency_us.record(latency_us.clamp(1, MAX_LATENCY_US));
     }
 
@@ -228,6 +233,10 @@ pub(crate) struct WorkerSnapshot {
     pub proxy_headers: ProxyHeaderCounts,
     pub tls: TlsCounts,
     pub backends: Vec<BackendCounts>,
+    /// HTTP requests done, from the head to the last byte of the answer.
+    pub request_duration: Buckets,
+    /// HTTP requests answered without any backend tried, by status class.
+    pub requests_no_backend: [u64; 6],
 }
 
 /// A worker's running counts.
@@ -279,7 +288,8 @@ impl WorkerMetrics {
 #[derive(Debug)]
 pub(crate) struct BackendAggregate {
     pub responses: [u64; 6],
-    pub latency_sum_us: u64,
+    pub latency_buckets: Buckets,
+    pub requests: [u64; 6],
     pub connect_errors: u64,
     pub timeouts: u64,
     pub broken: u64,
@@ -306,7 +316,8 @@ impl Default for BackendAggregate {
     fn default() -> Self {
         BackendAggregate {
             responses: [0; 6],
-            latency_sum_us: 0,
+            latency_buckets: Buckets::default(),
+            requests: [0; 6],
             connect_errors: 0,
             timeouts: 0,
             broken: 0,
@@ -326,7 +337,10 @@ impl BackendAggregate {
         for i in 0..6 {
             self.responses[i] += c.responses[i];
         }
-        self.latency_sum_us += c.latency_sum_us;
+        self.latency_buckets.add(&c.latency_buckets);
+        for (a, n) in self.requests.iter_mut().zip(c.requests) {
+            *a += n;
+        }
         self.connect_errors += c.connect_errors;
         self.timeouts += c.timeouts;
         self.broken += c.broken;
@@ -352,11 +366,6 @@ impl BackendAggregate {
         }
         let last = self.window.len() - 1;
         &self.window[last]
-    }
-
-    /// Responses counted so far (all classes).
-    pub(crate) fn answered(&self) -> u64 {
-        self.responses.iter().sum()
     }
 
     /// Latency quantiles over the window, in microseconds; `None` before any response.
@@ -436,6 +445,8 @@ pub(crate) struct MetricsHub {
     pub bytes_out: u64,
     pub proxy_headers: ProxyHeaderCounts,
     pub tls: TlsCounts,
+    pub request_duration: Buckets,
+    pub requests_no_backend: [u64; 6],
     /// Latest active-client gauge from each worker.
     active_by_worker: HashMap<usize, u64>,
     pub backends: HashMap<BackendId, BackendAggregate>,
@@ -455,6 +466,14 @@ impl MetricsHub {
         self.closed += snap.closed;
         self.proxy_headers.add(&snap.proxy_headers);
         self.tls.add(&snap.tls);
+        self.request_duration.add(&snap.request_duration);
+        for (a, n) in self
+            .requests_no_backend
+            .iter_mut()
+            .zip(snap.requests_no_backend)
+        {
+            *a += n;
+        }
         for i in 0..6 {
             self.client_responses[i] += snap.client_responses[i];
         }

@@ -11,10 +11,12 @@ use std::thread::JoinHandle;
 use crossbeam_channel::unbounded;
 use mio::{Poll, Waker};
 
+use crate::access_log::AccessLog;
 use crate::backend::BackendTable;
 use crate::config::{ProxyConfig, Settings};
 use crate::control::tls::TlsControl;
 use crate::control::{cluster, Control};
+use crate::limits::{ClientTable, DEFAULT_CLIENT_BUCKETS};
 use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
 use crate::listeners::Listeners;
 use crate::retry::budget::IdBudget;
@@ -29,6 +31,7 @@ pub struct Running {
     thread: JoinHandle<()>,
     /// Duplicates of the listening sockets, for a live upgrade.
     pub handover: Listeners,
+    access_log: Option<AccessLog>,
 }
 
 impl Running {
@@ -40,6 +43,21 @@ impl Running {
         drop(self.handover);
         self.link.send(ControlMsg::Stop);
         let _ = self.thread.join();
+        if let Some(log) = self.access_log {
+            log.finish();
+        }
+    }
+
+    /// Reopens the access log's file (SIGUSR1, after logrotate renamed it); false when there is
+    /// no access log.
+    pub fn reopen_access_log(&self) -> bool {
+        self.access_log
+            .as_ref()
+            .map(AccessLog::control)
+            .is_some_and(|c| {
+                c.reopen();
+                true
+            })
     }
 
     /// Asks the control thread to read the TLS certificate files again (what SIGHUP does). It
@@ -96,7 +114,15 @@ fn start_on(
     let Listeners { proxy, admin } = listeners;
     let proxy_cfg = settings.proxy.clone();
     let tls = listener_tls(&proxy_cfg)?;
+    let access_log = match &proxy_cfg.access_log {
+        Some(cfg) => Some(AccessLog::start(cfg)?),
+        None => None,
+    };
+    let clients = proxy_cfg
+        .client_limits
+        .map(|limits| Arc::new(ClientTable::new(limits, DEFAULT_CLIENT_BUCKETS)));
     let (mut control, link) = Control::new(settings, admin, boot)?;
+    control.set_ops(access_log.as_ref().map(AccessLog::control), clients.clone());
     let admin_addr = control.admin_addr();
     let table = control.first_table();
     let proxy_addr = proxy
@@ -113,7 +139,11 @@ fn start_on(
             flags.strict_sni,
         ));
     }
-    let workers = spawn_workers(proxy_cfg, proxy, &table, &link, tls_config)
+    let ops = WorkerOps {
+        access_log: access_log.as_ref(),
+        clients: clients.as_ref(),
+    };
+    let workers = spawn_workers(proxy_cfg, proxy, &table, &link, tls_config, &ops)
         .map_err(|e| format!("cannot start the workers: {e}"))?;
     let thread = control.spawn(workers, proxy_addr)?;
     Ok(Running {
@@ -122,6 +152,7 @@ fn start_on(
         link,
         thread,
         handover,
+        access_log,
     })
 }
 
@@ -151,6 +182,12 @@ fn listener_tls(cfg: &ProxyConfig) -> Result<Option<ListenerTls>, String> {
     }))
 }
 
+/// What the workers share of the access log and the per-client limits, when they are on.
+struct WorkerOps<'a> {
+    access_log: Option<&'a AccessLog>,
+    clients: Option<&'a Arc<ClientTable>>,
+}
+
 /// Starts one worker per listener, routing by `table`. The listeners share one address with
 /// SO_REUSEPORT ([`Listeners::bind`], or inherited from a predecessor).
 fn spawn_workers(
@@ -159,6 +196,7 @@ fn spawn_workers(
     table: &Arc<BackendTable>,
     control: &ControlLink,
     tls: Option<Arc<rustls::ServerConfig>>,
+    ops: &WorkerOps<'_>,
 ) -> io::Result<Workers> {
     let cfg = Arc::new(cfg);
     let budget = Arc::new(IdBudget::new(
@@ -183,6 +221,8 @@ fn spawn_workers(
             budget: budget.clone(),
             installed_version: installed_version.clone(),
             tls: tls.clone(),
+            access_log: ops.access_log.map(AccessLog::writer),
+            clients: ops.clients.cloned(),
         })?;
         let thread = std::thread::Builder::new()
             .name(format!("sluice-worker-{i}"))

@@ -250,6 +250,18 @@ fn header_buffer_and_upgrade_flags_out_of_range_are_refused_with_the_reason() {
             "--allow-upgrade h2c is refused",
         ),
         (&["--allow-upgrade", "two words"], "is not a protocol name"),
+        (
+            &["--rate-limit-per-client", "fast"],
+            "--rate-limit-per-client: rate must be a positive number",
+        ),
+        (
+            &["--rate-limit-per-client", "10/h"],
+            "rate unit must be /s or /m",
+        ),
+        (
+            &["--max-conns-per-client", "0"],
+            "--max-conns-per-client must be at least 1",
+        ),
     ] {
         let out = Command::new(SLUICE).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -508,5 +520,65 @@ fn the_first_runtime_change_without_a_state_file_warns_once_that_it_is_not_saved
         log.matches("this runtime change is not saved").count(),
         1,
         "{log}"
+    );
+}
+
+#[test]
+fn sigusr1_and_ctl_log_reopen_reopen_the_access_log_after_a_rename() {
+    let dir = temp_dir("reopen");
+    let path = dir.join("access.log");
+    let backend = HttpBackend::start(|_| Reply::ok(b"ok"));
+    let p = Proc::start(&[
+        "--backend",
+        &backend.addr.to_string(),
+        "--access-log",
+        path.to_str().unwrap(),
+    ]);
+    let lines = |f: &std::path::Path| {
+        std::fs::read_to_string(f)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let reopens = || {
+        p.api("GET", "/api/log", None).1["reopens"]
+            .as_u64()
+            .unwrap()
+    };
+    let send = |n: usize| {
+        for _ in 0..n {
+            assert_eq!(roundtrip(p.proxy, &get("/")).status, 200);
+        }
+    };
+    send(5);
+    assert!(wait_until(IO_TIMEOUT, || lines(&path) == 5));
+    std::fs::rename(&path, dir.join("access.log.1")).unwrap();
+    let pid = p.child.id() as i32;
+    // SAFETY: signals a process this test started and still owns.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+    assert!(wait_until(IO_TIMEOUT, || reopens() == 1));
+    send(3);
+    assert!(wait_until(IO_TIMEOUT, || lines(&path) == 3));
+    std::fs::rename(&path, dir.join("access.log.2")).unwrap();
+    let out = p.ctl(&["log", "reopen"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(wait_until(IO_TIMEOUT, || reopens() == 2));
+    send(2);
+    assert!(wait_until(IO_TIMEOUT, || lines(&path) == 2));
+    assert_eq!(lines(&dir.join("access.log.1")), 5);
+    assert_eq!(lines(&dir.join("access.log.2")), 3);
+}
+
+#[test]
+fn an_access_log_that_cannot_be_opened_stops_start_up_with_a_message() {
+    let out = Command::new(SLUICE)
+        .args(["--listen", "127.0.0.1:0", "--admin", "off"])
+        .args(["--access-log", "/nonexistent-dir/sluice/access.log"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--access-log /nonexistent-dir/sluice/access.log"),
+        "{}",
+        text(&out.stderr)
     );
 }

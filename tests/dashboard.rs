@@ -192,3 +192,43 @@ fn the_dashboard_warns_of_a_certificate_that_expires_within_14_days() {
     assert_eq!(rows[1]["expiring"], true);
     assert_eq!(rows[1]["daysLeft"], 5);
 }
+
+#[test]
+fn the_top_clients_panel_shows_the_busiest_and_the_refused_clients() {
+    require_browser_tools();
+    let backend = HttpBackend::start(|_| Reply::ok(b"ok"));
+    let mut cfg = test_config(sluice::config::Mode::Http);
+    cfg.client_limits = Some(sluice::limits::ClientLimits {
+        max_conns: None,
+        rate: Some(sluice::limits::RateLimit::parse("5/s,burst=5").unwrap()),
+        hash_seed: Some(1),
+    });
+    let lb = Sluice::start(
+        cfg,
+        &[backend.addr],
+        sluice::strategy::StrategyKind::RoundRobin,
+    );
+    // One client from 127.0.0.1 sends as fast as it can: most of it refused with 429.
+    let traffic = Traffic::start(lb.addr, 1);
+    let (ok, stdout, stderr) = run_browser(&[
+        format!("http://{}/", lb.admin),
+        "--clients".into(),
+        "1".into(),
+    ]);
+    let (_, failures) = traffic.finish();
+    assert!(ok, "the browser check failed:\n{stderr}\n{stdout}");
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no summary from dashboard.mjs ({e}):\n{stdout}\n{stderr}"));
+    assert_eq!(
+        seen["clients"]["requests"][0]["client"], "127.0.0.1",
+        "{seen}"
+    );
+    assert_eq!(
+        seen["clients"]["refusals"][0]["client"], "127.0.0.1",
+        "{seen}"
+    );
+    assert!(
+        failures.iter().any(|f| f.starts_with("429")),
+        "the client was refused: {failures:?}"
+    );
+}

@@ -29,15 +29,14 @@ fn counters_follow_the_traffic_and_promtool_accepts_them() {
     drop((w, r));
     // Workers hand over their counts once a second.
     let b = format!("backend=\"{}\"", backend.addr);
-    let p99 = format!("sluice_backend_latency_seconds{{{b},quantile=\"0.99\"}}");
-    // Latency quantiles follow once the control thread closes the second.
+    let inf = format!("sluice_backend_latency_seconds_bucket{{{b},le=\"+Inf\"}}");
     let mut text = String::new();
     assert!(
         wait_until(IO_TIMEOUT, || {
             text = scrape(&lb);
             value(&text, "sluice_responses_total{class=\"2xx\"}") == Some(20.0)
                 && value(&text, "sluice_connections_closed_total") == Some(1.0)
-                && value(&text, &p99).is_some()
+                && value(&text, &inf) == Some(30.0)
         }),
         "{text}"
     );
@@ -69,7 +68,21 @@ fn counters_follow_the_traffic_and_promtool_accepts_them() {
         ),
         Some(30.0)
     );
-    assert!(value(&text, &p99).unwrap() > 0.0);
+    assert!(value(&text, &format!("sluice_backend_latency_seconds_sum{{{b}}}")).unwrap() > 0.0);
+    let b2 = format!("code=\"2xx\",{b}");
+    let b5 = format!("code=\"5xx\",{b}");
+    assert_eq!(
+        value(&text, &format!("sluice_http_requests_total{{{b2}}}")),
+        Some(20.0)
+    );
+    assert_eq!(
+        value(&text, &format!("sluice_http_requests_total{{{b5}}}")),
+        Some(10.0)
+    );
+    assert_eq!(
+        value(&text, "sluice_http_request_duration_seconds_count"),
+        Some(30.0)
+    );
     assert!(value(&text, "sluice_received_bytes_total").unwrap() >= 30.0 * 30.0);
     assert!(value(&text, "sluice_sent_bytes_total").unwrap() > 0.0);
     assert_eq!(
@@ -114,4 +127,90 @@ fn history_has_one_point_per_second_with_the_traffic() {
         busy["p50_ms"].is_number() && busy["t_ms"].as_u64().unwrap() > 1_600_000_000_000,
         "{busy}"
     );
+}
+
+/// Prometheus' `histogram_quantile(q, sum by (le) (...))` over the `_bucket` series named `name`
+/// of several scrapes: buckets summed by `le`, then linear interpolation inside the bucket where
+/// the rank falls (the first bucket's lower bound is 0).
+fn histogram_quantile(q: f64, name: &str, scrapes: &[String]) -> f64 {
+    let mut by_le: std::collections::BTreeMap<u64, (f64, f64)> = Default::default();
+    for text in scrapes {
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(&format!("{name}_bucket{{")) else {
+                continue;
+            };
+            let le = rest
+                .split("le=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let bound = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap()
+            };
+            let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+            // Ordered by bound: f64 bits of positive numbers sort like the numbers.
+            by_le.entry(bound.to_bits()).or_insert((bound, 0.0)).1 += n;
+        }
+    }
+    let buckets: Vec<(f64, f64)> = by_le.into_values().collect();
+    let total = buckets.last().unwrap().1;
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(bound, count) in &buckets {
+        if count >= rank {
+            assert!(bound.is_finite(), "the quantile is in +Inf");
+            return lower.0 + (bound - lower.0) * (rank - lower.1) / (count - lower.1);
+        }
+        lower = (bound, count);
+    }
+    unreachable!()
+}
+
+#[test]
+fn histogram_quantile_over_two_instances_finds_the_p99_of_all_their_requests() {
+    // Instance A serves 90 quick requests; instance B 10 that its backend holds for 300 ms.
+    // Over all 100, the 99th falls among the slow ones: histogram_quantile over the summed
+    // buckets must say so, where A alone (or a mean of two instances' p99s) would not.
+    let quick = HttpBackend::start(|_| Reply::ok(b"q"));
+    let slow = HttpBackend::start(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(300)); // the backend's service time
+        Reply::ok(b"s")
+    });
+    let a = Sluice::http(&[quick.addr]);
+    let b = Sluice::http(&[slow.addr]);
+    for _ in 0..90 {
+        assert_eq!(roundtrip(a.addr, &get("/")).status, 200);
+    }
+    let slow_clients: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = b.addr;
+            std::thread::spawn(move || roundtrip(addr, &get("/")).status)
+        })
+        .collect();
+    for c in slow_clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    let count = "sluice_http_request_duration_seconds_count";
+    let (mut ta, mut tb) = (String::new(), String::new());
+    assert!(wait_until(IO_TIMEOUT, || {
+        ta = scrape(&a);
+        tb = scrape(&b);
+        value(&ta, count) == Some(90.0) && value(&tb, count) == Some(10.0)
+    }));
+    let both = [ta.clone(), tb.clone()];
+    for name in [
+        "sluice_http_request_duration_seconds",
+        "sluice_backend_latency_seconds",
+    ] {
+        let p99 = histogram_quantile(0.99, name, &both);
+        assert!((0.25..=0.5).contains(&p99), "{name}: p99 {p99}");
+        let p50 = histogram_quantile(0.5, name, &both);
+        assert!(p50 < 0.1, "{name}: p50 {p50}");
+        let p99_of_a = histogram_quantile(0.99, name, std::slice::from_ref(&ta));
+        assert!(p99_of_a < 0.1, "{name}: A alone {p99_of_a}");
+    }
 }

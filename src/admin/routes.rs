@@ -61,6 +61,9 @@ pub(crate) enum Route {
     OpenApi,
     Metrics,
     Dashboard,
+    AccessLog,
+    ReopenLog,
+    Clients,
 }
 
 impl Route {
@@ -75,6 +78,7 @@ impl Route {
                 | Route::DisableBackend
                 | Route::SetStrategy
                 | Route::TlsReload
+                | Route::ReopenLog
         )
     }
 }
@@ -89,6 +93,9 @@ pub(crate) const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/api/cluster", Route::Cluster),
     ("GET", "/api/tls", Route::Tls),
     ("POST", "/api/tls/reload", Route::TlsReload),
+    ("GET", "/api/log", Route::AccessLog),
+    ("POST", "/api/log/reopen", Route::ReopenLog),
+    ("GET", "/api/clients", Route::Clients),
     ("GET", "/api/strategy", Route::GetStrategy),
     ("PUT", "/api/strategy", Route::SetStrategy),
     ("GET", "/api/backends", Route::ListBackends),

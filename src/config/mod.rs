@@ -18,6 +18,7 @@ mod cidr;
 mod dns;
 mod duration;
 mod edge;
+mod ops;
 mod settings;
 mod tls;
 
@@ -26,6 +27,7 @@ pub use cidr::Cidr;
 pub use dns::{DnsArgs, ResolveConfig};
 pub use duration::{parse_duration, DurationArg};
 pub use edge::EdgeArgs;
+pub use ops::OpsArgs;
 pub use settings::*;
 pub use tls::{TlsArgs, TlsSettings, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 
@@ -404,7 +406,12 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    #[command(flatten)]
     pub dns: DnsArgs,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// Whether another process may listen on the proxy address too (`--reuse-port`).
@@ -473,9 +480,12 @@ impl RunArgs {
             proxy_protocol_from: None,
             send_proxy_protocol: None,
             tls: None,
+            access_log: None,
+            client_limits: None,
         };
         self.edge.apply(&mut proxy)?;
         self.tls.apply(&mut proxy)?;
+        self.ops.apply(&mut proxy)?;
         proxy.validate()?;
         let admin = match self.admin.as_str() {
             "off" | "none" => None,

@@ -225,6 +225,10 @@ pub struct ProxyConfig {
     pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// `--tls`: the listener speaks TLS with these certificates; `None` is plain TCP.
     pub tls: Option<super::TlsSettings>,
+    /// `--access-log`, `--access-log-format`; `None` logs nothing.
+    pub access_log: Option<crate::access_log::AccessLogConfig>,
+    /// `--max-conns-per-client`, `--rate-limit-per-client`; `None` keeps no per-client state.
+    pub client_limits: Option<crate::limits::ClientLimits>,
 }
 
 impl Default for ProxyConfig {
@@ -266,6 +270,8 @@ impl Default for ProxyConfig {
             proxy_protocol_from: None,
             send_proxy_protocol: None,
             tls: None,
+            access_log: None,
+            client_limits: None,
         }
     }
 }

@@ -230,6 +230,7 @@ impl Control {
             }
             Route::SetStrategy => set_strategy(req),
             Route::TlsReload => return Reply::Now(self.reload_tls_api()),
+            Route::ReopenLog => return Reply::Now(self.reopen_log()),
             _ => return Reply::Now(self.read_only(route)),
         };
         match change {
@@ -259,6 +260,8 @@ impl Control {
             }
             Route::History => AdminResponse::json(200, &self.hub.history),
             Route::Tls => AdminResponse::json(200, &self.tls_view()),
+            Route::AccessLog => self.log_view(),
+            Route::Clients => self.clients_view(),
             Route::Dashboard => dashboard_page(),
             Route::Metrics => AdminResponse::with_body(
                 200,

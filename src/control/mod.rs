@@ -13,6 +13,7 @@ pub(crate) mod api;
 pub(crate) mod cluster;
 pub(crate) mod dns;
 pub(crate) mod health;
+pub(crate) mod ops;
 pub(crate) mod prometheus;
 pub(crate) mod saved;
 pub(crate) mod state;
@@ -119,6 +120,7 @@ impl Control {
             tls: None,
             changed: false,
             stop: false,
+            ops: ops::ControlOps::default(),
         };
         Ok((control, link))
     }
@@ -197,6 +199,8 @@ pub(crate) struct Control {
     /// per iteration when it is set.
     changed: bool,
     stop: bool,
+    /// The access log's control and the per-client table, when on.
+    ops: ops::ControlOps,
 }
 
 impl Control {
@@ -306,6 +310,7 @@ impl Control {
         if now >= self.next_second_ms {
             self.next_second_ms = now + 1_000;
             self.hub.rotate(unix_ms());
+            self.scan_clients();
             let live: Vec<BackendId> = self.state.backends.iter().map(|b| b.id).collect();
             self.hub.retain_backends(|id| live.contains(&id));
             if let Some(admin) = self.admin.as_mut() {

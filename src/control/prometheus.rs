@@ -1,14 +1,15 @@
 //! `GET /metrics`: everything the control thread knows, in the Prometheus text exposition format
 //! (version 0.0.4). Names carry the `sluice_` prefix and their unit, counters end in `_total`,
-//! per-backend series carry a `backend` label and status classes a `class` label; latencies are a
-//! summary (quantiles over the last [`crate::metrics::LATENCY_WINDOW_S`] seconds, with `_sum` and
-//! `_count` since start). `promtool check metrics` accepts the output (a test runs it).
+//! per-backend series carry a `backend` label and status classes a `class` label (`code` on
+//! `sluice_http_requests_total`); latencies are histograms with fixed buckets
+//! ([`crate::buckets`]), so that `histogram_quantile` over several instances' sums is right. `promtool check metrics` accepts the output (a test runs it).
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
 use super::state::BackendEntry;
 use super::Control;
+use crate::buckets::Buckets;
 use crate::metrics::{BackendAggregate, TlsCounts};
 use crate::strategy::threshold::THRESHOLD_FLIPS;
 
@@ -16,15 +17,14 @@ use crate::strategy::threshold::THRESHOLD_FLIPS;
 type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 const CLASSES: [&str; 6] = ["", "1xx", "2xx", "3xx", "4xx", "5xx"];
-const QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
 /// Writes one metric family's HELP and TYPE lines.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+pub(super) fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
     if labels.is_empty() {
         let _ = writeln!(out, "{name} {value}");
     } else {
@@ -352,39 +352,84 @@ impl Control {
         family(
             &mut o,
             "sluice_backend_latency_seconds",
-            "summary",
-            "Time from sending a request to its response head, per backend.",
+            "histogram",
+            "Time from sending a request to its backend to the response head, per backend.",
         );
         for (l, b) in &backends {
-            let Some(a) = hub.backends.get(&b.id) else {
-                continue;
-            };
-            if let Some(q) = a.latency_quantiles_us(&QUANTILES) {
-                for (quantile, value_us) in QUANTILES.iter().zip(q) {
-                    sample(
-                        &mut o,
-                        "sluice_backend_latency_seconds",
-                        &format!("{l},quantile=\"{quantile}\""),
-                        value_us as f64 / 1e6,
-                    );
-                }
+            if let Some(a) = hub.backends.get(&b.id) {
+                histogram(
+                    &mut o,
+                    "sluice_backend_latency_seconds",
+                    l,
+                    &a.latency_buckets,
+                );
             }
-            sample(
-                &mut o,
-                "sluice_backend_latency_seconds_sum",
-                l,
-                a.latency_sum_us as f64 / 1e6,
-            );
-            sample(
-                &mut o,
-                "sluice_backend_latency_seconds_count",
-                l,
-                a.answered(),
-            );
         }
         self.tls_metrics(&mut o);
+        self.http_requests(&mut o, &backends);
+        self.ops_metrics(&mut o);
         o
     }
+
+    /// `sluice_http_requests_total{code,backend}` and `sluice_http_request_duration_seconds`.
+    /// `code` is the status class (`2xx`): five values whatever the backends answer, where
+    /// exact codes would multiply the series by every code a backend invents.
+    fn http_requests(&self, o: &mut String, backends: &[(String, &BackendEntry)]) {
+        let hub = &self.hub;
+        family(
+            o,
+            "sluice_http_requests_total",
+            "counter",
+            "HTTP requests answered to clients, by status class and the backend of their last \
+             attempt (backend=\"none\" when sluice answered without trying one).",
+        );
+        for (l, b) in backends {
+            let counts = hub.backends.get(&b.id).map_or([0; 6], |a| a.requests);
+            for (i, class) in CLASSES.iter().enumerate().skip(1) {
+                sample(
+                    o,
+                    "sluice_http_requests_total",
+                    &format!("code=\"{class}\",{l}"),
+                    counts[i],
+                );
+            }
+        }
+        for (i, class) in CLASSES.iter().enumerate().skip(1) {
+            sample(
+                o,
+                "sluice_http_requests_total",
+                &format!("code=\"{class}\",backend=\"none\""),
+                hub.requests_no_backend[i],
+            );
+        }
+        family(
+            o,
+            "sluice_http_request_duration_seconds",
+            "histogram",
+            "Time from a request's head to the last byte of its answer, retries included.",
+        );
+        histogram(
+            o,
+            "sluice_http_request_duration_seconds",
+            "",
+            &hub.request_duration,
+        );
+    }
+}
+
+/// One histogram's `_bucket` series (cumulative, `+Inf` last), `_sum` in seconds and `_count`.
+fn histogram(out: &mut String, name: &str, labels: &str, b: &Buckets) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (le, n) in b.cumulative() {
+        sample(
+            out,
+            &format!("{name}_bucket"),
+            &format!("{labels}{sep}le=\"{le}\""),
+            n,
+        );
+    }
+    sample(out, &format!("{name}_sum"), labels, b.sum_us() as f64 / 1e6);
+    sample(out, &format!("{name}_count"), labels, b.count());
 }
 
 #[cfg(test)]

@@ -55,6 +55,11 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: Option<TlsCommand>,
     },
+    /// The access log: its counts, or reopen its file after logrotate renamed it.
+    #[command(subcommand)]
+    Log(LogCommand),
+    /// Per-client limits: refusals and the busiest clients of the last second.
+    Clients,
     /// The status table, refreshed every second until Ctrl-C.
     Top {
         /// Stop after this many refreshes (0 = never).
@@ -85,6 +90,14 @@ pub enum BackendsCommand {
     Disable { address: String },
     /// Set a backend's weight (0-256).
     Weight { address: String, weight: u32 },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum LogCommand {
+    /// Lines written and dropped, reopens done.
+    Status,
+    /// Reopen the log file (as SIGUSR1 does); sluice does it after the lines in hand.
+    Reopen,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -469,8 +482,20 @@ pub fn run(args: &CtlArgs) -> Result<String, CtlError> {
                 _ => text,
             })
         }
+        CtlCommand::Log(LogCommand::Status) => json_text(&client.call("GET", "/api/log", None)?),
+        CtlCommand::Log(LogCommand::Reopen) => {
+            client.call("POST", "/api/log/reopen", None)?;
+            Ok("access log reopen requested\n".into())
+        }
+        CtlCommand::Clients => json_text(&client.call("GET", "/api/clients", None)?),
         CtlCommand::Top { count } => top(&client, *count),
     }
+}
+
+/// An API answer as it came (pretty JSON).
+fn json_text(body: &[u8]) -> Result<String, CtlError> {
+    let v: Value = decode(body)?;
+    Ok(format!("{v:#}\n"))
 }
 
 /// Redraws the status table every second; a terminal gets a cleared screen each time.

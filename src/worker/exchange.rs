@@ -129,7 +129,16 @@ pub(super) struct Exchange {
     pub(super) stale_retried: bool,
     /// The bound backend connection came from the idle pool.
     pub(super) reused_conn: bool,
-    pub(super) started_ms: u64,
+    /// When the request's head was read (a tunnel: made), in us of [`crate::clock`].
+    pub(super) started_us: u64,
+    /// Bytes from the client: HTTP, the request head (its body is `body_bytes`); a tunnel, all.
+    pub(super) bytes_in: u64,
+    /// Bytes written to the client for this request (or tunnel).
+    pub(super) bytes_out: u64,
+    /// The status of an answer sluice wrote itself.
+    pub(super) answered_status: u16,
+    /// With the access log on: the request line up to the target, for its line.
+    pub(super) log_request: Vec<u8>,
     /// When the current attempt was sent, in us of [`crate::clock`].
     pub(super) attempt_started_us: u64,
     /// `--per-try-timeout` is on and the current attempt has had no answer byte yet: its deadline
@@ -181,7 +190,11 @@ impl Exchange {
             set_cookie: None,
             stale_retried: false,
             reused_conn: false,
-            started_ms: 0,
+            started_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            answered_status: 0,
+            log_request: Vec::new(),
             attempt_started_us: 0,
             per_try_pending: false,
             vet_first_bytes: false,
@@ -197,9 +210,12 @@ impl Exchange {
     pub(super) fn reset(&mut self) {
         let req = self.req.take();
         let resp = self.resp.take();
+        let mut log_request = std::mem::take(&mut self.log_request);
+        log_request.clear();
         *self = Exchange::new();
         self.req = req;
         self.resp = resp;
+        self.log_request = log_request;
     }
 
     /// Prepares another attempt: the request is sent again from its start and whatever the last

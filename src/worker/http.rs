@@ -36,6 +36,7 @@ fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         501 => "Not Implemented",
         502 => "Bad Gateway",
@@ -97,6 +98,11 @@ impl Core {
 
     /// A whole request head was read: route it, unless its id is its body and still arriving.
     fn route_request(&mut self, k: ClientKey) -> Next {
+        if self.ops.clients.is_some() {
+            if let Some(refused) = self.rate_limit_request(k) {
+                return refused;
+            }
+        }
         if self.conns.exchange(k).is_some_and(|ex| ex.awaiting_id) {
             self.set_deadline(k, self.cfg.head_timeout_ms);
             return Next::Again;
@@ -197,6 +203,18 @@ impl Core {
     /// Starts sending a response sluice writes itself: `status`, a one-line body, and
     /// `Connection: close` when the connection cannot carry another request.
     pub(super) fn answer(&mut self, k: ClientKey, status: u16, why: &str, close: bool) -> Next {
+        self.answer_with(k, status, why, close, "")
+    }
+
+    /// [`Core::answer`] with `extra` header lines (each ending in CRLF).
+    pub(super) fn answer_with(
+        &mut self,
+        k: ClientKey,
+        status: u16,
+        why: &str,
+        close: bool,
+        extra: &str,
+    ) -> Next {
         let Core {
             conns,
             io,
@@ -211,9 +229,10 @@ impl Core {
         let then_close =
             close || life.shutting_down || !ex.client_keep_alive || !ex.req_body.is_done();
         metrics.current.client_responses[usize::from(status / 100).min(5)] += 1;
+        ex.answered_status = status;
         let resp = ex.resp.get_or_insert_with(|| io.bufs.get());
         resp.clear();
-        write_error_response(resp, status, why, then_close);
+        write_error_response(resp, status, why, then_close, extra);
         ex.resp_len = resp.len();
         ex.resp_started = true;
         c.state = ClientState::Answer { then_close };
@@ -235,6 +254,7 @@ impl Core {
             match write_from(&mut c.sock, &mut c.ready, &resp.bytes()[..ex.resp_len]) {
                 Io::Done(n) => {
                     self.metrics.current.bytes_out += n as u64;
+                    ex.bytes_out += n as u64;
                     resp.consume(n);
                     ex.resp_len -= n;
                 }
@@ -242,6 +262,8 @@ impl Core {
                 Io::Eof | Io::Err(_) => return Next::Close,
             }
         }
+        let status = ex.answered_status;
+        self.request_done(k, status);
         if then_close {
             self.begin_close(k)
         } else {
@@ -321,7 +343,7 @@ impl HeadReader<'_> {
         let ex = match c.ex.as_deref_mut() {
             Some(ex) => ex,
             None if !c.ready.readable => return false,
-            None => c.ex.insert(self.io.take_exchange(self.now.ms)),
+            None => c.ex.insert(self.io.take_exchange(self.now.us)),
         };
         ex.req.get_or_insert_with(|| self.io.bufs.get());
         true
@@ -372,7 +394,11 @@ impl HeadReader<'_> {
         let old = std::mem::replace(buf, out);
         bufs.put(old);
         let key = key_range(&h, buf.bytes(), self.request_key, &cfg.hash_key);
-        start_request(ex, &h, key, self.now.ms);
+        if cfg.access_log.is_some() {
+            let line = buf.bytes().get(..h.target.end).unwrap_or_default();
+            ex.log_request.extend_from_slice(line);
+        }
+        start_request(ex, &h, key, self.now.us);
         c.state = ClientState::Proxy;
         if let Err((status, why)) = classify_request(ex.req_body_mut_parts(), cfg.max_body_bytes) {
             return Parse::Refused(status, why);
@@ -448,7 +474,7 @@ fn check_head(h: &RequestHead, raw: &[u8], cfg: &ProxyConfig) -> Result<(), (u16
 }
 
 /// Fills the exchange from a request head, the strategy's key at `key` in the rewritten head.
-pub(super) fn start_request(ex: &mut Exchange, h: &RequestHead, key: Range<usize>, now_ms: u64) {
+pub(super) fn start_request(ex: &mut Exchange, h: &RequestHead, key: Range<usize>, now_us: u64) {
     ex.method = h.method;
     ex.minor_version = h.minor_version;
     ex.client_keep_alive = h.keep_alive;
@@ -456,7 +482,8 @@ pub(super) fn start_request(ex: &mut Exchange, h: &RequestHead, key: Range<usize
     ex.key = key;
     ex.req_body = Body::new(h.framing);
     ex.req_len = h.out_len;
-    ex.started_ms = now_ms;
+    ex.started_us = now_us;
+    ex.bytes_in = h.head_len as u64;
 }
 
 /// Where the strategy's key sits in the rewritten head `head`: what [`RequestKey`] asks for.
@@ -534,12 +561,18 @@ pub(super) fn classify_request(
 }
 
 /// Writes a complete small response: status line, plain-text body of one line.
-pub(super) fn write_error_response(buf: &mut Buf, status: u16, why: &str, close: bool) {
+pub(super) fn write_error_response(
+    buf: &mut Buf,
+    status: u16,
+    why: &str,
+    close: bool,
+    extra: &str,
+) {
     let mut head = [0u8; 256];
     let mut cursor = std::io::Cursor::new(&mut head[..]);
     let _ = write!(
         cursor,
-        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}{}\r\n",
         reason_phrase(status),
         why.len() + 1,
         if close { "Connection: close\r\n" } else { "" },

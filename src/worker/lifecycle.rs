@@ -104,6 +104,10 @@ impl Core {
 
     fn add_client(&mut self, mut sock: TcpStream, peer: SocketAddr) {
         self.metrics.current.accepted += 1;
+        if self.ops.clients.is_some() && !self.may_connect_at_accept(peer) {
+            self.metrics.current.closed += 1;
+            return;
+        }
         let _ = sock.set_nodelay(true);
         let k = self.conns.next_client_key();
         let interest = Interest::READABLE | Interest::WRITABLE;

@@ -25,6 +25,7 @@ mod exchange;
 mod http;
 mod keys;
 mod lifecycle;
+mod ops;
 mod origin;
 mod pool;
 mod proxy;
@@ -118,6 +119,8 @@ struct Core {
     refusal_warnings: cutoff::WarnLimit,
     /// The listener's TLS configuration for new handshakes (`--tls`); `None`: plain TCP.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The access log and per-client limits, when on.
+    ops: ops::Ops,
 }
 
 /// The I/O machinery: readiness, buffers, deadlines, and spare exchanges so a request does not
@@ -134,9 +137,9 @@ struct IoParts {
 }
 
 impl IoParts {
-    fn take_exchange(&mut self, now_ms: u64) -> Box<Exchange> {
+    fn take_exchange(&mut self, now_us: u64) -> Box<Exchange> {
         let mut ex = self.spare_exchanges.pop().unwrap_or_default();
-        ex.started_ms = now_ms;
+        ex.started_us = now_us;
         ex
     }
 
@@ -178,6 +181,8 @@ pub(crate) struct WorkerParts {
     pub(crate) installed_version: Arc<AtomicU64>,
     /// The listener's TLS configuration, when it speaks TLS.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    pub(crate) access_log: Option<crate::access_log::LogWriter>,
+    pub(crate) clients: Option<Arc<crate::limits::ClientTable>>,
 }
 
 impl Worker {
@@ -193,6 +198,8 @@ impl Worker {
             budget,
             installed_version,
             tls,
+            access_log,
+            clients,
         } = parts;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -215,6 +222,7 @@ impl Worker {
             control,
             refusal_warnings: cutoff::WarnLimit::default(),
             tls,
+            ops: ops::Ops::new(access_log, clients),
         };
         Ok(Worker {
             events: Events::with_capacity(EVENTS_CAPACITY),
@@ -257,6 +265,10 @@ impl Core {
     fn poll_timeout(&self) -> Option<Duration> {
         let ms = self.life.poll_timeout_ms(self.now.ms);
         let ms = match self.io.timers.poll_timeout_ms(self.now.ms) {
+            Some(t) => t.min(ms),
+            None => ms,
+        };
+        let ms = match self.log_poll_timeout_ms() {
             Some(t) => t.min(ms),
             None => ms,
         };
@@ -354,6 +366,7 @@ impl Core {
     fn housekeeping(&mut self) {
         self.expire_deadlines();
         self.flush_metrics_if_due();
+        self.flush_log_if_due();
         self.trim_memory_if_due();
         self.resume_accept_if_due();
         self.close_all_if_shutdown_is_over();
@@ -424,6 +437,9 @@ impl Core {
             return;
         };
         self.metrics.current.closed += 1;
+        if self.ops.log.is_some() || self.ops.clients.is_some() {
+            self.client_closed(&c);
+        }
         if let Some(ex) = c.ex {
             self.io.recycle_exchange(ex);
         }
@@ -445,7 +461,7 @@ impl Core {
 
     /// Makes client `k` a tunnel, not yet dispatched.
     fn make_tunnel(&mut self, k: ClientKey, vet_first_bytes: bool) {
-        let mut ex = self.io.take_exchange(self.now.ms);
+        let mut ex = self.io.take_exchange(self.now.us);
         ex.vet_first_bytes = vet_first_bytes;
         let c = &mut self.conns[k];
         c.ex = Some(ex);

@@ -121,6 +121,14 @@ impl Core {
             }
         }
         self.metrics.current.proxy_headers.accepted += 1;
+        if self.ops.clients.is_some() {
+            let ip = self.conns[k].peer_ip;
+            if !self.client_may_connect(ip) {
+                // Still in `ProxyHeader`: the close does not count it out of a client it was
+                // never counted in.
+                return Next::Close;
+            }
+        }
         if self.tls_listener() {
             return self.start_tls(k);
         }

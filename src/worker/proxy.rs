@@ -271,6 +271,7 @@ impl Pump<'_> {
         ) {
             Io::Done(n) => {
                 self.counts.bytes_out += n as u64;
+                ex.bytes_out += n as u64;
                 resp.consume(n);
                 ex.resp_len -= n;
                 Ok(true)
@@ -465,7 +466,9 @@ impl Core {
         let Some(h) = ex.resp_head.as_ref() else {
             return Next::Close;
         };
+        let status = h.status;
         let after = after_response(h, ex, self.life.shutting_down);
+        self.request_done(k, status);
         self.unbind_backend(k, after.reuse_backend);
         if !after.keep_client {
             return self.begin_close(k);

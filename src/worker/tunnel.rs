@@ -179,6 +179,7 @@ impl Core {
         let Some(ex) = c.ex.as_deref_mut() else {
             return Ok(None);
         };
+        let (in_before, out_before) = (metrics.current.bytes_in, metrics.current.bytes_out);
         let up = Direction {
             from: (&mut c.sock, &mut c.ready),
             to: (&mut b.sock, &mut b.ready),
@@ -199,6 +200,8 @@ impl Core {
             write_count: Some(&mut metrics.current.bytes_out),
         }
         .pump(&mut io.bufs);
+        ex.bytes_in += metrics.current.bytes_in - in_before;
+        ex.bytes_out += metrics.current.bytes_out - out_before;
         let (up, down) = (up?, down?);
         if ex.up_shut && ex.down_shut {
             return Ok(None);

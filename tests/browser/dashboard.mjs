@@ -6,6 +6,7 @@
 //   node dashboard.mjs <admin-url> --screenshot <file.png> picture for the README (scripts/screenshot.sh)
 //   node dashboard.mjs <admin-url> --tls-warning <file>    the expiry banner names this certificate file
 //                                                          (tests/tls_dashboard.rs)
+//   node dashboard.mjs <admin-url> --clients N             top-clients panel shows N rows in each list
 //
 // Options: --min-points N (chart points to wait for, default 2), --rows N (backend rows to wait
 // for, default 1), --chromium PATH (default $CHROMIUM or /usr/bin/chromium), --timeout-ms N (per
@@ -34,6 +35,7 @@ function parseArgs(argv) {
     disable: null,
     screenshot: null,
     tlsWarning: null,
+    clients: 0,
     minPoints: 2,
     rows: 1,
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -50,14 +52,16 @@ function parseArgs(argv) {
     else if (arg === "--tls-warning") opts.tlsWarning = value();
     else if (arg === "--min-points") opts.minPoints = Number(value());
     else if (arg === "--rows") opts.rows = Number(value());
+    else if (arg === "--clients") opts.clients = Number(value());
     else if (arg === "--chromium") opts.chromium = value();
     else if (arg === "--timeout-ms") opts.timeoutMs = Number(value());
     else if (!arg.startsWith("--") && !opts.url) opts.url = arg;
     else usage(`unknown argument ${arg}`);
   }
   if (!opts.url) usage("the admin URL is missing");
-  if (!opts.disable && !opts.screenshot && !opts.tlsWarning)
-    usage("say --disable ADDRESS, --screenshot PATH or --tls-warning FILE");
+  if (!opts.disable && !opts.screenshot && !opts.tlsWarning && !opts.clients) {
+    usage("say --disable ADDRESS, --screenshot PATH, --tls-warning FILE or --clients N");
+  }
   return opts;
 }
 
@@ -161,7 +165,24 @@ async function drive(page, opts, problems) {
     opts.rows
   );
 
-  const seen = { charts: {}, rows: [], disabled: null, screenshot: null, tlsWarning: null, certs: [] };
+  const seen = { charts: {}, rows: [], disabled: null, screenshot: null, tlsWarning: null, certs: [], clients: null };
+  if (opts.clients) {
+    // The top-clients panel: rows in both of its tables.
+    await page.waitForFunction(
+      (n) =>
+        document.querySelectorAll("#clients-requests tbody tr").length >= n &&
+        document.querySelectorAll("#clients-refusals tbody tr").length >= n,
+      opts.clients
+    );
+    seen.clients = await page.evaluate(() => {
+      const rows = (id) =>
+        [...document.querySelectorAll(`#${id} tbody tr`)].map((tr) => ({
+          client: tr.dataset.client,
+          cells: [...tr.cells].map((td) => td.textContent),
+        }));
+      return { requests: rows("clients-requests"), refusals: rows("clients-refusals") };
+    });
+  }
   if (opts.disable) {
     const row = page.locator(`#backends tbody tr[data-address=${attr(opts.disable)}]`);
     await row.getByRole("button", { name: `Disable ${opts.disable}`, exact: true }).click();

@@ -400,8 +400,52 @@
     if (clustered) renderCluster(await getJSON("api/cluster"));
   }
 
+  // With per-client limits on (/api/clients says so), the busiest clients of the last second by
+  // requests and by refusals; with them off, the panel stays hidden and is not asked again.
+  let clientsOn = true;
+
+  function clientRows(tableId, list) {
+    const body = $(tableId).querySelector("tbody");
+    body.replaceChildren(
+      ...list.map((c) => {
+        const tr = document.createElement("tr");
+        tr.dataset.client = c.client;
+        const cells = [[c.client, ""], [fmtCount(c.requests_per_s), "num"],
+          [fmtCount(c.refusals_per_s), "num"], [fmtCount(c.connections), "num"]];
+        for (const [text, cls] of cells) {
+          const td = document.createElement("td");
+          td.textContent = text;
+          if (cls) td.className = cls;
+          tr.appendChild(td);
+        }
+        return tr;
+      }),
+    );
+  }
+
+  function renderClients(c) {
+    $("clients-panel").hidden = false;
+    const limits = [];
+    if (c.max_conns_per_client) limits.push(`${c.max_conns_per_client} connections`);
+    if (c.rate_per_s) limits.push(`${fmtCount(c.rate_per_s)} req/s, burst ${c.burst}`);
+    $("clients-summary").textContent =
+      `per client: ${limits.join(" · ")} · refused: ${fmtCount(c.refused_connections)} connections, ` +
+      `${fmtCount(c.refused_rate)} over the rate`;
+    clientRows("clients-requests", c.top_by_requests);
+    clientRows("clients-refusals", c.top_by_refusals);
+  }
+
+  async function refreshClients() {
+    if (!clientsOn) return;
+    const c = await getJSON("api/clients");
+    clientsOn = c.enabled === true;
+    if (clientsOn) renderClients(c);
+  }
+
   async function refresh() {
-    const [h, s] = await Promise.all([getJSON("api/history"), getJSON("api/status"), refreshCluster()]);
+    const [h, s] = await Promise.all([
+      getJSON("api/history"), getJSON("api/status"), refreshCluster(), refreshClients(),
+    ]);
     history = Array.isArray(h) ? h : [];
     clustered = typeof s.cluster === "string";
     renderStatus(s);
