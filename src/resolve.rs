@@ -6,7 +6,7 @@
 //! Without `--dns-server` a name goes through the system's resolver (`getaddrinfo`: /etc/hosts,
 //! then DNS), which gives no time to live: it is looked up again every `--resolve-interval`. With
 //! `--dns-server ADDR`, the thread asks that server itself, an `A` and an `AAAA` question over UDP
-//! (RFC 1035 section 4.2.1; messages built and read with `hickory-proto`), and looks again after the
+//! (RFC 1035 section 4.2.1; messages built and read with `simple-dns`), and looks again after the
 //! answer's smallest TTL, within [`MIN_REFRESH_MS`] and `--resolve-interval`. A failed lookup is
 //! tried again on the schedule the last answer set (the interval before any answer).
 
@@ -15,8 +15,8 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use simple_dns::rdata::RData;
+use simple_dns::{Name, Packet, PacketFlag, Question, CLASS, RCODE, TYPE};
 
 /// A name is never looked up more often than this, whatever its TTL.
 pub(crate) const MIN_REFRESH_MS: u64 = 1_000;
@@ -174,7 +174,7 @@ pub(crate) fn resolve(
             let mut ips = Vec::new();
             let mut ttl: Option<u32> = None;
             let mut failed = None;
-            for kind in [RecordType::A, RecordType::AAAA] {
+            for kind in [TYPE::A, TYPE::AAAA] {
                 match ask(server, host, kind) {
                     Ok((found, t)) => {
                         ips.extend(found);
@@ -217,25 +217,21 @@ pub(crate) fn split_name(name: &str) -> Result<(&str, u16), String> {
     }
 }
 
-/// One question to `server`: the addresses of `host` of record type `kind`, and their smallest TTL.
-fn ask(
-    server: SocketAddr,
-    host: &str,
-    kind: RecordType,
-) -> Result<(Vec<IpAddr>, Option<u32>), String> {
-    let fqdn = Name::from_ascii(format!("{}.", host.trim_end_matches('.')))
-        .map_err(|e| format!("{host:?} did not resolve: not a DNS name: {e}"))?;
+/// One question to `server`: the addresses of `host` of record type `kind` (A or AAAA), and
+/// their smallest TTL.
+fn ask(server: SocketAddr, host: &str, kind: TYPE) -> Result<(Vec<IpAddr>, Option<u32>), String> {
+    let host = host.trim_end_matches('.');
+    let fqdn =
+        Name::new(host).map_err(|e| format!("{host:?} did not resolve: not a DNS name: {e}"))?;
     let id = query_id(host, kind);
-    let mut query = Message::new();
+    let mut query = Packet::new_query(id);
+    query.set_flags(PacketFlag::RECURSION_DESIRED);
     query
-        .set_id(id)
-        .set_message_type(MessageType::Query)
-        .set_op_code(OpCode::Query)
-        .set_recursion_desired(true)
-        .add_query(Query::query(fqdn, kind));
+        .questions
+        .push(Question::new(fqdn, kind.into(), CLASS::IN.into(), false));
     let bytes = query
-        .to_vec()
-        .map_err(|e| format!("DNS query for {host:?}: {e}"))?;
+        .build_bytes_vec()
+        .map_err(|e| format!("{host:?} did not resolve: DNS query: {e}"))?;
     let unreachable = |e: std::io::Error| {
         format!("{host:?} did not resolve: the DNS server {server} did not answer: {e}")
     };
@@ -253,19 +249,19 @@ fn ask(
     let mut buf = [0u8; 4096];
     loop {
         let n = socket.recv(&mut buf).map_err(unreachable)?;
-        let Ok(reply) = Message::from_vec(&buf[..n]) else {
+        let Ok(reply) = Packet::parse(&buf[..n]) else {
             continue; // not a DNS message: keep waiting for ours
         };
-        if reply.id() != id || reply.message_type() != MessageType::Response {
+        if reply.id() != id || !reply.has_flags(PacketFlag::RESPONSE) {
             continue;
         }
-        return match reply.response_code() {
-            ResponseCode::NoError => Ok(addresses_in(&reply)),
-            ResponseCode::NXDomain => Err(format!(
+        return match reply.rcode() {
+            RCODE::NoError => Ok(addresses_in(&reply)),
+            RCODE::NameError => Err(format!(
                 "{host:?} did not resolve: no such name (NXDOMAIN from {server})"
             )),
             code => Err(format!(
-                "{host:?} did not resolve: the DNS server {server} answered {code}"
+                "{host:?} did not resolve: the DNS server {server} answered {code:?}"
             )),
         };
     }
@@ -273,24 +269,24 @@ fn ask(
 
 /// The A and AAAA records of an answer and their smallest TTL (CNAMEs the server followed come
 /// with the addresses they lead to).
-fn addresses_in(reply: &Message) -> (Vec<IpAddr>, Option<u32>) {
+fn addresses_in(reply: &Packet) -> (Vec<IpAddr>, Option<u32>) {
     let mut ips = Vec::new();
     let mut ttl = None::<u32>;
-    for record in reply.answers() {
-        let ip = match record.data() {
-            RData::A(a) => IpAddr::V4(a.0),
-            RData::AAAA(aaaa) => IpAddr::V6(aaaa.0),
+    for record in &reply.answers {
+        let ip = match &record.rdata {
+            RData::A(a) => IpAddr::V4(a.address.into()),
+            RData::AAAA(aaaa) => IpAddr::V6(aaaa.address.into()),
             _ => continue,
         };
         ips.push(ip);
-        ttl = Some(ttl.map_or(record.ttl(), |t| t.min(record.ttl())));
+        ttl = Some(ttl.map_or(record.ttl, |t| t.min(record.ttl)));
     }
     (ips, ttl)
 }
 
 /// A query id that differs between questions (so a late answer to an earlier one is not taken for
 /// this one's) without a random generator: the clock's low bits mixed with the question.
-fn query_id(host: &str, kind: RecordType) -> u16 {
+fn query_id(host: &str, kind: TYPE) -> u16 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -304,8 +300,8 @@ fn query_id(host: &str, kind: RecordType) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::rr::rdata::{A, AAAA};
-    use hickory_proto::rr::Record;
+    use simple_dns::rdata::{A, AAAA};
+    use simple_dns::{ResourceRecord, QTYPE};
     use std::sync::{Arc, Mutex};
 
     /// A DNS server on loopback answering from `zone` (name → addresses, TTL 60), NXDOMAIN else;
@@ -316,35 +312,38 @@ mod tests {
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok((n, from)) = socket.recv_from(&mut buf) {
-                let q = Message::from_vec(&buf[..n]).unwrap();
-                let query = q.query().unwrap().clone();
-                let asked = query.name().to_ascii();
-                let mut reply = Message::new();
-                reply
-                    .set_id(q.id())
-                    .set_message_type(MessageType::Response)
-                    .add_query(query.clone());
+                let q = Packet::parse(&buf[..n]).unwrap();
+                let question = q.questions[0].clone();
+                let asked = question.qname.to_string();
+                let mut reply = Packet::new_reply(q.id());
+                reply.questions.push(question.clone());
                 let zone = zone.lock().unwrap();
                 let known: Vec<IpAddr> = zone
                     .iter()
-                    .filter(|(n, _)| format!("{n}.") == asked)
+                    .filter(|(n, _)| *n == asked)
                     .map(|(_, ip)| *ip)
                     .collect();
+                let aaaa = question.qtype == QTYPE::TYPE(TYPE::AAAA);
                 if known.is_empty() {
-                    reply.set_response_code(ResponseCode::NXDomain);
+                    *reply.rcode_mut() = RCODE::NameError;
                 }
-                if asked.starts_with("v4only") && query.query_type() == RecordType::AAAA {
-                    reply.set_response_code(ResponseCode::ServFail);
+                if asked.starts_with("v4only") && aaaa {
+                    *reply.rcode_mut() = RCODE::ServerFailure;
                 }
                 for ip in known {
-                    let rdata = match (ip, query.query_type()) {
-                        (IpAddr::V4(v4), RecordType::A) => RData::A(A(v4)),
-                        (IpAddr::V6(v6), RecordType::AAAA) => RData::AAAA(AAAA(v6)),
+                    let rdata = match (ip, aaaa) {
+                        (IpAddr::V4(v4), false) => RData::A(A { address: v4.into() }),
+                        (IpAddr::V6(v6), true) => RData::AAAA(AAAA { address: v6.into() }),
                         _ => continue,
                     };
-                    reply.add_answer(Record::from_rdata(query.name().clone(), 60, rdata));
+                    let name = question.qname.clone();
+                    reply
+                        .answers
+                        .push(ResourceRecord::new(name, CLASS::IN, 60, rdata));
                 }
-                socket.send_to(&reply.to_vec().unwrap(), from).unwrap();
+                socket
+                    .send_to(&reply.build_bytes_vec().unwrap(), from)
+                    .unwrap();
             }
         });
         addr
