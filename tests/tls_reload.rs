@@ -224,7 +224,8 @@ fn a_bad_file_on_reload_is_refused_with_its_name_and_the_old_certificate_keeps_s
     let out = p.ctl(&["tls", "reload"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("reloaded"));
-    assert_eq!(s.served(&p), other.der);
+    // Workers install it when they next drain their channel.
+    assert!(wait_until(IO_TIMEOUT, || s.served(&p) == other.der));
 }
 
 #[test]
@@ -240,7 +241,8 @@ fn sighup_reloads_and_a_refused_sighup_leaves_a_log_line() {
         "{}",
         p.log_text()
     );
-    assert_eq!(s.served(&p), second.der);
+    // Workers install it when they next drain their channel.
+    assert!(wait_until(IO_TIMEOUT, || s.served(&p) == second.der));
     assert!(p.logged(&["SIGHUP: reloading the TLS certificates"]));
 
     let cert = s.dir.join("site.crt");

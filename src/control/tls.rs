@@ -319,4 +319,56 @@ mod tests {
         write_metrics(&mut out, &off, NOW, ReloadCounts::default());
         assert!(out.is_empty());
     }
+
+    /// Writes a self-signed certificate for `name` valid for `days` and its key as `stem.crt`
+    /// and `stem.key` in `dir`.
+    fn write_cert(dir: &std::path::Path, stem: &str, name: &str, days: u64) -> CertPaths {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+        let now = std::time::Duration::from_secs(now_unix_s() as u64);
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        params.not_before = epoch + now - std::time::Duration::from_secs(3600);
+        params.not_after = epoch + now + std::time::Duration::from_secs(days * 86_400 + 60);
+        let cert = params.self_signed(&key).unwrap();
+        let paths = CertPaths {
+            cert: dir.join(format!("{stem}.crt")),
+            key: dir.join(format!("{stem}.key")),
+        };
+        std::fs::write(&paths.cert, cert.pem()).unwrap();
+        std::fs::write(&paths.key, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    #[test]
+    fn a_refused_reload_keeps_the_set_in_use_and_a_good_one_replaces_it() {
+        let dir = std::env::temp_dir().join(format!("sluice-tls-control-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = vec![write_cert(&dir, "site", "a.example", 30)];
+        let certs = Arc::new(CertSet::load(&paths).unwrap());
+        let mut tls = TlsControl::new(TlsServer::new().unwrap(), certs, paths.clone(), false);
+        let before = tls.view(now_unix_s());
+        assert_eq!(before.certificates[0].days_left, 30);
+
+        std::fs::write(&paths[0].cert, "not a certificate").unwrap();
+        let err = tls.reload().unwrap_err().to_string();
+        assert!(err.contains(&paths[0].cert.display().to_string()), "{err}");
+        assert_eq!(tls.view(now_unix_s()), before);
+        assert_eq!(
+            tls.counts,
+            ReloadCounts {
+                succeeded: 0,
+                refused: 1
+            }
+        );
+
+        write_cert(&dir, "site", "b.example", 60);
+        let config = tls.reload().unwrap();
+        assert!(config.ticketer.enabled());
+        let after = tls.view(now_unix_s());
+        assert_eq!(after.certificates[0].names, ["b.example"]);
+        assert_eq!(after.certificates[0].days_left, 60);
+        assert!(after.certificates[0].default);
+        assert_eq!(after.reloads, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

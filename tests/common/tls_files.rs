@@ -136,7 +136,8 @@ pub fn client_config(ca: &TestCa) -> Arc<ClientConfig> {
 pub fn resuming_client_config(ca: &TestCa) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // The provider sluice itself uses, whichever it is.
+    let provider = sluice::tls::provider();
     let mut cfg = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
