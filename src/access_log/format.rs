@@ -41,52 +41,118 @@ pub(crate) struct Entry<'a> {
     pub sni: Option<&'a str>,
 }
 
-/// Appends `e` as one line in `format`.
-pub(crate) fn write_line(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>) {
+/// Appends `e` as one line in `format`. `clock` keeps the last second's date text, so that most
+/// lines format only their milliseconds.
+pub(crate) fn write_line(
+    out: &mut Vec<u8>,
+    format: LogFormat,
+    e: &Entry<'_>,
+    clock: &mut DateCache,
+) {
     match format {
-        LogFormat::Json => json(out, e),
-        LogFormat::Combined => combined(out, e),
+        LogFormat::Json => json(out, e, clock),
+        LogFormat::Combined => combined(out, e, clock),
     }
     out.push(b'\n');
 }
 
-fn json(out: &mut Vec<u8>, e: &Entry<'_>) {
-    out.extend_from_slice(b"{\"time\":\"");
-    rfc3339(out, e.unix_ms);
-    out.extend_from_slice(b"\",\"client\":\"");
-    match e.client_ip {
-        Some(ip) => {
-            let _ = write!(out, "{ip}");
+/// The date text of one second, in both formats, made again only when the second changes.
+#[derive(Default)]
+pub(crate) struct DateCache {
+    unix_s: Option<u64>,
+    /// `2026-11-30T02:10:00`
+    rfc3339: Vec<u8>,
+    /// `30/Nov/2026:02:10:00 +0000`
+    clf: Vec<u8>,
+}
+
+impl DateCache {
+    fn second(&mut self, unix_s: u64) {
+        if self.unix_s == Some(unix_s) {
+            return;
+        }
+        self.unix_s = Some(unix_s);
+        self.rfc3339.clear();
+        self.clf.clear();
+        rfc3339_seconds(&mut self.rfc3339, unix_s);
+        clf_time(&mut self.clf, unix_s);
+    }
+}
+
+/// Appends `n` in decimal, without the formatting machinery (this runs several times a line).
+fn num(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
+    match ip {
+        Some(IpAddr::V4(v4)) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                num(out, u64::from(octet));
+            }
+        }
+        Some(v6) => {
+            let _ = write!(out, "{v6}");
         }
         None => out.push(b'-'),
     }
-    let _ = write!(out, "\",\"client_port\":{}", e.client_port);
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: u64) {
+    out.extend_from_slice(name);
+    num(out, value);
+}
+
+fn json(out: &mut Vec<u8>, e: &Entry<'_>, clock: &mut DateCache) {
+    clock.second(e.unix_ms / 1000);
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(&clock.rfc3339);
+    let ms = e.unix_ms % 1000;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + (ms / 100) as u8,
+        b'0' + (ms / 10 % 10) as u8,
+        b'0' + (ms % 10) as u8,
+        b'Z',
+    ]);
+    out.extend_from_slice(b"\",\"client\":\"");
+    ip(out, e.client_ip);
+    field(out, b"\",\"client_port\":", u64::from(e.client_port));
     if let Some(req) = e.request {
         let (method, target) = split_request(req);
         out.extend_from_slice(b",\"method\":\"");
         json_escape(out, method);
         out.extend_from_slice(b"\",\"path\":\"");
         json_escape(out, target);
-        let _ = write!(
-            out,
-            "\",\"protocol\":\"HTTP/1.{}\",\"status\":{}",
-            e.minor_version, e.status
-        );
+        out.extend_from_slice(b"\",\"protocol\":\"HTTP/1.");
+        num(out, u64::from(e.minor_version));
+        field(out, b"\",\"status\":", u64::from(e.status));
     }
-    let _ = write!(
-        out,
-        ",\"bytes_in\":{},\"bytes_out\":{},\"duration_us\":{}",
-        e.bytes_in, e.bytes_out, e.duration_us
-    );
+    field(out, b",\"bytes_in\":", e.bytes_in);
+    field(out, b",\"bytes_out\":", e.bytes_out);
+    field(out, b",\"duration_us\":", e.duration_us);
     if let Some(us) = e.backend_us {
-        let _ = write!(out, ",\"backend_us\":{us}");
+        field(out, b",\"backend_us\":", us);
     }
     if let Some(b) = e.backend {
         out.extend_from_slice(b",\"backend\":\"");
         json_escape(out, b.as_bytes());
         out.push(b'"');
     }
-    let _ = write!(out, ",\"attempts\":{}", e.attempts);
+    field(out, b",\"attempts\":", u64::from(e.attempts));
     if let Some(id) = e.request_id {
         let _ = write!(out, ",\"request_id\":\"{id:016x}\"");
     }
@@ -103,15 +169,11 @@ fn json(out: &mut Vec<u8>, e: &Entry<'_>) {
 /// `ip - - [day/Mon/year:hh:mm:ss +0000] "GET /a HTTP/1.1" status bytes "-" "-"`: sluice does not
 /// keep the Referer and User-Agent fields, so they are `-`, as nginx writes an absent one. A TCP
 /// connection's request is `-` and its status 0.
-fn combined(out: &mut Vec<u8>, e: &Entry<'_>) {
-    match e.client_ip {
-        Some(ip) => {
-            let _ = write!(out, "{ip}");
-        }
-        None => out.push(b'-'),
-    }
+fn combined(out: &mut Vec<u8>, e: &Entry<'_>, clock: &mut DateCache) {
+    clock.second(e.unix_ms / 1000);
+    ip(out, e.client_ip);
     out.extend_from_slice(b" - - [");
-    clf_time(out, e.unix_ms);
+    out.extend_from_slice(&clock.clf);
     out.extend_from_slice(b"] \"");
     match e.request {
         Some(req) => {
@@ -119,11 +181,16 @@ fn combined(out: &mut Vec<u8>, e: &Entry<'_>) {
             clf_escape(out, method);
             out.push(b' ');
             clf_escape(out, target);
-            let _ = write!(out, " HTTP/1.{}", e.minor_version);
+            out.extend_from_slice(b" HTTP/1.");
+            num(out, u64::from(e.minor_version));
         }
         None => out.push(b'-'),
     }
-    let _ = write!(out, "\" {} {} \"-\" \"-\"", e.status, e.bytes_out);
+    out.extend_from_slice(b"\" ");
+    num(out, u64::from(e.status));
+    out.push(b' ');
+    num(out, e.bytes_out);
+    out.extend_from_slice(b" \"-\" \"-\"");
 }
 
 fn split_request(req: &[u8]) -> (&[u8], &[u8]) {
@@ -136,6 +203,13 @@ fn split_request(req: &[u8]) -> (&[u8], &[u8]) {
 /// JSON string contents: quote, backslash and control bytes escaped; bytes above 0x7E as `\u00XX`
 /// so that the line is valid UTF-8 whatever the client sent.
 fn json_escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes
+        .iter()
+        .all(|&b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         match b {
             b'"' => out.extend_from_slice(b"\\\""),
@@ -150,6 +224,13 @@ fn json_escape(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// Combined-format escaping as nginx does it: `"`, `\` and bytes outside printable ASCII as `\xHH`.
 fn clf_escape(out: &mut Vec<u8>, bytes: &[u8]) {
+    if bytes
+        .iter()
+        .all(|&b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
     for &b in bytes {
         match b {
             b'"' | b'\\' | 0..=0x1f | 0x7f..=0xff => {
@@ -183,14 +264,15 @@ fn parts(unix_ms: u64) -> (i64, u32, u32, u64, u64, u64, u64) {
     (y, m, d, t / 3600, t / 60 % 60, t % 60, unix_ms % 1000)
 }
 
-/// `2026-11-30T02:10:00.123Z`
-fn rfc3339(out: &mut Vec<u8>, unix_ms: u64) {
-    let (y, mo, d, h, mi, s, ms) = parts(unix_ms);
-    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z");
+/// `2026-11-30T02:10:00` (the milliseconds and `Z` follow per line)
+fn rfc3339_seconds(out: &mut Vec<u8>, unix_s: u64) {
+    let (y, mo, d, h, mi, s, _) = parts(unix_s * 1000);
+    let _ = write!(out, "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
 }
 
 /// `30/Nov/2026:02:10:00 +0000`
-fn clf_time(out: &mut Vec<u8>, unix_ms: u64) {
+fn clf_time(out: &mut Vec<u8>, unix_s: u64) {
+    let unix_ms = unix_s * 1000;
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -229,14 +311,25 @@ mod tests {
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         assert_eq!(civil_from_days(20_422), (2025, 11, 30));
         let mut out = Vec::new();
-        rfc3339(&mut out, 1_764_468_600_123);
-        assert_eq!(out, b"2025-11-30T02:10:00.123Z");
+        rfc3339_seconds(&mut out, 1_764_468_600);
+        assert_eq!(out, b"2025-11-30T02:10:00");
+        let mut n = Vec::new();
+        for v in [0, 7, 10, 65_535, u64::MAX] {
+            num(&mut n, v);
+            n.push(b' ');
+        }
+        assert_eq!(n, b"0 7 10 65535 18446744073709551615 ");
     }
 
     #[test]
     fn json_lines_escape_the_target_and_omit_absent_fields() {
         let mut out = Vec::new();
-        write_line(&mut out, LogFormat::Json, &entry());
+        write_line(
+            &mut out,
+            LogFormat::Json,
+            &entry(),
+            &mut DateCache::default(),
+        );
         let line = String::from_utf8(out).unwrap();
         assert!(line.ends_with("}\n"), "{line}");
         assert!(line.contains(r#""path":"/a?b=\"c\"""#), "{line}");
@@ -254,7 +347,7 @@ mod tests {
         e.sni = Some("example.com");
         e.request_id = Some(0xab);
         let mut out = Vec::new();
-        write_line(&mut out, LogFormat::Json, &e);
+        write_line(&mut out, LogFormat::Json, &e, &mut DateCache::default());
         let line = String::from_utf8(out).unwrap();
         assert!(line.contains(r#""path":"/\u00ff\u0001""#), "{line}");
         assert!(
@@ -270,7 +363,12 @@ mod tests {
     #[test]
     fn combined_lines_have_the_apache_shape() {
         let mut out = Vec::new();
-        write_line(&mut out, LogFormat::Combined, &entry());
+        write_line(
+            &mut out,
+            LogFormat::Combined,
+            &entry(),
+            &mut DateCache::default(),
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "192.0.2.7 - - [30/Nov/2025:02:10:00 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 120 \"-\" \"-\"\n"

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::format::{write_line, Entry};
+use super::format::{write_line, DateCache, Entry};
 use super::{Batch, LogFormat, LogStats, BUFFER_BYTES, FLUSH_MS};
 
 pub(crate) struct LogWriter {
@@ -19,6 +19,7 @@ pub(crate) struct LogWriter {
     tx: Sender<Batch>,
     spare: Receiver<Vec<u8>>,
     stats: Arc<LogStats>,
+    dates: DateCache,
 }
 
 impl LogWriter {
@@ -36,6 +37,7 @@ impl LogWriter {
             tx,
             spare,
             stats,
+            dates: DateCache::default(),
         }
     }
 
@@ -44,7 +46,7 @@ impl LogWriter {
         if self.lines == 0 {
             self.first_line_ms = now_ms;
         }
-        write_line(&mut self.buf, self.format, entry);
+        write_line(&mut self.buf, self.format, entry, &mut self.dates);
         self.lines += 1;
         if self.buf.len() >= BUFFER_BYTES {
             self.hand_over();

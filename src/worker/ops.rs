@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access_log::{Entry, LogWriter};
+use crate::backend::{BackendId, BackendTable};
 use crate::config::Mode;
 use crate::limits::ClientTable;
 use crate::worker::conn::{ClientConn, ClientKey, ClientState};
@@ -24,8 +25,26 @@ use crate::worker::{Core, Next};
 pub(crate) struct Ops {
     pub(crate) log: Option<Box<LogWriter>>,
     pub(crate) clients: Option<Arc<ClientTable>>,
-    /// A backend's address as text, reused for every line.
-    backend_text: String,
+    backend_text: BackendText,
+}
+
+/// The last backend's address as text: made again only when a line names another backend.
+#[derive(Default)]
+struct BackendText {
+    id: Option<BackendId>,
+    text: String,
+}
+
+impl BackendText {
+    fn of(&mut self, table: &BackendTable, id: BackendId) -> Option<&str> {
+        if self.id != Some(id) {
+            let b = table.backends.get(table.position(id)?)?;
+            self.text.clear();
+            let _ = write!(self.text, "{}", b.addr);
+            self.id = Some(id);
+        }
+        Some(&self.text)
+    }
 }
 
 impl Ops {
@@ -33,7 +52,7 @@ impl Ops {
         Ops {
             log: log.map(Box::new),
             clients,
-            backend_text: String::new(),
+            backend_text: BackendText::default(),
         }
     }
 }
@@ -125,13 +144,10 @@ impl Core {
         let Some(log) = ops.log.as_deref_mut() else {
             return;
         };
-        let last = ex.tried().last().copied();
-        let backend = last.and_then(|id| {
-            let i = routing.table.position(id)?;
-            ops.backend_text.clear();
-            let _ = write!(ops.backend_text, "{}", routing.table.backends[i].addr);
-            Some(ops.backend_text.as_str())
-        });
+        let backend = ex
+            .tried()
+            .last()
+            .and_then(|&id| ops.backend_text.of(&routing.table, id));
         let entry = Entry {
             unix_ms: unix_ms(),
             client_ip: Some(c.peer_ip),
@@ -160,13 +176,10 @@ impl Core {
         let (Some(log), Some(ex)) = (ops.log.as_deref_mut(), c.ex.as_deref()) else {
             return;
         };
-        let last = ex.tried().last().copied();
-        let backend = last.and_then(|id| {
-            let i = routing.table.position(id)?;
-            ops.backend_text.clear();
-            let _ = write!(ops.backend_text, "{}", routing.table.backends[i].addr);
-            Some(ops.backend_text.as_str())
-        });
+        let backend = ex
+            .tried()
+            .last()
+            .and_then(|&id| ops.backend_text.of(&routing.table, id));
         let entry = Entry {
             unix_ms: unix_ms(),
             client_ip: Some(c.peer_ip),
