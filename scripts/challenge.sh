@@ -12,6 +12,7 @@
 #
 # Contenders, each given its best reasonable configuration for the task:
 # - sluice-bandit: --strategy bandit --retry-on connect,timeout,5xx,429 --retry-methods any
+#                  --request-id body-alnum24 (the ids are the bodies: at most 3 attempts per id)
 # - sluice-rr:     --strategy round-robin, same retries (a retry skips backends already tried)
 # - nginx:         round robin, proxy_next_upstream error timeout http_500 http_502 http_503
 #                  http_429 non_idempotent; proxy_next_upstream_tries 3; HTTP/1.1 keep-alive to
@@ -107,7 +108,7 @@ start_contender() {
             local backends=()
             for p in $ports; do backends+=(--backend "127.0.0.1:$p"); done
             spawn "$sluice" --listen "127.0.0.1:$listen" --admin off --strategy "$strategy" \
-                --retry-on "$retries" --retry-methods any --health-interval 0 \
+                --retry-on "$retries" --retry-methods any --request-id body-alnum24 --health-interval 0 \
                 "${backends[@]}" >"$dir/out.log" 2>"$dir/err.log"
             ;;
         nginx)

@@ -549,7 +549,7 @@ impl Core {
             if ex.pace_until_ms != 0 {
                 return self.dispatch(k);
             }
-            if ex.awaiting_id {
+            if ex.awaiting_id.is_some() {
                 return self.answer(k, 408, "request body timed out", true);
             }
             if ex.queued {
