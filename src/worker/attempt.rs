@@ -279,6 +279,10 @@ impl Settle<'_> {
         }
         if self.feedback.success {
             b.stats.learned.observe(false, self.now.ms);
+            if matches!(failure, Failure::Connect | Failure::Broken) {
+                // No answer at all: most likely down for a moment; leave it alone a while.
+                b.stats.learned.unreachable(self.now.ms);
+            }
         }
         let in_a_row = b.stats.note_failure();
         if self.cfg.eject_after > 0 && in_a_row == self.cfg.eject_after {
