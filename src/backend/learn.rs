@@ -164,6 +164,38 @@ impl Limit {
     }
 }
 
+/// Whether attempts to a backend are held back now, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    /// No 429 yet: nothing is paced.
+    Unlimited,
+    /// Under its learned limit, with room in the window now.
+    Room,
+    /// Its learned limit's window is full: attempts wait for room.
+    Full,
+    /// A probe raised the learned limit and has not been refused yet.
+    Probing,
+    /// Left alone for a while: a `Retry-After`, a burst of 429s, or no answer.
+    BackingOff,
+}
+
+/// A snapshot of what is learned of one backend ([`Learned::belief`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Belief {
+    /// Posterior mean of the success probability of an attempt (429s aside).
+    pub success_estimate: f64,
+    /// Attempts behind the estimate, decayed with [`SUCCESS_HALF_LIFE_MS`].
+    pub evidence: f64,
+    /// The learned limit per window; `None` before the first 429.
+    pub limit_per_window: Option<u32>,
+    pub window_ms: u64,
+    pub pacing: Pacing,
+    /// Left of a backoff (0 unless [`Pacing::BackingOff`]).
+    pub backoff_ms: u64,
+    /// 429s in a row with no other answer between them.
+    pub refused_in_a_row: u64,
+}
+
 /// The shared learned state of one backend.
 #[derive(Debug)]
 pub struct Learned {
@@ -362,6 +394,33 @@ impl Learned {
     pub fn success_mean(&self) -> f64 {
         let (a, b) = self.beta();
         a / (a + b)
+    }
+
+    /// What is believed of the backend at `now_ms`, for people watching (the admin API).
+    pub fn belief(&self, now_ms: u64) -> Belief {
+        let (a, b) = self.beta();
+        let limit = Limit::unpack(self.limit.load(Ordering::Relaxed));
+        let blocked_ms = self.blocked_until_ms().saturating_sub(now_ms);
+        let pacing = if blocked_ms > 0 {
+            Pacing::BackingOff
+        } else if limit.per_window == 0 {
+            Pacing::Unlimited
+        } else if limit.unconfirmed(now_ms) {
+            Pacing::Probing
+        } else if self.wait_ms(now_ms, CLASSES) > 0 {
+            Pacing::Full
+        } else {
+            Pacing::Room
+        };
+        Belief {
+            success_estimate: a / (a + b),
+            evidence: a + b - 2.0,
+            limit_per_window: (limit.per_window != 0).then_some(limit.per_window),
+            window_ms: WINDOW_MS,
+            pacing,
+            backoff_ms: blocked_ms,
+            refused_in_a_row: self.refused_in_a_row(),
+        }
     }
 
     /// The learned limit, attempts per second; `None` until the backend answers 429.
