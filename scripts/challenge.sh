@@ -11,7 +11,9 @@
 # (penalty attempts), score ÷ oracle bound.
 #
 # Contenders, each given its best reasonable configuration for the task:
-# - sluice-bandit: --strategy bandit --retry-on connect,timeout,5xx,429 --retry-methods any
+# - sluice-bandit: --strategy bandit --retry-on connect,timeout,broken,5xx,429 --retry-methods any
+#                  --request-id body-alnum24 (the ids are the bodies: at most 3 attempts per id)
+#                  --max-pacing-wait 3s (three waits stay under the client's 10 s timeout)
 # - sluice-rr:     --strategy round-robin, same retries (a retry skips backends already tried)
 # - nginx:         round robin, proxy_next_upstream error timeout http_500 http_502 http_503
 #                  http_429 non_idempotent; proxy_next_upstream_tries 3; HTTP/1.1 keep-alive to
@@ -53,7 +55,7 @@ profiles=${PROFILES:-flaky1 flaky2 flaky3}
 contenders=${CONTENDERS:-sluice-bandit sluice-rr nginx haproxy}
 offset=${PORT_OFFSET:-0}
 out=${OUT:-target/challenge}
-retries="connect,timeout,5xx,429"
+retries="connect,timeout,broken,5xx,429"
 
 ensure_deb nginx nginx
 ensure_deb haproxy haproxy
@@ -76,6 +78,7 @@ base_port() { # PROFILE -> the start of the challenge's port range for it
         flaky1) echo 4000 ;;
         flaky2) echo 5000 ;;
         flaky3) echo 6000 ;;
+        flaky4) echo 7000 ;;
         *) echo "unknown profile $1" >&2; exit 2 ;;
     esac
 }
@@ -107,7 +110,8 @@ start_contender() {
             local backends=()
             for p in $ports; do backends+=(--backend "127.0.0.1:$p"); done
             spawn "$sluice" --listen "127.0.0.1:$listen" --admin off --strategy "$strategy" \
-                --retry-on "$retries" --retry-methods any --health-interval 0 \
+                --retry-on "$retries" --retry-methods any --request-id body-alnum24 --max-pacing-wait 3s \
+                --health-interval 0 \
                 "${backends[@]}" >"$dir/out.log" 2>"$dir/err.log"
             ;;
         nginx)

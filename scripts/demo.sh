@@ -40,7 +40,8 @@ spawn target/release/loadgen sim --challenge --seed 1 >"$work/sim.log" 2>&1
 backends=()
 for port in $(seq 4000 4009); do backends+=(--backend "127.0.0.1:$port"); done
 spawn target/release/sluice --listen "$listen" --admin "$admin" --strategy bandit \
-    --retry-on connect,timeout,5xx,429 --retry-methods any --health-path /health \
+    --retry-on connect,timeout,5xx,429 --retry-methods any --request-id body-alnum24 \
+    --health-path /health \
     "${backends[@]}" >"$work/sluice.out" 2>"$work/sluice.log"
 WAIT_S=10 wait_for sluice grep -q "sluice ready" "$work/sluice.out" 2>/dev/null ||
     { echo "sluice did not start:"; cat "$work/sluice.log"; exit 1; }

@@ -200,7 +200,11 @@ fn spawn_workers(
 ) -> io::Result<Workers> {
     let cfg = Arc::new(cfg);
     let budget = Arc::new(IdBudget::new(
-        if cfg.id_budget { cfg.id_memory } else { 1 },
+        if cfg.request_id.is_on() {
+            cfg.id_memory
+        } else {
+            1
+        },
         cfg.id_window_s,
     ));
     let mut links = Vec::new();

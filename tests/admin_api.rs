@@ -249,6 +249,54 @@ fn status_reports_version_and_live_numbers() {
         assert!(b[field].is_number(), "{field} in {b}");
     }
     assert_eq!(b["in_flight"], 0);
+    assert!(b.get("learned").is_none(), "only bandit learns: {b}");
+}
+
+#[test]
+fn status_shows_what_bandit_believes_of_each_backend() {
+    let refusing = HttpBackend::start(|_| {
+        Reply::raw(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+    });
+    let good = HttpBackend::start(|_| Reply::ok(b"ok"));
+    let specs = [refusing.addr, good.addr]
+        .into_iter()
+        .map(|addr| sluice::backend::BackendSpec {
+            addr: addr.into(),
+            weight: 1,
+        })
+        .collect();
+    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
+    s.proxy.retry = sluice::retry::RetryPolicy::parse("connect,5xx,429", "any").unwrap();
+    let lb = Sluice::with_settings(s);
+    for _ in 0..10 {
+        assert_eq!(roundtrip(lb.addr, &get("/")).status, 200);
+    }
+    let (status, s) = lb.api("GET", "/api/status", None);
+    assert_eq!(status, 200);
+    let learned = |addr: SocketAddr| {
+        let backends = s["backends"].as_array().unwrap();
+        let b = backends
+            .iter()
+            .find(|b| b["address"] == addr.to_string())
+            .unwrap();
+        b["learned"].clone()
+    };
+    let r = learned(refusing.addr);
+    assert_eq!(r["pacing"], "backing-off", "{r}");
+    assert!(
+        r["backoff_ms"].as_u64().unwrap() > 20_000,
+        "Retry-After: 30 {r}"
+    );
+    assert_eq!(r["limit"], 1, "one 429 with nothing admitted: {r}");
+    assert_eq!(r["window_ms"], 1000);
+    let g = learned(good.addr);
+    assert_eq!(g["pacing"], "unlimited", "{g}");
+    assert!(g["limit"].is_null(), "{g}");
+    assert!(g["success_estimate"].as_f64().unwrap() > 0.8, "{g}");
+    assert!(g["evidence"].as_f64().unwrap() >= 9.0, "{g}");
 }
 
 #[test]

@@ -1,14 +1,19 @@
 //! The flaky-servers challenge replayed in simulated time: the `bandit` strategy and what it learns
 //! (`sluice::backend::learn::Learned`) in front of ten servers that follow `loadgen sim`'s flaky profiles
 //! rule for rule, with the simulator's own parameters, limits, penalty box and random streams
-//! (same seed, same servers as `loadgen sim --profile flakyN --seed S`). Ids arrive at 10 per
-//! second; each gets up to 3 attempts, retried at once on a 5xx or 429 as sluice does with
-//! `--retry-on connect,timeout,5xx,429 --retry-methods any`; a `Choice::Wait` is honoured for at
-//! most `--max-pacing-wait` (1 s), then the pick is forced. The score is divided by the
-//! simulator's oracle bound, as `loadgen challenge` does.
+//! (same seed, same servers as `loadgen sim --profile flakyN --seed S`: each server is the
+//! simulator's own `ServerState`, answering by its rules and random stream). Ids arrive at 10 (or
+//! 30) per second; each gets up to 3 attempts, retried at once on a 5xx, a 429 or a closed
+//! connection (a server in an outage) as sluice does with `--retry-on
+//! connect,timeout,broken,5xx,429 --retry-methods any`; a `Choice::Wait` is honoured for at most
+//! `--max-pacing-wait` (3 s, as scripts/challenge.sh sets it), then the pick is forced. The score is divided by the simulator's
+//! oracle bound, as `loadgen challenge` does, and every answer is checked against the ledger the
+//! servers keep (an id told it succeeded was accepted, an id told it failed was not).
 //!
 //! Nothing here waits for real time, so whole two-minute runs take milliseconds and always give
 //! the same numbers: a regression in the strategy shows as a lower score, not as a flaky test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -16,31 +21,27 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use loadgen::rng::Rng as SimRng;
-use loadgen::sim::limit::{PenaltyBox, SlidingWindow, PENALTY_DURATION};
 use loadgen::sim::oracle::{accepted_share_over, OracleServer};
-use loadgen::sim::{Profile, ServerParams, DEFAULT_SERVICE_TIME_MS, RETRY_AFTER_S};
+use loadgen::sim::{Profile, ServerParams, ServerState, DEFAULT_SERVICE_TIME_MS};
 
 use sluice::backend::{Backend, BackendId};
 use sluice::strategy::{self, Choice, PickContext, StrategyKind, StrategyParams};
 
 const SERVERS: usize = 10;
-const IDS_PER_S: u64 = 10;
 const MAX_ATTEMPTS: usize = 3;
-const MAX_PACING_WAIT_MS: u64 = 1_000;
+/// `--max-pacing-wait 3s`, as scripts/challenge.sh runs sluice.
+const MAX_PACING_WAIT_MS: u64 = 3_000;
 /// The simulator has been up this long when the first id arrives (flaky3's limits depend on it).
 const SIM_HEAD_START_MS: u64 = 1_000;
 
-/// One server of the simulator: `loadgen::sim`'s `ServerState::decide_attempt` for a valid
-/// `POST /`, minus the service delay (the caller adds it).
+/// One server of the simulator, drawn as `Sim::start` draws it.
 struct Server {
     params: ServerParams,
-    window: SlidingWindow,
-    penalty: PenaltyBox,
-    rng: SimRng,
+    state: ServerState,
 }
 
 impl Server {
-    /// The simulator's servers for `profile` and `seed`, drawn as `Sim::start` draws them.
+    /// The simulator's servers for `profile` and `seed`.
     fn all(profile: Profile, seed: u64) -> Vec<Server> {
         let mut master = SimRng::with_seed(seed);
         (0..SERVERS)
@@ -48,38 +49,11 @@ impl Server {
                 let mut rng = master.fork(i as u64);
                 let params = ServerParams::draw(profile, &mut rng, DEFAULT_SERVICE_TIME_MS, 4);
                 Server {
+                    state: ServerState::new(params.clone(), rng),
                     params,
-                    window: SlidingWindow::default(),
-                    penalty: PenaltyBox::default(),
-                    rng,
                 }
             })
             .collect()
-    }
-
-    /// Status and Retry-After for an attempt arriving at `at`, `t_s` after the simulator started.
-    fn answer(&mut self, at: Instant, t_s: f64) -> (u16, Option<u32>) {
-        if let Some(left) = self.penalty.remaining(at) {
-            return (429, Some(left.as_secs_f64().ceil() as u32));
-        }
-        if let Some(limit) = self.params.rate_limit.at(t_s) {
-            if !self.window.try_admit(at, limit) {
-                let box_now = self.params.penalty_box && self.penalty.violation(at);
-                let s = if box_now {
-                    PENALTY_DURATION.as_secs()
-                } else {
-                    RETRY_AFTER_S
-                };
-                return (429, Some(s as u32));
-            }
-        }
-        if self.rng.chance(self.params.success_rate) {
-            (200, None)
-        } else if self.rng.chance(0.5) {
-            (500, None)
-        } else {
-            (503, None)
-        }
     }
 }
 
@@ -93,6 +67,8 @@ pub struct Outcome {
     /// Attempts beyond the 3rd (never, by construction; kept to read like the ledger).
     pub penalty_attempts: u64,
     pub oracle_share: f64,
+    /// Answers the ledger contradicts (must be 0).
+    pub disagreements: u64,
     /// Median and 99th percentile of the time from an id's arrival to its last answer.
     pub latency_p50_ms: u64,
     pub latency_p99_ms: u64,
@@ -110,13 +86,17 @@ struct Request {
     done_ms: u64,
     tried: Vec<BackendId>,
     pace_until_ms: u64,
+    /// What the client was told: success or not.
+    told_ok: bool,
+    /// What the servers' ledger says: some server accepted the id.
+    ledger_accepted: bool,
 }
 
 #[derive(Clone, Copy)]
 enum Event {
     /// Pick a backend for request `r` (its first attempt, a retry, or after a wait).
     Dispatch(usize),
-    /// Backend `b` answered request `r`.
+    /// Backend `b` answered request `r` (status 0: it closed the connection unanswered).
     Answer(usize, usize, u16, Option<u32>),
 }
 
@@ -160,9 +140,9 @@ fn ctx() -> PickContext<'static> {
     }
 }
 
-/// Replays `duration_s` of the challenge's traffic through a `bandit` instance seeded `seed`
-/// against the simulator's servers.
-fn replay(profile: Profile, seed: u64, duration_s: u64) -> Outcome {
+/// Replays `duration_s` of the challenge's traffic at `ids_per_s` through a `bandit` instance
+/// seeded `seed` against the simulator's servers.
+fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outcome {
     let mut servers = Server::all(profile, seed);
     let table: Vec<Backend> = backends();
     let mut bandit = strategy::build(
@@ -173,11 +153,11 @@ fn replay(profile: Profile, seed: u64, duration_s: u64) -> Outcome {
     );
     let candidates: Vec<usize> = (0..SERVERS).collect();
     let origin = Instant::now();
-    let ids = duration_s * IDS_PER_S;
+    let ids = duration_s * ids_per_s;
     let mut requests: Vec<Request> = (0..ids).map(|_| Request::default()).collect();
     let mut queue = Queue::default();
     for r in 0..ids as usize {
-        queue.push(r as u64 * 1000 / IDS_PER_S + 1, Event::Dispatch(r));
+        queue.push(r as u64 * 1000 / ids_per_s + 1, Event::Dispatch(r));
     }
     let mut out = Outcome {
         ids,
@@ -186,6 +166,7 @@ fn replay(profile: Profile, seed: u64, duration_s: u64) -> Outcome {
         too_many_requests: 0,
         penalty_attempts: 0,
         oracle_share: 0.0,
+        disagreements: 0,
         latency_p50_ms: 0,
         latency_p99_ms: 0,
     };
@@ -213,12 +194,17 @@ fn replay(profile: Profile, seed: u64, duration_s: u64) -> Outcome {
                         out.attempts += 1;
                         let at = origin + Duration::from_millis(now_ms);
                         let t_s = (now_ms + SIM_HEAD_START_MS) as f64 / 1000.0;
-                        let (status, retry_after_s) = servers[b].answer(at, t_s);
-                        let delay = if status == 429 {
+                        let answer = servers[b].state.answer_attempt(at, t_s);
+                        let (status, retry_after_s) = answer.unwrap_or((0, None));
+                        if status == 200 {
+                            req.ledger_accepted = true;
+                        }
+                        let delay = if status == 429 || status == 0 {
                             0
                         } else {
                             DEFAULT_SERVICE_TIME_MS
                         };
+                        let retry_after_s = retry_after_s.map(|s| s as u32);
                         queue.push(now_ms + delay, Event::Answer(r, b, status, retry_after_s));
                     }
                 }
@@ -228,11 +214,15 @@ fn replay(profile: Profile, seed: u64, duration_s: u64) -> Outcome {
                 if status == 429 {
                     out.too_many_requests += 1;
                     learned.rate_limited(retry_after_s, now_ms);
+                } else if status == 0 {
+                    learned.observe(false, now_ms);
+                    learned.unreachable(now_ms);
                 } else {
                     learned.observe(status == 200, now_ms);
                 }
                 if status == 200 {
                     out.accepted += 1;
+                    requests[r].told_ok = true;
                 } else if requests[r].tried.len() < MAX_ATTEMPTS {
                     queue.push(now_ms, Event::Dispatch(r));
                 }
@@ -243,46 +233,76 @@ fn replay(profile: Profile, seed: u64, duration_s: u64) -> Outcome {
     let mut latencies: Vec<u64> = requests
         .iter()
         .enumerate()
-        .map(|(r, req)| req.done_ms - (r as u64 * 1000 / IDS_PER_S + 1))
+        .map(|(r, req)| req.done_ms - (r as u64 * 1000 / ids_per_s + 1))
         .collect();
     latencies.sort_unstable();
     out.latency_p50_ms = latencies[latencies.len() / 2];
     out.latency_p99_ms = latencies[latencies.len() * 99 / 100];
+    out.disagreements = requests
+        .iter()
+        .filter(|r| r.told_ok != r.ledger_accepted)
+        .count() as u64;
     let from_s = (1 + SIM_HEAD_START_MS) as f64 / 1000.0;
-    let to_s = from_s + (ids - 1) as f64 / IDS_PER_S as f64;
-    out.oracle_share = accepted_share_over(from_s, to_s, IDS_PER_S as f64, |t| {
+    let to_s = from_s + (ids - 1) as f64 / ids_per_s as f64;
+    out.oracle_share = accepted_share_over(from_s, to_s, ids_per_s as f64, |t| {
         servers
             .iter()
-            .map(|s| OracleServer {
-                success: s.params.success_rate,
-                capacity_rps: s.params.rate_limit.at(t).map(f64::from),
-            })
+            .map(|s| OracleServer::at(&s.params, false, t))
             .collect()
     });
     out
 }
 
-const PROFILES: [Profile; 3] = [Profile::Flaky1, Profile::Flaky2, Profile::Flaky3];
+const PROFILES: [Profile; 4] = [
+    Profile::Flaky1,
+    Profile::Flaky2,
+    Profile::Flaky3,
+    Profile::Flaky4,
+];
 
+/// Seeds per configuration for the means.
+const SEEDS: u64 = 50;
+
+/// Runs every profile over seeds 1..=[`SEEDS`] at `ids_per_s` (in parallel: the runs are
+/// independent), checks every run against its ledger, and returns each profile's mean and worst
+/// score ÷ oracle.
+fn over_seeds(ids_per_s: u64, duration_s: u64) -> Vec<(Profile, f64, f64)> {
+    PROFILES
+        .map(|profile| {
+            std::thread::spawn(move || {
+                let ratios: Vec<f64> = (1..=SEEDS)
+                    .map(|seed| {
+                        let out = replay(profile, seed, duration_s, ids_per_s);
+                        assert_eq!(out.penalty_attempts, 0);
+                        assert_eq!(out.disagreements, 0, "{profile:?} seed {seed}: {out:?}");
+                        out.score_vs_oracle()
+                    })
+                    .collect();
+                let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+                let worst = ratios.iter().copied().fold(f64::MAX, f64::min);
+                println!(
+                    "{profile:?} at {ids_per_s}/s: mean {mean:.4}, worst {worst:.3} of the oracle over {SEEDS} seeds"
+                );
+                (profile, mean, worst)
+            })
+        })
+        .into_iter()
+        .map(|h| h.join().expect("a replay thread panicked"))
+        .collect()
+}
+
+/// The means over 50 seeds when this was written: 0.9983, 0.9955, 0.9821 and 0.9817 (flaky1 to
+/// flaky4). The target is 0.99 everywhere; configurations 3 and 4 miss it (PERF.md says by how
+/// much and why), so their floors guard against a regression rather than state the target.
 #[test]
-fn the_challenge_replayed_scores_close_to_the_oracle_in_every_configuration() {
-    // Seeds 1 to 3, as scripts/challenge.sh runs them. The floors leave room for tuning: the
-    // values at the time of writing were 0.996-1.001, 0.993-0.994 and 0.978-0.991 (over 50
-    // seeds the means are 0.998, 0.994 and 0.985; configuration 3's spread is wide).
-    for (profile, floor) in PROFILES.into_iter().zip([0.98, 0.98, 0.95]) {
-        for seed in 1..=3 {
-            let out = replay(profile, seed, 120);
-            let ratio = out.score_vs_oracle();
-            println!(
-                "{profile:?} seed {seed}: {ratio:.3} of the oracle, {}/{} accepted, {} attempts, {} 429s",
-                out.accepted, out.ids, out.attempts, out.too_many_requests
-            );
-            assert_eq!(out.penalty_attempts, 0);
-            assert!(
-                ratio >= floor,
-                "{profile:?} seed {seed}: {ratio:.3} < {floor}"
-            );
-        }
+fn the_challenge_replayed_over_fifty_seeds_stays_close_to_the_oracle_in_every_configuration() {
+    for (profile, mean, _) in over_seeds(10, 120) {
+        let floor = match profile {
+            Profile::Flaky1 => 0.995,
+            Profile::Flaky2 => 0.99,
+            _ => 0.98,
+        };
+        assert!(mean >= floor, "{profile:?}: mean {mean:.4} < {floor}");
     }
 }
 
@@ -290,25 +310,48 @@ fn the_challenge_replayed_scores_close_to_the_oracle_in_every_configuration() {
 fn rate_limits_are_learned_not_hammered() {
     // Configuration 2: one 429 teaches each limit, then only failed probes, ever further
     // apart, are refused: a few per busy server in two minutes, out of ~1,500 attempts.
-    let out = replay(Profile::Flaky2, 1, 120);
+    let out = replay(Profile::Flaky2, 1, 120, 10);
     assert!(out.too_many_requests < 60, "{out:?}");
 }
 
-/// `cargo test --release --test bandit_replay -- --ignored --nocapture over_many_seeds`: the spread
-/// behind the three seeds above, for tuning.
+/// `cargo test --release --test bandit_replay -- --ignored --nocapture at_30`: the same at 30
+/// ids per second, where the limits bind.
 #[test]
 #[ignore]
-fn the_challenge_over_many_seeds() {
-    for profile in PROFILES {
-        let ratios: Vec<f64> = (1..=50)
-            .map(|seed| replay(profile, seed, 120).score_vs_oracle())
+fn the_challenge_replayed_at_30_ids_per_second() {
+    for (profile, mean, worst) in over_seeds(30, 120) {
+        println!("{profile:?}: {mean:.4} {worst:.3}");
+    }
+}
+
+/// `RATE=30 cargo test --release --test bandit_replay -- --ignored --nocapture worst_seeds`: the
+/// six worst seeds of configurations 3 and 4, for tuning.
+#[test]
+#[ignore]
+fn worst_seeds() {
+    let rate: u64 = std::env::var("RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    for profile in [Profile::Flaky3, Profile::Flaky4] {
+        let mut rows: Vec<(f64, u64, Outcome)> = (1..=50)
+            .map(|seed| {
+                let o = replay(profile, seed, 120, rate);
+                (o.score_vs_oracle(), seed, o)
+            })
             .collect();
-        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
-        let worst = ratios.iter().copied().fold(f64::MAX, f64::min);
-        let out = replay(profile, 1, 120);
-        println!(
-            "{profile:?}: mean {mean:.4}, worst {worst:.3} of the oracle over 50 seeds; seed 1 latency p50 {} ms, p99 {} ms",
-            out.latency_p50_ms, out.latency_p99_ms
-        );
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (r, seed, o) in rows.iter().take(6) {
+            println!(
+                "{profile:?} seed {seed}: {r:.3} acc {}/{} oracle {:.1} attempts {} 429s {}",
+                o.accepted,
+                o.ids,
+                o.oracle_share * o.ids as f64,
+                o.attempts,
+                o.too_many_requests
+            );
+        }
+        let tot429: u64 = rows.iter().map(|r| r.2.too_many_requests).sum();
+        println!("{profile:?} total 429s {tot429}");
     }
 }

@@ -230,6 +230,10 @@ fn header_buffer_and_upgrade_flags_out_of_range_are_refused_with_the_reason() {
             "--max-headers must be between 1 and 256, not 300",
         ),
         (
+            &["--request-id", "body"],
+            "bad --request-id \"body\" (expected body-alnum24, header:NAME or off)",
+        ),
+        (
             &["--max-header-bytes", "100"],
             "--max-header-bytes must be between 256 and",
         ),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::*;
 use sluice::backend::BackendSpec;
-use sluice::config::{Mode, Settings};
+use sluice::config::{Mode, RequestIds, Settings};
 use sluice::retry::RetryPolicy;
 use sluice::strategy::StrategyKind;
 
@@ -25,11 +25,33 @@ fn post_id(id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A round-robin sluice in front of `backends` with request ids from 24-character bodies and the
+/// Idempotency-Key field (`--request-id body-alnum24,header:Idempotency-Key`).
 fn lb(backends: &[SocketAddr], policy: &str, methods: &str) -> Sluice {
+    lb_with_ids(
+        backends,
+        policy,
+        methods,
+        "body-alnum24,header:Idempotency-Key",
+    )
+}
+
+/// As [`lb`], with `--request-id ids` ("off": the default, no request ids).
+fn lb_with_ids(backends: &[SocketAddr], policy: &str, methods: &str, ids: &str) -> Sluice {
     let mut s = settings_for(test_config(Mode::Http), backends, StrategyKind::RoundRobin);
     s.proxy.retry = RetryPolicy::parse(policy, methods).unwrap();
     s.proxy.eject_after = 0;
+    s.proxy.request_id = RequestIds::parse_all(&[ids.to_string()]).unwrap();
     Sluice::with_settings(s)
+}
+
+/// A POST of `body` to `path` carrying `field: value`.
+fn post_with(path: &str, field: &str, value: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\n{field}: {value}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// A backend answering every request with `status`, counting them.
@@ -127,6 +149,76 @@ fn an_accepted_id_is_answered_without_another_attempt() {
 }
 
 #[test]
+fn request_ids_are_off_by_default_so_a_repeated_body_reaches_the_backend_each_time() {
+    let (good, n) = fixed(200);
+    let lb = lb_with_ids(&[good.addr], "connect,timeout,5xx,429", "any", "off");
+    for _ in 0..2 {
+        let resp = roundtrip(lb.addr, &post_id(ID));
+        assert_eq!((resp.status, resp.text()), (200, "status 200".into()));
+    }
+    let keyed = post_with("/", "Idempotency-Key", "order-1", "x");
+    roundtrip(lb.addr, &keyed);
+    roundtrip(lb.addr, &keyed);
+    assert_eq!(
+        n.load(Ordering::SeqCst),
+        4,
+        "every request reached the backend"
+    );
+}
+
+#[test]
+fn an_id_is_scoped_by_method_host_and_path() {
+    let (good, n) = fixed(200);
+    let lb = lb(&[good.addr], "connect,timeout,5xx,429", "any");
+    let on = |method: &str, host: &str, path: &str| {
+        let req =
+            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 24\r\n\r\n{ID}");
+        roundtrip(lb.addr, req.as_bytes()).text()
+    };
+    assert_eq!(on("POST", "t", "/a"), "status 200");
+    assert!(on("POST", "t", "/a").contains("already accepted"));
+    // The query is not part of the scope; the method, the host and the path are.
+    assert!(on("POST", "t", "/a?x=1").contains("already accepted"));
+    assert_eq!(on("POST", "t", "/b"), "status 200");
+    assert_eq!(on("PUT", "t", "/a"), "status 200");
+    assert_eq!(on("POST", "u", "/a"), "status 200");
+    assert_eq!(n.load(Ordering::SeqCst), 4);
+}
+
+#[test]
+fn a_header_names_the_id_when_asked_to() {
+    let backends: Vec<(HttpBackend, Arc<AtomicUsize>)> = (0..4).map(|_| fixed(500)).collect();
+    let addrs: Vec<SocketAddr> = backends.iter().map(|b| b.0.addr).collect();
+    let lb = lb_with_ids(
+        &addrs,
+        "connect,timeout,5xx,429",
+        "any",
+        "header:X-Request-Id",
+    );
+    let attempts = || {
+        backends
+            .iter()
+            .map(|b| b.1.load(Ordering::SeqCst))
+            .sum::<usize>()
+    };
+    let keyed = post_with("/k", "x-request-id", "r-17", "hello");
+    assert_eq!(roundtrip(lb.addr, &keyed).status, 500);
+    assert_eq!(attempts(), 3);
+    let again = roundtrip(lb.addr, &keyed);
+    assert_eq!(again.status, 503, "{again:?}");
+    assert!(again.text().contains("no attempts left"));
+    assert_eq!(attempts(), 3);
+    // Only the named header: a 24-character body is not an id in this mode, nor Idempotency-Key.
+    roundtrip(lb.addr, &post_id(ID));
+    roundtrip(lb.addr, &post_id(ID));
+    assert_eq!(attempts(), 9);
+    let other = post_with("/k", "Idempotency-Key", "r-18", "hello");
+    roundtrip(lb.addr, &other);
+    roundtrip(lb.addr, &other);
+    assert_eq!(attempts(), 15);
+}
+
+#[test]
 fn failed_connects_do_not_use_up_the_budget() {
     let (r1, r2, r3) = (refused_addr(), refused_addr(), refused_addr());
     let lb = lb(&[r1, r2, r3], "connect", "any");
@@ -219,6 +311,7 @@ fn bandit_waits_out_a_retry_after_instead_of_spending_an_attempt() {
     }];
     let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
     s.proxy.retry = RetryPolicy::parse("connect,timeout,5xx,429", "any").unwrap();
+    s.proxy.request_id = RequestIds::parse_all(&["body-alnum24".into()]).unwrap();
     s.proxy.max_pacing_wait_ms = 3_000;
     let lb = Sluice::with_settings(s);
     let resp = roundtrip(lb.addr, &post_id(ID));

@@ -71,6 +71,28 @@ pub struct BackendStatusView {
     pub error_rate: f64,
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// What the `bandit` strategy believes of the backend; absent under other strategies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<LearnedView>,
+}
+
+/// What `bandit` has learned of one backend: why traffic goes where it goes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LearnedView {
+    /// Estimated probability that an attempt succeeds (429s are capacity, not failure).
+    pub success_estimate: f64,
+    /// Attempts behind the estimate (recent ones weigh more; 60 s half-life).
+    pub evidence: f64,
+    /// Attempts per window the backend takes before it answers 429; absent before the first 429.
+    pub limit: Option<u32>,
+    pub window_ms: u64,
+    /// unlimited, room, full (waiting for room), probing (trying one above the limit) or
+    /// backing-off (after Retry-After, a burst of 429s, or no answer).
+    pub pacing: String,
+    /// Left of the backoff, when backing off.
+    pub backoff_ms: u64,
+    /// 429s in a row with no other answer between them.
+    pub refused_in_a_row: u64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]

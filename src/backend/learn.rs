@@ -32,6 +32,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use super::refusals::Refusals;
+
 pub const SUCCESS_HALF_LIFE_MS: f64 = 60_000.0;
 /// The window a rate limit counts requests in.
 pub const WINDOW_MS: u64 = 1_000;
@@ -43,8 +45,11 @@ pub const WINDOW_GUARD_MS: u64 = 20;
 pub const SEND_LOG: usize = 64;
 /// Largest limit learned.
 pub const MAX_LIMIT: u32 = 30_000;
-pub const PROBE_AFTER_MS: u64 = 4_000;
-pub const MIN_PROBE_AFTER_MS: u64 = 1_000;
+pub const PROBE_AFTER_MS: u64 = 2_000;
+pub const MIN_PROBE_AFTER_MS: u64 = 500;
+/// A probe (a first attempt beyond the learned limit) not refused within this long held: until
+/// then later attempts do not count on the room it may have found.
+pub const PROBE_VERDICT_MS: u64 = 300;
 pub const MAX_PROBE_AFTER_MS: u64 = 16_000;
 /// Attempt classes: first attempts, second attempts, and third or later (a request's last chance
 /// under the default `--max-attempts 3`).
@@ -136,6 +141,19 @@ impl Limit {
         u64::from((now_ms as u32).wrapping_sub(self.changed_ms))
     }
 
+    /// A probe raised the limit and has not been refused, but not for long enough to trust it.
+    fn unconfirmed(self, now_ms: u64) -> bool {
+        self.probing && self.since_change_ms(now_ms) < PROBE_VERDICT_MS
+    }
+
+    /// The limit has held for the probing interval: a first attempt may try one beyond it.
+    fn probe_due(self, now_ms: u64) -> bool {
+        self.per_window != 0
+            && (self.per_window as usize) < SEND_LOG
+            && !self.unconfirmed(now_ms)
+            && self.since_change_ms(now_ms) >= self.probe_after_ms
+    }
+
     /// The window our sends are counted in, and how many may be in it: the learned limit over
     /// [`WINDOW_MS`] (plus the guard), or, for a limit above [`SEND_LOG`], as many as the log holds
     /// over the part of the window they may take.
@@ -144,6 +162,38 @@ impl Limit {
         let span = WINDOW_MS * k as u64 / u64::from(self.per_window.max(1));
         (span.max(1) + WINDOW_GUARD_MS, k)
     }
+}
+
+/// Whether attempts to a backend are held back now, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pacing {
+    /// No 429 yet: nothing is paced.
+    Unlimited,
+    /// Under its learned limit, with room in the window now.
+    Room,
+    /// Its learned limit's window is full: attempts wait for room.
+    Full,
+    /// A probe raised the learned limit and has not been refused yet.
+    Probing,
+    /// Left alone for a while: a `Retry-After`, a burst of 429s, or no answer.
+    BackingOff,
+}
+
+/// A snapshot of what is learned of one backend ([`Learned::belief`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Belief {
+    /// Posterior mean of the success probability of an attempt (429s aside).
+    pub success_estimate: f64,
+    /// Attempts behind the estimate, decayed with [`SUCCESS_HALF_LIFE_MS`].
+    pub evidence: f64,
+    /// The learned limit per window; `None` before the first 429.
+    pub limit_per_window: Option<u32>,
+    pub window_ms: u64,
+    pub pacing: Pacing,
+    /// Left of a backoff (0 unless [`Pacing::BackingOff`]).
+    pub backoff_ms: u64,
+    /// 429s in a row with no other answer between them.
+    pub refused_in_a_row: u64,
 }
 
 /// The shared learned state of one backend.
@@ -159,8 +209,10 @@ pub struct Learned {
     demand: [AtomicU64; CLASSES - 1],
     /// [`Limit`], packed.
     limit: AtomicU64,
-    /// No attempts before this time (ms), from a 429's Retry-After.
+    /// No attempts before this time (ms), from a 429's Retry-After or a backoff.
     blocked_until_ms: AtomicU64,
+    /// Runs of 429s and of failures without an answer.
+    refusals: Refusals,
 }
 
 impl Default for Learned {
@@ -173,6 +225,7 @@ impl Default for Learned {
             demand: std::array::from_fn(|_| AtomicU64::new(0)),
             limit: AtomicU64::new(Limit::NONE.pack()),
             blocked_until_ms: AtomicU64::new(0),
+            refusals: Refusals::default(),
         }
     }
 }
@@ -187,6 +240,7 @@ impl Learned {
     /// Records whether an attempt succeeded (a 2xx) or failed (5xx, no answer). 429s go to
     /// [`Learned::rate_limited`] instead: they say nothing about success once under the limit.
     pub fn observe(&self, success: bool, now_ms: u64) {
+        self.refusals.answered();
         let keep = self.decay(now_ms);
         update(&self.counts, |v| {
             let (a, b) = unpack2(v);
@@ -236,9 +290,33 @@ impl Learned {
             .pack()
         });
         if let Some(s) = retry_after_s {
-            self.blocked_until_ms
-                .fetch_max(now_ms + u64::from(s) * 1000, Ordering::Relaxed);
+            self.block_until(now_ms + u64::from(s) * 1000);
         }
+        let backoff_ms = self.refusals.refused(now_ms);
+        if backoff_ms > 0 {
+            self.block_until(now_ms + backoff_ms);
+        }
+    }
+
+    /// Records an attempt that got no answer (the connection failed or closed first): the backend
+    /// is left alone for a while ([`Refusals::unreachable`]).
+    pub fn unreachable(&self, now_ms: u64) {
+        let backoff_ms = self.refusals.unreachable(now_ms);
+        self.block_until(now_ms + backoff_ms);
+    }
+
+    fn block_until(&self, until_ms: u64) {
+        self.blocked_until_ms.fetch_max(until_ms, Ordering::Relaxed);
+    }
+
+    /// When the backend may be sent to again after a Retry-After or a backoff (0: not blocked).
+    pub fn blocked_until_ms(&self) -> u64 {
+        self.blocked_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// The current run of 429s with no other answer between them.
+    pub fn refused_in_a_row(&self) -> u64 {
+        self.refusals.refused_in_a_row()
     }
 
     /// Takes the most recent send out of the log: the attempt a 429 just refused (at one answer
@@ -318,6 +396,33 @@ impl Learned {
         a / (a + b)
     }
 
+    /// What is believed of the backend at `now_ms`, for people watching (the admin API).
+    pub fn belief(&self, now_ms: u64) -> Belief {
+        let (a, b) = self.beta();
+        let limit = Limit::unpack(self.limit.load(Ordering::Relaxed));
+        let blocked_ms = self.blocked_until_ms().saturating_sub(now_ms);
+        let pacing = if blocked_ms > 0 {
+            Pacing::BackingOff
+        } else if limit.per_window == 0 {
+            Pacing::Unlimited
+        } else if limit.unconfirmed(now_ms) {
+            Pacing::Probing
+        } else if self.wait_ms(now_ms, CLASSES) > 0 {
+            Pacing::Full
+        } else {
+            Pacing::Room
+        };
+        Belief {
+            success_estimate: a / (a + b),
+            evidence: a + b - 2.0,
+            limit_per_window: (limit.per_window != 0).then_some(limit.per_window),
+            window_ms: WINDOW_MS,
+            pacing,
+            backoff_ms: blocked_ms,
+            refused_in_a_row: self.refused_in_a_row(),
+        }
+    }
+
     /// The learned limit, attempts per second; `None` until the backend answers 429.
     pub fn limit(&self) -> Option<u32> {
         let l = Limit::unpack(self.limit.load(Ordering::Relaxed));
@@ -342,7 +447,17 @@ impl Learned {
             return blocked;
         }
         let (span, k) = limit.span();
-        let mut wait = self.window_wait(now_ms, span, k, CLASSES);
+        // Later attempts do not count on the room a probe may have found until it held.
+        let k_all = if class > 1 && limit.unconfirmed(now_ms) {
+            k.saturating_sub(1).max(1)
+        } else {
+            k
+        };
+        let mut wait = self.window_wait(now_ms, span, k_all, CLASSES);
+        if wait > 0 && class == 1 && limit.probe_due(now_ms) {
+            // A first attempt may probe one beyond a full window: a refusal costs it the least.
+            return blocked.max(self.window_wait(now_ms, span, k + 1, CLASSES));
+        }
         if class < CLASSES && (limit.per_window as usize) <= SEND_LOG {
             let protected: f64 = (class + 1..=CLASSES).map(|c| self.demand(c, now_ms)).sum();
             let share = f64::from(limit.per_window) - protected;
@@ -369,18 +484,20 @@ impl Learned {
     }
 
     /// Records an attempt of `class` sent now (even one sent without room: a forced attempt still
-    /// counts). When it fills the window and the limit has held for the probing interval, the
-    /// limit is raised by one, so that a limit that went up is found.
+    /// counts). A first attempt sent beyond a full window once the limit has held for the probing
+    /// interval is a probe: the limit is raised (by one, or by a quarter after a probe that held),
+    /// so that a limit that went up is found; a 429 soon after takes it back
+    /// ([`Learned::rate_limited`]).
     pub fn take(&self, now_ms: u64, class: usize) {
         let i = self.next_send.fetch_add(1, Ordering::Relaxed) % SEND_LOG;
         self.sends[i].store(pack_send(now_ms, class), Ordering::Relaxed);
         let limit = Limit::unpack(self.limit.load(Ordering::Relaxed));
-        if limit.per_window == 0 || limit.since_change_ms(now_ms) < limit.probe_after_ms {
+        if class != 1 || !limit.probe_due(now_ms) {
             return;
         }
         let (span, k) = limit.span();
         let mut times = [0u64; SEND_LOG];
-        if self.sends_within(now_ms, span, CLASSES, &mut times) < k {
+        if self.sends_within(now_ms, span, CLASSES, &mut times) <= k {
             return;
         }
         update(&self.limit, |v| {
@@ -388,7 +505,11 @@ impl Learned {
             if old != limit {
                 return v;
             }
-            let step = (old.per_window / SEND_LOG as u32).max(1);
+            let step = if old.probing {
+                (old.per_window / 4).max(1)
+            } else {
+                1
+            };
             Limit {
                 per_window: (old.per_window + step).min(MAX_LIMIT),
                 // The last probe held (no 429 since): probe sooner.
@@ -444,10 +565,11 @@ mod tests {
                 rejected_at: Vec::new(),
             };
             for now in (from..to).step_by(10) {
-                if l.wait_ms(now, CLASSES) > 0 {
+                // First attempts: the class that probes.
+                if l.wait_ms(now, 1) > 0 {
                     continue;
                 }
-                l.take(now, CLASSES);
+                l.take(now, 1);
                 self.admitted.retain(|&t| t + WINDOW_MS > now);
                 if self.admitted.len() >= limit(now) {
                     l.rate_limited(self.retry_after_s, now);
@@ -547,10 +669,11 @@ mod tests {
             first.rejected_at,
             later.rejected_at
         );
-        // The limit doubles: probes hold, come ever sooner, and find it within a few seconds of
-        // the first one (at most MAX_PROBE_AFTER_MS after the last change).
-        let raised = server.drive(&l, 60_000, 60_000 + MAX_PROBE_AFTER_MS + 10_000, |_| 6);
-        assert!(raised.rejected_at.is_empty(), "{:?}", raised.rejected_at);
+        // The limit doubles: probes hold and come ever sooner (the interval halves from at most
+        // MAX_PROBE_AFTER_MS after the last change), so it is found within twice that.
+        let raised = server.drive(&l, 60_000, 60_000 + 2 * MAX_PROBE_AFTER_MS, |_| 6);
+        // Only a probe beyond the new limit may be refused.
+        assert!(raised.rejected_at.len() <= 1, "{:?}", raised.rejected_at);
         assert_eq!(l.limit(), Some(6));
     }
 

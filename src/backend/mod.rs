@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 mod addr;
 pub mod learn;
+pub mod refusals;
 pub(crate) mod stats;
 pub mod stream;
 pub(crate) mod table;

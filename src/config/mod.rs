@@ -19,6 +19,7 @@ mod dns;
 mod duration;
 mod edge;
 mod ops;
+mod request_id;
 mod settings;
 mod tls;
 
@@ -28,6 +29,7 @@ pub use dns::{DnsArgs, ResolveConfig};
 pub use duration::{parse_duration, DurationArg};
 pub use edge::EdgeArgs;
 pub use ops::OpsArgs;
+pub use request_id::RequestIds;
 pub use settings::*;
 pub use tls::{TlsArgs, TlsSettings, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 
@@ -178,10 +180,13 @@ pub struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_RETRY_BUFFER, value_name = "BYTES")]
     pub retry_buffer: usize,
 
-    /// Remember attempts per request id (a 24-character alphanumeric body, or Idempotency-Key) so
-    /// that no id ever gets more than --max-attempts, and an accepted id is not sent again.
-    #[arg(long, default_value = "on", value_name = "on|off")]
-    pub id_budget: String,
+    /// Where a request's id comes from (off by default): body-alnum24 (a body of exactly 24 ASCII
+    /// letters and digits) and/or header:NAME (that field's value, first when both are given);
+    /// repeat the flag or give a comma list for both. An id, scoped by method, host and path, gets at most --max-attempts
+    /// delivery attempts in total; a repeat of an accepted id gets 200 "this request id was already
+    /// accepted" without reaching a backend, one with no attempts left 503.
+    #[arg(long, value_name = "body-alnum24|header:NAME")]
+    pub request_id: Vec<String>,
 
     /// Ids remembered at most (8 bytes each).
     #[arg(long, default_value_t = budget::DEFAULT_ENTRIES, value_name = "N")]
@@ -459,11 +464,7 @@ impl RunArgs {
             hash_key: self.hash_key.clone(),
             retry: RetryPolicy::parse(&self.retry_on, &self.retry_methods)?,
             retry_buffer: self.retry_buffer,
-            id_budget: match self.id_budget.as_str() {
-                "on" => true,
-                "off" => false,
-                other => return Err(format!("--id-budget must be on or off, not {other:?}")),
-            },
+            request_id: RequestIds::parse_all(&self.request_id)?,
             id_memory: self.id_memory,
             id_window_s: (self.id_window.ms() / 1000).max(1) as u32,
             max_pacing_wait_ms: self.max_pacing_wait.ms(),

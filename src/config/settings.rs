@@ -201,8 +201,8 @@ pub struct ProxyConfig {
     pub retry: RetryPolicy,
     /// Requests (head and body) up to this size are kept for a retry; larger ones stream.
     pub retry_buffer: usize,
-    /// Keep the attempt budget per request id.
-    pub id_budget: bool,
+    /// Where request ids come from; none keeps no attempt budget per id.
+    pub request_id: RequestIds,
     pub id_memory: usize,
     pub id_window_s: u32,
     /// Longest a request waits for a backend's rate budget before it is sent anyway.
@@ -257,7 +257,7 @@ impl Default for ProxyConfig {
             hash_key: RequestAttr::ClientIp,
             retry: RetryPolicy::default(),
             retry_buffer: DEFAULT_RETRY_BUFFER,
-            id_budget: true,
+            request_id: RequestIds::default(),
             id_memory: budget::DEFAULT_ENTRIES,
             id_window_s: budget::DEFAULT_WINDOW_S,
             max_pacing_wait_ms: ms(DEFAULT_MAX_PACING_WAIT),

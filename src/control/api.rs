@@ -6,10 +6,11 @@ use super::store::{Change, Record};
 use super::Control;
 use crate::admin::routes::{dashboard_html, route, Match, Route, OPENAPI_JSON};
 use crate::admin::schema::{
-    BackendStatusView, BackendView, NewBackend, StatusView, StrategyChange, StrategyView,
-    WeightChange,
+    BackendStatusView, BackendView, LearnedView, NewBackend, StatusView, StrategyChange,
+    StrategyView, WeightChange,
 };
 use crate::admin::{token_matches, AdminRequest, AdminResponse, Reply};
+use crate::backend::learn::{Belief, Pacing};
 use crate::backend::{parse_backend_addr, BackendAddr, MAX_WEIGHT};
 use crate::strategy::StrategyKind;
 
@@ -460,6 +461,8 @@ impl Control {
     }
 
     pub(crate) fn status_view(&self) -> StatusView {
+        let bandit = self.state.active_strategy == StrategyKind::Bandit;
+        let now_ms = crate::clock::now_ms();
         let backends = self
             .state
             .backends
@@ -477,6 +480,7 @@ impl Control {
                     error_rate: agg.map_or(0.0, |a| a.error_rate()),
                     p50_ms: q.as_ref().map(|q| q[0] as f64 / 1000.0),
                     p99_ms: q.as_ref().map(|q| q[1] as f64 / 1000.0),
+                    learned: bandit.then(|| learned_view(b.stats.learned.belief(now_ms))),
                 }
             })
             .collect();
@@ -493,5 +497,25 @@ impl Control {
             rate_window_s: crate::metrics::RATE_WINDOW_S as u64,
             backends,
         }
+    }
+}
+
+/// The API's view of what `bandit` believes of a backend.
+fn learned_view(b: Belief) -> LearnedView {
+    LearnedView {
+        success_estimate: b.success_estimate,
+        evidence: b.evidence,
+        limit: b.limit_per_window,
+        window_ms: b.window_ms,
+        pacing: match b.pacing {
+            Pacing::Unlimited => "unlimited",
+            Pacing::Room => "room",
+            Pacing::Full => "full",
+            Pacing::Probing => "probing",
+            Pacing::BackingOff => "backing-off",
+        }
+        .to_string(),
+        backoff_ms: b.backoff_ms,
+        refused_in_a_row: b.refused_in_a_row,
     }
 }

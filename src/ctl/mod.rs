@@ -368,7 +368,49 @@ pub fn status_text(s: &StatusView) -> String {
         ],
         &rows,
     ));
+    if s.backends.iter().any(|b| b.learned.is_some()) {
+        out.push_str(
+            "\nwhat bandit believes (success estimate, learned limit per window, pacing)\n\n",
+        );
+        out.push_str(&learned_table(s));
+    }
     out
+}
+
+/// Per backend, what `bandit` has learned: why traffic goes where it goes.
+fn learned_table(s: &StatusView) -> String {
+    let rows: Vec<Vec<String>> = s
+        .backends
+        .iter()
+        .filter_map(|b| b.learned.as_ref().map(|l| (b, l)))
+        .map(|(b, l)| {
+            let pacing = if l.backoff_ms > 0 {
+                format!("{} {} ms", l.pacing, l.backoff_ms)
+            } else {
+                l.pacing.clone()
+            };
+            vec![
+                b.backend.address.clone(),
+                format!("{:.1}%", l.success_estimate * 100.0),
+                format!("{:.0}", l.evidence),
+                l.limit
+                    .map_or("-".to_string(), |n| format!("{n}/{} ms", l.window_ms)),
+                pacing,
+                l.refused_in_a_row.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "BACKEND",
+            "SUCCESS",
+            "EVIDENCE",
+            "LIMIT",
+            "PACING",
+            "429S IN A ROW",
+        ],
+        &rows,
+    )
 }
 
 /// The member table of `sluice ctl cluster`.
@@ -524,7 +566,7 @@ fn top(client: &Client, count: u64) -> Result<String, CtlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::schema::BackendStatusView;
+    use crate::admin::schema::{BackendStatusView, LearnedView};
 
     #[test]
     fn tables_align_columns() {
@@ -554,6 +596,7 @@ mod tests {
             connections_per_s: 2.26,
             error_rate: 0.0,
             p50_ms: None,
+            learned: None,
             p99_ms: None,
         };
         StatusView {
@@ -576,6 +619,28 @@ mod tests {
             rate_window_s: 5,
             backends: vec![backend],
         }
+    }
+
+    #[test]
+    fn status_shows_what_bandit_believes_when_it_is_there() {
+        let mut s = status("http");
+        assert!(!status_text(&s).contains("bandit believes"));
+        s.backends[0].learned = Some(LearnedView {
+            success_estimate: 0.912,
+            evidence: 40.0,
+            limit: Some(5),
+            window_ms: 1000,
+            pacing: "backing-off".into(),
+            backoff_ms: 1050,
+            refused_in_a_row: 2,
+        });
+        let text = status_text(&s);
+        assert!(text.contains("bandit believes"), "{text}");
+        assert!(
+            text.contains("91.2%") && text.contains("5/1000 ms"),
+            "{text}"
+        );
+        assert!(text.contains("backing-off 1050 ms"), "{text}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn request_head(data: &[u8]) {
         proto: "http",
         max_headers: 100,
         key_field: Some("x-key"),
+        id_field: Some("x-id"),
         allow_upgrade: &[],
     };
     let mut out = vec![0u8; data.len() + 1024];
@@ -45,7 +46,7 @@ pub fn request_head(data: &[u8]) {
     no_bare_line_endings(&data[..h.head_len]);
     assert!(h.out_len <= out.len());
     assert!(h.target.end <= h.out_len);
-    for r in [&h.cookie, &h.idempotency_key, &h.host, &h.key_field]
+    for r in [&h.cookie, &h.id_field, &h.host, &h.key_field]
         .into_iter()
         .flatten()
     {

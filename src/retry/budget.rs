@@ -1,7 +1,9 @@
 //! The attempt budget per request id (at most three delivery attempts per id, the flaky-servers
-//! challenge's rule): whatever a client does — re-send an id on a new
-//! connection, send it twice at once — sluice makes at most `--max-attempts` delivery attempts for
-//! it in total, and answers an id that was already accepted with 200 without trying again.
+//! challenge's rule), kept only when `--request-id` says where ids come from: whatever a client
+//! does — re-send an id on a new connection, send it twice at once — sluice makes at most
+//! `--max-attempts` delivery attempts for it in total, and answers an id that was already accepted
+//! with 200 without trying again. An id is scoped by the request's method, host and path: the
+//! same id sent to another path is another id ([`scope_hash`], [`scoped_id_hash`]).
 //!
 //! The ids live in one fixed table shared by all workers, updated only with compare-and-swap on
 //! packed 64-bit entries, so no worker ever waits for another and the cap holds across workers
@@ -205,16 +207,23 @@ impl IdBudget {
     }
 }
 
-/// The id of a request, if it has one: the body when it is exactly 24 ASCII letters and digits
-/// (the flaky-servers challenge's ids), else the Idempotency-Key field.
-pub(crate) fn request_id<'a>(
-    body: Option<&'a [u8]>,
-    idempotency_key: Option<&'a [u8]>,
-) -> Option<&'a [u8]> {
-    match body {
-        Some(b) if b.len() == 24 && b.iter().all(u8::is_ascii_alphanumeric) => Some(b),
-        _ => idempotency_key.filter(|k| !k.is_empty()),
-    }
+/// Whether `body` is an id for `--request-id body-alnum24`: exactly 24 ASCII letters and digits
+/// (the flaky-servers challenge's ids).
+pub(crate) fn is_alnum24(body: &[u8]) -> bool {
+    body.len() == 24 && body.iter().all(u8::is_ascii_alphanumeric)
+}
+
+/// The scope of a request's id: its method, host and path (without the query), hashed. Each part
+/// is hashed on its own first, so that no two different triples run together into the same bytes.
+pub(crate) fn scope_hash(method: &[u8], host: &[u8], path: &[u8]) -> u64 {
+    [id_hash(method), id_hash(host), id_hash(path)]
+        .iter()
+        .fold(0, |acc, &h| id_hash(&(acc ^ h).to_le_bytes()))
+}
+
+/// The budget's key for `id` within `scope` ([`scope_hash`]).
+pub(crate) fn scoped_id_hash(scope: u64, id: &[u8]) -> u64 {
+    id_hash(id) ^ scope.rotate_left(17).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 #[cfg(test)]
@@ -325,16 +334,27 @@ mod tests {
     }
 
     #[test]
-    fn request_ids_are_24_alphanumerics_or_the_idempotency_key() {
-        assert_eq!(
-            request_id(Some(b"ABCDEFGHIJKLMNOPQRSTUVW1"), None),
-            Some(&b"ABCDEFGHIJKLMNOPQRSTUVW1"[..])
-        );
-        assert_eq!(request_id(Some(b"ABCDEFGHIJKLMNOPQRSTUVW!"), None), None);
-        assert_eq!(
-            request_id(Some(b"short"), Some(b"key-1")),
-            Some(&b"key-1"[..])
-        );
-        assert_eq!(request_id(None, Some(b"")), None);
+    fn body_ids_are_exactly_24_alphanumerics() {
+        assert!(is_alnum24(b"ABCDEFGHIJKLMNOPQRSTUVW1"));
+        assert!(!is_alnum24(b"ABCDEFGHIJKLMNOPQRSTUVW!"));
+        assert!(!is_alnum24(b"ABCDEFGHIJKLMNOPQRSTUVW12"));
+    }
+
+    #[test]
+    fn an_id_in_another_method_host_or_path_is_another_id() {
+        let id = b"ABCDEFGHIJKLMNOPQRSTUVW1";
+        let key = |m: &[u8], h: &[u8], p: &[u8]| scoped_id_hash(scope_hash(m, h, p), id);
+        let base = key(b"POST", b"a", b"/");
+        assert_eq!(base, key(b"POST", b"a", b"/"));
+        for other in [
+            key(b"PUT", b"a", b"/"),
+            key(b"POST", b"b", b"/"),
+            key(b"POST", b"a", b"/x"),
+            // The parts do not run together: "ab" + "" is not "a" + "b".
+            key(b"POST", b"ab", b""),
+        ] {
+            assert_ne!(base, other);
+        }
+        assert_ne!(key(b"POST", b"ab", b""), key(b"POST", b"a", b"b"));
     }
 }

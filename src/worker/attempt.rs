@@ -279,6 +279,10 @@ impl Settle<'_> {
         }
         if self.feedback.success {
             b.stats.learned.observe(false, self.now.ms);
+            if matches!(failure, Failure::Connect | Failure::Broken) {
+                // No answer at all: most likely down for a moment; leave it alone a while.
+                b.stats.learned.unreachable(self.now.ms);
+            }
         }
         let in_a_row = b.stats.note_failure();
         if self.cfg.eject_after > 0 && in_a_row == self.cfg.eject_after {
@@ -549,7 +553,7 @@ impl Core {
             if ex.pace_until_ms != 0 {
                 return self.dispatch(k);
             }
-            if ex.awaiting_id {
+            if ex.awaiting_id.is_some() {
                 return self.answer(k, 408, "request body timed out", true);
             }
             if ex.queued {

@@ -117,8 +117,9 @@ pub(super) struct Exchange {
     pub(super) tried: [BackendId; MAX_TRIED],
     /// The request's id for the attempt budget ([`crate::retry::budget`]), hashed.
     pub(super) id: Option<u64>,
-    /// The request's body is its id and has not fully arrived: no attempt until it has.
-    pub(super) awaiting_id: bool,
+    /// The request's body is its id and has not fully arrived: no attempt until it has. Holds the
+    /// id's scope ([`crate::retry::budget::scope_hash`]) meanwhile.
+    pub(super) awaiting_id: Option<u64>,
     /// Waiting for a backend's rate budget until this time (ms); 0 = not waiting.
     pub(super) pace_until_ms: u64,
     /// Waiting in a backend's queue for a connection.
@@ -184,7 +185,7 @@ impl Exchange {
             attempts: 0,
             tried: [0; MAX_TRIED],
             id: None,
-            awaiting_id: false,
+            awaiting_id: None,
             pace_until_ms: 0,
             queued: false,
             set_cookie: None,

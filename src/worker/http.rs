@@ -18,7 +18,7 @@ use crate::config::{ProxyConfig, RequestAttr};
 use crate::http::head::{
     self, cookie_value, Framing, RequestHead, RequestOptions, REWRITE_RESERVE_BYTES,
 };
-use crate::retry::budget::{id_hash, request_id};
+use crate::retry::budget::{is_alnum24, scope_hash, scoped_id_hash};
 use crate::strategy::{RequestKey, STICKY_COOKIE_NAME};
 use crate::worker::buffer::Buf;
 use crate::worker::conn::{read_into, write_from, ClientConn, ClientKey, ClientState, Io};
@@ -103,7 +103,11 @@ impl Core {
                 return refused;
             }
         }
-        if self.conns.exchange(k).is_some_and(|ex| ex.awaiting_id) {
+        if self
+            .conns
+            .exchange(k)
+            .is_some_and(|ex| ex.awaiting_id.is_some())
+        {
             self.set_deadline(k, self.cfg.head_timeout_ms);
             return Next::Again;
         }
@@ -138,7 +142,7 @@ impl Core {
         let Some(ex) = c.ex.as_deref_mut() else {
             return Next::Close;
         };
-        if !ex.awaiting_id {
+        if ex.awaiting_id.is_none() {
             return if ex.pace_until_ms != 0 {
                 Next::Wait
             } else {
@@ -161,12 +165,14 @@ impl Core {
                 Io::Eof | Io::Err(_) => return Next::Close,
             }
         }
-        ex.awaiting_id = false;
+        let scope = ex.awaiting_id.take().unwrap_or(0);
         let body = ex
             .req
             .as_ref()
             .and_then(|r| r.bytes().get(ex.req_len.saturating_sub(24)..ex.req_len));
-        ex.id = request_id(body, None).map(id_hash);
+        ex.id = body
+            .filter(|b| is_alnum24(b))
+            .map(|b| scoped_id_hash(scope, b));
         self.dispatch(k)
     }
 
@@ -369,6 +375,7 @@ impl HeadReader<'_> {
                 RequestAttr::Header(name) => Some(name.as_str()),
                 _ => None,
             },
+            id_field: cfg.request_id.header.as_deref(),
             allow_upgrade: &cfg.allow_upgrade,
         };
         let h = match head::forward_request(buf.bytes(), &opts, out.tail_mut()) {
@@ -403,8 +410,8 @@ impl HeadReader<'_> {
         if let Err((status, why)) = classify_request(ex.req_body_mut_parts(), cfg.max_body_bytes) {
             return Parse::Refused(status, why);
         }
-        if cfg.id_budget {
-            find_request_id(ex, &h);
+        if cfg.request_id.is_on() {
+            find_request_id(ex, &h, cfg.request_id.body_alnum24);
         }
         Parse::Request
     }
@@ -522,20 +529,30 @@ fn request_line_len(head: &[u8]) -> usize {
     head.iter().position(|&b| b == b'\n').unwrap_or(head.len())
 }
 
-/// Sets the exchange's id for the attempt budget: the Idempotency-Key field, or a 24-byte body
-/// (which may not have arrived yet: then `awaiting_id`).
-fn find_request_id(ex: &mut Exchange, h: &RequestHead) {
+/// Sets the exchange's id for the attempt budget (`--request-id`), scoped by method, host and
+/// path: the configured header field's value when the request has it, else a body of 24 letters
+/// and digits when `body_alnum24` (it may not have arrived yet: then `awaiting_id`).
+fn find_request_id(ex: &mut Exchange, h: &RequestHead, body_alnum24: bool) {
     ex.id = None;
-    ex.awaiting_id = false;
+    ex.awaiting_id = None;
     let Some(req) = ex.req.as_ref() else { return };
-    let key = h.idempotency_key.clone().and_then(|r| req.bytes().get(r));
-    if h.framing == Framing::Length(24) && key.is_none() {
-        match req.bytes().get(h.out_len..h.out_len + 24) {
-            Some(body) => ex.id = request_id(Some(body), None).map(id_hash),
-            None => ex.awaiting_id = true,
+    let head = req.bytes();
+    let part = |r: Option<std::ops::Range<usize>>| r.and_then(|r| head.get(r)).unwrap_or(b"");
+    let target = part(Some(h.target.clone()));
+    let path = target
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(target, |q| &target[..q]);
+    let method = part(Some(0..h.target.start.saturating_sub(1)));
+    let scope = scope_hash(method, part(h.host.clone()), path);
+    let field = part(h.id_field.clone());
+    if !field.is_empty() {
+        ex.id = Some(scoped_id_hash(scope, field));
+    } else if body_alnum24 && h.framing == Framing::Length(24) {
+        match head.get(h.out_len..h.out_len + 24) {
+            Some(body) => ex.id = is_alnum24(body).then(|| scoped_id_hash(scope, body)),
+            None => ex.awaiting_id = Some(scope),
         }
-    } else {
-        ex.id = request_id(None, key).map(id_hash);
     }
 }
 

@@ -24,7 +24,7 @@ pub struct SimArgs {
     /// Control API port [default: first server port + 100]
     #[arg(long, conflicts_with = "challenge")]
     pub control_port: Option<u16>,
-    /// flaky1, flaky2, flaky3, uniform or heavytail
+    /// flaky1, flaky2, flaky3, flaky4, uniform or heavytail
     #[arg(long, default_value = "flaky1", conflicts_with = "challenge")]
     pub profile: Profile,
     /// Seeds every server's parameters and answers

@@ -14,10 +14,10 @@ use serde::{Deserialize, Serialize};
 use crate::h1::{Method, Request};
 use crate::id::{is_valid_id, Id, ID_LEN};
 use crate::rng::Rng;
-use crate::sim::limit::{PenaltyBox, SlidingWindow, PENALTY_DURATION};
 use crate::sim::profile::{
     Profile, RateLimit, ServerParams, ServerPatch, SLOW_FACTOR_MAX, SLOW_FACTOR_MIN,
 };
+use crate::sim::shape::{LimitWindow, PenaltyBox, PenaltyRule};
 
 /// `Retry-After` seconds sent with a plain rate-limit 429.
 pub const RETRY_AFTER_S: u64 = 1;
@@ -55,12 +55,12 @@ impl Decision {
 
 /// One server's mutable state, behind its mutex in the simulator.
 #[derive(Debug)]
-pub(crate) struct ServerState {
+pub struct ServerState {
     pub params: ServerParams,
     pub down: bool,
     /// While `start <= now < end`, every answer waits for `end`.
     pub stall: Option<(Instant, Instant)>,
-    window: SlidingWindow,
+    window: LimitWindow,
     penalty: PenaltyBox,
     rng: Rng,
     status_counts: BTreeMap<u16, u64>,
@@ -69,13 +69,13 @@ pub(crate) struct ServerState {
 }
 
 impl ServerState {
-    pub(crate) fn new(params: ServerParams, rng: Rng) -> Self {
+    pub fn new(params: ServerParams, rng: Rng) -> Self {
         ServerState {
+            window: LimitWindow::new(params.shape.window),
+            penalty: PenaltyBox::new(params.shape.penalty.unwrap_or(PenaltyRule::FLAKY3)),
             params,
             down: false,
             stall: None,
-            window: SlidingWindow::default(),
-            penalty: PenaltyBox::default(),
             rng,
             status_counts: BTreeMap::new(),
             requests: 0,
@@ -126,30 +126,69 @@ impl ServerState {
         }
         let mut id = [0u8; ID_LEN];
         id.copy_from_slice(&req.body);
-        let mut decision = if self.down {
-            Decision::now(503, b"down\n")
-        } else if let Some(left) = self.penalty.remaining(now) {
-            limited(left.as_secs_f64().ceil() as u64)
-        } else if self.over_limit(now, t_s) {
-            if self.params.penalty_box && self.penalty.violation(now) {
-                limited(PENALTY_DURATION.as_secs())
-            } else {
-                limited(RETRY_AFTER_S)
-            }
-        } else if self.rng.chance(self.params.success_rate) {
-            self.serve(200, b"accepted\n")
-        } else if self.rng.chance(0.5) {
-            self.serve(500, b"internal error\n")
-        } else {
-            self.serve(503, b"unavailable\n")
-        };
+        let mut decision = self.attempt(now, t_s);
         decision.attempt = Some((id, decision.status == 200));
         decision
     }
 
+    /// The answer to a valid attempt: down, penalty box, rate limit, then the success draw.
+    fn attempt(&mut self, now: Instant, t_s: f64) -> Decision {
+        if self.down {
+            Decision::now(503, b"down\n")
+        } else if let Some(left) = self.penalty.remaining(now) {
+            self.limited(left.as_secs_f64().ceil() as u64)
+        } else if self.over_limit(now, t_s) {
+            let boxed = self
+                .params
+                .shape
+                .penalty
+                .filter(|_| self.penalty.violation(now));
+            match boxed {
+                Some(rule) => self.limited(rule.duration_ms.div_ceil(1000)),
+                None => self.limited(RETRY_AFTER_S),
+            }
+        } else {
+            self.penalty.admitted();
+            if self.rng.chance(self.params.success_rate) {
+                self.serve(200, b"accepted\n")
+            } else if self.rng.chance(0.5) {
+                self.serve(500, b"internal error\n")
+            } else {
+                self.serve(503, b"unavailable\n")
+            }
+        }
+    }
+
+    /// What a valid attempt arriving at `now` (`t_s` after the simulator started) is answered,
+    /// by the same rules and random stream as over HTTP: `None` while the server is unreachable
+    /// (it closes the connection), else the status and `Retry-After` seconds. For replays of the
+    /// simulator in simulated time.
+    pub fn answer_attempt(&mut self, now: Instant, t_s: f64) -> Option<(u16, Option<u64>)> {
+        if self.unreachable(t_s) {
+            return None;
+        }
+        let d = self.attempt(now, t_s);
+        Some((d.status, d.retry_after_s))
+    }
+
+    /// Whether the server is in one of its outages (it closes every connection).
+    pub fn unreachable(&self, t_s: f64) -> bool {
+        self.params.shape.unreachable(t_s)
+    }
+
+    /// A 429, carrying `Retry-After: retry_after_s` for the server's share of 429s.
+    fn limited(&mut self, retry_after_s: u64) -> Decision {
+        let share = self.params.shape.retry_after_share;
+        let says = share >= 1.0 || (share > 0.0 && self.rng.chance(share));
+        Decision {
+            retry_after_s: says.then_some(retry_after_s.max(1)),
+            ..Decision::now(429, b"rate limited\n")
+        }
+    }
+
     fn over_limit(&mut self, now: Instant, t_s: f64) -> bool {
         match self.params.rate_limit.at(t_s) {
-            Some(limit) => !self.window.try_admit(now, limit),
+            Some(limit) => !self.window.try_admit(now, t_s, limit),
             None => false,
         }
     }
@@ -223,13 +262,6 @@ impl ServerState {
     }
 }
 
-fn limited(retry_after_s: u64) -> Decision {
-    Decision {
-        retry_after_s: Some(retry_after_s.max(1)),
-        ..Decision::now(429, b"rate limited\n")
-    }
-}
-
 /// Where and when a report is taken.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ReportContext {
@@ -275,7 +307,9 @@ pub struct ServerReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sim::limit::PENALTY_DURATION;
     use crate::sim::profile::{ServerParams, SLOW_SHARE};
+    use crate::sim::shape::{Outage, Shape};
 
     fn post(body: &[u8]) -> Request {
         Request {
@@ -297,7 +331,7 @@ mod tests {
             workers: None,
             slow_share: 0.0,
             rate_limit,
-            penalty_box: false,
+            shape: Shape::PLAIN,
         };
         ServerState::new(params, Rng::with_seed(1))
     }
@@ -351,7 +385,7 @@ mod tests {
     #[test]
     fn repeated_violations_open_the_penalty_box_in_flaky3() {
         let mut s = flaky(1.0, RateLimit::Fixed { rps: 1 });
-        s.params.penalty_box = true;
+        s.params.shape.penalty = Some(PenaltyRule::FLAKY3);
         let t0 = Instant::now();
         assert_eq!(s.decide(Profile::Flaky3, &post(ID), t0, 0.0).status, 200);
         for _ in 0..3 {
@@ -363,6 +397,22 @@ mod tests {
         assert_eq!((d.status, d.retry_after_s), (429, Some(1)));
         let after = t0 + PENALTY_DURATION + Duration::from_millis(1);
         assert_eq!(s.decide(Profile::Flaky3, &post(ID), after, 2.0).status, 200);
+    }
+
+    #[test]
+    fn a_server_may_leave_retry_after_out_and_be_unreachable_for_a_while() {
+        let mut s = flaky(1.0, RateLimit::Fixed { rps: 1 });
+        s.params.shape.retry_after_share = 0.0;
+        s.params.shape.outage = Some(Outage {
+            every_s: 60.0,
+            down_s: 3.0,
+            phase_s: 10.0,
+        });
+        let t0 = Instant::now();
+        assert_eq!(s.answer_attempt(t0, 0.0), Some((200, None)));
+        assert_eq!(s.answer_attempt(t0, 0.0), Some((429, None)));
+        assert_eq!(s.answer_attempt(t0, 11.0), None, "unreachable");
+        assert!(s.unreachable(12.9) && !s.unreachable(13.0));
     }
 
     #[test]

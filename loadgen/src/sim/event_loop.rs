@@ -234,6 +234,10 @@ impl Loop {
         loop {
             match listener.socket.accept() {
                 Ok((mut stream, _)) => {
+                    if self.unreachable(origin) {
+                        // An outage: the connection is closed at once, nothing is read.
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -350,6 +354,10 @@ impl Loop {
         let Some(slot) = self.shared.servers.get(index) else {
             return;
         };
+        if lock(&slot.state).unreachable(t_s) {
+            // An outage: kept-alive connections are closed without an answer too.
+            return self.close(key);
+        }
         let (decision, stalled_until) = {
             let mut state = lock(&slot.state);
             let decision = state.decide(self.shared.profile, &req, now, t_s);
@@ -520,6 +528,18 @@ impl Loop {
                 conn.write_reply(reply);
             }
         }
+    }
+
+    /// Whether the server behind `origin` is in one of its outages now.
+    fn unreachable(&self, origin: Origin) -> bool {
+        let Origin::Server(index) = origin else {
+            return false;
+        };
+        let t_s = self.shared.t_s(Instant::now());
+        self.shared
+            .servers
+            .get(index)
+            .is_some_and(|slot| lock(&slot.state).unreachable(t_s))
     }
 
     fn close(&mut self, key: usize) {

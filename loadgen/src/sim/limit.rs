@@ -1,9 +1,10 @@
-//! Rate limits of the flaky2 and flaky3 profiles.
+//! Rate limits of the flaky2, flaky3 and flaky4 profiles.
 //!
-//! flaky2 uses a fixed limit on a sliding one-second window. flaky3's limit is a function of
-//! time since the simulator started ([`DynamicLimit::limit_at`]): a per-server sinusoid with its
-//! own period and phase, times a step factor that changes every few tens of seconds, plus a
-//! [`PenaltyBox`] that refuses everything for a while after repeated violations.
+//! flaky2 uses a fixed limit on a sliding one-second window. flaky3's and flaky4's limit is a
+//! function of time since the simulator started ([`DynamicLimit::limit_at`]): a per-server
+//! sinusoid with its own period and phase (a limit that drifts smoothly), times a step factor
+//! that changes every few tens of seconds (a limit that jumps, down to a fifth and back). How the
+//! window counts, the penalty box and outages are the server's [`crate::sim::shape::Shape`].
 
 use std::collections::VecDeque;
 use std::f64::consts::TAU;
@@ -15,14 +16,17 @@ use crate::rng::{mix64, Rng};
 
 /// Width of the sliding window the limits count requests in.
 pub const WINDOW: Duration = Duration::from_secs(1);
-/// Violations (429 answers) within [`PENALTY_WINDOW`] that put a flaky3 server in the box.
+/// Violations (429 answers) within [`PENALTY_WINDOW`] that put a flaky3 server in the box
+/// ([`crate::sim::shape::PenaltyRule::FLAKY3`]).
 pub const PENALTY_VIOLATIONS: usize = 3;
 pub const PENALTY_WINDOW: Duration = Duration::from_secs(1);
 /// How long the box lasts: every request is answered 429 meanwhile.
 pub const PENALTY_DURATION: Duration = Duration::from_secs(2);
 
 /// Step multipliers of flaky3; one is picked per server per step epoch by a fixed hash.
-pub const STEP_FACTORS: [f64; 6] = [0.25, 0.5, 1.0, 1.0, 1.0, 1.5];
+pub const STEP_FACTORS: [f64; 6] = [0.2, 0.5, 1.0, 1.0, 1.0, 1.5];
+/// flaky4's: more often a step down to a fifth and back.
+pub const STEP_FACTORS_FLAKY4: [f64; 4] = [0.2, 1.0, 1.0, 1.5];
 
 /// Admits at most `limit` requests in any sliding one-second window. Only admitted requests
 /// count, so a client over the limit gets through again as soon as old admissions age out.
@@ -62,7 +66,7 @@ impl SlidingWindow {
 ///
 /// `limit(t) = round(base_rps × step(t) × (1 + amplitude × sin(2π t / period_s + phase_rad)))`
 ///
-/// where `step(t) = STEP_FACTORS[mix64(step_seed ^ epoch) % 6]` with
+/// where `step(t) = step_factors[mix64(step_seed ^ epoch) % step_factors.len()]` with
 /// `epoch = floor(t / step_every_s)`, and `t` is seconds since the simulator started.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynamicLimit {
@@ -73,16 +77,19 @@ pub struct DynamicLimit {
     pub phase_rad: f64,
     pub step_every_s: f64,
     pub step_seed: u64,
+    /// [`STEP_FACTORS`] (flaky3) or [`STEP_FACTORS_FLAKY4`].
+    pub step_factors: Vec<f64>,
 }
 
 impl DynamicLimit {
     pub const BASE_RPS: (f64, f64) = (3.0, 8.0);
     pub const AMPLITUDE: (f64, f64) = (0.3, 0.8);
-    pub const PERIOD_S: (f64, f64) = (20.0, 120.0);
+    pub const PERIOD_S: (f64, f64) = (10.0, 60.0);
     pub const STEP_EVERY_S: (f64, f64) = (15.0, 60.0);
 
-    /// Draws each parameter uniformly from its range above.
-    pub fn draw(rng: &mut Rng) -> Self {
+    /// Draws each parameter uniformly from its range above; `harder` (flaky4) steps with
+    /// [`STEP_FACTORS_FLAKY4`].
+    pub fn draw(rng: &mut Rng, harder: bool) -> Self {
         DynamicLimit {
             base_rps: rng.range_f64(Self::BASE_RPS.0, Self::BASE_RPS.1),
             amplitude: rng.range_f64(Self::AMPLITUDE.0, Self::AMPLITUDE.1),
@@ -90,12 +97,21 @@ impl DynamicLimit {
             phase_rad: rng.range_f64(0.0, TAU),
             step_every_s: rng.range_f64(Self::STEP_EVERY_S.0, Self::STEP_EVERY_S.1),
             step_seed: rng.next_u64(),
+            step_factors: if harder {
+                STEP_FACTORS_FLAKY4.to_vec()
+            } else {
+                STEP_FACTORS.to_vec()
+            },
         }
     }
 
     pub fn step_factor(&self, t_s: f64) -> f64 {
         let epoch = (t_s.max(0.0) / self.step_every_s).floor() as u64;
-        STEP_FACTORS[(mix64(self.step_seed ^ epoch) % STEP_FACTORS.len() as u64) as usize]
+        let n = self.step_factors.len().max(1) as u64;
+        self.step_factors
+            .get((mix64(self.step_seed ^ epoch) % n) as usize)
+            .copied()
+            .unwrap_or(1.0)
     }
 
     pub fn limit_at(&self, t_s: f64) -> u32 {
@@ -103,39 +119,6 @@ impl DynamicLimit {
         (self.base_rps * self.step_factor(t_s) * wave)
             .round()
             .max(0.0) as u32
-    }
-}
-
-/// Counts recent violations and, after [`PENALTY_VIOLATIONS`] within [`PENALTY_WINDOW`], refuses
-/// everything for [`PENALTY_DURATION`].
-#[derive(Debug, Default, Clone)]
-pub struct PenaltyBox {
-    violations: VecDeque<Instant>,
-    until: Option<Instant>,
-}
-
-impl PenaltyBox {
-    /// Time left in the box, if in it.
-    pub fn remaining(&self, now: Instant) -> Option<Duration> {
-        self.until
-            .filter(|&until| until > now)
-            .map(|until| until - now)
-    }
-
-    /// Records a violation; returns true when it puts the server in the box.
-    pub fn violation(&mut self, now: Instant) -> bool {
-        if let Some(horizon) = now.checked_sub(PENALTY_WINDOW) {
-            while self.violations.front().is_some_and(|&t| t <= horizon) {
-                self.violations.pop_front();
-            }
-        }
-        self.violations.push_back(now);
-        if self.violations.len() >= PENALTY_VIOLATIONS {
-            self.violations.clear();
-            self.until = Some(now + PENALTY_DURATION);
-            return true;
-        }
-        false
     }
 }
 
@@ -177,6 +160,7 @@ mod tests {
             phase_rad: 0.0,
             step_every_s: 30.0,
             step_seed,
+            step_factors: STEP_FACTORS.to_vec(),
         }
     }
 
@@ -193,7 +177,7 @@ mod tests {
     #[test]
     fn flaky3_limit_is_a_pure_function_of_time() {
         let mut rng = Rng::with_seed(5);
-        let l = DynamicLimit::draw(&mut rng);
+        let l = DynamicLimit::draw(&mut rng, false);
         let a: Vec<u32> = (0..600).map(|t| l.limit_at(f64::from(t) * 0.5)).collect();
         let b: Vec<u32> = (0..600).map(|t| l.limit_at(f64::from(t) * 0.5)).collect();
         assert_eq!(a, b);
@@ -217,33 +201,11 @@ mod tests {
     fn drawn_parameters_stay_in_their_ranges() {
         let mut rng = Rng::with_seed(1);
         for _ in 0..1000 {
-            let l = DynamicLimit::draw(&mut rng);
+            let l = DynamicLimit::draw(&mut rng, false);
             assert!((3.0..8.0).contains(&l.base_rps));
             assert!((0.3..0.8).contains(&l.amplitude));
-            assert!((20.0..120.0).contains(&l.period_s));
+            assert!((10.0..60.0).contains(&l.period_s));
             assert!((15.0..60.0).contains(&l.step_every_s));
-        }
-    }
-
-    #[test]
-    fn penalty_box_opens_after_repeated_violations_and_closes_later() {
-        let t0 = Instant::now();
-        let mut p = PenaltyBox::default();
-        assert!(!p.violation(t0));
-        assert!(!p.violation(t0 + ms(300)));
-        assert_eq!(p.remaining(t0 + ms(300)), None);
-        assert!(p.violation(t0 + ms(600)));
-        assert_eq!(p.remaining(t0 + ms(600)), Some(PENALTY_DURATION));
-        assert!(p.remaining(t0 + ms(2599)).is_some());
-        assert_eq!(p.remaining(t0 + ms(2600)), None);
-    }
-
-    #[test]
-    fn spread_out_violations_never_open_the_box() {
-        let t0 = Instant::now();
-        let mut p = PenaltyBox::default();
-        for i in 0..10 {
-            assert!(!p.violation(t0 + ms(600 * i)));
         }
     }
 }

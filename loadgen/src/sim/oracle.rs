@@ -22,14 +22,21 @@
 //! the best server); limits make it smaller, and the program finds the best split, including
 //! sending first attempts to weaker servers to keep a capped good server for retries.
 //!
-//! For time-varying limits (flaky3) the program is solved at evenly spaced instants across the
-//! span of the ledger's ids (at most [`MAX_SAMPLES`], at least one per second when that fits)
-//! and the shares are averaged. The penalty box never enters: the oracle never exceeds a limit.
+//! For time-varying limits (flaky3, flaky4) the program is solved at evenly spaced instants across
+//! the span of the ledger's ids (at most [`MAX_SAMPLES`], at least one per second when that fits)
+//! with each server's limit at that instant (its capacity is 0 while it is unreachable), and the
+//! shares are averaged. The oracle knows every limit as it changes, so it loses nothing to
+//! learning a limit, to a step, or to a server that went away. The penalty box never enters: the
+//! oracle never exceeds a limit. `Retry-After` does not enter: the oracle needs no hint.
 //!
-//! The bound is an expectation for a fluid model: a short run can beat it by luck, and it
-//! ignores that a sliding one-second window admits bursts no faster than its limit.
+//! The bound is an expectation for a fluid model: a short run can beat it by luck. A fixed
+//! window lets a balancer send up to twice its limit across a second boundary; the oracle counts
+//! the limit per second for both kinds (over any whole second, a fixed window admits no more
+//! than its limit on average, so this stays an upper bound for long runs), and it ignores that a
+//! sliding window admits bursts no faster than its limit.
 
 use crate::sim::ledger::FREE_ATTEMPTS;
+use crate::sim::profile::ServerParams;
 
 /// Most instants the time-varying bound is sampled at.
 pub const MAX_SAMPLES: usize = 600;
@@ -42,6 +49,21 @@ pub struct OracleServer {
     pub success: f64,
     /// Attempts per second it takes; `None` = unlimited.
     pub capacity_rps: Option<f64>,
+}
+
+impl OracleServer {
+    /// What the oracle knows of a server with `params` at `t_s`: its success rate, and its limit
+    /// then (0 while it is marked down or in one of its outages).
+    pub fn at(params: &ServerParams, down: bool, t_s: f64) -> OracleServer {
+        OracleServer {
+            success: params.success_rate,
+            capacity_rps: if down || params.shape.unreachable(t_s) {
+                Some(0.0)
+            } else {
+                params.rate_limit.at(t_s).map(f64::from)
+            },
+        }
+    }
 }
 
 /// Expected accepted share (0..=1) for `offered_ids_per_s` new ids per second.

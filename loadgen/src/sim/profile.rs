@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::rng::Rng;
 use crate::sim::limit::DynamicLimit;
+use crate::sim::shape::Shape;
 
 /// Success probability of a flaky server is drawn uniformly from `[SUCCESS_MIN, SUCCESS_MAX)`.
 pub const SUCCESS_MIN: f64 = 0.33;
@@ -34,8 +35,12 @@ pub enum Profile {
     Flaky1,
     /// flaky1 plus a fixed per-server rate limit (configuration 2).
     Flaky2,
-    /// flaky1 plus time-varying limits and a penalty box (configuration 3).
+    /// flaky1 plus time-varying limits (drifting and jumping), fixed or sliding windows,
+    /// `Retry-After` not always sent, and a penalty box (configuration 3).
     Flaky3,
+    /// flaky3 harder: deeper steps, `Retry-After` sometimes never sent, a penalty for pressing on
+    /// (several over-limit requests in a row), and servers unreachable for a few seconds.
+    Flaky4,
     /// Always 200 after a fixed service time.
     Uniform,
     /// Like uniform, but 5% of requests are 10–50× slower and workers are bounded: a heavy tail
@@ -44,17 +49,21 @@ pub enum Profile {
 }
 
 impl Profile {
-    pub const ALL: [Profile; 5] = [
+    pub const ALL: [Profile; 6] = [
         Profile::Flaky1,
         Profile::Flaky2,
         Profile::Flaky3,
+        Profile::Flaky4,
         Profile::Uniform,
         Profile::Heavytail,
     ];
 
     /// The flaky profiles validate ids and keep the ledger.
     pub fn is_flaky(self) -> bool {
-        matches!(self, Profile::Flaky1 | Profile::Flaky2 | Profile::Flaky3)
+        matches!(
+            self,
+            Profile::Flaky1 | Profile::Flaky2 | Profile::Flaky3 | Profile::Flaky4
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -62,6 +71,7 @@ impl Profile {
             Profile::Flaky1 => "flaky1",
             Profile::Flaky2 => "flaky2",
             Profile::Flaky3 => "flaky3",
+            Profile::Flaky4 => "flaky4",
             Profile::Uniform => "uniform",
             Profile::Heavytail => "heavytail",
         }
@@ -122,8 +132,9 @@ pub struct ServerParams {
     /// Share of requests that take 10–50× the service time.
     pub slow_share: f64,
     pub rate_limit: RateLimit,
-    /// Whether repeated violations put the server in the penalty box (flaky3).
-    pub penalty_box: bool,
+    /// Window kind, `Retry-After`, penalty box and outages ([`Shape::PLAIN`] but for flaky3 and
+    /// flaky4).
+    pub shape: Shape,
 }
 
 impl ServerParams {
@@ -141,8 +152,14 @@ impl ServerParams {
                     u64::from(FIXED_LIMIT_MAX_RPS),
                 ) as u32,
             },
-            Profile::Flaky3 => RateLimit::Dynamic(DynamicLimit::draw(rng)),
+            Profile::Flaky3 => RateLimit::Dynamic(DynamicLimit::draw(rng, false)),
+            Profile::Flaky4 => RateLimit::Dynamic(DynamicLimit::draw(rng, true)),
             _ => RateLimit::None,
+        };
+        let shape = match profile {
+            Profile::Flaky3 => Shape::draw(rng, false),
+            Profile::Flaky4 => Shape::draw(rng, true),
+            _ => Shape::PLAIN,
         };
         let heavy = profile == Profile::Heavytail;
         ServerParams {
@@ -151,7 +168,7 @@ impl ServerParams {
             workers: heavy.then_some(workers.max(1)),
             slow_share: if heavy { SLOW_SHARE } else { 0.0 },
             rate_limit,
-            penalty_box: profile == Profile::Flaky3,
+            shape,
         }
     }
 }

@@ -204,6 +204,9 @@
       success: cell("num"),
       p50: cell("num"),
       p99: cell("num"),
+      belief: cell("num"),
+      limit: cell("num"),
+      pacing: cell(),
       actions: cell("actions"),
       toggle: document.createElement("button"),
       remove: document.createElement("button"),
@@ -264,6 +267,12 @@
     row.success.textContent = idle ? "–" : fmtPercent(1 - b.error_rate);
     row.p50.textContent = fmtMs(b.p50_ms);
     row.p99.textContent = fmtMs(b.p99_ms);
+    // What bandit believes; blank under other strategies.
+    const l = b.learned;
+    row.belief.textContent = l ? fmtPercent(l.success_estimate) : "";
+    row.limit.textContent = l ? (l.limit == null ? "none yet" : `${l.limit} / ${l.window_ms} ms`) : "";
+    row.pacing.textContent = l ? (l.backoff_ms > 0 ? `${l.pacing} ${fmtMs(l.backoff_ms)}` : l.pacing) : "";
+    row.tr.dataset.pacing = l ? l.pacing : "";
     const label = b.enabled ? "Disable" : "Enable";
     if (row.toggle.textContent !== label) row.toggle.textContent = label;
     row.toggle.setAttribute("aria-label", `${label} ${b.address}`);

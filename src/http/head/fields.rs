@@ -19,7 +19,6 @@ pub(super) enum Field {
     XForwardedFor,
     XForwardedProto,
     Cookie,
-    IdempotencyKey,
     RetryAfter,
     Other,
 }
@@ -55,7 +54,6 @@ pub(super) fn classify(name: &str) -> Field {
         11 if is("retry-after") => Field::RetryAfter,
         14 if is("content-length") => Field::ContentLength,
         15 if is("x-forwarded-for") => Field::XForwardedFor,
-        15 if is("idempotency-key") => Field::IdempotencyKey,
         16 if is("proxy-connection") => Field::ProxyConnection,
         17 if is("transfer-encoding") => Field::TransferEncoding,
         17 if is("x-forwarded-proto") => Field::XForwardedProto,

@@ -124,8 +124,8 @@ pub(crate) struct RequestHead {
     pub target: Range<usize>,
     /// Value of the Cookie field, when present.
     pub cookie: Option<Range<usize>>,
-    /// Value of the Idempotency-Key field, when present.
-    pub idempotency_key: Option<Range<usize>>,
+    /// Value of the field named by [`RequestOptions::id_field`], when asked for and present.
+    pub id_field: Option<Range<usize>>,
     /// Value of the Host field, when present.
     pub host: Option<Range<usize>>,
     /// Value of the field named by [`RequestOptions::key_field`], when asked for and present.

@@ -60,6 +60,9 @@ pub(crate) struct RequestOptions<'a> {
     pub max_headers: usize,
     /// A field whose value's position to report in [`RequestHead::key_field`].
     pub key_field: Option<&'a str>,
+    /// A field whose value's position to report in [`RequestHead::id_field`] (`--request-id
+    /// header:NAME`).
+    pub id_field: Option<&'a str>,
     /// Upgrade protocols passed on besides `websocket` (`--allow-upgrade`), lower case.
     pub allow_upgrade: &'a [String],
 }
@@ -207,7 +210,7 @@ pub(crate) fn forward_request(
     })?;
 
     let mut cookie = None;
-    let mut idempotency_key = None;
+    let mut id_field = None;
     let mut host = None;
     let mut key_field = None;
     let mut forwarded_for = false;
@@ -226,9 +229,15 @@ pub(crate) fn forward_request(
         let value = value_start..value_start + h.value.len();
         match field {
             Field::Cookie if cookie.is_none() => cookie = Some(value.clone()),
-            Field::IdempotencyKey => idempotency_key = Some(value.clone()),
             Field::Host => host = Some(value.clone()),
             _ => {}
+        }
+        if id_field.is_none()
+            && opts
+                .id_field
+                .is_some_and(|k| k.eq_ignore_ascii_case(h.name))
+        {
+            id_field = Some(value.clone());
         }
         if key_field.is_none()
             && opts
@@ -278,7 +287,7 @@ pub(crate) fn forward_request(
         out_len: o.len,
         target: target_range,
         cookie,
-        idempotency_key,
+        id_field,
         host,
         key_field,
     }))

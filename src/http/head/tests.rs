@@ -9,6 +9,7 @@ fn opts() -> RequestOptions<'static> {
         proto: "http",
         max_headers: 64,
         key_field: Some("x-user"),
+        id_field: Some("idempotency-key"),
         allow_upgrade: &[],
     }
 }
@@ -346,11 +347,11 @@ fn upgrade_request_keeps_upgrade_fields() {
 }
 
 #[test]
-fn records_cookie_and_idempotency_key_ranges() {
+fn records_cookie_and_the_configured_id_field() {
     let (h, out) =
         req_ok("POST / HTTP/1.1\r\nHost: h\r\nCookie: a=1; b=2\r\nIdempotency-Key: abc\r\n\r\n");
     assert_eq!(&out[h.cookie.unwrap()], "a=1; b=2");
-    assert_eq!(&out[h.idempotency_key.unwrap()], "abc");
+    assert_eq!(&out[h.id_field.unwrap()], "abc");
 }
 
 #[test]

@@ -17,6 +17,7 @@ fn exchange_for(raw: &str) -> Exchange {
         proto: "http",
         max_headers: 64,
         key_field: None,
+        id_field: None,
         allow_upgrade: &[],
     };
     let mut out = [0u8; 2048];
