@@ -63,11 +63,11 @@ fn each_request_gets_a_json_line_with_its_fields() {
             Reply::ok(b"hello")
         }
     });
-    let lb = Sluice::start(
-        with_log(Mode::Http, &path, LogFormat::Json),
-        &[backend.addr],
-        StrategyKind::RoundRobin,
-    );
+    let mut cfg = with_log(Mode::Http, &path, LogFormat::Json);
+    // Request ids are opt-in; the POST below carries one in Idempotency-Key.
+    cfg.request_id = sluice::config::RequestIds::parse_all(&["header:Idempotency-Key".into()])
+        .expect("a valid --request-id");
+    let lb = Sluice::start(cfg, &[backend.addr], StrategyKind::RoundRobin);
     let s = lb.connect();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
