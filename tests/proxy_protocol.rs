@@ -195,7 +195,8 @@ fn a_header_from_a_peer_not_listed_is_refused_and_counted() {
         for spoof in spoofs {
             let mut s = connect_from(ip(CLIENT), lb.addr);
             s.write_all(spoof).unwrap();
-            s.write_all(&get("/spoof")).unwrap();
+            // sluice may have closed on the header already: then this write meets a reset.
+            let _ = s.write_all(&get("/spoof"));
             closed_without_answer(s);
         }
         // Without a header the same client is served, as itself.
