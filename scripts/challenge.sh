@@ -35,8 +35,9 @@
 # Usage: scripts/challenge.sh
 # Environment (defaults in brackets):
 #   DURATION [120]  seconds of traffic per run        RPS [10]           ids per second
-#   SEEDS [3]       seeds 1..SEEDS per configuration   PROFILES ["flaky1 flaky2 flaky3"]
+#   SEEDS [3]       seeds 1..SEEDS per configuration   PROFILES ["flaky1 flaky2 flaky3"] (or flaky4)
 #   CONTENDERS ["sluice-bandit sluice-rr nginx haproxy"]
+#   CONNECTIONS [12 per id/s, at least 32] the client's keep-alive connections to each contender
 #   PORT_OFFSET [0] added to every port: simulators of contender c on 4000/5000/6000 + 200c
 #                   (control +100), contenders listening on 8180 + c
 #   OUT [target/challenge]  where each run's JSON report and results.tsv are kept
@@ -54,6 +55,9 @@ seeds=${SEEDS:-3}
 profiles=${PROFILES:-flaky1 flaky2 flaky3}
 contenders=${CONTENDERS:-sluice-bandit sluice-rr nginx haproxy}
 offset=${PORT_OFFSET:-0}
+# Enough client connections that the schedule holds while answers wait (a balancer that paces
+# holds requests for seconds): otherwise the client falls behind and offers fewer ids per second.
+connections=${CONNECTIONS:-$((rps * 12 > 32 ? rps * 12 : 32))}
 out=${OUT:-target/challenge}
 retries="connect,timeout,broken,5xx,429"
 
@@ -177,6 +181,7 @@ run_round() {
     for name in $contenders; do
         spawn "$loadgen" challenge --target "127.0.0.1:${listens[$c]}" \
             --sim-control "127.0.0.1:${controls[$c]}" --rps "$rps" --duration "$duration" \
+            --connections "$connections" \
             --seed "$seed" --json >"$work/challenge-$name.txt" 2>&1
         clients+=("$SPAWNED")
         c=$((c + 1))
