@@ -13,7 +13,8 @@
 # Contenders, each given its best reasonable configuration for the task:
 # - sluice-bandit: --strategy bandit --retry-on connect,timeout,broken,5xx,429 --retry-methods any
 #                  --request-id body-alnum24 (the ids are the bodies: at most 3 attempts per id)
-#                  --max-pacing-wait 3s (three waits stay under the client's 10 s timeout)
+#                  (--max-pacing-wait stays at 1 s: a request waits at most twice that per
+#                  attempt, so its answer comes before the client's 10 s timeout)
 # - sluice-rr:     --strategy round-robin, same retries (a retry skips backends already tried)
 # - nginx:         round robin, proxy_next_upstream error timeout http_500 http_502 http_503
 #                  http_429 non_idempotent; proxy_next_upstream_tries 3; HTTP/1.1 keep-alive to
@@ -35,8 +36,9 @@
 # Usage: scripts/challenge.sh
 # Environment (defaults in brackets):
 #   DURATION [120]  seconds of traffic per run        RPS [10]           ids per second
-#   SEEDS [3]       seeds 1..SEEDS per configuration   PROFILES ["flaky1 flaky2 flaky3"]
+#   SEEDS [3]       seeds 1..SEEDS per configuration   PROFILES ["flaky1 flaky2 flaky3"] (or flaky4)
 #   CONTENDERS ["sluice-bandit sluice-rr nginx haproxy"]
+#   CONNECTIONS [12 per id/s, at least 32] the client's keep-alive connections to each contender
 #   PORT_OFFSET [0] added to every port: simulators of contender c on 4000/5000/6000 + 200c
 #                   (control +100), contenders listening on 8180 + c
 #   OUT [target/challenge]  where each run's JSON report and results.tsv are kept
@@ -54,6 +56,9 @@ seeds=${SEEDS:-3}
 profiles=${PROFILES:-flaky1 flaky2 flaky3}
 contenders=${CONTENDERS:-sluice-bandit sluice-rr nginx haproxy}
 offset=${PORT_OFFSET:-0}
+# Enough client connections that the schedule holds while answers wait (a balancer that paces
+# holds requests for seconds): otherwise the client falls behind and offers fewer ids per second.
+connections=${CONNECTIONS:-$((rps * 12 > 32 ? rps * 12 : 32))}
 out=${OUT:-target/challenge}
 retries="connect,timeout,broken,5xx,429"
 
@@ -110,7 +115,7 @@ start_contender() {
             local backends=()
             for p in $ports; do backends+=(--backend "127.0.0.1:$p"); done
             spawn "$sluice" --listen "127.0.0.1:$listen" --admin off --strategy "$strategy" \
-                --retry-on "$retries" --retry-methods any --request-id body-alnum24 --max-pacing-wait 3s \
+                --retry-on "$retries" --retry-methods any --request-id body-alnum24 \
                 --health-interval 0 \
                 "${backends[@]}" >"$dir/out.log" 2>"$dir/err.log"
             ;;
@@ -177,6 +182,7 @@ run_round() {
     for name in $contenders; do
         spawn "$loadgen" challenge --target "127.0.0.1:${listens[$c]}" \
             --sim-control "127.0.0.1:${controls[$c]}" --rps "$rps" --duration "$duration" \
+            --connections "$connections" \
             --seed "$seed" --json >"$work/challenge-$name.txt" 2>&1
         clients+=("$SPAWNED")
         c=$((c + 1))

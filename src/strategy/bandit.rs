@@ -57,6 +57,9 @@ impl Bandit {
     /// A pick that may not wait although no candidate has room for its class: the likeliest with
     /// room in its whole window (the share kept for later attempts is given up), or failing that
     /// the one with room soonest, so as not to send to a backend that is sure to answer 429.
+    /// Relaxed but not forced, with no room anywhere: wait for the soonest room instead (a sure
+    /// 429 would spend one of the request's attempts for nothing, and press a limiter that may
+    /// punish it).
     fn forced(
         &self,
         backends: &[Backend],
@@ -64,7 +67,7 @@ impl Bandit {
         excluded: &[bool],
         means: &[f64],
         ctx: &PickContext<'_>,
-    ) -> usize {
+    ) -> Choice {
         let open: Vec<(usize, u64)> = (0..candidates.len())
             .filter(|&i| !excluded[i])
             .map(|i| {
@@ -72,11 +75,18 @@ impl Bandit {
                 (i, learned.wait_ms(ctx.now_ms, CLASSES))
             })
             .collect();
-        open.iter()
+        if let Some(&(i, _)) = open
+            .iter()
             .filter(|&&(_, w)| w == 0)
             .max_by(|x, y| means[x.0].total_cmp(&means[y.0]))
-            .or_else(|| open.iter().min_by_key(|&&(_, w)| w))
-            .map_or(0, |&(i, _)| i)
+        {
+            return Choice::Backend(i);
+        }
+        match open.iter().min_by_key(|&&(_, w)| w) {
+            Some(&(_, w)) if !ctx.force && w != u64::MAX => Choice::Wait { ms: w },
+            Some(&(i, _)) => Choice::Backend(i),
+            None => Choice::Backend(0),
+        }
     }
 }
 
@@ -199,7 +209,7 @@ impl Strategy for Bandit {
         }
         let pick = match (now, later) {
             (Some((_, i)), Some((m, wait_ms)))
-                if retry && !ctx.force && m > means[i] + WAIT_MARGIN =>
+                if retry && !ctx.relax && !ctx.force && m > means[i] + WAIT_MARGIN =>
             {
                 return Choice::Wait { ms: wait_ms };
             }
@@ -210,7 +220,7 @@ impl Strategy for Bandit {
                 .unwrap_or(0),
             // Nothing has room: wait for the first that will (or a window, if all are kept for
             // later attempts), unless out of time.
-            (None, later) if !ctx.force => {
+            (None, later) if !ctx.relax && !ctx.force => {
                 return Choice::Wait {
                     ms: later.map_or(WINDOW_MS, |_| {
                         waits
@@ -222,7 +232,10 @@ impl Strategy for Bandit {
                     }),
                 };
             }
-            (None, _) => self.forced(backends, candidates, &excluded, &means, ctx),
+            (None, _) => match self.forced(backends, candidates, &excluded, &means, ctx) {
+                Choice::Backend(i) => i,
+                wait => return wait,
+            },
         };
         if retry {
             // This attempt wanted the backend it got, and every likelier one that had no room.

@@ -52,7 +52,10 @@ pub struct PickContext<'a> {
     pub now_ms: u64,
     /// Backends already tried for this request, oldest first.
     pub tried: &'a [crate::backend::BackendId],
-    /// Pick even if the strategy would rather wait (its waiting time ran out).
+    /// The request waited its pacing time: a strategy that keeps capacity for later attempts
+    /// gives it up now, but may still wait for room rather than send where a refusal is sure.
+    pub relax: bool,
+    /// Pick even if the strategy would rather wait (its waiting time ran out twice over).
     pub force: bool,
 }
 
@@ -335,6 +338,7 @@ pub(crate) mod test_support {
             key: b"",
             now_ms: 1,
             tried: &[],
+            relax: false,
             force: false,
         }
     }

@@ -103,7 +103,9 @@ impl Router<'_> {
             key: request_key(ex, self.cfg.mode),
             now_ms: now.ms,
             tried: ex.tried(),
-            force: ex.pace_until_ms != 0 && now.ms >= ex.pace_until_ms,
+            relax: ex.pace_until_ms != 0 && now.ms >= ex.pace_until_ms,
+            force: ex.pace_until_ms != 0
+                && now.ms >= ex.pace_until_ms + self.cfg.max_pacing_wait_ms,
         };
         let ms = match routing
             .strategy
@@ -115,11 +117,17 @@ impl Router<'_> {
             }
             Choice::Wait { ms } => ms,
         };
-        // Every backend's rate budget is spent: wait for one, but not past the deadline.
+        // Every backend's rate budget is spent: wait for one, but not past the deadline (the
+        // pacing wait, then as long again for room anywhere rather than a sure 429).
         if ex.pace_until_ms == 0 {
             ex.pace_until_ms = now.ms + self.cfg.max_pacing_wait_ms;
         }
-        let wake = (now.ms + ms).min(ex.pace_until_ms).max(now.ms + 1);
+        let until = if now.ms >= ex.pace_until_ms {
+            ex.pace_until_ms + self.cfg.max_pacing_wait_ms
+        } else {
+            ex.pace_until_ms
+        };
+        let wake = (now.ms + ms).min(until).max(now.ms + 1);
         c.deadline.set(wake, k.token(), self.timers);
         Err(Stop::Next(Next::Wait))
     }
