@@ -25,7 +25,10 @@ for i in range(n):
     raw.bind((f"127.0.0.{2 + i % 19}", 0))
     raw.settimeout(30)
     raw.connect((host, port))
-    s = ctx.wrap_socket(raw, server_hostname="hold.test")
+    try:
+        s = ctx.wrap_socket(raw, server_hostname="hold.test")
+    except OSError as e:
+        sys.exit(f"connection {i + 1}: {e}")
     s.sendall(request)
     got = b""
     while b"\r\n\r\n" not in got:
