@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-# Targets: request_head, response_head, chunked, proxy_protocol (default: all, 60 s each). The
-# committed seeds in fuzz/corpus/<target> are read; new interesting inputs go to
+# Targets: request_head, response_head, chunked, proxy_protocol, tls_first_flight (default: all,
+# 60 s each). The committed seeds in fuzz/corpus/<target> are read; new interesting inputs go to
 # fuzz/work/<target> (not committed).
 # A crash lands in fuzz/artifacts/<target>/; once fixed, copy it to fuzz/regressions/<target>/,
-# where the corpus_replay unit tests (src/http/check.rs) replay it on every test run.
+# where the corpus_replay unit tests (src/http/check.rs, src/tls/check.rs) replay it on every
+# test run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(request_head response_head chunked proxy_protocol)
+[ ${#targets[@]} -eq 0 ] && targets=(request_head response_head chunked proxy_protocol tls_first_flight)
 
 source scripts/lib/ensure.sh
 ensure_cargo cargo-fuzz cargo-fuzz

@@ -17,6 +17,11 @@ ensure_deb promtool prometheus
 # (tests/proxy_protocol.rs).
 ensure_deb haproxy haproxy
 
+# Real TLS clients for the listener's TLS (tests/tls.rs): curl, openssl s_client, Python's ssl.
+ensure_deb curl curl
+ensure_deb openssl openssl
+ensure_deb python3 python3
+
 # etcd for the cluster tests (tests/cluster.rs starts its own members on ephemeral ports).
 ensure_deb etcd etcd-server
 

@@ -27,5 +27,6 @@ pub mod retry;
 pub(crate) mod rng;
 pub mod run;
 pub mod strategy;
+pub mod tls;
 pub mod upgrade;
 pub(crate) mod worker;

@@ -53,6 +53,11 @@ pub(crate) enum WorkerMsg {
     Shutdown { timeout: Duration },
     /// Close every connection to this backend (its drain time is over).
     Sever(BackendId),
+    /// New TLS handshakes use this configuration (the listener's certificates were reloaded);
+    /// sessions already started keep theirs.
+    // Sent by the certificate reload (`Workers::publish_tls`).
+    #[allow(dead_code)]
+    Tls(Arc<rustls::ServerConfig>),
 }
 
 /// How the control thread reaches one worker.
@@ -89,6 +94,15 @@ impl Workers {
             .map(|l| l.installed_version.load(Ordering::Acquire))
             .min()
             .unwrap_or(u64::MAX)
+    }
+
+    /// Hands every worker a new TLS configuration for its listener's new handshakes.
+    // Called by the certificate reload on the control thread.
+    #[allow(dead_code)]
+    pub(crate) fn publish_tls(&self, cfg: &Arc<rustls::ServerConfig>) {
+        for link in &self.links {
+            send(link, WorkerMsg::Tls(cfg.clone()));
+        }
     }
 
     /// Orders every worker to close its connections to backend `id` (its drain time is over).

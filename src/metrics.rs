@@ -165,6 +165,51 @@ impl ProxyHeaderCounts {
     }
 }
 
+/// TLS handshakes on the listener, for `sluice_tls_handshakes_total` and
+/// `sluice_tls_handshake_failures_total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TlsCounts {
+    pub full: u64,
+    pub resumed: u64,
+    /// A plain HTTP request on the TLS port (answered 400).
+    pub plain_http: u64,
+    /// First bytes that are neither TLS nor HTTP.
+    pub not_tls: u64,
+    /// Not complete within `--tls-handshake-timeout`.
+    pub timed_out: u64,
+    /// The client closed during the handshake.
+    pub closed: u64,
+    /// No certificate for the name asked for (`--tls-strict-sni`).
+    pub unknown_sni: u64,
+    /// Any other TLS error (the client got rustls's alert).
+    pub protocol: u64,
+}
+
+impl TlsCounts {
+    /// Each failure with its label value.
+    pub(crate) fn failures_by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            ("plain_http", self.plain_http),
+            ("not_tls", self.not_tls),
+            ("timeout", self.timed_out),
+            ("closed", self.closed),
+            ("unknown_sni", self.unknown_sni),
+            ("protocol", self.protocol),
+        ]
+    }
+
+    fn add(&mut self, o: &TlsCounts) {
+        self.full += o.full;
+        self.resumed += o.resumed;
+        self.plain_http += o.plain_http;
+        self.not_tls += o.not_tls;
+        self.timed_out += o.timed_out;
+        self.closed += o.closed;
+        self.unknown_sni += o.unknown_sni;
+        self.protocol += o.protocol;
+    }
+}
+
 /// Everything one worker counted since its last snapshot. Gauges (`active_clients`) are current.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct WorkerSnapshot {
@@ -181,6 +226,7 @@ pub(crate) struct WorkerSnapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub proxy_headers: ProxyHeaderCounts,
+    pub tls: TlsCounts,
     pub backends: Vec<BackendCounts>,
 }
 
@@ -389,6 +435,7 @@ pub(crate) struct MetricsHub {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub proxy_headers: ProxyHeaderCounts,
+    pub tls: TlsCounts,
     /// Latest active-client gauge from each worker.
     active_by_worker: HashMap<usize, u64>,
     pub backends: HashMap<BackendId, BackendAggregate>,
@@ -407,6 +454,7 @@ impl MetricsHub {
         self.second_accepted += snap.accepted;
         self.closed += snap.closed;
         self.proxy_headers.add(&snap.proxy_headers);
+        self.tls.add(&snap.tls);
         for i in 0..6 {
             self.client_responses[i] += snap.client_responses[i];
         }

@@ -17,6 +17,7 @@ use crate::control::{cluster, Control};
 use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
 use crate::listeners::Listeners;
 use crate::retry::budget::IdBudget;
+use crate::tls::{CertSet, TlsServer};
 use crate::worker::{Worker, WorkerParts, WAKER};
 
 /// A running sluice: workers plus control thread.
@@ -87,6 +88,7 @@ fn start_on(
         .map_err(|e| format!("cannot keep the listeners for upgrades: {e}"))?;
     let Listeners { proxy, admin } = listeners;
     let proxy_cfg = settings.proxy.clone();
+    let tls = listener_tls(&proxy_cfg)?;
     let (mut control, link) = Control::new(settings, admin, boot)?;
     let admin_addr = control.admin_addr();
     let table = control.first_table();
@@ -95,7 +97,8 @@ fn start_on(
         .ok_or("no proxy listener")?
         .local_addr()
         .map_err(|e| format!("proxy listener: {e}"))?;
-    let workers = spawn_workers(proxy_cfg, proxy, &table, &link)
+    let tls_config = tls.as_ref().map(|t| t.config.clone());
+    let workers = spawn_workers(proxy_cfg, proxy, &table, &link, tls_config)
         .map_err(|e| format!("cannot start the workers: {e}"))?;
     let thread = control.spawn(workers, proxy_addr)?;
     Ok(Running {
@@ -107,6 +110,34 @@ fn start_on(
     })
 }
 
+/// The listener's TLS, when `--tls` is given: its certificates, read and checked, and the
+/// configuration the workers start with.
+// `server` and `certs` are what the certificate reload starts from.
+#[allow(dead_code)]
+pub(crate) struct ListenerTls {
+    /// The ticket keys and session cache every configuration shares; a reload builds its new
+    /// configuration from it.
+    pub(crate) server: TlsServer,
+    pub(crate) certs: Arc<CertSet>,
+    pub(crate) config: Arc<rustls::ServerConfig>,
+}
+
+/// Reads the `--tls` files; an error names the file and what is wrong with it.
+fn listener_tls(cfg: &ProxyConfig) -> Result<Option<ListenerTls>, String> {
+    let Some(tls) = &cfg.tls else {
+        return Ok(None);
+    };
+    let fail = |e: crate::tls::TlsError| format!("--tls: {e}");
+    let certs = Arc::new(CertSet::load(&tls.certs).map_err(fail)?);
+    let server = TlsServer::new().map_err(fail)?;
+    let config = server.config(certs.clone(), tls.strict_sni).map_err(fail)?;
+    Ok(Some(ListenerTls {
+        server,
+        certs,
+        config,
+    }))
+}
+
 /// Starts one worker per listener, routing by `table`. The listeners share one address with
 /// SO_REUSEPORT ([`Listeners::bind`], or inherited from a predecessor).
 fn spawn_workers(
@@ -114,6 +145,7 @@ fn spawn_workers(
     listeners: Vec<std::net::TcpListener>,
     table: &Arc<BackendTable>,
     control: &ControlLink,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) -> io::Result<Workers> {
     let cfg = Arc::new(cfg);
     let budget = Arc::new(IdBudget::new(
@@ -137,6 +169,7 @@ fn spawn_workers(
             control: control.clone(),
             budget: budget.clone(),
             installed_version: installed_version.clone(),
+            tls: tls.clone(),
         })?;
         let thread = std::thread::Builder::new()
             .name(format!("sluice-worker-{i}"))

@@ -37,11 +37,12 @@ impl TestPki {
             .distinguished_name
             .push(rcgen::DnType::CommonName, format!("loadgen test CA {tag}"));
         let ca = params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(params, ca_key);
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         let leaf = rcgen::CertificateParams::new(names)
             .unwrap()
-            .signed_by(&key, &ca, &ca_key)
+            .signed_by(&key, &issuer)
             .unwrap();
         let dir = std::env::temp_dir().join(format!("loadgen-tls-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -18,12 +18,14 @@ mod cidr;
 mod duration;
 mod edge;
 mod settings;
+mod tls;
 
 pub(crate) use cidr::any_contains;
 pub use cidr::Cidr;
 pub use duration::{parse_duration, DurationArg};
 pub use edge::EdgeArgs;
 pub use settings::*;
+pub use tls::{TlsArgs, TlsSettings, DEFAULT_TLS_HANDSHAKE_TIMEOUT};
 
 /// What the proxy speaks on its listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -396,6 +398,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub edge: EdgeArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Whether another process may listen on the proxy address too (`--reuse-port`).
@@ -463,8 +468,10 @@ impl RunArgs {
                 .collect(),
             proxy_protocol_from: None,
             send_proxy_protocol: None,
+            tls: None,
         };
         self.edge.apply(&mut proxy)?;
+        self.tls.apply(&mut proxy)?;
         proxy.validate()?;
         let admin = match self.admin.as_str() {
             "off" | "none" => None,

@@ -221,6 +221,8 @@ pub struct ProxyConfig {
     pub proxy_protocol_from: Option<Vec<Cidr>>,
     /// `--send-proxy-protocol`: backend connections start with a header naming the client.
     pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
+    /// `--tls`: the listener speaks TLS with these certificates; `None` is plain TCP.
+    pub tls: Option<super::TlsSettings>,
 }
 
 impl Default for ProxyConfig {
@@ -261,6 +263,7 @@ impl Default for ProxyConfig {
             allow_upgrade: Vec::new(),
             proxy_protocol_from: None,
             send_proxy_protocol: None,
+            tls: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::state::BackendEntry;
 use super::Control;
-use crate::metrics::BackendAggregate;
+use crate::metrics::{BackendAggregate, TlsCounts};
 use crate::strategy::threshold::THRESHOLD_FLIPS;
 
 /// A per-backend metric family: name, help, and how to read its value.
@@ -29,6 +29,40 @@ fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Disp
         let _ = writeln!(out, "{name} {value}");
     } else {
         let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// The listener's TLS handshakes: completed (full or resumed) and failed, by reason.
+fn tls_families(o: &mut String, tls: &TlsCounts) {
+    family(
+        o,
+        "sluice_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed on the listener, full or resumed (a session ticket or the \
+         session cache).",
+    );
+    sample(o, "sluice_tls_handshakes_total", "kind=\"full\"", tls.full);
+    sample(
+        o,
+        "sluice_tls_handshakes_total",
+        "kind=\"resumed\"",
+        tls.resumed,
+    );
+    family(
+        o,
+        "sluice_tls_handshake_failures_total",
+        "counter",
+        "Client connections to a TLS listener closed before their handshake completed, by \
+         reason: plain_http (answered 400), not_tls, timeout (--tls-handshake-timeout), closed \
+         (by the client), unknown_sni (--tls-strict-sni), protocol (a TLS alert was sent).",
+    );
+    for (reason, n) in tls.failures_by_reason() {
+        sample(
+            o,
+            "sluice_tls_handshake_failures_total",
+            &format!("reason=\"{reason}\""),
+            n,
+        );
     }
 }
 
@@ -201,6 +235,8 @@ impl Control {
                 n,
             );
         }
+
+        tls_families(&mut o, &hub.tls);
 
         let backends: Vec<(String, &BackendEntry)> = self
             .state

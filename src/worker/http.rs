@@ -12,7 +12,6 @@
 //! - `Linger` ([`Core::linger`]): after the last response, drain input until the client closes.
 
 use std::io::Write as _;
-use std::net::Shutdown;
 use std::ops::Range;
 
 use crate::config::{ProxyConfig, RequestAttr};
@@ -254,12 +253,14 @@ impl Core {
     /// its input for a while first ([`ClientState::Linger`]).
     pub(super) fn begin_close(&mut self, k: ClientKey) -> Next {
         let c = &mut self.conns[k];
+        // TLS records still to send keep the connection open too (Linger sends them).
         let unread = c.ready.readable
+            || c.sock.wants_flush()
             || c.ex
                 .as_ref()
                 .and_then(|ex| ex.req.as_ref())
                 .is_some_and(|req| !req.is_empty());
-        if !unread || c.sock.shutdown(Shutdown::Write).is_err() {
+        if !unread || c.sock.shut_write().is_err() {
             return Next::Close;
         }
         c.state = ClientState::Linger;
@@ -340,7 +341,7 @@ impl HeadReader<'_> {
         let mut out = bufs.get_at_least(buf.capacity());
         let opts = RequestOptions {
             client_ip: c.peer_ip,
-            proto: "http",
+            proto: if c.sock.is_tls() { "https" } else { "http" },
             max_headers: cfg.max_headers,
             key_field: match &cfg.hash_key {
                 RequestAttr::Header(name) => Some(name.as_str()),

@@ -16,6 +16,7 @@ use crate::backend::{BackendId, BackendTable};
 use crate::config::ProxyConfig;
 use crate::link::ControlMsg;
 use crate::worker::conn::{ClientConn, ClientKey, ClientState, Ready};
+use crate::worker::sock::ClientSock;
 use crate::worker::timer::Deadline;
 use crate::worker::Core;
 
@@ -125,7 +126,7 @@ impl Core {
         let mut deadline = Deadline::default();
         deadline.set(self.now.ms + wait_ms, k.token(), &mut self.io.timers);
         let inserted = self.conns.insert_client(ClientConn {
-            sock,
+            sock: ClientSock::plain(sock),
             ready: Ready::default(),
             state,
             peer_ip,
@@ -135,7 +136,11 @@ impl Core {
         });
         debug_assert_eq!(inserted, k);
         if state == ClientState::Head {
-            self.start_tunnel(k);
+            if self.tls_listener() {
+                self.start_tls(k);
+            } else {
+                self.start_tunnel(k);
+            }
         }
     }
 

@@ -29,7 +29,9 @@ mod origin;
 mod pool;
 mod proxy;
 mod routing;
+mod sock;
 mod timer;
+mod tls;
 mod tunnel;
 
 use std::io;
@@ -114,6 +116,8 @@ struct Core {
     life: Lifecycle,
     /// Warnings about response heads refused by sluice's limits, rate-limited.
     refusal_warnings: cutoff::WarnLimit,
+    /// The listener's TLS configuration for new handshakes (`--tls`); `None`: plain TCP.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The I/O machinery: readiness, buffers, deadlines, and spare exchanges so a request does not
@@ -172,6 +176,8 @@ pub(crate) struct WorkerParts {
     pub(crate) control: ControlLink,
     pub(crate) budget: Arc<IdBudget>,
     pub(crate) installed_version: Arc<AtomicU64>,
+    /// The listener's TLS configuration, when it speaks TLS.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Worker {
@@ -186,6 +192,7 @@ impl Worker {
             control,
             budget,
             installed_version,
+            tls,
         } = parts;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -207,6 +214,7 @@ impl Worker {
             metrics: WorkerMetrics::new(index),
             control,
             refusal_warnings: cutoff::WarnLimit::default(),
+            tls,
         };
         Ok(Worker {
             events: Events::with_capacity(EVENTS_CAPACITY),
@@ -261,6 +269,7 @@ impl Core {
                 WorkerMsg::Table(table) => self.install_table(table),
                 WorkerMsg::Shutdown { timeout } => self.begin_shutdown(timeout),
                 WorkerMsg::Sever(id) => self.sever(id),
+                WorkerMsg::Tls(cfg) => self.install_tls(cfg),
             }
         }
     }
@@ -270,6 +279,10 @@ impl Core {
             return;
         };
         c.ready.update(event);
+        if c.sock.is_tls() && c.ready.writable && c.sock.on_writable().is_err() {
+            self.close_client(k);
+            return;
+        }
         self.drive(k);
     }
 
@@ -299,6 +312,7 @@ impl Core {
             };
             let next = match c.state {
                 ClientState::ProxyHeader => self.proxy_header(k),
+                ClientState::TlsHandshake => self.tls_handshake(k),
                 ClientState::Head => self.http_head(k),
                 ClientState::Proxy => self.http_proxy(k),
                 ClientState::Answer { then_close } => self.http_answer(k, then_close),
@@ -381,6 +395,7 @@ impl Core {
         };
         let next = match c.state {
             ClientState::ProxyHeader => self.proxy_header_timed_out(k),
+            ClientState::TlsHandshake => self.tls_handshake_timed_out(k),
             ClientState::Head => self.http_head_timed_out(k),
             ClientState::Proxy | ClientState::Tunnel => self.backend_timed_out(k),
             ClientState::Answer { .. } | ClientState::Linger => Next::Close,
@@ -412,7 +427,9 @@ impl Core {
         if let Some(ex) = c.ex {
             self.io.recycle_exchange(ex);
         }
-        drop(c.sock);
+        let mut sock = c.sock;
+        sock.close();
+        drop(sock);
         self.resume_accept_after_close();
     }
 

@@ -85,7 +85,7 @@ impl Core {
             return Next::Wait;
         }
         let mut buf = [0u8; proxy_protocol::V2_MAX_BYTES];
-        let n = match c.sock.peek(&mut buf) {
+        let n = match c.sock.tcp.peek(&mut buf) {
             // Closed before a byte: a balancer's connect check, not a refusal.
             Ok(0) => return Next::Close,
             Ok(n) => n,
@@ -108,7 +108,7 @@ impl Core {
             Err(proxy_protocol::Error::Missing) => return self.refuse_header(k, Refused::Missing),
             Err(_) => return self.refuse_header(k, Refused::Malformed),
         };
-        if take_exactly(&mut c.sock, &mut buf[..header.len]).is_err() {
+        if take_exactly(&mut c.sock.tcp, &mut buf[..header.len]).is_err() {
             return Next::Close;
         }
         // Bytes past the header, or the peer's close, are still there to read.
@@ -121,6 +121,9 @@ impl Core {
             }
         }
         self.metrics.current.proxy_headers.accepted += 1;
+        if self.tls_listener() {
+            return self.start_tls(k);
+        }
         match self.cfg.mode {
             Mode::Http => {
                 let c = &mut self.conns[k];
@@ -197,7 +200,7 @@ impl Core {
             return None;
         }
         let mut first = [0u8; proxy_protocol::V2_SIGNATURE.len()];
-        let looks = match c.sock.peek(&mut first) {
+        let looks = match c.sock.tcp.peek(&mut first) {
             Ok(0) => Looks::Other,
             Ok(n) => looks_like_header(&first[..n]),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -238,7 +241,7 @@ impl Core {
         let local = match self.conns.proxied_dst.get(&k.0) {
             Some(&dst) => dst,
             None => {
-                let local = self.conns[k].sock.local_addr()?;
+                let local = self.conns[k].sock.tcp.local_addr()?;
                 SocketAddr::new(local.ip().to_canonical(), local.port())
             }
         };

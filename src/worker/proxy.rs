@@ -16,7 +16,7 @@
 //! move bytes and report what stops the loop ([`Stop`]); the worker-wide effects (settling,
 //! retrying, answering) happen between passes.
 
-use mio::net::TcpStream;
+use crate::worker::sock::ClientSock;
 
 use crate::backend::BackendStream;
 use crate::http::head::{
@@ -64,7 +64,7 @@ struct Side<'a, S> {
 
 /// One exchange's sockets and buffers, borrowed for a pass of the proxy loop.
 struct Pump<'a> {
-    client: Side<'a, TcpStream>,
+    client: Side<'a, ClientSock>,
     backend: Side<'a, BackendStream>,
     ex: &'a mut Exchange,
     state: &'a mut ClientState,

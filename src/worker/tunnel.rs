@@ -163,7 +163,7 @@ impl Core {
             BackendStream::Tcp(sock) => Some(sock),
             BackendStream::Unix(_) => None,
         };
-        for sock in std::iter::once(&c.sock).chain(backend_tcp) {
+        for sock in std::iter::once(&c.sock.tcp).chain(backend_tcp) {
             if let Err(e) = keep_alive(sock) {
                 debug!("TCP keepalive on a tunnel: {e}");
             }

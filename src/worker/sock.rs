@@ -1,0 +1,138 @@
+//! A client's socket: plain TCP, or TCP carrying TLS once a handshake has started on it.
+//!
+//! The session's handlers read and write a client through this one type whatever the listener
+//! speaks, so TLS adds no state or handler of its own to the request path: a plain connection
+//! costs one test of an empty `Option` per read or write, and the TLS work sits out of line
+//! ([`crate::tls::TlsIo`] keeps the conventions the worker's cached readiness relies on: a short
+//! read drained both the socket and rustls). The rustls connection is boxed so that an idle
+//! plain client stays as small as it was.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use mio::net::TcpStream;
+use rustls::ServerConnection;
+
+use crate::tls::TlsIo;
+
+pub(super) struct ClientSock {
+    pub(super) tcp: TcpStream,
+    /// The TLS session, from the first handshake byte on.
+    pub(super) tls: Option<Box<ServerConnection>>,
+}
+
+impl ClientSock {
+    pub(super) fn plain(tcp: TcpStream) -> ClientSock {
+        ClientSock { tcp, tls: None }
+    }
+
+    #[inline]
+    pub(super) fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether TLS records are waiting for the socket to take them.
+    #[inline]
+    pub(super) fn wants_flush(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Sends pending TLS records; true when none is left (always, for plain TCP).
+    #[inline(never)]
+    pub(super) fn flush_tls(&mut self) -> io::Result<bool> {
+        match &mut self.tls {
+            None => Ok(true),
+            Some(tls) => TlsIo {
+                conn: &mut **tls,
+                sock: &mut self.tcp,
+            }
+            .flush(),
+        }
+    }
+
+    /// Ends the sending side: `close_notify` for TLS (then the TCP side, once every record went),
+    /// `shutdown(Write)` for plain TCP.
+    pub(super) fn shut_write(&mut self) -> io::Result<()> {
+        match &mut self.tls {
+            None => self.tcp.shutdown(Shutdown::Write),
+            Some(tls) => {
+                let all_sent = TlsIo {
+                    conn: &mut **tls,
+                    sock: &mut self.tcp,
+                }
+                .close();
+                if all_sent {
+                    self.tcp.shutdown(Shutdown::Write)
+                } else {
+                    // The rest goes out as the socket becomes writable ([`ClientSock::on_writable`]).
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Before the socket is dropped: a TLS peer whose handshake completed gets `close_notify`, as
+    /// far as the socket takes it now (a handshake cut short gets no more than its alert, if
+    /// rustls sent one).
+    pub(super) fn close(&mut self) {
+        if let Some(tls) = self.tls.as_mut().filter(|t| !t.is_handshaking()) {
+            let _ = TlsIo {
+                conn: &mut **tls,
+                sock: &mut self.tcp,
+            }
+            .close();
+        }
+    }
+
+    /// The socket became writable: TLS records a write left behind go now, even when no handler
+    /// has more to write.
+    #[inline]
+    pub(super) fn on_writable(&mut self) -> io::Result<()> {
+        if self.wants_flush() {
+            self.flush_tls()?;
+        }
+        Ok(())
+    }
+}
+
+#[inline(never)]
+fn tls_read(tls: &mut ServerConnection, tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    TlsIo {
+        conn: tls,
+        sock: tcp,
+    }
+    .read(buf)
+}
+
+#[inline(never)]
+fn tls_write(tls: &mut ServerConnection, tcp: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    TlsIo {
+        conn: tls,
+        sock: tcp,
+    }
+    .write(bytes)
+}
+
+impl Read for ClientSock {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.tcp.read(buf),
+            Some(tls) => tls_read(tls, &mut self.tcp, buf),
+        }
+    }
+}
+
+impl Write for ClientSock {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        match &mut self.tls {
+            None => self.tcp.write(bytes),
+            Some(tls) => tls_write(tls, &mut self.tcp, bytes),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.flush_tls().map(|_| ())
+    }
+}
