@@ -1,6 +1,7 @@
 //! TLS termination with rustls: the certificates (`certs`, `x509`), the server configuration
-//! every worker shares (`server`), and the sans-I/O adapter that drives a rustls connection over a
-//! non-blocking socket from a worker's loop (`stream`).
+//! every worker shares (`server`), the client configuration for TLS to backends (`client`), and
+//! the sans-I/O adapter that drives a rustls connection over a non-blocking socket from a
+//! worker's loop (`stream`).
 //!
 //! rustls does no I/O of its own: a worker feeds it the bytes its socket gave and writes back the
 //! bytes rustls hands out, so TLS fits the mio loop with no runtime and no extra thread. What is
@@ -13,6 +14,7 @@
 pub mod certs;
 #[cfg(any(test, fuzzing))]
 pub mod check;
+pub mod client;
 pub mod server;
 pub mod sniff;
 pub mod stream;
