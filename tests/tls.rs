@@ -384,3 +384,106 @@ fn start_up_with_a_bad_certificate_names_the_file() {
         assert!(err.contains(named), "{err}");
     }
 }
+
+/// Runs a Python script with the test CA's path and sluice's port as arguments; its stdout.
+fn python(certs: &Certs, lb: &Sluice, script: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&certs.ca)
+        .arg(lb.addr.port().to_string())
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    t
+}
+
+/// Python helpers: a verified TLS connection to sluice, and reading one response by its
+/// Content-Length.
+const PY_PRELUDE: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+def connect(name="a.test", first=b""):
+    raw = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=20)
+    raw.sendall(first)
+    return ctx.wrap_socket(raw, server_hostname=name)
+def response(f):
+    status = f.readline()
+    length = 0
+    while True:
+        line = f.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return status, f.read(length)
+"#;
+
+#[test]
+fn keep_alive_pipelining_uploads_and_a_large_response_before_the_close_work_over_tls() {
+    let certs = Certs::new();
+    let big = vec![b'x'; 4 << 20];
+    let backend = HttpBackend::start(move |r| {
+        if r.target == "/big" {
+            Reply::ok(&big)
+        } else {
+            Reply::ok(r.target.as_bytes())
+        }
+    });
+    let lb = tls_lb(Mode::Http, backend.addr, certs.settings(false, 10_000));
+    let script = format!(
+        "{PY_PRELUDE}{}",
+        r#"
+s = connect()
+f = s.makefile("rb")
+# Keep-alive, then two pipelined requests, then a large body with Connection: close.
+for path in [b"/one", b"/two"]:
+    s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: a\r\n\r\n")
+    status, body = response(f)
+    assert status.startswith(b"HTTP/1.1 200") and body == path, (status, body)
+s.sendall(b"GET /p1 HTTP/1.1\r\nHost: a\r\n\r\nGET /p2 HTTP/1.1\r\nHost: a\r\n\r\n")
+assert response(f)[1] == b"/p1"
+assert response(f)[1] == b"/p2"
+s.sendall(b"POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 3000000\r\n\r\n" + b"u" * 3000000)
+assert response(f)[1] == b"/up"
+s.sendall(b"GET /big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+status, body = response(f)
+assert len(body) == 4 << 20 and body == b"x" * (4 << 20), len(body)
+assert f.read() == b""
+print("ok")
+"#
+    );
+    let out = python(&certs, &lb, &script);
+    assert!(out.contains("ok"), "{out}");
+    let seen = backend.requests();
+    assert_eq!(seen.len(), 6);
+    assert_eq!(seen[4].body.len(), 3_000_000);
+    wait_for_metric(&lb, "sluice_tls_handshakes_total{kind=\"full\"}", 1.0);
+}
+
+#[test]
+fn a_proxy_protocol_header_comes_before_the_handshake() {
+    let certs = Certs::new();
+    let backend = HttpBackend::echo_target();
+    let cfg = ProxyConfig {
+        tls: Some(certs.settings(false, 10_000)),
+        proxy_protocol_from: Some(vec!["127.0.0.0/8".parse().unwrap()]),
+        ..test_config(Mode::Http)
+    };
+    let lb = Sluice::start(cfg, &[backend.addr], StrategyKind::RoundRobin);
+    let script = format!(
+        "{PY_PRELUDE}{}",
+        r#"
+s = connect("b.test", b"PROXY TCP4 203.0.113.7 127.0.0.1 5555 443\r\n")
+s.sendall(b"GET /pp HTTP/1.1\r\nHost: b\r\n\r\n")
+status, body = response(s.makefile("rb"))
+assert status.startswith(b"HTTP/1.1 200") and body == b"GET /pp", (status, body)
+print("ok")
+"#
+    );
+    assert!(python(&certs, &lb, &script).contains("ok"));
+    let seen = backend.requests();
+    assert_eq!(seen[0].header("x-forwarded-for"), Some("203.0.113.7"));
+    assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
+}

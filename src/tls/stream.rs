@@ -12,8 +12,8 @@
 //!   plaintext rustls decrypted ahead is never stranded behind a readiness flag that went false.
 //!   `WouldBlock` means the same: no plaintext and nothing more on the socket.
 //! - A write first sends what ciphertext is still pending; while some is, it returns
-//!   `WouldBlock`, so at most one write's records (bounded by rustls's buffer limit) wait in
-//!   memory. Records a write produced but the socket did not take yet stay pending: the owner
+//!   `WouldBlock`, so at most one buffer of records (rustls's limit) waits in memory. A write
+//!   returns short only when the socket stopped taking records. Records a write produced but the socket did not take yet stay pending: the owner
 //!   calls [`TlsIo::flush`] when the socket becomes writable, and before closing.
 //! - The peer's `close_notify`, or its socket closing, reads as end of stream (`Ok(0)`); a
 //!   protocol error sends rustls's alert (best effort) and reads as `InvalidData`.
@@ -168,12 +168,20 @@ where
         if !self.flush()? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = self.conn.writer().write(bytes)?;
-        if n == 0 && !bytes.is_empty() {
+        // rustls takes up to its buffer limit at a time; go on while the socket takes the
+        // records, so that a short write means the socket is full, as it does for plain TCP.
+        let mut taken = 0;
+        while taken < bytes.len() {
+            let n = self.conn.writer().write(&bytes[taken..])?;
+            taken += n;
+            if !self.flush()? || n == 0 {
+                break;
+            }
+        }
+        if taken == 0 && !bytes.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        self.flush()?;
-        Ok(n)
+        Ok(taken)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -370,6 +378,34 @@ mod tests {
         assert_eq!(io.read(&mut buf).unwrap(), 10_000, "the rest, short");
         let again = io.read(&mut buf).unwrap_err();
         assert_eq!(again.kind(), io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_write_larger_than_rustls_buffers_goes_on_while_the_socket_takes_it() {
+        let (mut server, mut client) = pair();
+        let (mut s, _c) = connect(&mut server, &mut client, usize::MAX);
+        let big = vec![b'y'; 1 << 20];
+        let n = TlsIo {
+            conn: &mut server,
+            sock: &mut s,
+        }
+        .write(&big)
+        .unwrap();
+        assert_eq!(n, big.len());
+        s.room = s.outbox.len() + 1000;
+        let n = TlsIo {
+            conn: &mut server,
+            sock: &mut s,
+        }
+        .write(&big)
+        .unwrap();
+        assert!(n < big.len(), "short once the socket is full");
+        let again = TlsIo {
+            conn: &mut server,
+            sock: &mut s,
+        }
+        .write(&big);
+        assert_eq!(again.unwrap_err().kind(), io::ErrorKind::WouldBlock);
     }
 
     #[test]

@@ -48,9 +48,11 @@ impl Core {
     }
 
     /// A new TLS configuration from the control thread (a certificate reload): new handshakes use
-    /// it, sessions already started keep theirs.
+    /// it, sessions already started keep theirs. A plain listener stays plain.
     pub(super) fn install_tls(&mut self, cfg: Arc<ServerConfig>) {
-        self.tls = Some(cfg);
+        if let Some(tls) = self.tls.as_mut() {
+            *tls = cfg;
+        }
     }
 
     /// Puts client `k` into the handshake state, its deadline `--tls-handshake-timeout` away.
