@@ -4,6 +4,7 @@
 //! - [`hold`]: opens and holds many connections, pinging each periodically.
 //! - [`sim`]: the flaky servers of the flaky-servers challenge (see the top-level README), and
 //!   uniform and heavy-tailed backends, with a JSON control API and the challenge's ledger.
+//! - [`tls`]: the client side of TLS for the generator and the holder (`https://` targets).
 //! - [`challenge`]: the challenge's client: ids at a fixed rate through a balancer, scored
 //!   against the simulator's ledger.
 //!
@@ -49,3 +50,4 @@ pub mod rng;
 pub mod schedule;
 pub mod sim;
 pub mod timer;
+pub mod tls;

@@ -30,7 +30,7 @@ fn last_json_line(out: &Output) -> serde_json::Value {
 
 #[test]
 fn bad_flags_exit_2_with_a_clear_message() {
-    assert_usage_error(&["http", "ftp://x/"], "only http:// URLs");
+    assert_usage_error(&["http", "ftp://x/"], "only http:// and https:// URLs");
     assert_usage_error(&["http", "http://127.0.0.1:1/", "--rate=-5"], "--rate");
     assert_usage_error(
         &["http", "http://127.0.0.1:1/", "--header", "nocolon"],

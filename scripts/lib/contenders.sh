@@ -21,15 +21,19 @@
 #   retries=N  redispatch=N  retry_on="EVENT..."  retries, option redispatch, retry-on
 #   forwardfor=1            adds X-Forwarded-For and X-Forwarded-Proto
 #   tcp_listen=PORT         also a frontend in TCP mode on PORT to the same servers
+#   tls_pem=FILE            the HTTP frontend speaks TLS with this certificate and key (one PEM);
+#                           TLS 1.3 only, X25519, TLS_AES_128_GCM_SHA256, ALPN http/1.1: the
+#                           parameters every TLS benchmark here gives each contender
 # HTTP backends reuse idle server connections for any client (`http-reuse always`).
 haproxy_config() {
     local listen="" servers="" threads=1 maxconn=8000 balance="" connect=3s client=60s server=60s
-    local keepalive="" retries="" redispatch="" retry_on="" forwardfor="" tcp_listen="" opt
+    local keepalive="" retries="" redispatch="" retry_on="" forwardfor="" tcp_listen="" tls_pem=""
+    local opt
     for opt; do
         case $opt in
         listen=* | servers=* | threads=* | maxconn=* | balance=* | connect=* | client=* | \
             server=* | keepalive=* | retries=* | redispatch=* | retry_on=* | forwardfor=* | \
-            tcp_listen=*)
+            tcp_listen=* | tls_pem=*)
             local "$opt"
             ;;
         *)
@@ -43,16 +47,25 @@ haproxy_config() {
         return 2
     }
     printf 'global\n    nbthread %s\n    maxconn %s\n' "$threads" "$maxconn"
+    if [ -n "$tls_pem" ]; then
+        echo "    ssl-default-bind-options ssl-min-ver TLSv1.3"
+        echo "    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256"
+    fi
     printf 'defaults\n    mode http\n'
     printf '    timeout %s\n' "connect $connect" "client $client" "server $server"
     [ -z "$keepalive" ] || echo "    timeout http-keep-alive $keepalive"
     [ -z "$retries" ] || echo "    retries $retries"
     [ -z "$redispatch" ] || echo "    option redispatch $redispatch"
     [ -z "$retry_on" ] || echo "    retry-on $retry_on"
-    printf 'frontend fe\n    bind 127.0.0.1:%s\n' "$listen"
+    if [ -n "$tls_pem" ]; then
+        printf 'frontend fe\n    bind 127.0.0.1:%s ssl crt %s curves X25519 alpn http/1.1\n' \
+            "$listen" "$tls_pem"
+    else
+        printf 'frontend fe\n    bind 127.0.0.1:%s\n' "$listen"
+    fi
     if [ -n "$forwardfor" ]; then
         echo "    option forwardfor"
-        echo "    http-request set-header X-Forwarded-Proto http"
+        echo "    http-request set-header X-Forwarded-Proto ${tls_pem:+https}${tls_pem:-http}"
     fi
     printf '    default_backend be\nbackend be\n'
     [ -z "$balance" ] || echo "    balance $balance"
@@ -122,19 +135,22 @@ nginx_preamble() {
 #   forwarded=1             sets X-Forwarded-For and X-Forwarded-Proto
 #   next_upstream="..."  tries=N  connect_timeout=T  read_timeout=T   proxy_next_upstream,
 #                           proxy_next_upstream_tries, proxy_connect_timeout, proxy_read_timeout
+#   tls_cert=FILE tls_key=FILE   the server speaks TLS with this certificate and key: TLS 1.3
+#                           only, X25519, TLS_AES_128_GCM_SHA256, session tickets (nginx's
+#                           default), as haproxy_config's tls_pem
 nginx_config() {
     local dir=$1
     shift
     local listen="" servers="" workers=1 connections=1024 nofile="" listen_options=""
     local server_options="" balance="" upstream_keepalive=32 upstream_keepalive_requests=""
     local client_keepalive_requests="" client_keepalive_timeout="" forwarded="" next_upstream=""
-    local tries="" connect_timeout="" read_timeout="" opt
+    local tries="" connect_timeout="" read_timeout="" tls_cert="" tls_key="" opt
     for opt; do
         case $opt in
         listen=* | servers=* | workers=* | connections=* | nofile=* | listen_options=* | \
             server_options=* | balance=* | upstream_keepalive=* | upstream_keepalive_requests=* | \
             client_keepalive_requests=* | client_keepalive_timeout=* | forwarded=* | \
-            next_upstream=* | tries=* | connect_timeout=* | read_timeout=*)
+            next_upstream=* | tries=* | connect_timeout=* | read_timeout=* | tls_cert=* | tls_key=*)
             local "$opt"
             ;;
         *)
@@ -164,7 +180,14 @@ nginx_config() {
         echo "        keepalive_requests $upstream_keepalive_requests;"
     echo "    }"
     echo "    server {"
-    echo "        listen 127.0.0.1:$listen${listen_options:+ $listen_options};"
+    echo "        listen 127.0.0.1:$listen${tls_cert:+ ssl}${listen_options:+ $listen_options};"
+    if [ -n "$tls_cert" ]; then
+        echo "        ssl_certificate $tls_cert;"
+        echo "        ssl_certificate_key $tls_key;"
+        echo "        ssl_protocols TLSv1.3;"
+        echo "        ssl_ecdh_curve X25519;"
+        echo "        ssl_conf_command Ciphersuites TLS_AES_128_GCM_SHA256;"
+    fi
     echo "        location / {"
     echo "            proxy_pass http://be;"
     echo "            proxy_http_version 1.1;"

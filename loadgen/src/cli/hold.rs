@@ -6,13 +6,17 @@ use std::time::Duration;
 use clap::Args;
 use loadgen::hold::procs::{self, ChildLine};
 use loadgen::hold::{self, HoldConfig, DEFAULT_CONNECTIONS, DEFAULT_CONNECT_RATE};
+use loadgen::http::HttpConfig;
 
 use super::{parse_addr, parse_duration, parse_ip_list, print_report, CliError, CliResult, IpList};
 
 #[derive(Debug, Args)]
 pub struct HoldArgs {
-    /// Target host:port, or http://host:port/path for the pings' path
+    /// Target host:port, or http://host:port/path for the pings' path, or https://... to hold
+    /// TLS connections
     pub target: String,
+    #[command(flatten)]
+    pub tls: super::http::TlsArgs,
     /// Connections to hold (across all processes)
     #[arg(long, short = 'c', default_value_t = DEFAULT_CONNECTIONS)]
     pub connections: usize,
@@ -59,14 +63,17 @@ pub fn run(args: HoldArgs) -> CliResult {
             "--ping-interval and --connect-rate must be positive",
         ));
     }
-    let target = parse_addr(&args.target).map_err(CliError::usage)?;
-    let mut cfg = HoldConfig::new(target);
-    if let Some(rest) = args.target.strip_prefix("http://") {
-        cfg.host = rest.split('/').next().unwrap_or(rest).to_string();
-        if let Some(i) = rest.find('/') {
-            cfg.path = rest[i..].to_string();
-        }
-    }
+    let mut cfg = if args.target.contains("://") {
+        let http =
+            HttpConfig::with_tls(&args.target, &args.tls.options()).map_err(CliError::usage)?;
+        let mut cfg = HoldConfig::new(http.target);
+        cfg.host = http.host;
+        cfg.path = http.path;
+        cfg.tls = http.tls;
+        cfg
+    } else {
+        HoldConfig::new(parse_addr(&args.target).map_err(CliError::usage)?)
+    };
     cfg.connections = args.connections;
     cfg.ping_interval = args.ping_interval;
     cfg.duration = args.duration;
@@ -98,6 +105,23 @@ pub fn run(args: HoldArgs) -> CliResult {
     Ok(())
 }
 
+/// The TLS flags again, for a child.
+fn tls_args(tls: &super::http::TlsArgs) -> Vec<String> {
+    let mut a = Vec::new();
+    if tls.insecure {
+        a.push("--insecure".to_string());
+    }
+    if let Some(path) = &tls.cacert {
+        a.extend(["--cacert".to_string(), path.display().to_string()]);
+    }
+    if let Some(name) = &tls.sni {
+        a.extend(["--sni".to_string(), name.clone()]);
+    }
+    let resume = if tls.tls_resume { "on" } else { "off" };
+    a.extend(["--tls-resume".to_string(), resume.to_string()]);
+    a
+}
+
 /// Arguments of each child: its share of the connections and, when there are enough, its own
 /// contiguous slice of the source addresses.
 fn child_args(args: &HoldArgs, ips: &[IpAddr]) -> Vec<Vec<String>> {
@@ -127,6 +151,7 @@ fn child_args(args: &HoldArgs, ips: &[IpAddr]) -> Vec<Vec<String>> {
             } else {
                 ips
             };
+            a.extend(tls_args(&args.tls));
             if let (Some(first), Some(last)) = (slice.first(), slice.last()) {
                 a.push("--source-ips".into());
                 a.push(format!("{first}-{last}"));

@@ -8,12 +8,16 @@ use loadgen::http::{
     DEFAULT_THREADS,
 };
 
+use loadgen::tls::TlsOptions;
+
 use super::{parse_duration, parse_ip_list, print_report, CliError, CliResult, IpList};
 
 #[derive(Debug, Args)]
 pub struct HttpArgs {
-    /// Target, e.g. http://127.0.0.1:8080/work
+    /// Target, e.g. http://127.0.0.1:8080/work or https://localhost:8443/
     pub url: String,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Requests per second across all connections (open loop); 0 = closed loop, as fast as
     /// possible
     #[arg(long, default_value_t = DEFAULT_RATE_RPS)]
@@ -62,8 +66,45 @@ pub struct HttpArgs {
     pub json: bool,
 }
 
+/// How to speak TLS to an `https://` target (shared with `loadgen hold`).
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// https: accept any certificate (test certificates); signatures are still checked
+    #[arg(long, short = 'k', conflicts_with = "cacert")]
+    pub insecure: bool,
+    /// https: trust the PEM certificates in FILE instead of the system's roots
+    #[arg(long, value_name = "FILE")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// https: server name to send (SNI) and verify, instead of the URL's host
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
+    /// https: `on` offers each new connection a session ticket from an earlier one (resumed
+    /// handshakes), `off` makes every handshake full
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub tls_resume: bool,
+}
+
+impl TlsArgs {
+    pub fn options(&self) -> TlsOptions {
+        TlsOptions {
+            insecure: self.insecure,
+            cacert: self.cacert.clone(),
+            sni: self.sni.clone(),
+            resume: self.tls_resume,
+        }
+    }
+}
+
+fn parse_on_off(text: &str) -> Result<bool, String> {
+    match text {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {text:?}")),
+    }
+}
+
 pub fn run(args: HttpArgs) -> CliResult {
-    let mut cfg = HttpConfig::new(&args.url).map_err(CliError::usage)?;
+    let mut cfg = HttpConfig::with_tls(&args.url, &args.tls.options()).map_err(CliError::usage)?;
     if !args.rate.is_finite() || args.rate < 0.0 {
         return Err(CliError::usage(format!(
             "--rate must be 0 or positive, got {}",

@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::latency::{self, human_us, LatencySummary};
+use crate::tls::TlsClient;
 
 pub const DEFAULT_CONNECTIONS: usize = 1_000;
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -51,6 +52,8 @@ pub struct HoldConfig {
     /// Pings answered before this much time has passed are not in the summary's latencies (the
     /// per-second ticks still show them): the trickle is measured once connections are open.
     pub warmup: Duration,
+    /// Speak TLS; a connection counts as established once its handshake is done.
+    pub tls: Option<TlsClient>,
 }
 
 impl HoldConfig {
@@ -66,6 +69,7 @@ impl HoldConfig {
             connect_rate: DEFAULT_CONNECT_RATE,
             timeout: DEFAULT_TIMEOUT,
             warmup: Duration::ZERO,
+            tls: None,
         }
     }
 }

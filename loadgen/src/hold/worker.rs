@@ -6,7 +6,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::buf::ReadBuf;
@@ -14,6 +13,7 @@ use crate::h1::{self, ResponseReader};
 use crate::hold::{HoldConfig, HoldSummary, Tick, RECONNECT_DELAY};
 use crate::latency::{self, LatencySummary};
 use crate::net::{self, interrupted, would_block};
+use crate::tls::Stream;
 
 const EVENTS_CAPACITY: usize = 4096;
 /// Ping answers are small; 20,000 connections × 512 bytes stays modest.
@@ -24,6 +24,7 @@ const TICK: Duration = Duration::from_secs(1);
 enum State {
     /// Waiting for its turn to connect (initially, or after a failure).
     Idle,
+    /// The TCP connect, then (over TLS) the handshake.
     Connecting {
         since: Instant,
     },
@@ -31,7 +32,7 @@ enum State {
 }
 
 struct Conn {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     state: State,
     /// Bumped on every (re)connect so timers of an older stream are ignored.
     generation: u64,
@@ -175,7 +176,8 @@ impl<'a> Holder<'a> {
             self.next_source = (self.next_source + 1) % self.cfg.source_ips.len();
             self.cfg.source_ips[self.next_source]
         });
-        let stream = net::connect_from(source, self.cfg.target).and_then(|mut s| {
+        let stream = net::connect_from(source, self.cfg.target).and_then(|sock| {
+            let mut s = Stream::new(sock, self.cfg.tls.as_ref())?;
             self.poll.registry().register(
                 &mut s,
                 Token(key),
@@ -262,7 +264,9 @@ impl<'a> Holder<'a> {
         };
         let now = Instant::now();
         if let State::Connecting { .. } = conn.state {
-            match net::connect_result(stream) {
+            let connected = net::connect_result(stream.socket())
+                .and_then(|tcp| Ok(tcp && stream.complete_handshake()?));
+            match connected {
                 Ok(true) => {
                     conn.state = State::Established;
                     // Retires the connect-timeout timer.
@@ -290,6 +294,9 @@ impl<'a> Holder<'a> {
                 Err(e) if interrupted(&e) => {}
                 Err(_) => return self.lose(key, now),
             }
+        }
+        if stream.flush().is_err() {
+            return self.lose(key, now);
         }
         loop {
             match conn.inbuf.read_from(stream) {

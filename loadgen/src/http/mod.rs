@@ -19,7 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use report::{ErrorKind, Outcome, Report};
+pub use report::{ErrorKind, Outcome, Report, TlsHandshakes};
+
+use crate::tls::{TlsClient, TlsOptions};
 
 /// Defaults of [`HttpConfig`].
 /// Open loop by default, at this rate.
@@ -82,6 +84,8 @@ pub struct HttpConfig {
     pub progress: bool,
     /// Keep each request's [`Outcome`] in [`Report::outcomes`] (the challenge client needs them).
     pub record_outcomes: bool,
+    /// Speak TLS (an `https://` URL).
+    pub tls: Option<TlsClient>,
 }
 
 /// A URL the generator can't use.
@@ -97,12 +101,23 @@ impl fmt::Display for UrlError {
 impl std::error::Error for UrlError {}
 
 impl HttpConfig {
-    /// Defaults for `url` (`http://host:port/path`; the host is resolved now).
+    /// Defaults for `url` (`http://host:port/path`, or `https://` verified against the
+    /// system's roots, full handshakes; the host is resolved now).
     pub fn new(url: &str) -> Result<Self, UrlError> {
-        let (target, host, path) = parse_url(url)?;
-        let mut cfg = Self::for_addr(target);
-        cfg.host = host;
-        cfg.path = path;
+        Self::with_tls(url, &TlsOptions::default())
+    }
+
+    /// Defaults for `url`, with `tls` for an `https://` one (ignored for `http://`).
+    pub fn with_tls(url: &str, tls: &TlsOptions) -> Result<Self, UrlError> {
+        let url = parse_url(url)?;
+        let mut cfg = Self::for_addr(url.target);
+        if url.https {
+            let client = TlsClient::new(tls, &url.hostname)
+                .map_err(|e| UrlError(format!("TLS for {}: {e}", url.authority)))?;
+            cfg.tls = Some(client);
+        }
+        cfg.host = url.authority;
+        cfg.path = url.path;
         Ok(cfg)
     }
 
@@ -127,16 +142,34 @@ impl HttpConfig {
             seed: None,
             progress: false,
             record_outcomes: false,
+            tls: None,
         }
     }
 }
 
-/// Splits `http://host[:port][/path]` into an address, a `Host` header and a path.
-pub fn parse_url(url: &str) -> Result<(SocketAddr, String, String), UrlError> {
+/// A URL the generator can use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub target: SocketAddr,
+    /// `host[:port]` as written: the `Host` header.
+    pub authority: String,
+    /// The host without port (brackets kept for IPv6): the TLS server name.
+    pub hostname: String,
+    pub path: String,
+    pub https: bool,
+}
+
+/// Splits `http[s]://host[:port][/path]` into an address, a `Host` header, a server name and a
+/// path.
+pub fn parse_url(url: &str) -> Result<Url, UrlError> {
     let bad = |why: &str| UrlError(format!("invalid URL {url:?}: {why}"));
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("only http:// URLs are supported"))?;
+    let (rest, https) = if let Some(rest) = url.strip_prefix("http://") {
+        (rest, false)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, true)
+    } else {
+        return Err(bad("only http:// and https:// URLs are supported"));
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -144,21 +177,29 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String, String), UrlError> {
     if authority.is_empty() {
         return Err(bad("no host"));
     }
-    let with_port = if authority
+    let has_port = authority
         .rsplit_once(':')
         .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        && !authority.ends_with(']')
-    {
-        authority.to_string()
+        && !authority.ends_with(']');
+    let (with_port, hostname) = if has_port {
+        let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+        (authority.to_string(), host.to_string())
     } else {
-        format!("{authority}:80")
+        let port = if https { 443 } else { 80 };
+        (format!("{authority}:{port}"), authority.to_string())
     };
     let target = with_port
         .to_socket_addrs()
         .map_err(|e| bad(&format!("cannot resolve the host: {e}")))?
         .next()
         .ok_or_else(|| bad("the host has no address"))?;
-    Ok((target, authority.to_string(), path.to_string()))
+    Ok(Url {
+        target,
+        authority: authority.to_string(),
+        hostname,
+        path: path.to_string(),
+        https,
+    })
 }
 
 /// Counters the progress printer reads while workers run.
@@ -257,15 +298,24 @@ mod tests {
 
     #[test]
     fn urls_split_into_address_host_and_path() {
-        let (addr, host, path) = parse_url("http://127.0.0.1:8080/work?x=1").unwrap();
-        assert_eq!(addr, "127.0.0.1:8080".parse().unwrap());
+        let url = parse_url("http://127.0.0.1:8080/work?x=1").unwrap();
+        assert_eq!(url.target, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(
-            (host.as_str(), path.as_str()),
-            ("127.0.0.1:8080", "/work?x=1")
+            (url.authority.as_str(), url.path.as_str(), url.https),
+            ("127.0.0.1:8080", "/work?x=1", false)
         );
-        let (addr, _, path) = parse_url("http://127.0.0.1").unwrap();
-        assert_eq!((addr.port(), path.as_str()), (80, "/"));
-        assert!(parse_url("https://127.0.0.1/").is_err());
+        let url = parse_url("http://127.0.0.1").unwrap();
+        assert_eq!((url.target.port(), url.path.as_str()), (80, "/"));
+        assert!(parse_url("ftp://127.0.0.1/").is_err());
         assert!(parse_url("http:///x").is_err());
+    }
+
+    #[test]
+    fn https_urls_default_to_port_443_and_name_their_host() {
+        let url = parse_url("https://localhost/x").unwrap();
+        assert_eq!((url.target.port(), url.https), (443, true));
+        assert_eq!(url.hostname, "localhost");
+        let url = parse_url("https://[::1]:8443/").unwrap();
+        assert_eq!((url.target.port(), url.hostname.as_str()), (8443, "[::1]"));
     }
 }

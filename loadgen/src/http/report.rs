@@ -11,6 +11,8 @@ use crate::http::HttpConfig;
 use crate::id::Id;
 use crate::latency::{self, human_us, LatencySummary};
 
+const KINDS: usize = 5;
+
 /// Why a request got no response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -23,14 +25,17 @@ pub enum ErrorKind {
     Reset,
     /// The response was not valid HTTP/1.1.
     Parse,
+    /// The TLS handshake failed (a certificate not trusted, an alert) or a record was invalid.
+    Tls,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 4] = [
+    pub const ALL: [ErrorKind; KINDS] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Reset,
         ErrorKind::Parse,
+        ErrorKind::Tls,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +44,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Reset => "reset",
             ErrorKind::Parse => "parse",
+            ErrorKind::Tls => "tls",
         }
     }
 }
@@ -58,12 +64,13 @@ pub struct Outcome {
 pub(crate) struct Part {
     pub hist: Histogram<u64>,
     pub status: BTreeMap<u16, u64>,
-    pub errors: [u64; 4],
+    pub errors: [u64; KINDS],
     pub sent: u64,
     pub responses: u64,
     pub scheduled: u64,
     pub unsent: u64,
     pub outcomes: Vec<Outcome>,
+    pub handshakes: TlsHandshakes,
 }
 
 impl Part {
@@ -71,18 +78,26 @@ impl Part {
         Part {
             hist: latency::new_histogram(),
             status: BTreeMap::new(),
-            errors: [0; 4],
+            errors: [0; KINDS],
             sent: 0,
             responses: 0,
             scheduled: 0,
             unsent: 0,
             outcomes: Vec::new(),
+            handshakes: TlsHandshakes::default(),
         }
     }
 
     pub(crate) fn error(&mut self, kind: ErrorKind) {
         self.errors[kind as usize] += 1;
     }
+}
+
+/// TLS handshakes of the connections that carried measured requests, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TlsHandshakes {
+    pub full: u64,
+    pub resumed: u64,
 }
 
 /// The result of a run. Counts cover requests scheduled (closed loop: sent) in the measured
@@ -110,6 +125,9 @@ pub struct Report {
     pub status: BTreeMap<String, u64>,
     /// From the scheduled time (open loop) or the send (closed loop) to the complete response.
     pub latency_us: LatencySummary,
+    /// Over TLS: how many handshakes were full and how many resumed a session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshakes: Option<TlsHandshakes>,
     #[serde(skip)]
     pub outcomes: Vec<Outcome>,
     #[serde(skip)]
@@ -117,7 +135,7 @@ pub struct Report {
     #[serde(skip)]
     status_codes: BTreeMap<u16, u64>,
     #[serde(skip)]
-    error_counts: [u64; 4],
+    error_counts: [u64; KINDS],
 }
 
 impl Report {
@@ -135,10 +153,11 @@ impl Report {
             errors: BTreeMap::new(),
             status: BTreeMap::new(),
             latency_us: LatencySummary::default(),
+            tls_handshakes: cfg.tls.is_some().then(TlsHandshakes::default),
             outcomes: Vec::new(),
             histogram: latency::new_histogram(),
             status_codes: BTreeMap::new(),
-            error_counts: [0; 4],
+            error_counts: [0; KINDS],
         }
     }
 
@@ -155,6 +174,10 @@ impl Report {
         self.scheduled += part.scheduled;
         self.unsent += part.unsent;
         self.outcomes.extend(part.outcomes);
+        if let Some(h) = self.tls_handshakes.as_mut() {
+            h.full += part.handshakes.full;
+            h.resumed += part.handshakes.resumed;
+        }
     }
 
     pub(crate) fn finish(&mut self, cfg: &HttpConfig) {
@@ -230,6 +253,13 @@ impl Report {
             .map(|(k, v)| format!("{k}: {v}"))
             .collect();
         let _ = writeln!(s, "errors      {}", or_none(&errors));
+        if let Some(h) = &self.tls_handshakes {
+            let _ = writeln!(
+                s,
+                "tls         {} full, {} resumed handshakes",
+                h.full, h.resumed
+            );
+        }
         let l = &self.latency_us;
         let _ = writeln!(
             s,

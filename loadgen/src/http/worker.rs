@@ -12,7 +12,6 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
@@ -25,6 +24,7 @@ use crate::net::{self, interrupted, would_block};
 use crate::rng::mix64;
 use crate::schedule::Schedule;
 use crate::timer::PreciseTimer;
+use crate::tls::Stream;
 
 /// The precise wake-up; connection tokens are slab keys.
 const TIMER: Token = Token(usize::MAX);
@@ -55,8 +55,10 @@ struct Inflight {
 }
 
 struct Conn {
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     connected: bool,
+    /// Its TLS handshake has been counted in the report.
+    handshake_counted: bool,
     out: Vec<u8>,
     written: usize,
     inbuf: ReadBuf,
@@ -126,6 +128,7 @@ impl<'a> Worker<'a> {
             conns.insert(Conn {
                 stream: None,
                 connected: false,
+                handshake_counted: false,
                 out: Vec::new(),
                 written: 0,
                 inbuf: ReadBuf::with_chunk(READ_CHUNK),
@@ -295,7 +298,8 @@ impl<'a> Worker<'a> {
             self.next_source = (self.next_source + 1) % self.source_ips.len();
             self.source_ips[self.next_source]
         });
-        let mut stream = net::connect_from(source, self.cfg.target)?;
+        let sock = net::connect_from(source, self.cfg.target)?;
+        let mut stream = Stream::new(sock, self.cfg.tls.as_ref())?;
         self.poll.registry().register(
             &mut stream,
             Token(key),
@@ -304,6 +308,7 @@ impl<'a> Worker<'a> {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.stream = Some(stream);
             conn.connected = false;
+            conn.handshake_counted = false;
         }
         Ok(())
     }
@@ -317,7 +322,7 @@ impl<'a> Worker<'a> {
             return;
         };
         if !conn.connected {
-            match net::connect_result(stream) {
+            match net::connect_result(stream.socket()) {
                 Ok(true) => conn.connected = true,
                 Ok(false) => return,
                 Err(_) if conn.inflight.is_some() => return self.fail(key, ErrorKind::Connect),
@@ -330,8 +335,12 @@ impl<'a> Worker<'a> {
                 Ok(n) => conn.written += n,
                 Err(e) if would_block(&e) => break,
                 Err(e) if interrupted(&e) => {}
-                Err(_) => return self.fail(key, ErrorKind::Reset),
+                Err(e) => return self.fail(key, error_kind(&e)),
             }
+        }
+        // TLS records rustls still holds (the ClientHello, the rest of a request).
+        if let Err(e) = stream.flush() {
+            return self.fail_or_close(key, error_kind(&e));
         }
         if !read {
             return;
@@ -364,9 +373,20 @@ impl<'a> Worker<'a> {
                 },
                 Err(e) if would_block(&e) => return,
                 Err(e) if interrupted(&e) => {}
-                Err(_) if conn.inflight.is_none() => return self.close_stream(key),
-                Err(_) => return self.fail(key, ErrorKind::Reset),
+                Err(e) => return self.fail_or_close(key, error_kind(&e)),
             }
+        }
+    }
+
+    /// A broken connection fails its request, or is just dropped when it carries none.
+    fn fail_or_close(&mut self, key: usize, kind: ErrorKind) {
+        if self.conns.get(key).is_some_and(|c| c.inflight.is_some()) {
+            self.fail(key, kind);
+        } else {
+            if kind == ErrorKind::Tls {
+                log::debug!("http: TLS failed on an idle connection");
+            }
+            self.close_stream(key);
         }
     }
 
@@ -379,6 +399,14 @@ impl<'a> Worker<'a> {
         };
         self.inflight -= 1;
         let latency_us = inflight.origin.elapsed().as_micros() as u64;
+        if inflight.measured && !conn.handshake_counted {
+            match conn.stream.as_ref().and_then(Stream::handshake_kind) {
+                Some(rustls::HandshakeKind::Resumed) => self.part.handshakes.resumed += 1,
+                Some(_) => self.part.handshakes.full += 1,
+                None => {}
+            }
+            conn.handshake_counted = true;
+        }
         self.progress.responses.fetch_add(1, Ordering::Relaxed);
         if inflight.measured {
             self.part.responses += 1;
@@ -435,6 +463,7 @@ impl<'a> Worker<'a> {
             let _ = self.poll.registry().deregister(&mut stream);
         }
         conn.connected = false;
+        conn.handshake_counted = false;
         conn.inbuf.clear();
         conn.reader = ResponseReader::new();
     }
@@ -468,5 +497,15 @@ impl<'a> Worker<'a> {
         let total = s.total();
         self.part.scheduled = total.saturating_sub(first_measured);
         self.part.unsent = total.saturating_sub(self.next_send.max(first_measured));
+    }
+}
+
+/// A TLS failure (bad certificate, alert, broken record) shows as invalid data; anything else
+/// broke the connection.
+fn error_kind(e: &io::Error) -> ErrorKind {
+    if e.kind() == io::ErrorKind::InvalidData {
+        ErrorKind::Tls
+    } else {
+        ErrorKind::Reset
     }
 }
