@@ -15,17 +15,16 @@ fn git(args: &[&str]) -> Option<String> {
 fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=SLUICE_GIT_COMMIT={commit}");
-    // Build again when HEAD moves: a commit, a checkout, a merge.
-    for dir in [
-        git(&["rev-parse", "--git-dir"]),
-        git(&["rev-parse", "--git-common-dir"]),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    // Build again when HEAD moves (a checkout, a merge) or the branch it names gets a commit;
+    // watching only that branch's ref keeps commits on other branches from rebuilding sluice.
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/refs/heads");
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
+    }
+    if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={common}/{branch}");
+        }
+        println!("cargo:rerun-if-changed={common}/packed-refs");
     }
     println!("cargo:rerun-if-changed=build.rs");
 }

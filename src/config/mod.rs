@@ -18,6 +18,7 @@ mod cidr;
 mod dns;
 mod duration;
 mod edge;
+mod hash_key;
 mod ops;
 mod request_id;
 mod settings;
@@ -28,6 +29,7 @@ pub use cidr::Cidr;
 pub use dns::{DnsArgs, ResolveConfig};
 pub use duration::{parse_duration, DurationArg};
 pub use edge::EdgeArgs;
+pub use hash_key::RequestAttr;
 pub use ops::OpsArgs;
 pub use request_id::RequestIds;
 pub use settings::*;
@@ -85,43 +87,6 @@ pub const DEFAULT_MAX_PACING_WAIT: &str = "1s";
 pub const DEFAULT_BACKEND_QUEUE: usize = 256;
 pub const DEFAULT_QUEUE_TIMEOUT: &str = "5s";
 pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
-
-/// The request attribute `maglev` hashes in HTTP mode (`--hash-key`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RequestAttr {
-    ClientIp,
-    Path,
-    PathQuery,
-    Host,
-    Header(String),
-    Cookie(String),
-}
-
-impl std::str::FromStr for RequestAttr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad_name = |n: &str| {
-            n.is_empty()
-                || !n
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        };
-        match s {
-            "client-ip" => Ok(RequestAttr::ClientIp),
-            "path" => Ok(RequestAttr::Path),
-            "path-query" => Ok(RequestAttr::PathQuery),
-            "host" => Ok(RequestAttr::Host),
-            _ => match s.split_once(':') {
-                Some(("header", name)) if !bad_name(name) => Ok(RequestAttr::Header(name.to_string())),
-                Some(("cookie", name)) if !bad_name(name) => Ok(RequestAttr::Cookie(name.to_string())),
-                _ => Err(format!(
-                    "bad hash key {s:?} (expected client-ip, path, path-query, host, header:NAME or cookie:NAME)"
-                )),
-            },
-        }
-    }
-}
 
 /// Flags for running the proxy.
 #[derive(Args, Debug, Clone)]

@@ -16,6 +16,7 @@
 //! nothing wrong) → `pool` (connection back to the pool) → `http`
 //! (next request). TCP mode goes through `dispatch` and `tunnel`.
 
+mod answer;
 mod attempt;
 mod buffer;
 mod conn;
