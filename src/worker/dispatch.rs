@@ -256,13 +256,15 @@ impl Core {
         };
         ex.reused_conn = false;
         let backend = self.routing.backend(i);
-        let mut sock = match BackendStream::connect(&backend.addr) {
-            Ok(sock) => sock,
-            Err(e) => {
-                debug!("connect to {}: {e}", backend.addr);
-                return self.attempt_failed(k, Failure::Connect);
-            }
-        };
+        let tls = self.backend_tls.as_ref();
+        let mut sock =
+            match BackendStream::connect_with(&backend.addr, tls, backend.dns_name.as_deref()) {
+                Ok(sock) => sock,
+                Err(e) => {
+                    debug!("connect to {}: {e}", backend.addr);
+                    return self.attempt_failed(k, Failure::Connect);
+                }
+            };
         let bk = self.conns.next_backend_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
@@ -300,6 +302,7 @@ impl Core {
             ConnectProgress::Connected => {
                 if fresh {
                     self.conns[bk].connected();
+                    self.backend_tls_ok(bk);
                     self.on_connected(k, bk)?;
                     match self.cfg.mode {
                         Mode::Http => self.set_deadline(k, self.response_wait_ms(k)),
@@ -311,6 +314,7 @@ impl Core {
             ConnectProgress::Pending => Ok(false),
             ConnectProgress::Failed(e) => {
                 debug!("connect to backend {}: {e}", self.conns[bk].backend_id);
+                self.backend_tls_failed(bk, &e);
                 Err(self.attempt_failed(k, Failure::Connect))
             }
         }
@@ -342,7 +346,8 @@ fn connect_progress(b: &mut BackendConn) -> ConnectProgress {
     if b.state() != BackendState::Connecting {
         return ConnectProgress::Connected;
     }
-    if !b.ready.writable && !b.ready.hup {
+    // A TLS handshake moves on when the backend's answer makes the socket readable.
+    if !b.ready.writable && !b.ready.hup && !(b.ready.readable && b.sock.is_tls()) {
         return ConnectProgress::Pending;
     }
     match b.sock.take_error() {
@@ -353,6 +358,7 @@ fn connect_progress(b: &mut BackendConn) -> ConnectProgress {
         Ok(true) => ConnectProgress::Connected,
         Ok(false) => {
             b.ready.writable = false;
+            b.ready.readable = false;
             ConnectProgress::Pending
         }
         Err(e) => ConnectProgress::Failed(e),
