@@ -11,8 +11,11 @@ use std::io;
 use log::warn;
 
 use crate::backend::BackendId;
-use crate::worker::keys::BackendConnKey;
+use crate::worker::keys::{BackendConnKey, ClientKey};
 use crate::worker::Core;
+
+/// What a client is told when its request's last attempt failed in the TLS handshake.
+pub(super) const TLS_FAILED: &str = "TLS handshake with the backend failed";
 
 /// The last TLS failure reported per backend.
 #[derive(Default)]
@@ -42,14 +45,19 @@ fn tls_reason(e: &io::Error) -> Option<String> {
 }
 
 impl Core {
-    /// The connect of backend connection `bk` failed with `e`: warns when that is a TLS failure
-    /// not yet reported for its backend.
+    /// The connect of backend connection `bk` for client `k` failed with `e`: notes on the
+    /// exchange whether that was the TLS handshake (a final failure is then 502), and warns when
+    /// it is a TLS failure not yet reported for its backend.
     #[inline(never)]
-    pub(super) fn backend_tls_failed(&mut self, bk: BackendConnKey, e: &io::Error) {
+    pub(super) fn backend_tls_failed(&mut self, k: ClientKey, bk: BackendConnKey, e: &io::Error) {
         if self.backend_tls.is_none() {
             return;
         }
-        let Some(reason) = tls_reason(e) else {
+        let reason = tls_reason(e);
+        if let Some(ex) = self.conns.exchange_mut(k) {
+            ex.backend_tls_failed = reason.is_some();
+        }
+        let Some(reason) = reason else {
             return;
         };
         let id = self.conns[bk].backend_id;

@@ -23,6 +23,7 @@ use crate::metrics::WorkerMetrics;
 use crate::retry::budget::Reserve;
 use crate::strategy::{Choice, PickContext};
 use crate::worker::attempt::{Failure, Refusal};
+use crate::worker::backend_tls::TLS_FAILED;
 use crate::worker::conn::{BackendConn, BackendConnKey, BackendState, ClientConn, ClientKey};
 use crate::worker::exchange::{Exchange, MAX_TRIED};
 use crate::worker::routing::{Routing, TableIndex};
@@ -203,7 +204,13 @@ impl Core {
         match self.cfg.mode {
             Mode::Tcp => Next::Close,
             Mode::Http => {
-                let (status, why) = refusal.answer();
+                let (status, why) = match self.conns.exchange(k) {
+                    // Every candidate was tried and the last failed its TLS handshake.
+                    Some(ex) if refusal == Refusal::NoBackend && ex.backend_tls_failed => {
+                        (502, TLS_FAILED)
+                    }
+                    _ => refusal.answer(),
+                };
                 self.answer(k, status, why, false)
             }
         }
@@ -314,7 +321,7 @@ impl Core {
             ConnectProgress::Pending => Ok(false),
             ConnectProgress::Failed(e) => {
                 debug!("connect to backend {}: {e}", self.conns[bk].backend_id);
-                self.backend_tls_failed(bk, &e);
+                self.backend_tls_failed(k, bk, &e);
                 Err(self.attempt_failed(k, Failure::Connect))
             }
         }
