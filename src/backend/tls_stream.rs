@@ -82,7 +82,8 @@ impl TlsOver {
         let mut byte = [0u8; 1];
         match self.io().read(&mut byte) {
             Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-            Ok(_) => false,
+            // Data nobody asked for (n = 1) or the end (n = 0): not reusable either way.
+            Ok(n) => n > 1,
         }
     }
 }

@@ -354,7 +354,8 @@ fn connect_progress(b: &mut BackendConn) -> ConnectProgress {
         return ConnectProgress::Connected;
     }
     // A TLS handshake moves on when the backend's answer makes the socket readable.
-    if !b.ready.writable && !b.ready.hup && !(b.ready.readable && b.sock.is_tls()) {
+    let handshake_input = b.ready.readable && b.sock.is_tls();
+    if !(b.ready.writable || b.ready.hup || handshake_input) {
         return ConnectProgress::Pending;
     }
     match b.sock.take_error() {
