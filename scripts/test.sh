@@ -17,7 +17,8 @@ ensure_deb promtool prometheus
 # (tests/proxy_protocol.rs).
 ensure_deb haproxy haproxy
 
-# Real TLS clients for the listener's TLS (tests/tls.rs): curl, openssl s_client, Python's ssl.
+# Real TLS clients for the listener's TLS (tests/tls.rs): curl, openssl s_client, Python's ssl;
+# Python's ssl is also the TLS backend of tests/backend_tls.rs.
 ensure_deb curl curl
 ensure_deb openssl openssl
 ensure_deb python3 python3

@@ -20,6 +20,7 @@ use crate::limits::{ClientTable, DEFAULT_CLIENT_BUCKETS};
 use crate::link::{ControlLink, ControlMsg, WorkerLink, Workers};
 use crate::listeners::Listeners;
 use crate::retry::budget::IdBudget;
+use crate::tls::client::BackendTls;
 use crate::tls::{CertSet, TlsServer};
 use crate::worker::{Worker, WorkerParts, WAKER};
 
@@ -114,6 +115,12 @@ fn start_on(
     let Listeners { proxy, admin } = listeners;
     let proxy_cfg = settings.proxy.clone();
     let tls = listener_tls(&proxy_cfg)?;
+    let backend_tls = match &proxy_cfg.backend_tls {
+        Some(settings) => {
+            Some(BackendTls::new(settings).map_err(|e| format!("--backend-tls: {e}"))?)
+        }
+        None => None,
+    };
     let access_log = match &proxy_cfg.access_log {
         Some(cfg) => Some(AccessLog::start(cfg)?),
         None => None,
@@ -123,6 +130,7 @@ fn start_on(
         .map(|limits| Arc::new(ClientTable::new(limits, DEFAULT_CLIENT_BUCKETS)));
     let (mut control, link) = Control::new(settings, admin, boot)?;
     control.set_ops(access_log.as_ref().map(AccessLog::control), clients.clone());
+    control.set_backend_tls(backend_tls.clone());
     let admin_addr = control.admin_addr();
     let table = control.first_table();
     let proxy_addr = proxy
@@ -142,6 +150,7 @@ fn start_on(
     let ops = WorkerOps {
         access_log: access_log.as_ref(),
         clients: clients.as_ref(),
+        backend_tls: backend_tls.as_ref(),
     };
     let workers = spawn_workers(proxy_cfg, proxy, &table, &link, tls_config, &ops)
         .map_err(|e| format!("cannot start the workers: {e}"))?;
@@ -186,6 +195,7 @@ fn listener_tls(cfg: &ProxyConfig) -> Result<Option<ListenerTls>, String> {
 struct WorkerOps<'a> {
     access_log: Option<&'a AccessLog>,
     clients: Option<&'a Arc<ClientTable>>,
+    backend_tls: Option<&'a BackendTls>,
 }
 
 /// Starts one worker per listener, routing by `table`. The listeners share one address with
@@ -225,6 +235,7 @@ fn spawn_workers(
             budget: budget.clone(),
             installed_version: installed_version.clone(),
             tls: tls.clone(),
+            backend_tls: ops.backend_tls.cloned(),
             access_log: ops.access_log.map(AccessLog::writer),
             clients: ops.clients.cloned(),
         })?;

@@ -19,6 +19,7 @@ pub mod refusals;
 pub(crate) mod stats;
 pub mod stream;
 pub(crate) mod table;
+pub mod tls_stream;
 
 pub use addr::{parse_backend_addr, BackendAddr, UNIX_PREFIX};
 pub use stats::BackendStats;
@@ -46,6 +47,9 @@ pub struct Backend {
     /// [`crate::clock`]; slow start ramps its weight from here.
     pub since_ms: u64,
     pub stats: Arc<BackendStats>,
+    /// The DNS name it was given by, when it is a member of a backend given by name: what
+    /// `--backend-tls` verifies it against.
+    pub dns_name: Option<Arc<str>>,
 }
 
 impl Backend {
@@ -64,6 +68,15 @@ impl Backend {
             healthy: true,
             since_ms: 0,
             stats: Arc::new(BackendStats::default()),
+            dns_name: None,
+        }
+    }
+
+    /// The host of the name a member of a backend given by name came from.
+    pub fn host_of(name: Option<&BackendAddr>) -> Option<Arc<str>> {
+        match name {
+            Some(BackendAddr::Name { host, .. }) => Some(host.as_str().into()),
+            _ => None,
         }
     }
 

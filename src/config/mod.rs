@@ -446,6 +446,7 @@ impl RunArgs {
             proxy_protocol_from: None,
             send_proxy_protocol: None,
             tls: None,
+            backend_tls: None,
             access_log: None,
             client_limits: None,
         };

@@ -225,6 +225,8 @@ pub struct ProxyConfig {
     pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// `--tls`: the listener speaks TLS with these certificates; `None` is plain TCP.
     pub tls: Option<super::TlsSettings>,
+    /// `--backend-tls`: TLS to every backend; `None` is plain.
+    pub backend_tls: Option<crate::tls::client::BackendTlsSettings>,
     /// `--access-log`, `--access-log-format`; `None` logs nothing.
     pub access_log: Option<crate::access_log::AccessLogConfig>,
     /// `--max-conns-per-client`, `--rate-limit-per-client`; `None` keeps no per-client state.
@@ -270,6 +272,7 @@ impl Default for ProxyConfig {
             proxy_protocol_from: None,
             send_proxy_protocol: None,
             tls: None,
+            backend_tls: None,
             access_log: None,
             client_limits: None,
         }

@@ -1,13 +1,17 @@
 //! Flags for the listener's TLS: `--tls CERT.pem,KEY.pem` (repeatable; with one or more the
-//! listener speaks TLS), `--tls-strict-sni` and `--tls-handshake-timeout`.
+//! listener speaks TLS), `--tls-strict-sni` and `--tls-handshake-timeout`; and for TLS to the
+//! backends: `--backend-tls`, `--backend-ca FILE`, `--backend-sni NAME`.
 //!
 //! The files are only named here; they are read and checked at start-up (`crate::tls::CertSet`),
 //! which fails with a message naming the file when one is missing, unreadable or wrong.
+
+use std::path::PathBuf;
 
 use clap::Args;
 
 use super::duration::DurationArg;
 use super::ProxyConfig;
+use crate::tls::client::{check_ca_file, check_sni, BackendTlsSettings};
 use crate::tls::CertPaths;
 
 /// Default `--tls-handshake-timeout`.
@@ -32,6 +36,20 @@ pub struct TlsArgs {
     /// after its PROXY protocol header).
     #[arg(long, default_value = DEFAULT_TLS_HANDSHAKE_TIMEOUT, value_name = "DURATION")]
     pub tls_handshake_timeout: DurationArg,
+
+    /// Speak TLS to every backend (re-encrypt), verifying each one's certificate against the
+    /// system's trusted roots, or only those of --backend-ca.
+    #[arg(long)]
+    pub backend_tls: bool,
+
+    /// With --backend-tls: trust only the CA certificates in this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub backend_ca: Option<PathBuf>,
+
+    /// With --backend-tls: send this name as SNI and verify every backend's certificate against
+    /// it, instead of the name the backend was given by (or its IP address).
+    #[arg(long, value_name = "NAME")]
+    pub backend_sni: Option<String>,
 }
 
 /// The listener's TLS settings, when it speaks TLS.
@@ -46,6 +64,7 @@ pub struct TlsSettings {
 impl TlsArgs {
     /// Puts the flags into `proxy`.
     pub fn apply(&self, proxy: &mut ProxyConfig) -> Result<(), String> {
+        proxy.backend_tls = self.backend_settings()?;
         if self.certs.is_empty() {
             if self.tls_strict_sni {
                 return Err("--tls-strict-sni needs --tls CERT.pem,KEY.pem".into());
@@ -63,5 +82,31 @@ impl TlsArgs {
             handshake_timeout_ms,
         });
         Ok(())
+    }
+}
+
+impl TlsArgs {
+    /// `--backend-tls` and its two options; the CA file is read now so that a missing or
+    /// unreadable one stops start-up with its name.
+    fn backend_settings(&self) -> Result<Option<BackendTlsSettings>, String> {
+        if !self.backend_tls {
+            if self.backend_ca.is_some() {
+                return Err("--backend-ca needs --backend-tls".into());
+            }
+            if self.backend_sni.is_some() {
+                return Err("--backend-sni needs --backend-tls".into());
+            }
+            return Ok(None);
+        }
+        if let Some(path) = &self.backend_ca {
+            check_ca_file(path).map_err(|e| format!("--backend-ca: {e}"))?;
+        }
+        if let Some(name) = &self.backend_sni {
+            check_sni(name).map_err(|e| e.to_string())?;
+        }
+        Ok(Some(BackendTlsSettings {
+            ca_file: self.backend_ca.clone(),
+            sni: self.backend_sni.clone(),
+        }))
     }
 }

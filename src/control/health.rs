@@ -5,9 +5,13 @@
 //! (`LOCAL`, as HAProxy's `check-send-proxy` sends), since a backend that requires the header
 //! refuses a request without one; a connect-only probe sends nothing. [`Hysteresis`] turns results into state
 //! flips: `--fall` consecutive failures mark a backend down, `--rise` consecutive passes bring it
-//! back, so one lost probe does not move traffic.
+//! back, so one lost probe does not move traffic. With `--backend-tls` a probe speaks TLS as
+//! the workers do (same roots, same name): it passes only once the handshake completed (and, for
+//! an HTTP probe, on a 2xx answer over it), so a backend whose certificate stops verifying is
+//! marked down.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -15,6 +19,14 @@ use slab::Slab;
 use crate::backend::{BackendAddr, BackendId, BackendStream};
 use crate::config::{HealthConfig, ProbeKind};
 use crate::proxy_protocol::{self, Version};
+use crate::tls::client::BackendTls;
+
+/// A backend to probe: its id, address, and the DNS name it was given by (for TLS).
+pub(crate) struct ProbeTarget {
+    pub backend: BackendId,
+    pub addr: BackendAddr,
+    pub dns_name: Option<Arc<str>>,
+}
 
 /// Consecutive-result counters for one backend's health.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +101,8 @@ pub(crate) struct HealthChecker {
     probes: Slab<Probe>,
     token_base: usize,
     next_round_ms: u64,
+    /// `--backend-tls`: probes speak TLS.
+    pub backend_tls: Option<BackendTls>,
 }
 
 impl HealthChecker {
@@ -103,6 +117,7 @@ impl HealthChecker {
             probes: Slab::new(),
             token_base,
             next_round_ms: 0,
+            backend_tls: None,
         }
     }
 
@@ -115,19 +130,19 @@ impl HealthChecker {
         &mut self,
         now_ms: u64,
         registry: &Registry,
-        targets: &[(BackendId, BackendAddr)],
+        targets: &[ProbeTarget],
         out: &mut Vec<ProbeResult>,
     ) {
         if self.cfg.interval_ms == 0 || now_ms < self.next_round_ms {
             return;
         }
         self.next_round_ms = now_ms + self.cfg.interval_ms;
-        for (backend, addr) in targets {
-            let backend = *backend;
+        for target in targets {
+            let (backend, addr) = (target.backend, &target.addr);
             if self.probes.iter().any(|(_, p)| p.backend == backend) {
                 continue; // the previous probe is still running; its timeout will count
             }
-            if let Err(e) = self.start(backend, addr, now_ms, registry) {
+            if let Err(e) = self.start(target, now_ms, registry) {
                 log::debug!("health probe of {addr} could not start: {e}");
                 out.push(ProbeResult {
                     backend,
@@ -137,14 +152,10 @@ impl HealthChecker {
         }
     }
 
-    fn start(
-        &mut self,
-        backend: BackendId,
-        addr: &BackendAddr,
-        now_ms: u64,
-        registry: &Registry,
-    ) -> io::Result<()> {
-        let mut sock = BackendStream::connect(addr)?;
+    fn start(&mut self, target: &ProbeTarget, now_ms: u64, registry: &Registry) -> io::Result<()> {
+        let (backend, addr) = (target.backend, &target.addr);
+        let tls = self.backend_tls.as_ref();
+        let mut sock = BackendStream::connect_with(addr, tls, target.dns_name.as_deref())?;
         let entry = self.probes.vacant_entry();
         registry.register(
             &mut sock,
@@ -226,7 +237,10 @@ fn advance(p: &mut Probe) -> Option<bool> {
                     Ok(true) if p.out.is_empty() => return Some(true),
                     Ok(true) => p.phase = Phase::Sending,
                     Ok(false) => return None,
-                    Err(_) => return Some(false),
+                    Err(e) => {
+                        log::debug!("health probe of {}: {e}", p.addr);
+                        return Some(false);
+                    }
                 }
             }
             Phase::Sending => match p.sock.write(&p.out) {
@@ -241,6 +255,10 @@ fn advance(p: &mut Probe) -> Option<bool> {
                 Err(_) => return Some(false),
             },
             Phase::Reading => {
+                // TLS records the last write left behind.
+                if p.sock.flush_tls().is_err() {
+                    return Some(false);
+                }
                 let mut chunk = [0u8; 512];
                 match p.sock.read(&mut chunk) {
                     Ok(0) => return Some(status_passes(&p.inbuf).unwrap_or(false)),

@@ -31,7 +31,7 @@ use log::{info, warn};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::admin::AdminServer;
-use crate::backend::{BackendAddr, BackendId, BackendTable};
+use crate::backend::{BackendId, BackendTable};
 use crate::clock;
 use crate::config::{ControlConfig, Settings};
 use crate::link::{ControlLink, ControlMsg, Workers};
@@ -39,7 +39,7 @@ use crate::metrics::MetricsHub;
 use crate::strategy::StrategyKind;
 use adaptive::{AdaptiveEngine, Sample};
 use cluster::Cluster;
-use health::{HealthChecker, ProbeResult};
+use health::{HealthChecker, ProbeResult, ProbeTarget};
 use state::{ControlState, StateFile};
 
 const ADMIN_LISTENER: Token = Token(0);
@@ -134,6 +134,11 @@ impl Control {
     /// them and reports on them).
     pub(crate) fn set_tls(&mut self, tls: tls::TlsControl) {
         self.tls = Some(tls);
+    }
+
+    /// `--backend-tls`: health probes speak TLS as the workers do.
+    pub(crate) fn set_backend_tls(&mut self, tls: Option<crate::tls::client::BackendTls>) {
+        self.health.backend_tls = tls;
     }
 
     /// The first table version, for the workers to start with.
@@ -280,12 +285,16 @@ impl Control {
 
     fn housekeeping(&mut self, results: &mut Vec<ProbeResult>) {
         let now = self.now_ms;
-        let targets: Vec<(BackendId, BackendAddr)> = self
+        let targets: Vec<ProbeTarget> = self
             .state
             .backends
             .iter()
             .filter(|b| b.removing_deadline_ms.is_none())
-            .map(|b| (b.id, b.addr.clone()))
+            .map(|b| ProbeTarget {
+                backend: b.id,
+                addr: b.addr.clone(),
+                dns_name: crate::backend::Backend::host_of(b.name.as_ref()),
+            })
             .collect();
         self.health
             .maybe_start_round(now, self.poll.registry(), &targets, results);

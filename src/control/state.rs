@@ -515,6 +515,7 @@ impl ControlState {
                 healthy: e.health.healthy && !e.is_ejected(),
                 since_ms: e.since_ms,
                 stats: e.stats.clone(),
+                dns_name: Backend::host_of(e.name.as_ref()),
             })
             .collect();
         let mut table = BackendTable::new(self.version, backends, self.active_strategy);

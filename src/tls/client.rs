@@ -47,11 +47,7 @@ impl BackendTls {
             None => system_roots()?,
         };
         let sni = match &settings.sni {
-            Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
-                TlsError::Config(format!(
-                    "--backend-sni {name:?}: not a valid TLS server name"
-                ))
-            })?),
+            Some(name) => Some(check_sni(name)?),
             None => None,
         };
         let mut config = ClientConfig::builder_with_provider(crate::tls::provider())
@@ -70,13 +66,36 @@ impl BackendTls {
         &self.config
     }
 
-    /// The name a backend at `ip` is verified against: `--backend-sni`, else its address.
-    pub fn server_name(&self, ip: IpAddr) -> ServerName<'static> {
-        match &self.sni {
-            Some(name) => name.clone(),
-            None => ServerName::IpAddress(ip.into()),
+    /// The name a backend is verified against (and sends as SNI when it is a DNS name):
+    /// `--backend-sni`, else the DNS name the backend was given by, else its IP address; a
+    /// Unix-socket backend with neither is checked as `localhost`.
+    pub fn server_name(&self, ip: Option<IpAddr>, dns_name: Option<&str>) -> ServerName<'static> {
+        if let Some(name) = &self.sni {
+            return name.clone();
+        }
+        if let Some(name) = dns_name.and_then(|n| ServerName::try_from(n.to_string()).ok()) {
+            return name;
+        }
+        match ip {
+            Some(ip) => ServerName::IpAddress(ip.into()),
+            None => ServerName::try_from("localhost")
+                .unwrap_or(ServerName::IpAddress(IpAddr::from([127, 0, 0, 1]).into())),
         }
     }
+}
+
+/// `--backend-sni NAME` as a TLS server name (a DNS name or an IP address).
+pub fn check_sni(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_string()).map_err(|_| {
+        TlsError::Config(format!(
+            "--backend-sni {name:?}: not a valid TLS server name"
+        ))
+    })
+}
+
+/// Reads `--backend-ca FILE` as start-up does; the error names the file.
+pub fn check_ca_file(path: &Path) -> Result<(), TlsError> {
+    roots_from_file(path).map(drop)
 }
 
 fn roots_from_file(path: &Path) -> Result<RootCertStore, TlsError> {
@@ -150,11 +169,19 @@ mod tests {
         };
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let tls = BackendTls::new(&settings).unwrap();
-        assert_eq!(tls.server_name(ip), ServerName::IpAddress(ip.into()));
+        assert_eq!(
+            tls.server_name(Some(ip), None),
+            ServerName::IpAddress(ip.into())
+        );
+        assert_eq!(
+            tls.server_name(Some(ip), Some("named.test")),
+            ServerName::try_from("named.test").unwrap(),
+            "a backend given by name is checked against that name"
+        );
         settings.sni = Some("backend.test".into());
         let tls = BackendTls::new(&settings).unwrap();
         assert_eq!(
-            tls.server_name(ip),
+            tls.server_name(Some(ip), Some("named.test")),
             ServerName::try_from("backend.test").unwrap()
         );
         settings.sni = Some("bad name!".into());

@@ -467,6 +467,9 @@ impl Core {
             return Next::Close;
         }
         match failure {
+            Failure::Connect if ex.backend_tls_failed => {
+                self.answer(k, 502, super::backend_tls::TLS_FAILED, false)
+            }
             Failure::Connect => self.answer(k, 503, "no backend available", false),
             Failure::Timeout => self.answer(k, 504, "backend timed out", false),
             Failure::Broken | Failure::Garbage => self.answer(k, 502, "backend failed", false),

@@ -23,6 +23,7 @@ use crate::metrics::WorkerMetrics;
 use crate::retry::budget::Reserve;
 use crate::strategy::{Choice, PickContext};
 use crate::worker::attempt::{Failure, Refusal};
+use crate::worker::backend_tls::TLS_FAILED;
 use crate::worker::conn::{BackendConn, BackendConnKey, BackendState, ClientConn, ClientKey};
 use crate::worker::exchange::{Exchange, MAX_TRIED};
 use crate::worker::routing::{Routing, TableIndex};
@@ -203,7 +204,13 @@ impl Core {
         match self.cfg.mode {
             Mode::Tcp => Next::Close,
             Mode::Http => {
-                let (status, why) = refusal.answer();
+                let (status, why) = match self.conns.exchange(k) {
+                    // Every candidate was tried and the last failed its TLS handshake.
+                    Some(ex) if refusal == Refusal::NoBackend && ex.backend_tls_failed => {
+                        (502, TLS_FAILED)
+                    }
+                    _ => refusal.answer(),
+                };
                 self.answer(k, status, why, false)
             }
         }
@@ -256,13 +263,15 @@ impl Core {
         };
         ex.reused_conn = false;
         let backend = self.routing.backend(i);
-        let mut sock = match BackendStream::connect(&backend.addr) {
-            Ok(sock) => sock,
-            Err(e) => {
-                debug!("connect to {}: {e}", backend.addr);
-                return self.attempt_failed(k, Failure::Connect);
-            }
-        };
+        let tls = self.backend_tls.as_ref();
+        let mut sock =
+            match BackendStream::connect_with(&backend.addr, tls, backend.dns_name.as_deref()) {
+                Ok(sock) => sock,
+                Err(e) => {
+                    debug!("connect to {}: {e}", backend.addr);
+                    return self.attempt_failed(k, Failure::Connect);
+                }
+            };
         let bk = self.conns.next_backend_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
@@ -300,6 +309,7 @@ impl Core {
             ConnectProgress::Connected => {
                 if fresh {
                     self.conns[bk].connected();
+                    self.backend_tls_ok(bk);
                     self.on_connected(k, bk)?;
                     match self.cfg.mode {
                         Mode::Http => self.set_deadline(k, self.response_wait_ms(k)),
@@ -311,6 +321,7 @@ impl Core {
             ConnectProgress::Pending => Ok(false),
             ConnectProgress::Failed(e) => {
                 debug!("connect to backend {}: {e}", self.conns[bk].backend_id);
+                self.backend_tls_failed(k, bk, &e);
                 Err(self.attempt_failed(k, Failure::Connect))
             }
         }
@@ -342,7 +353,9 @@ fn connect_progress(b: &mut BackendConn) -> ConnectProgress {
     if b.state() != BackendState::Connecting {
         return ConnectProgress::Connected;
     }
-    if !b.ready.writable && !b.ready.hup {
+    // A TLS handshake moves on when the backend's answer makes the socket readable.
+    let handshake_input = b.ready.readable && b.sock.is_tls();
+    if !(b.ready.writable || b.ready.hup || handshake_input) {
         return ConnectProgress::Pending;
     }
     match b.sock.take_error() {
@@ -353,6 +366,7 @@ fn connect_progress(b: &mut BackendConn) -> ConnectProgress {
         Ok(true) => ConnectProgress::Connected,
         Ok(false) => {
             b.ready.writable = false;
+            b.ready.readable = false;
             ConnectProgress::Pending
         }
         Err(e) => ConnectProgress::Failed(e),

@@ -130,6 +130,9 @@ pub(super) struct Exchange {
     pub(super) stale_retried: bool,
     /// The bound backend connection came from the idle pool.
     pub(super) reused_conn: bool,
+    /// The last connect failed in its TLS handshake (`--backend-tls`): a final failure is 502,
+    /// not the 503 of a backend that could not be reached.
+    pub(super) backend_tls_failed: bool,
     /// When the request's head was read (a tunnel: made), in us of [`crate::clock`].
     pub(super) started_us: u64,
     /// Bytes from the client: HTTP, the request head (its body is `body_bytes`); a tunnel, all.
@@ -191,6 +194,7 @@ impl Exchange {
             set_cookie: None,
             stale_retried: false,
             reused_conn: false,
+            backend_tls_failed: false,
             started_us: 0,
             bytes_in: 0,
             bytes_out: 0,

@@ -18,6 +18,7 @@
 
 mod answer;
 mod attempt;
+mod backend_tls;
 mod buffer;
 mod conn;
 mod cutoff;
@@ -120,6 +121,9 @@ struct Core {
     refusal_warnings: cutoff::WarnLimit,
     /// The listener's TLS configuration for new handshakes (`--tls`); `None`: plain TCP.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS to the backends (`--backend-tls`); `None`: plain.
+    backend_tls: Option<crate::tls::client::BackendTls>,
+    backend_tls_warnings: backend_tls::TlsWarnings,
     /// The access log and per-client limits, when on.
     ops: ops::Ops,
 }
@@ -182,6 +186,8 @@ pub(crate) struct WorkerParts {
     pub(crate) installed_version: Arc<AtomicU64>,
     /// The listener's TLS configuration, when it speaks TLS.
     pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS to the backends, when `--backend-tls` is on.
+    pub(crate) backend_tls: Option<crate::tls::client::BackendTls>,
     pub(crate) access_log: Option<crate::access_log::LogWriter>,
     pub(crate) clients: Option<Arc<crate::limits::ClientTable>>,
 }
@@ -199,6 +205,7 @@ impl Worker {
             budget,
             installed_version,
             tls,
+            backend_tls,
             access_log,
             clients,
         } = parts;
@@ -223,6 +230,8 @@ impl Worker {
             control,
             refusal_warnings: cutoff::WarnLimit::default(),
             tls,
+            backend_tls,
+            backend_tls_warnings: backend_tls::TlsWarnings::default(),
             ops: ops::Ops::new(access_log, clients),
         };
         Ok(Worker {
@@ -304,10 +313,19 @@ impl Core {
             return;
         };
         b.ready.update(event);
+        // TLS records a write left behind go when the socket takes them; an error shows on the
+        // next read or write.
+        if b.ready.writable && b.sock.wants_flush() {
+            let _ = b.sock.flush_tls();
+        }
         match b.state() {
             BackendState::Idle => {
                 if pool::idle_conn_is_dead(&b.ready) {
-                    self.close_backend(bk);
+                    if b.ready.readable && !b.ready.hup && b.sock.survives_idle_read() {
+                        b.ready.readable = false;
+                    } else {
+                        self.close_backend(bk);
+                    }
                 }
             }
             BackendState::Connecting | BackendState::Busy => {

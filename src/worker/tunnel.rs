@@ -20,8 +20,6 @@ use log::debug;
 use mio::net::TcpStream;
 use socket2::{SockRef, TcpKeepalive};
 
-use crate::backend::BackendStream;
-
 use crate::worker::buffer::{Buf, BufPool};
 use crate::worker::conn::{read_into, write_from, BackendConnKey, ClientKey, HalfClose, Io, Ready};
 use crate::worker::{Core, Next};
@@ -159,10 +157,7 @@ impl Core {
         };
         ex.keepalive_on = true;
         // A Unix-socket backend is on this host: nothing to probe there.
-        let backend_tcp = match &b.sock {
-            BackendStream::Tcp(sock) => Some(sock),
-            BackendStream::Unix(_) => None,
-        };
+        let backend_tcp = b.sock.tcp();
         for sock in std::iter::once(&c.sock.tcp).chain(backend_tcp) {
             if let Err(e) = keep_alive(sock) {
                 debug!("TCP keepalive on a tunnel: {e}");

@@ -72,6 +72,11 @@ impl TestCa {
         self.issuer.der().clone()
     }
 
+    /// The CA certificate in PEM, as a trust file (`--backend-ca`) holds it.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
     /// A leaf for `names` with serial `serial`, valid from a day before `not_after_unix_s - 30
     /// days` (or yesterday, whichever is earlier) until `not_after_unix_s`.
     pub fn leaf(&self, names: &[&str], serial: u64, not_after_unix_s: i64) -> Leaf {
@@ -220,9 +225,18 @@ pub struct TlsProc {
 
 impl TlsProc {
     pub fn start(args: &[String]) -> TlsProc {
+        let mut all: Vec<String> = ["--workers", "2", "--health-interval", "0"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        all.extend_from_slice(args);
+        TlsProc::start_bare(&all)
+    }
+
+    /// Starts sluice with only `--listen` and `--admin` (ephemeral) added to `args`.
+    pub fn start_bare(args: &[String]) -> TlsProc {
         let mut child = Command::new(sluice_binary())
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--workers", "2", "--health-interval", "0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
