@@ -157,6 +157,10 @@ fn a_backend_certificate_from_another_ca_gets_502_and_one_log_line() {
     for _ in 0..4 {
         let resp = roundtrip(lb.proxy, &get("/"));
         assert_eq!(resp.status, 502);
+        assert!(
+            body(&resp).contains("TLS handshake with the backend failed"),
+            "{resp:?}"
+        );
     }
     let named = format!("backend {}: TLS handshake failed", backend.addr);
     assert!(lb.logged(&[&named, "UnknownIssuer"]), "{}", lb.log_text());

@@ -103,3 +103,85 @@ impl Write for TlsOver {
         self.io().flush().map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::client::BackendTlsSettings;
+    use std::os::unix::net::UnixStream as StdUnix;
+    use std::sync::mpsc;
+    use std::sync::Arc;
+
+    /// A CA-signed `localhost` server configuration and a `BackendTls` that trusts the CA.
+    fn configs() -> (Arc<rustls::ServerConfig>, BackendTls) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![leaf.der().clone()], der)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("sluice-tls-over-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+        let client = BackendTls::new(&BackendTlsSettings {
+            ca_file: Some(ca_file),
+            sni: None,
+        })
+        .unwrap();
+        (Arc::new(server), client)
+    }
+
+    #[test]
+    fn an_idle_connection_survives_a_session_ticket_but_not_close_notify() {
+        let (server_cfg, client_tls) = configs();
+        let (ours, theirs) = StdUnix::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let (step_tx, step_rx) = mpsc::channel::<&str>();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let mut sock = theirs;
+            let mut conn = rustls::ServerConnection::new(server_cfg).unwrap();
+            while conn.is_handshaking() {
+                conn.complete_io(&mut sock).unwrap();
+            }
+            // TLS 1.3 session tickets follow the handshake.
+            while conn.wants_write() {
+                conn.write_tls(&mut sock).unwrap();
+            }
+            step_tx.send("tickets sent").unwrap();
+            go_rx.recv().unwrap();
+            conn.send_close_notify();
+            while conn.wants_write() {
+                conn.write_tls(&mut sock).unwrap();
+            }
+            step_tx.send("closed").unwrap();
+            go_rx.recv().unwrap();
+        });
+        let inner = BackendStream::Unix(mio::net::UnixStream::from_std(ours));
+        let name = client_tls.server_name(None, None);
+        let mut tls = TlsOver::new(inner, &client_tls, name).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !tls.is_connected().unwrap() {
+            assert!(std::time::Instant::now() < deadline, "no handshake");
+            std::thread::yield_now();
+        }
+        assert_eq!(step_rx.recv().unwrap(), "tickets sent");
+        assert!(tls.absorb_idle(), "records without data leave it reusable");
+        go_tx.send(()).unwrap();
+        assert_eq!(step_rx.recv().unwrap(), "closed");
+        assert!(!tls.absorb_idle(), "close_notify ends it");
+        go_tx.send(()).unwrap();
+        server.join().unwrap();
+    }
+}
