@@ -208,12 +208,17 @@ fn keep_alive_requests_over_tls_are_verified_by_the_given_ca() {
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!((report.requests, report.status_count(200)), (200, 200));
     // Keep-alive: 200 requests over at most the two connections, each one full handshake. The
-    // second connection is opened only when a request finds the first busy, which depends on
-    // scheduling, so one handshake is as right as two.
+    // report counts the handshakes of connections that carried a measured request; whether the
+    // second one carried any depends on scheduling, so one is as right as two.
     let h = report.tls_handshakes.unwrap();
     assert!((1..=2).contains(&h.full) && h.resumed == 0, "{h:?}");
     let seen = server.seen.lock().unwrap();
-    assert_eq!((seen.full, seen.requests), (h.full, 200));
+    assert!(
+        (h.full..=2).contains(&seen.full),
+        "{h:?} against {}",
+        seen.full
+    );
+    assert_eq!((seen.resumed, seen.requests), (0, 200));
     assert!(seen.names.iter().all(|n| n.as_deref() == Some("localhost")));
     assert!(report.to_json().contains(&format!(
         "\"tls_handshakes\":{{\"full\":{},\"resumed\":0}}",
