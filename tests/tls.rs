@@ -487,3 +487,53 @@ print("ok")
     assert_eq!(seen[0].header("x-forwarded-for"), Some("203.0.113.7"));
     assert_eq!(seen[0].header("x-forwarded-proto"), Some("https"));
 }
+
+#[test]
+fn the_access_log_names_the_tls_version_and_the_sni_of_each_request() {
+    use sluice::access_log::{AccessLogConfig, LogFormat, LogTarget};
+    let certs = Certs::new();
+    let backend = HttpBackend::echo_target();
+    let log = certs.dir.join("access.log");
+    let cfg = ProxyConfig {
+        tls: Some(certs.settings(false, 10_000)),
+        access_log: Some(AccessLogConfig {
+            target: LogTarget::File(log.clone()),
+            format: LogFormat::Json,
+        }),
+        ..test_config(Mode::Http)
+    };
+    let lb = Sluice::start(cfg, &[backend.addr], StrategyKind::RoundRobin);
+    for (name, version) in [
+        ("a.test", &["--tlsv1.2", "--tls-max", "1.2"][..]),
+        ("b.test", &["--tlsv1.3"][..]),
+    ] {
+        let out = curl(&lb, &certs, name, version);
+        assert!(out.status.success(), "{name}: {}", text(&out));
+    }
+    let mut lines = Vec::new();
+    assert!(wait_until(IO_TIMEOUT, || {
+        lines = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect();
+        lines.len() == 2
+    }));
+    let facts: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["tls_version"].as_str(),
+                l["sni"].as_str(),
+                l["status"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        facts,
+        [
+            (Some("TLSv1.2"), Some("a.test"), Some(200)),
+            (Some("TLSv1.3"), Some("b.test"), Some(200)),
+        ]
+    );
+}

@@ -148,6 +148,7 @@ impl Core {
             .tried()
             .last()
             .and_then(|&id| ops.backend_text.of(&routing.table, id));
+        let (tls_version, sni) = c.sock.tls_facts();
         let entry = Entry {
             unix_ms: unix_ms(),
             client_ip: Some(c.peer_ip),
@@ -162,9 +163,8 @@ impl Core {
             backend,
             attempts: ex.attempts,
             request_id: ex.id,
-            // Filled in by TLS termination when the connection has a TLS session.
-            tls_version: None,
-            sni: None,
+            tls_version,
+            sni,
         };
         log.log(&entry, now.ms);
     }
@@ -176,6 +176,7 @@ impl Core {
         let (Some(log), Some(ex)) = (ops.log.as_deref_mut(), c.ex.as_deref()) else {
             return;
         };
+        let (tls_version, sni) = c.sock.tls_facts();
         let backend = ex
             .tried()
             .last()
@@ -189,6 +190,8 @@ impl Core {
             duration_us: now.us.saturating_sub(ex.started_us),
             backend,
             attempts: ex.attempts,
+            tls_version,
+            sni,
             ..Entry::default()
         };
         log.log(&entry, now.ms);

@@ -22,6 +22,20 @@ pub(super) struct ClientSock {
 }
 
 impl ClientSock {
+    /// The TLS version (as nginx's `$ssl_protocol` writes it) and the SNI name of the session, for
+    /// the access log; `(None, None)` on a plain connection.
+    pub(super) fn tls_facts(&self) -> (Option<&'static str>, Option<&str>) {
+        let Some(tls) = self.tls.as_deref() else {
+            return (None, None);
+        };
+        let version = tls.protocol_version().map(|v| match v {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        });
+        (version, tls.server_name())
+    }
+
     pub(super) fn plain(tcp: TcpStream) -> ClientSock {
         ClientSock { tcp, tls: None }
     }
