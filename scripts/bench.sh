@@ -300,9 +300,10 @@ if instr:
     print("|---|---|")
     for who, n in instr.items():
         print(f"| {who} | {int(n):,} |")
-print("\nRatios (sluice ÷ peer, same load, medians):\n")
-print("| load | CPU/req vs HAProxy | req/s vs HAProxy | req/s vs nginx | p99 vs HAProxy |")
-print("|---|---|---|---|---|")
+if any(who == "haproxy" for _, who in table):
+    print("\nRatios (sluice ÷ peer, same load, medians):\n")
+    print("| load | CPU/req vs HAProxy | req/s vs HAProxy | req/s vs nginx | p99 vs HAProxy |")
+    print("|---|---|---|---|---|")
 for load in LOADS:
     s, h, n = table.get((load, "sluice")), table.get((load, "haproxy")), table.get((load, "nginx"))
     if not (s and h and n):
