@@ -132,6 +132,12 @@ impl Core {
         if self.tls_listener() {
             return self.start_tls(k);
         }
+        self.first_request_or_tunnel(k)
+    }
+
+    /// The connection is ready for its first request (HTTP) or its tunnel (TCP): after the accept,
+    /// the PROXY protocol header and the TLS handshake, whichever of them it has.
+    pub(super) fn first_request_or_tunnel(&mut self, k: ClientKey) -> Next {
         match self.cfg.mode {
             Mode::Http => {
                 let c = &mut self.conns[k];

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use log::debug;
 use rustls::{HandshakeKind, ServerConfig, ServerConnection};
 
-use crate::config::Mode;
 use crate::tls::sniff::{classify_first_bytes, FirstBytes};
 use crate::tls::{Handshake, TlsIo};
 use crate::worker::conn::{ClientKey, ClientState};
@@ -155,22 +154,7 @@ impl Core {
         } else {
             self.metrics.current.tls.full += 1;
         }
-        match self.cfg.mode {
-            Mode::Http => {
-                let c = &mut self.conns[k];
-                c.state = ClientState::Head;
-                c.deadline.set(
-                    self.now.ms + self.cfg.idle_timeout_ms,
-                    k.token(),
-                    &mut self.io.timers,
-                );
-                Next::Again
-            }
-            Mode::Tcp => {
-                self.make_tunnel(k, false);
-                self.dispatch(k)
-            }
-        }
+        self.first_request_or_tunnel(k)
     }
 
     /// The deadline of `TlsHandshake` passed.
