@@ -241,25 +241,10 @@ fn clf_escape(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// Year, month (1-12) and day (1-31) of a day counted from 1970-01-01 (Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// Date and time of day: `(year, month, day, hour, minute, second, millisecond)`.
 fn parts(unix_ms: u64) -> (i64, u32, u32, u64, u64, u64, u64) {
     let secs = unix_ms / 1000;
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let (y, m, d) = crate::clock::civil_from_days((secs / 86_400) as i64);
     let t = secs % 86_400;
     (y, m, d, t / 3600, t / 60 % 60, t % 60, unix_ms % 1000)
 }
@@ -307,9 +292,9 @@ mod tests {
 
     #[test]
     fn dates_follow_the_calendar() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_422), (2025, 11, 30));
+        assert_eq!(crate::clock::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(crate::clock::civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(crate::clock::civil_from_days(20_422), (2025, 11, 30));
         let mut out = Vec::new();
         rfc3339_seconds(&mut out, 1_764_468_600);
         assert_eq!(out, b"2025-11-30T02:10:00");
