@@ -1,17 +1,18 @@
 //! The invariants a fuzzer checks on the TLS listener's side (fuzz/fuzz_targets/tls_first_flight.rs),
 //! and the unit tests that replay its saved inputs (fuzz/corpus, fuzz/regressions) on every test
 //! run: arbitrary bytes as a client's first flight, fed as the worker feeds them (sniffed first,
-//! then through [`TlsIo`] in pieces, over a socket that blocks), never panic; they never complete
+//! then through [`ServerTls`] in pieces, over a socket that blocks), never panic; they never complete
 //! a handshake (that takes the server's random); and whatever the server answers is TLS records.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use rustls::{ServerConfig, ServerConnection};
+use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::tls::session::ServerTls;
 use crate::tls::sniff::{classify_first_bytes, FirstBytes};
-use crate::tls::stream::{Handshake, TlsIo};
+use crate::tls::stream::Handshake;
 
 /// A server configuration for a certificate and its PKCS#8 key (DER both).
 pub fn config_for(cert_der: Vec<u8>, key_pkcs8_der: Vec<u8>) -> Arc<ServerConfig> {
@@ -68,7 +69,7 @@ pub fn first_flight(cfg: &Arc<ServerConfig>, data: &[u8]) {
     if data.is_empty() || classify_first_bytes(data) != FirstBytes::Tls {
         return;
     }
-    let Ok(mut conn) = ServerConnection::new(cfg.clone()) else {
+    let Ok(mut conn) = ServerTls::new(cfg.clone(), true) else {
         panic!("a server session could not be made");
     };
     let step = usize::from(data.get(1).copied().unwrap_or(1)).max(1);
@@ -77,20 +78,19 @@ pub fn first_flight(cfg: &Arc<ServerConfig>, data: &[u8]) {
         step,
         output: Vec::new(),
     };
-    let mut io = TlsIo {
-        conn: &mut conn,
-        sock: &mut sock,
-    };
     for _ in 0..=data.len() {
-        match io.handshake() {
+        match conn.handshake(&mut sock) {
             Ok(Handshake::Done) => panic!("random bytes completed a handshake"),
-            Ok(Handshake::Blocked) if io.sock.input.is_empty() => break,
+            Ok(Handshake::Blocked) if sock.input.is_empty() => break,
             Ok(Handshake::Blocked) => {}
             Ok(Handshake::Eof) | Err(_) => break,
         }
     }
     let mut plain = [0u8; 64];
-    assert!(io.read(&mut plain).is_err(), "plaintext before a handshake");
+    assert!(
+        conn.read(&mut sock, &mut plain).is_err(),
+        "plaintext before a handshake"
+    );
     if let Some(&first) = sock.output.first() {
         assert!(matches!(first, 0x15 | 0x16), "not a TLS record: {first:#x}");
     }

@@ -16,8 +16,11 @@ pub mod certs;
 pub mod check;
 pub mod client;
 pub mod server;
+pub mod session;
 pub mod sniff;
 pub mod stream;
+#[cfg(test)]
+mod testing;
 pub mod x509;
 
 use std::fmt;
@@ -29,6 +32,7 @@ use rustls::server::ProducesTickets;
 
 pub use certs::{CertPaths, CertSet, LoadedCert, SniResolver};
 pub use server::TlsServer;
+pub use session::ServerTls;
 pub use stream::{Handshake, TlsIo};
 pub use x509::CertInfo;
 

@@ -192,80 +192,15 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-    use std::sync::Arc;
 
-    /// One end of an in-memory pipe that blocks (like a non-blocking socket) when empty or when
-    /// `room` is used up.
-    #[derive(Default)]
-    struct Pipe {
-        inbox: VecDeque<u8>,
-        outbox: VecDeque<u8>,
-        room: usize,
-        closed: bool,
-    }
-
-    impl Read for Pipe {
-        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            if self.inbox.is_empty() {
-                return if self.closed {
-                    Ok(0)
-                } else {
-                    Err(io::ErrorKind::WouldBlock.into())
-                };
-            }
-            let n = out.len().min(self.inbox.len());
-            for (o, b) in out.iter_mut().zip(self.inbox.drain(..n)) {
-                *o = b;
-            }
-            Ok(n)
-        }
-    }
-
-    impl Write for Pipe {
-        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-            let n = bytes.len().min(self.room.saturating_sub(self.outbox.len()));
-            if n == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            self.outbox.extend(&bytes[..n]);
-            Ok(n)
-        }
-
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    fn move_bytes(from: &mut Pipe, to: &mut Pipe) {
-        to.inbox.extend(from.outbox.drain(..));
-    }
+    use crate::tls::testing::{configs, move_bytes, Pipe};
 
     fn pair() -> (rustls::ServerConnection, rustls::ClientConnection) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["a.example".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
-        let provider = crate::tls::provider();
-        let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.der().clone()], der)
-            .unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.der().clone()).unwrap();
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let (server, client) = configs();
         let name = rustls_pki_types::ServerName::try_from("a.example").unwrap();
         (
-            rustls::ServerConnection::new(Arc::new(server)).unwrap(),
-            rustls::ClientConnection::new(Arc::new(client), name).unwrap(),
+            rustls::ServerConnection::new(server).unwrap(),
+            rustls::ClientConnection::new(client, name).unwrap(),
         )
     }
 

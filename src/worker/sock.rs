@@ -3,22 +3,21 @@
 //! The session's handlers read and write a client through this one type whatever the listener
 //! speaks, so TLS adds no state or handler of its own to the request path: a plain connection
 //! costs one test of an empty `Option` per read or write, and the TLS work sits out of line
-//! ([`crate::tls::TlsIo`] keeps the conventions the worker's cached readiness relies on: a short
-//! read drained both the socket and rustls). The rustls connection is boxed so that an idle
+//! ([`crate::tls::ServerTls`] keeps the conventions the worker's cached readiness relies on: a
+//! short read drained both the socket and the session). The session is boxed so that an idle
 //! plain client stays as small as it was.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
 
 use mio::net::TcpStream;
-use rustls::ServerConnection;
 
-use crate::tls::TlsIo;
+use crate::tls::ServerTls;
 
 pub(super) struct ClientSock {
     pub(super) tcp: TcpStream,
     /// The TLS session, from the first handshake byte on.
-    pub(super) tls: Option<Box<ServerConnection>>,
+    pub(super) tls: Option<Box<ServerTls>>,
 }
 
 impl ClientSock {
@@ -33,7 +32,7 @@ impl ClientSock {
             rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
             _ => "TLS",
         });
-        (version, tls.server_name())
+        (version, tls.sni())
     }
 
     pub(super) fn plain(tcp: TcpStream) -> ClientSock {
@@ -48,7 +47,7 @@ impl ClientSock {
     /// Whether TLS records are waiting for the socket to take them.
     #[inline]
     pub(super) fn wants_flush(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.wants_write())
+        self.tls.as_ref().is_some_and(|t| t.wants_flush())
     }
 
     /// Sends pending TLS records; true when none is left (always, for plain TCP).
@@ -56,11 +55,7 @@ impl ClientSock {
     pub(super) fn flush_tls(&mut self) -> io::Result<bool> {
         match &mut self.tls {
             None => Ok(true),
-            Some(tls) => TlsIo {
-                conn: &mut **tls,
-                sock: &mut self.tcp,
-            }
-            .flush(),
+            Some(tls) => tls.flush(&mut self.tcp),
         }
     }
 
@@ -70,11 +65,7 @@ impl ClientSock {
         match &mut self.tls {
             None => self.tcp.shutdown(Shutdown::Write),
             Some(tls) => {
-                let all_sent = TlsIo {
-                    conn: &mut **tls,
-                    sock: &mut self.tcp,
-                }
-                .close();
+                let all_sent = tls.close(&mut self.tcp);
                 if all_sent {
                     self.tcp.shutdown(Shutdown::Write)
                 } else {
@@ -90,11 +81,7 @@ impl ClientSock {
     /// rustls sent one).
     pub(super) fn close(&mut self) {
         if let Some(tls) = self.tls.as_mut().filter(|t| !t.is_handshaking()) {
-            let _ = TlsIo {
-                conn: &mut **tls,
-                sock: &mut self.tcp,
-            }
-            .close();
+            let _ = tls.close(&mut self.tcp);
         }
     }
 
@@ -110,21 +97,13 @@ impl ClientSock {
 }
 
 #[inline(never)]
-fn tls_read(tls: &mut ServerConnection, tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    TlsIo {
-        conn: tls,
-        sock: tcp,
-    }
-    .read(buf)
+fn tls_read(tls: &mut ServerTls, tcp: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    tls.read(tcp, buf)
 }
 
 #[inline(never)]
-fn tls_write(tls: &mut ServerConnection, tcp: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    TlsIo {
-        conn: tls,
-        sock: tcp,
-    }
-    .write(bytes)
+fn tls_write(tls: &mut ServerTls, tcp: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    tls.write(tcp, bytes)
 }
 
 impl Read for ClientSock {

@@ -17,10 +17,10 @@ use std::io;
 use std::sync::Arc;
 
 use log::debug;
-use rustls::{HandshakeKind, ServerConfig, ServerConnection};
+use rustls::{HandshakeKind, ServerConfig};
 
 use crate::tls::sniff::{classify_first_bytes, FirstBytes};
-use crate::tls::{Handshake, TlsIo};
+use crate::tls::{Handshake, ServerTls};
 use crate::worker::conn::{ClientKey, ClientState};
 use crate::worker::origin::{looks_like_header, Looks};
 use crate::worker::{Core, Next};
@@ -76,11 +76,7 @@ impl Core {
         let Some(tls) = c.sock.tls.as_deref_mut() else {
             return Next::Close;
         };
-        let mut io = TlsIo {
-            conn: tls,
-            sock: &mut c.sock.tcp,
-        };
-        match io.handshake() {
+        match tls.handshake(&mut c.sock.tcp) {
             Ok(Handshake::Done) => self.handshake_done(k),
             Ok(Handshake::Blocked) => {
                 c.ready.readable = false;
@@ -127,7 +123,7 @@ impl Core {
             FirstBytes::Other => return Some(self.handshake_failed(k, Failure::NotTls)),
         }
         let cfg = self.tls.clone()?;
-        match ServerConnection::new(cfg) {
+        match ServerTls::new(cfg, self.ops.log.is_some()) {
             Ok(session) => {
                 self.conns[k].sock.tls = Some(Box::new(session));
                 None
