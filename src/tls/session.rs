@@ -393,11 +393,7 @@ impl ServerTls {
         loop {
             let status = self.conn.process_tls_records(&mut input[used..]);
             let discard = status.discard;
-            let state = match status.state {
-                Ok(state) => state,
-                Err(e) => return Err(e),
-            };
-            match state {
+            match status.state? {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
                         let payload = record?.payload;
