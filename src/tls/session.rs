@@ -38,6 +38,8 @@ use crate::tls::Handshake;
 const MAX_RECORD_BYTES: usize = 16_384 + 2_048 + 5;
 /// Bytes one socket read may bring (after the start of a record kept from the last one).
 const READ_BYTES: usize = 32 * 1024;
+/// The least room a socket read is given after the bytes kept from the last one.
+const MIN_READ_BYTES: usize = 1024;
 /// Plaintext encrypted per round of a write: two full records.
 const WRITE_PLAINTEXT_BYTES: usize = 2 * 16_384;
 /// What TLS adds to a record at most with the suites sluice offers (header, inner content type,
@@ -320,6 +322,13 @@ impl ServerTls {
         SCRATCH.with(|scratch| {
             let buf = &mut scratch.borrow_mut().read;
             let kept = match self.pending.as_deref() {
+                // rustls joins a handshake message across records in the buffer it is given: one
+                // larger than the scratch leaves (no real client sends one) is refused.
+                Some(p) if p.incoming.len() + MIN_READ_BYTES > buf.len() => {
+                    return Err(invalid_data(rustls::Error::General(
+                        "a TLS handshake message larger than sluice accepts".to_string(),
+                    )));
+                }
                 Some(p) => {
                     buf[..p.incoming.len()].copy_from_slice(&p.incoming);
                     p.incoming.len()
@@ -406,10 +415,16 @@ impl ServerTls {
                 }
                 // The encoded messages are in `outgoing`, which the next flush sends.
                 ConnectionState::TransmitTlsData(sent) => sent.done(),
-                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                ConnectionState::PeerClosed => self.ended = true,
+                ConnectionState::Closed => {
                     self.ended = true;
                     used += discard;
-                    return Ok(used);
+                    return match action {
+                        Action::Encrypt(..) => Err(rustls::Error::General(
+                            "the TLS session is closed".to_string(),
+                        )),
+                        _ => Ok(used),
+                    };
                 }
                 ConnectionState::WriteTraffic(mut traffic) => {
                     used += discard;
@@ -718,6 +733,30 @@ mod tests {
         s.closed = true;
         let mut buf = [0u8; 10];
         assert_eq!(server.read(&mut s, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_handshake_message_larger_than_the_scratch_is_refused_without_a_panic() {
+        let (server, _) = configs();
+        let mut server = ServerTls::new(server, true).unwrap();
+        let mut s = Pipe::with_room(usize::MAX);
+        // A ClientHello that claims 60,000 bytes, in records of 16,384.
+        let mut body = vec![1u8, 0x00, 0xea, 0x60];
+        body.resize(60_004, 0x42);
+        for chunk in body.chunks(16_384) {
+            let len = u16::try_from(chunk.len()).unwrap().to_be_bytes();
+            s.inbox.extend([0x16, 0x03, 0x01, len[0], len[1]]);
+            s.inbox.extend(chunk);
+        }
+        let mut outcome = server.handshake(&mut s);
+        for _ in 0..10 {
+            if !matches!(outcome, Ok(Handshake::Blocked)) {
+                break;
+            }
+            outcome = server.handshake(&mut s);
+        }
+        let err = outcome.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]
