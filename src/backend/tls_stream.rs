@@ -1,6 +1,6 @@
 //! TLS to a backend (`--backend-tls`): a rustls client session over a backend's socket, driven by
-//! [`crate::tls::TlsIo`] the way the listener drives its sessions, so that a worker reads and
-//! writes a TLS backend through the same [`super::BackendStream`] as a plain one.
+//! [`crate::tls::TlsIo`] with the conventions the listener's sessions keep, so that a worker
+//! reads and writes a TLS backend through the same [`super::BackendStream`] as a plain one.
 //!
 //! The handshake is part of the connect: [`TlsOver::is_connected`] says yes only once the socket
 //! connected *and* the handshake completed, so a verification failure is a failed connect (the

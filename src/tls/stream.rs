@@ -1,4 +1,7 @@
-//! Driving a rustls connection over a non-blocking socket, from an edge-triggered event loop.
+//! Driving a buffered rustls connection over a non-blocking socket, from an edge-triggered event
+//! loop: TLS to backends (a listener's sessions use [`crate::tls::ServerTls`], which holds no
+//! buffer while idle; backend connections are few, pooled and busy, so the buffered API's
+//! simplicity is kept for them, and for the tests that play a client).
 //!
 //! rustls is sans-I/O: it takes ciphertext (`read_tls`), decrypts it (`process_new_packets`),
 //! hands out plaintext (`reader`), takes plaintext (`writer`) and hands out ciphertext
@@ -13,8 +16,9 @@
 //!   `WouldBlock` means the same: no plaintext and nothing more on the socket.
 //! - A write first sends what ciphertext is still pending; while some is, it returns
 //!   `WouldBlock`, so at most one buffer of records (rustls's limit) waits in memory. A write
-//!   returns short only when the socket stopped taking records. Records a write produced but the socket did not take yet stay pending: the owner
-//!   calls [`TlsIo::flush`] when the socket becomes writable, and before closing.
+//!   returns short only when the socket stopped taking records. Records a write produced but the
+//!   socket did not take yet stay pending: the owner calls [`TlsIo::flush`] when the socket
+//!   becomes writable, and before closing.
 //! - The peer's `close_notify`, or its socket closing, reads as end of stream (`Ok(0)`); a
 //!   protocol error sends rustls's alert (best effort) and reads as `InvalidData`.
 
