@@ -515,8 +515,7 @@ fn invalid_data(e: rustls::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::testing::{configs, move_bytes, Pipe};
-    use crate::tls::TlsIo;
+    use crate::tls::testing::{client_io, client_writes, configs, move_bytes, Pipe};
 
     fn pair() -> (ServerTls, rustls::ClientConnection) {
         let (server, client) = configs();
@@ -536,12 +535,7 @@ mod tests {
     ) -> (Pipe, Pipe) {
         let (mut s, mut c) = (Pipe::with_room(room), Pipe::with_room(room));
         for _ in 0..10_000 {
-            let cs = TlsIo {
-                conn: &mut *client,
-                sock: &mut c,
-            }
-            .handshake()
-            .unwrap();
+            let cs = client_io(&mut *client, &mut c).handshake().unwrap();
             move_bytes(&mut c, &mut s);
             let ss = server.handshake(&mut s).unwrap();
             move_bytes(&mut s, &mut c);
@@ -573,10 +567,7 @@ mod tests {
         let request: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
         let (mut sent, mut received) = (0, Vec::new());
         for _ in 0..1_000_000 {
-            let mut io = TlsIo {
-                conn: &mut client,
-                sock: &mut c,
-            };
+            let mut io = client_io(&mut client, &mut c);
             match io.write(&request[sent..]) {
                 Ok(n) => sent += n,
                 Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
@@ -596,12 +587,7 @@ mod tests {
         let (mut server, mut client) = pair();
         let (mut s, mut c) = connect(&mut server, &mut client, usize::MAX);
         assert!(server.pending.is_none(), "after the handshake");
-        TlsIo {
-            conn: &mut client,
-            sock: &mut c,
-        }
-        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-        .unwrap();
+        client_writes(&mut client, &mut c, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         // Half a record first: its start is kept until the rest comes.
         let half = c.outbox.len() / 2;
         s.inbox.extend(c.outbox.drain(..half));
@@ -622,12 +608,7 @@ mod tests {
     fn a_short_read_means_the_socket_and_the_session_are_both_drained() {
         let (mut server, mut client) = pair();
         let (mut s, mut c) = connect(&mut server, &mut client, usize::MAX);
-        TlsIo {
-            conn: &mut client,
-            sock: &mut c,
-        }
-        .write_all(&[b'x'; 40_000])
-        .unwrap();
+        client_writes(&mut client, &mut c, &[b'x'; 40_000]);
         move_bytes(&mut c, &mut s);
         let mut buf = vec![0u8; 30_000];
         assert_eq!(
@@ -663,10 +644,7 @@ mod tests {
         assert!(server.pending.is_none());
         move_bytes(&mut s, &mut c);
         let mut got = Vec::new();
-        let mut io = TlsIo {
-            conn: &mut client,
-            sock: &mut c,
-        };
+        let mut io = client_io(&mut client, &mut c);
         let mut buf = vec![0u8; 1 << 16];
         while let Ok(k) = io.read(&mut buf) {
             got.extend_from_slice(&buf[..k]);
@@ -681,12 +659,7 @@ mod tests {
         let (mut server, mut client) = pair();
         let (mut s, mut c) = connect(&mut server, &mut client, usize::MAX);
         client.refresh_traffic_keys().unwrap();
-        TlsIo {
-            conn: &mut client,
-            sock: &mut c,
-        }
-        .write_all(b"after the update")
-        .unwrap();
+        client_writes(&mut client, &mut c, b"after the update");
         move_bytes(&mut c, &mut s);
         let mut got = Vec::new();
         drain(&mut server, &mut s, &mut got);
@@ -694,12 +667,7 @@ mod tests {
         server.write(&mut s, b"answer").unwrap();
         move_bytes(&mut s, &mut c);
         let mut buf = [0u8; 64];
-        let n = TlsIo {
-            conn: &mut client,
-            sock: &mut c,
-        }
-        .read(&mut buf)
-        .unwrap();
+        let n = client_io(&mut client, &mut c).read(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"answer");
     }
 
@@ -707,22 +675,13 @@ mod tests {
     fn close_notify_reads_as_the_end_of_the_stream_both_ways() {
         let (mut server, mut client) = pair();
         let (mut s, mut c) = connect(&mut server, &mut client, usize::MAX);
-        assert!(TlsIo {
-            conn: &mut client,
-            sock: &mut c
-        }
-        .close());
+        assert!(client_io(&mut client, &mut c).close());
         move_bytes(&mut c, &mut s);
         let mut buf = [0u8; 10];
         assert_eq!(server.read(&mut s, &mut buf).unwrap(), 0);
         assert!(server.close(&mut s));
         move_bytes(&mut s, &mut c);
-        let n = TlsIo {
-            conn: &mut client,
-            sock: &mut c,
-        }
-        .read(&mut buf)
-        .unwrap();
+        let n = client_io(&mut client, &mut c).read(&mut buf).unwrap();
         assert_eq!(n, 0, "the client read the server's close_notify");
     }
 

@@ -197,7 +197,7 @@ where
 mod tests {
     use super::*;
 
-    use crate::tls::testing::{configs, move_bytes, Pipe};
+    use crate::tls::testing::{client_io, client_writes, configs, move_bytes, Pipe};
 
     fn pair() -> (rustls::ServerConnection, rustls::ClientConnection) {
         let (server, client) = configs();
@@ -223,12 +223,7 @@ mod tests {
             ..Pipe::default()
         };
         for _ in 0..1000 {
-            let cs = TlsIo {
-                conn: &mut *client,
-                sock: &mut c,
-            }
-            .handshake()
-            .unwrap();
+            let cs = client_io(&mut *client, &mut c).handshake().unwrap();
             move_bytes(&mut c, &mut s);
             let ss = TlsIo {
                 conn: &mut *server,
@@ -262,20 +257,13 @@ mod tests {
         let mut buf = [0u8; 1000];
         for _ in 0..1_000_000 {
             if sent < request.len() {
-                let mut io = TlsIo {
-                    conn: &mut client,
-                    sock: &mut c,
-                };
+                let mut io = client_io(&mut client, &mut c);
                 match io.write(&request[sent..]) {
                     Ok(n) => sent += n,
                     Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
                 }
             } else {
-                let _ = TlsIo {
-                    conn: &mut client,
-                    sock: &mut c,
-                }
-                .flush();
+                let _ = client_io(&mut client, &mut c).flush();
             }
             move_bytes(&mut c, &mut s);
             let mut io = TlsIo {
@@ -301,12 +289,7 @@ mod tests {
     fn a_short_read_means_the_socket_and_rustls_are_both_drained() {
         let (mut server, mut client) = pair();
         let (mut s, mut c) = connect(&mut server, &mut client, usize::MAX);
-        TlsIo {
-            conn: &mut client,
-            sock: &mut c,
-        }
-        .write_all(&[b'x'; 40_000])
-        .unwrap();
+        client_writes(&mut client, &mut c, &[b'x'; 40_000]);
         move_bytes(&mut c, &mut s);
         let mut io = TlsIo {
             conn: &mut server,
@@ -351,11 +334,7 @@ mod tests {
     fn close_notify_reads_as_the_end_of_the_stream() {
         let (mut server, mut client) = pair();
         let (mut s, mut c) = connect(&mut server, &mut client, usize::MAX);
-        assert!(TlsIo {
-            conn: &mut client,
-            sock: &mut c
-        }
-        .close());
+        assert!(client_io(&mut client, &mut c).close());
         move_bytes(&mut c, &mut s);
         let mut buf = [0u8; 10];
         let n = TlsIo {

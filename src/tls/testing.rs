@@ -86,3 +86,19 @@ pub(crate) fn configs() -> (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>
         .with_no_client_auth();
     (Arc::new(server), Arc::new(client))
 }
+
+/// The client writes `bytes` whole into its end of the pipe.
+pub(crate) fn client_writes(client: &mut rustls::ClientConnection, c: &mut Pipe, bytes: &[u8]) {
+    client_io(client, c).write_all(bytes).unwrap();
+}
+
+/// The client's end, driven as a socket would be.
+pub(crate) fn client_io<'a>(
+    client: &'a mut rustls::ClientConnection,
+    c: &'a mut Pipe,
+) -> crate::tls::TlsIo<'a, rustls::ClientConnection, Pipe> {
+    crate::tls::TlsIo {
+        conn: client,
+        sock: c,
+    }
+}
