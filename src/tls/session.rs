@@ -74,6 +74,8 @@ pub struct ServerTls {
     wants_sni: bool,
     /// The peer sent `close_notify` or closed its socket: no more plaintext will come.
     ended: bool,
+    /// rustls found an error in the peer's records: the session takes no more.
+    failed: bool,
 }
 
 /// What a session holds between calls while records are in flight.
@@ -129,6 +131,7 @@ impl ServerTls {
             sni: None,
             wants_sni: keep_sni,
             ended: false,
+            failed: false,
         })
     }
 
@@ -364,7 +367,8 @@ impl ServerTls {
                     Ok(Records::Read)
                 }
                 Err(e) => {
-                    self.send_alert(sock);
+                    // rustls's alert saying why, queued by `run`, goes now (best effort).
+                    let _ = self.flush(sock);
                     Err(invalid_data(e))
                 }
             }
@@ -383,10 +387,16 @@ impl ServerTls {
         }
     }
 
-    /// After a protocol error: sends the alert rustls queued saying why (best effort).
-    fn send_alert<S: Write>(&mut self, sock: &mut S) {
-        let _ = self.run(&mut [], None, Action::Nothing);
-        let _ = self.flush(sock);
+    /// After a protocol error in the records before `rest`: rustls queued an alert saying why,
+    /// which it hands out on the next call with the same remaining bytes (any other bytes would
+    /// not match the handshake message it may be joining). The session is done after this.
+    fn queue_alert(&mut self, rest: &mut [u8]) {
+        self.failed = true;
+        let status = self.conn.process_tls_records(rest);
+        if let Ok(ConnectionState::EncodeTlsData(mut alert)) = status.state {
+            let p = self.pending.get_or_insert_with(Box::default);
+            let _ = encode(&mut p.outgoing, |out| alert.encode(out));
+        }
     }
 
     /// Runs rustls over `input` until it needs more bytes, then does `action` if rustls may send
@@ -398,11 +408,22 @@ impl ServerTls {
         mut sink: Option<&mut Sink<'_>>,
         action: Action<'_>,
     ) -> Result<usize, rustls::Error> {
+        if self.failed {
+            return Err(rustls::Error::General("the TLS session failed".to_string()));
+        }
         let mut used = 0;
         loop {
             let status = self.conn.process_tls_records(&mut input[used..]);
             let discard = status.discard;
-            match status.state? {
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => {
+                    used += discard;
+                    self.queue_alert(&mut input[used..]);
+                    return Err(e);
+                }
+            };
+            match state {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
                         let payload = record?.payload;
