@@ -113,6 +113,19 @@ struct Sink<'a> {
     filled: usize,
 }
 
+/// What a run of rustls did: how many input bytes it is done with (the rest is the start of a
+/// record, or of a handshake message it is joining) and how many bytes of ciphertext it wrote.
+struct Ran {
+    used: usize,
+    written: usize,
+}
+
+impl Ran {
+    fn read(used: usize) -> Ran {
+        Ran { used, written: 0 }
+    }
+}
+
 /// What one socket read gave.
 enum Records {
     Read,
@@ -212,7 +225,7 @@ impl ServerTls {
 
     /// Queues `close_notify` and sends what the socket takes now; true when all of it went.
     pub fn close<S: Write>(&mut self, sock: &mut S) -> bool {
-        if self.run(&mut [], None, Action::CloseNotify).is_err() {
+        if self.act(Action::CloseNotify).is_err() {
             return true;
         }
         self.flush(sock).unwrap_or(true)
@@ -266,8 +279,26 @@ impl ServerTls {
 
     /// Encrypts `plain` into `into`; returns the ciphertext's length.
     fn encrypt(&mut self, plain: &[u8], into: &mut [u8]) -> io::Result<usize> {
-        self.run(&mut [], None, Action::Encrypt(plain, into))
-            .map_err(invalid_data)
+        self.act(Action::Encrypt(plain, into)).map_err(invalid_data)
+    }
+
+    /// Runs rustls for a write or a close, with no new bytes but those kept from the last read:
+    /// rustls may be joining a handshake message across them and must see them again. Returns the
+    /// ciphertext's length for [`Action::Encrypt`].
+    fn act(&mut self, action: Action<'_>) -> Result<usize, rustls::Error> {
+        let mut kept = match self.pending.as_deref_mut() {
+            Some(p) => std::mem::take(&mut p.incoming),
+            None => Vec::new(),
+        };
+        let ran = self.run(&mut kept, None, action);
+        if let Ok(ran) = &ran {
+            kept.drain(..ran.used);
+        }
+        if !kept.is_empty() {
+            self.pending().incoming = kept;
+        }
+        self.settle();
+        ran.map(|ran| ran.written)
     }
 
     /// Sends `records` after any ciphertext queued before them; what the socket does not take is
@@ -357,7 +388,7 @@ impl ServerTls {
                 self.read_hello(input);
             }
             match self.run(input, Some(sink), Action::Nothing) {
-                Ok(used) => {
+                Ok(Ran { used, .. }) => {
                     if used < input.len() {
                         self.pending().incoming = input[used..].to_vec();
                     } else if let Some(p) = self.pending.as_deref_mut() {
@@ -400,14 +431,13 @@ impl ServerTls {
     }
 
     /// Runs rustls over `input` until it needs more bytes, then does `action` if rustls may send
-    /// application data. Returns how many bytes of `input` rustls is done with (the rest is the
-    /// start of a record), or with [`Action::Encrypt`] the ciphertext's length.
+    /// application data.
     fn run(
         &mut self,
         input: &mut [u8],
         mut sink: Option<&mut Sink<'_>>,
         action: Action<'_>,
-    ) -> Result<usize, rustls::Error> {
+    ) -> Result<Ran, rustls::Error> {
         if self.failed {
             return Err(rustls::Error::General("the TLS session failed".to_string()));
         }
@@ -426,8 +456,11 @@ impl ServerTls {
             match state {
                 ConnectionState::ReadTraffic(mut records) => {
                     while let Some(record) = records.next_record() {
-                        let payload = record?.payload;
-                        deliver(payload, sink.as_deref_mut(), &mut self.pending);
+                        let Ok(record) = record else {
+                            self.failed = true;
+                            return Err(rustls::Error::DecryptError);
+                        };
+                        deliver(record.payload, sink.as_deref_mut(), &mut self.pending);
                     }
                 }
                 ConnectionState::EncodeTlsData(mut message) => {
@@ -444,16 +477,17 @@ impl ServerTls {
                         Action::Encrypt(..) => Err(rustls::Error::General(
                             "the TLS session is closed".to_string(),
                         )),
-                        _ => Ok(used),
+                        _ => Ok(Ran::read(used)),
                     };
                 }
                 ConnectionState::WriteTraffic(mut traffic) => {
                     used += discard;
                     return match action {
-                        Action::Nothing => Ok(used),
-                        Action::Encrypt(plain, into) => {
-                            traffic.encrypt(plain, into).map_err(encrypt_failed)
-                        }
+                        Action::Nothing => Ok(Ran::read(used)),
+                        Action::Encrypt(plain, into) => traffic
+                            .encrypt(plain, into)
+                            .map(|written| Ran { used, written })
+                            .map_err(encrypt_failed),
                         Action::CloseNotify => {
                             let mut alert = [0u8; CLOSE_NOTIFY_BYTES];
                             let n = traffic
@@ -461,7 +495,7 @@ impl ServerTls {
                                 .map_err(encrypt_failed)?;
                             let p = self.pending.get_or_insert_with(Box::default);
                             p.outgoing.extend_from_slice(&alert[..n]);
-                            Ok(used)
+                            Ok(Ran::read(used))
                         }
                     };
                 }
@@ -470,7 +504,7 @@ impl ServerTls {
                     used += discard;
                     return match action {
                         Action::Encrypt(..) => Err(rustls::Error::HandshakeNotComplete),
-                        _ => Ok(used),
+                        _ => Ok(Ran::read(used)),
                     };
                 }
             }
@@ -536,6 +570,8 @@ fn invalid_data(e: rustls::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::tls::testing::{client_io, client_writes, configs, move_bytes, Pipe};
 
     fn pair() -> (ServerTls, rustls::ClientConnection) {
@@ -713,6 +749,40 @@ mod tests {
         s.closed = true;
         let mut buf = [0u8; 10];
         assert_eq!(server.read(&mut s, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_write_or_close_while_rustls_joins_a_handshake_message_keeps_its_bytes() {
+        let (server, client) = configs();
+        let mut server = ServerTls::new(server, true).unwrap();
+        let mut small = (*client).clone();
+        // rustls's smallest fragment: the ClientHello comes in records of 27 bytes of payload.
+        small.max_fragment_size = Some(32);
+        let name = rustls_pki_types::ServerName::try_from("a.example").unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(small), name).unwrap();
+        let (mut s, mut c) = (Pipe::with_room(usize::MAX), Pipe::with_room(usize::MAX));
+        client_io(&mut client, &mut c).handshake().unwrap();
+        // Four whole records: part of the ClientHello, which rustls starts joining.
+        s.inbox.extend(c.outbox.drain(..4 * 32));
+        assert_eq!(server.handshake(&mut s).unwrap(), Handshake::Blocked);
+        let early = server.write(&mut s, b"too early").unwrap_err();
+        assert_eq!(early.kind(), io::ErrorKind::InvalidData);
+        assert!(server.close(&mut s));
+        move_bytes(&mut c, &mut s);
+        assert_eq!(server.handshake(&mut s).unwrap(), Handshake::Blocked);
+        assert_eq!(
+            server.sni(),
+            None,
+            "the SNI of a hello over many records is not read"
+        );
+        move_bytes(&mut s, &mut c);
+        for _ in 0..10 {
+            client_io(&mut client, &mut c).handshake().unwrap();
+            move_bytes(&mut c, &mut s);
+            server.handshake(&mut s).unwrap();
+            move_bytes(&mut s, &mut c);
+        }
+        assert!(!server.is_handshaking() && !client.is_handshaking());
     }
 
     #[test]
