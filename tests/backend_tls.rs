@@ -85,7 +85,19 @@ impl Setup {
     fn ca_flag(&self) -> String {
         self.ca_file.display().to_string()
     }
+
+    /// `first`, then sluice's flags for re-encrypting to `backend` with this CA.
+    fn tls_to(&self, backend: &str, first: &[&str]) -> Vec<String> {
+        let mut list = args(first);
+        list.extend(args(&["--backend", backend, "--backend-tls"]));
+        list.extend(["--backend-ca".to_string(), self.ca_flag()]);
+        list
+    }
 }
+
+/// One worker and no health checks: every request meets the same pool, and nothing but the test
+/// talks to the backend.
+const ONE_WORKER: &[&str] = &["--workers", "1", "--health-interval", "0"];
 
 /// A leaf for `names` from a CA sluice does not trust.
 fn foreign_leaf(names: &[&str]) -> Leaf {
@@ -105,13 +117,7 @@ fn http_requests_are_re_encrypted_to_a_backend_the_ca_vouches_for() {
     let s = Setup::new("btls-ok");
     let (cert, key) = s.backend_files(&["127.0.0.1"]);
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start(&args(&[
-        "--backend",
-        &backend.addr.to_string(),
-        "--backend-tls",
-        "--backend-ca",
-        &s.ca_flag(),
-    ]));
+    let lb = TlsProc::start(&s.tls_to(&backend.addr.to_string(), &[]));
     for _ in 0..3 {
         let resp = roundtrip(lb.proxy, &get("/"));
         assert_eq!(resp.status, 200, "{}", lb.log_text());
@@ -124,15 +130,7 @@ fn tcp_mode_re_encrypts_to_the_backend() {
     let s = Setup::new("btls-tcp");
     let (cert, key) = s.backend_files(&["127.0.0.1"]);
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start(&args(&[
-        "--mode",
-        "tcp",
-        "--backend",
-        &backend.addr.to_string(),
-        "--backend-tls",
-        "--backend-ca",
-        &s.ca_flag(),
-    ]));
+    let lb = TlsProc::start(&s.tls_to(&backend.addr.to_string(), &["--mode", "tcp"]));
     let resp = roundtrip(lb.proxy, &get("/"));
     assert_eq!(resp.status, 200, "{}", lb.log_text());
     assert_eq!(body(&resp), "hello from tls");
@@ -143,17 +141,7 @@ fn a_backend_certificate_from_another_ca_gets_502_and_one_log_line() {
     let s = Setup::new("btls-foreign");
     let (cert, key) = foreign_leaf(&["127.0.0.1"]).write(&s.dir.0, "backend");
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start_bare(&args(&[
-        "--workers",
-        "1",
-        "--health-interval",
-        "0",
-        "--backend",
-        &backend.addr.to_string(),
-        "--backend-tls",
-        "--backend-ca",
-        &s.ca_flag(),
-    ]));
+    let lb = TlsProc::start_bare(&s.tls_to(&backend.addr.to_string(), ONE_WORKER));
     for _ in 0..4 {
         let resp = roundtrip(lb.proxy, &get("/"));
         assert_eq!(resp.status, 502);
@@ -178,23 +166,14 @@ fn backend_sni_names_what_every_backend_is_verified_against() {
     let s = Setup::new("btls-sni");
     let (cert, key) = s.backend_files(&["backend.test"]);
     let backend = PyBackend::start(&cert, &key);
-    let common_args = [
-        "--backend",
-        &backend.addr.to_string(),
-        "--backend-tls",
-        "--backend-ca",
-        &s.ca_flag(),
-    ]
-    .map(String::from);
-    let by_address = TlsProc::start(&common_args);
+    let by_address = TlsProc::start(&s.tls_to(&backend.addr.to_string(), &[]));
     assert_eq!(
         roundtrip(by_address.proxy, &get("/")).status,
         502,
         "the certificate does not carry the address"
     );
-    let mut with_sni = common_args.to_vec();
-    with_sni.extend(args(&["--backend-sni", "backend.test"]));
-    let by_name = TlsProc::start(&with_sni);
+    let sni = ["--backend-sni", "backend.test"];
+    let by_name = TlsProc::start(&s.tls_to(&backend.addr.to_string(), &sni));
     let resp = roundtrip(by_name.proxy, &get("/"));
     assert_eq!(resp.status, 200, "{}", by_name.log_text());
 }
@@ -204,13 +183,7 @@ fn a_backend_given_by_dns_name_is_verified_against_that_name() {
     let s = Setup::new("btls-dns");
     let (cert, key) = s.backend_files(&["localhost"]);
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start(&args(&[
-        "--backend",
-        &format!("localhost:{}", backend.addr.port()),
-        "--backend-tls",
-        "--backend-ca",
-        &s.ca_flag(),
-    ]));
+    let lb = TlsProc::start(&s.tls_to(&format!("localhost:{}", backend.addr.port()), &[]));
     // localhost may also resolve to ::1, where nothing listens: that member's connect fails
     // and the request is retried on 127.0.0.1.
     let resp = roundtrip(lb.proxy, &get("/"));
@@ -237,17 +210,7 @@ fn pooled_tls_connections_to_a_backend_are_reused_without_a_new_handshake() {
     let s = Setup::new("btls-pool");
     let (cert, key) = s.backend_files(&["127.0.0.1"]);
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start_bare(&args(&[
-        "--workers",
-        "1",
-        "--health-interval",
-        "0",
-        "--backend",
-        &backend.addr.to_string(),
-        "--backend-tls",
-        "--backend-ca",
-        &s.ca_flag(),
-    ]));
+    let lb = TlsProc::start_bare(&s.tls_to(&backend.addr.to_string(), ONE_WORKER));
     // Ten clients one after another, each on its own connection to sluice.
     for _ in 0..10 {
         let resp = roundtrip(lb.proxy, &get("/"));
@@ -277,23 +240,21 @@ fn health_checks_over_tls_mark_a_backend_down_when_its_certificate_fails_and_up_
     let good = s.ca.leaf_for_days(&["127.0.0.1"], 2, 30);
     let (cert, key) = good.write(&s.dir.0, "backend");
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start_bare(&args(&[
-        "--workers",
-        "1",
-        "--health-interval",
-        "100ms",
-        "--health-path",
-        "/health",
-        "--rise",
-        "1",
-        "--fall",
-        "1",
-        "--backend",
+    let lb = TlsProc::start_bare(&s.tls_to(
         &backend.addr.to_string(),
-        "--backend-tls",
-        "--backend-ca",
-        &s.ca_flag(),
-    ]));
+        &[
+            "--workers",
+            "1",
+            "--health-interval",
+            "100ms",
+            "--health-path",
+            "/health",
+            "--rise",
+            "1",
+            "--fall",
+            "1",
+        ],
+    ));
     assert_eq!(healthy(&lb, backend.addr), Some(true));
     let (passed_before, _) = backend_counts(lb.proxy);
     assert!(
