@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::edge::TempDir;
-use common::tls_files::{replace_file, Leaf, TestCa, TlsProc};
+use common::proc::SluiceProc;
+use common::tls_files::{replace_file, Leaf, TestCa};
 use common::*;
 
 /// The Python TLS backend, stopped by its PID when dropped.
@@ -117,7 +118,7 @@ fn http_requests_are_re_encrypted_to_a_backend_the_ca_vouches_for() {
     let s = Setup::new("btls-ok");
     let (cert, key) = s.backend_files(&["127.0.0.1"]);
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start(&s.tls_to(&backend.addr.to_string(), &[]));
+    let lb = SluiceProc::start(&s.tls_to(&backend.addr.to_string(), &[]));
     for _ in 0..3 {
         let resp = roundtrip(lb.proxy, &get("/"));
         assert_eq!(resp.status, 200, "{}", lb.log_text());
@@ -130,7 +131,7 @@ fn tcp_mode_re_encrypts_to_the_backend() {
     let s = Setup::new("btls-tcp");
     let (cert, key) = s.backend_files(&["127.0.0.1"]);
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start(&s.tls_to(&backend.addr.to_string(), &["--mode", "tcp"]));
+    let lb = SluiceProc::start(&s.tls_to(&backend.addr.to_string(), &["--mode", "tcp"]));
     let resp = roundtrip(lb.proxy, &get("/"));
     assert_eq!(resp.status, 200, "{}", lb.log_text());
     assert_eq!(body(&resp), "hello from tls");
@@ -141,7 +142,7 @@ fn a_backend_certificate_from_another_ca_gets_502_and_one_log_line() {
     let s = Setup::new("btls-foreign");
     let (cert, key) = foreign_leaf(&["127.0.0.1"]).write(&s.dir.0, "backend");
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start_bare(&s.tls_to(&backend.addr.to_string(), ONE_WORKER));
+    let lb = SluiceProc::start_bare(&s.tls_to(&backend.addr.to_string(), ONE_WORKER));
     for _ in 0..4 {
         let resp = roundtrip(lb.proxy, &get("/"));
         assert_eq!(resp.status, 502);
@@ -166,14 +167,14 @@ fn backend_sni_names_what_every_backend_is_verified_against() {
     let s = Setup::new("btls-sni");
     let (cert, key) = s.backend_files(&["backend.test"]);
     let backend = PyBackend::start(&cert, &key);
-    let by_address = TlsProc::start(&s.tls_to(&backend.addr.to_string(), &[]));
+    let by_address = SluiceProc::start(&s.tls_to(&backend.addr.to_string(), &[]));
     assert_eq!(
         roundtrip(by_address.proxy, &get("/")).status,
         502,
         "the certificate does not carry the address"
     );
     let sni = ["--backend-sni", "backend.test"];
-    let by_name = TlsProc::start(&s.tls_to(&backend.addr.to_string(), &sni));
+    let by_name = SluiceProc::start(&s.tls_to(&backend.addr.to_string(), &sni));
     let resp = roundtrip(by_name.proxy, &get("/"));
     assert_eq!(resp.status, 200, "{}", by_name.log_text());
 }
@@ -183,7 +184,7 @@ fn a_backend_given_by_dns_name_is_verified_against_that_name() {
     let s = Setup::new("btls-dns");
     let (cert, key) = s.backend_files(&["localhost"]);
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start(&s.tls_to(&format!("localhost:{}", backend.addr.port()), &[]));
+    let lb = SluiceProc::start(&s.tls_to(&format!("localhost:{}", backend.addr.port()), &[]));
     // localhost may also resolve to ::1, where nothing listens: that member's connect fails
     // and the request is retried on 127.0.0.1.
     let resp = roundtrip(lb.proxy, &get("/"));
@@ -210,7 +211,7 @@ fn pooled_tls_connections_to_a_backend_are_reused_without_a_new_handshake() {
     let s = Setup::new("btls-pool");
     let (cert, key) = s.backend_files(&["127.0.0.1"]);
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start_bare(&s.tls_to(&backend.addr.to_string(), ONE_WORKER));
+    let lb = SluiceProc::start_bare(&s.tls_to(&backend.addr.to_string(), ONE_WORKER));
     // Ten clients one after another, each on its own connection to sluice.
     for _ in 0..10 {
         let resp = roundtrip(lb.proxy, &get("/"));
@@ -225,13 +226,8 @@ fn pooled_tls_connections_to_a_backend_are_reused_without_a_new_handshake() {
 }
 
 /// Whether the admin API reports backend `addr` healthy.
-fn healthy(lb: &TlsProc, addr: SocketAddr) -> Option<bool> {
-    let (status, list) = lb.api("GET", "/api/backends");
-    assert_eq!(status, 200);
-    list.as_array()?
-        .iter()
-        .find(|b| b["address"] == addr.to_string())
-        .and_then(|b| b["healthy"].as_bool())
+fn healthy(lb: &SluiceProc, addr: SocketAddr) -> Option<bool> {
+    listed_backend(lb.admin, &addr.to_string())?["healthy"].as_bool()
 }
 
 #[test]
@@ -240,7 +236,7 @@ fn health_checks_over_tls_mark_a_backend_down_when_its_certificate_fails_and_up_
     let good = s.ca.leaf_for_days(&["127.0.0.1"], 2, 30);
     let (cert, key) = good.write(&s.dir.0, "backend");
     let backend = PyBackend::start(&cert, &key);
-    let lb = TlsProc::start_bare(&s.tls_to(
+    let lb = SluiceProc::start_bare(&s.tls_to(
         &backend.addr.to_string(),
         &[
             "--workers",

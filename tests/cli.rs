@@ -4,99 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 
 use common::*;
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
-
-/// A sluice process started with `args` (plus port-0 listeners), ready once it printed its line.
-struct Proc {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let listen = ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"];
-        Proc::start_exactly(&[&listen[..], args].concat())
-    }
-
-    /// Like `start`, with no listen or admin address of its own.
-    fn start_exactly(args: &[&str]) -> Proc {
-        let mut child = Command::new(SLUICE)
-            .args(["--workers", "2", "--health-interval", "0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // Owned from here on: a failed start-up below still kills the process (Drop).
-        let mut p = Proc {
-            child,
-            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let field = |name: &str| -> Option<SocketAddr> {
-            let v = line
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_else(|| panic!("{line}"));
-            v.parse().ok()
-        };
-        p.proxy = field("proxy=").unwrap_or_else(|| panic!("{line}"));
-        // `admin=off` when the admin API is off; then the port stays 0 (nothing listens there).
-        if let Some(admin) = field("admin=") {
-            p.admin = admin;
-        }
-        p
-    }
-
-    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-        api_call(self.admin, method, path, body, None)
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        ctl(&self.admin.to_string(), args)
-    }
-}
-
-impl Proc {
-    /// Kills the process and returns what it logged.
-    fn kill_and_log(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut log = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            let _ = err.read_to_string(&mut log);
-        }
-        log
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn ctl(admin: &str, args: &[&str]) -> Output {
-    Command::new(SLUICE)
-        .arg("ctl")
-        .args(["--admin", admin])
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::proc::{ctl, SluiceProc as Proc, NO_ARGS, SLUICE};
 
 fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sluice-cli-{name}-{}", std::process::id()));
@@ -370,21 +283,12 @@ fn ctl_end_to_end() {
 
 #[test]
 fn sigterm_stops_cleanly_with_exit_0() {
-    let mut p = Proc::start(&[]);
+    let p = Proc::start(NO_ARGS);
     let resp = roundtrip(p.proxy, &get("/"));
     assert_eq!(resp.status, 503, "no backends yet: {resp:?}");
-    let pid = p.child.id() as i32;
-    // SAFETY: sending a signal to our own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let status = p.child.wait().unwrap();
+    p.signal(libc::SIGTERM);
+    let (status, err) = p.wait_and_log();
     assert_eq!(status.code(), Some(0));
-    let mut err = String::new();
-    p.child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
     assert!(
         err.contains("shutting down") && err.contains("stopped"),
         "{err}"
@@ -393,7 +297,7 @@ fn sigterm_stops_cleanly_with_exit_0() {
 
 #[test]
 fn a_second_sluice_on_a_taken_port_refuses_to_start_unless_asked_to_share() {
-    let first = Proc::start(&[]);
+    let first = Proc::start(NO_ARGS);
     let taken = first.proxy.to_string();
     let out = Command::new(SLUICE)
         .args(["--listen", &taken, "--admin", "off"])
@@ -405,7 +309,7 @@ fn a_second_sluice_on_a_taken_port_refuses_to_start_unless_asked_to_share() {
         "{}",
         text(&out.stderr)
     );
-    let shared = Proc::start_exactly(&[
+    let shared = Proc::start_listening_as(&[
         "--listen",
         &taken,
         "--admin",
@@ -418,7 +322,7 @@ fn a_second_sluice_on_a_taken_port_refuses_to_start_unless_asked_to_share() {
 
 #[test]
 fn a_taken_admin_port_suggests_another_or_off() {
-    let first = Proc::start(&[]);
+    let first = Proc::start(NO_ARGS);
     let out = Command::new(SLUICE)
         .args([
             "--listen",
@@ -440,7 +344,7 @@ fn a_taken_admin_port_suggests_another_or_off() {
 fn listen_takes_a_bare_port_or_colon_port() {
     // Port 0 in both forms: the kernel picks a free port, so parallel tests never collide.
     for form in ["0", ":0"] {
-        let p = Proc::start_exactly(&["--listen", form, "--admin", "off"]);
+        let p = Proc::start_listening_as(&["--listen", form, "--admin", "off"]);
         assert_eq!(p.proxy.ip(), std::net::Ipv4Addr::UNSPECIFIED, "{form}");
         assert_ne!(p.proxy.port(), 0, "{form}");
     }
@@ -556,9 +460,7 @@ fn sigusr1_and_ctl_log_reopen_reopen_the_access_log_after_a_rename() {
     send(5);
     assert!(wait_until(IO_TIMEOUT, || lines(&path) == 5));
     std::fs::rename(&path, dir.join("access.log.1")).unwrap();
-    let pid = p.child.id() as i32;
-    // SAFETY: signals a process this test started and still owns.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+    p.signal(libc::SIGUSR1);
     assert!(wait_until(IO_TIMEOUT, || reopens() == 1));
     send(3);
     assert!(wait_until(IO_TIMEOUT, || lines(&path) == 3));

@@ -152,7 +152,8 @@ fn a_click_on_disable_in_the_dashboard_disables_the_backend() {
 #[test]
 fn the_dashboard_warns_of_a_certificate_that_expires_within_14_days() {
     use common::edge::TempDir;
-    use common::tls_files::{tls_flag, TestCa, TlsProc};
+    use common::proc::SluiceProc;
+    use common::tls_files::{tls_flag, TestCa};
     require_browser_tools();
     let ca = TestCa::new("sluice test CA");
     let dir = TempDir::new("tls-dashboard");
@@ -161,7 +162,7 @@ fn the_dashboard_warns_of_a_certificate_that_expires_within_14_days() {
         .write(&dir.0, "site");
     let soon = ca.leaf_for_days(&["soon.test"], 2, 5).write(&dir.0, "soon");
     let backend = HttpBackend::start(|_| Reply::ok(b"x"));
-    let p = TlsProc::start(&[
+    let p = SluiceProc::start(&[
         "--backend".into(),
         backend.addr.to_string(),
         "--tls".into(),

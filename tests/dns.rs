@@ -7,16 +7,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::edge::{StoppableBackend, TempDir};
+use common::proc::{SluiceProc, SLUICE};
 use common::*;
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 const SERVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dns/server.py");
 /// How long a test waits for sluice to follow a change of the answer.
 const FOLLOW: Duration = Duration::from_secs(20);
@@ -89,92 +89,34 @@ fn write_zone(path: &std::path::Path, zone: &[(&str, &[&str])]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// A sluice process, killed by its PID on drop.
-struct Proc {
-    child: Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
+/// sluice with two workers on ephemeral ports; health checks are off unless a test asks for them.
+fn start(args: &[&str]) -> SluiceProc {
+    SluiceProc::start_bare(&flags(args))
 }
 
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Proc::spawn(args);
-        let stdout = child.stdout.take().unwrap();
-        let mut p = Proc {
-            child,
-            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-        };
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let field = |name: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-        };
-        p.proxy = field("proxy=");
-        p.admin = field("admin=");
-        p
-    }
-
-    fn spawn(args: &[&str]) -> Child {
-        // Health checks are off unless a test asks for them.
-        let checks: &[&str] = if args.contains(&"--health-interval") {
-            &[]
-        } else {
-            &["--health-interval", "0"]
-        };
-        Command::new(SLUICE)
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(["--workers", "2"])
-            .args(checks)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    }
-
-    fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-        api_call(self.admin, method, path, body, None)
-    }
-
-    /// The backend `address` in `GET /api/backends`.
-    fn backend(&self, address: &str) -> Option<serde_json::Value> {
-        let (status, list) = self.api("GET", "/api/backends", None);
-        assert_eq!(status, 200);
-        list.as_array()?
-            .iter()
-            .find(|b| b["address"] == address)
-            .cloned()
-    }
-
-    /// The addresses the name `address` stands for now.
-    fn addresses(&self, address: &str) -> Vec<String> {
-        self.backend(address)
-            .and_then(|b| serde_json::from_value(b["addresses"].clone()).ok())
-            .unwrap_or_default()
-    }
-
-    /// Kills the process and returns what it logged.
-    fn kill_and_log(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let mut log = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            let _ = err.read_to_string(&mut log);
-        }
-        log
-    }
+fn flags(args: &[&str]) -> Vec<String> {
+    let checks: &[&str] = if args.contains(&"--health-interval") {
+        &[]
+    } else {
+        &["--health-interval", "0"]
+    };
+    [&["--workers", "2"], checks, args]
+        .concat()
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The backend `address` in `GET /api/backends`.
+fn backend(lb: &SluiceProc, address: &str) -> Option<serde_json::Value> {
+    listed_backend(lb.admin, address)
+}
+
+/// The addresses the name `address` stands for now.
+fn addresses(lb: &SluiceProc, address: &str) -> Vec<String> {
+    backend(lb, address)
+        .and_then(|b| serde_json::from_value(b["addresses"].clone()).ok())
+        .unwrap_or_default()
 }
 
 /// Two HTTP backends on one port at 127.0.0.2 and 127.0.0.3 (a name gives every address the same
@@ -195,7 +137,7 @@ fn two_backends() -> (StoppableBackend, StoppableBackend, u16) {
     panic!("no port free on both 127.0.0.2 and 127.0.0.3");
 }
 
-fn body_of(lb: &Proc) -> String {
+fn body_of(lb: &SluiceProc) -> String {
     roundtrip(lb.proxy, &get("/")).text()
 }
 
@@ -207,7 +149,7 @@ fn a_moving_answer_adds_the_new_address_drains_the_old_and_no_request_fails() {
     let name = format!("app.test:{port}");
     let (a_addr, b_addr) = (format!("127.0.0.2:{port}"), format!("127.0.0.3:{port}"));
     // The answer's TTL (1 s) decides when sluice asks again, not the long interval.
-    let lb = Proc::start(&[
+    let lb = start(&[
         "--backend",
         &name,
         "--dns-server",
@@ -216,8 +158,8 @@ fn a_moving_answer_adds_the_new_address_drains_the_old_and_no_request_fails() {
         "1h",
     ]);
     // Resolved at start: the first table routes to the answer's address.
-    assert_eq!(lb.addresses(&name), vec![a_addr.clone()]);
-    let view = lb.backend(&name).unwrap();
+    assert_eq!(addresses(&lb, &name), vec![a_addr.clone()]);
+    let view = backend(&lb, &name).unwrap();
     assert_eq!(view["lookup"], "resolved");
     assert_eq!(view["members"][0]["address"], a_addr.as_str());
     assert_eq!(view["members"][0]["name"], name.as_str());
@@ -227,13 +169,13 @@ fn a_moving_answer_adds_the_new_address_drains_the_old_and_no_request_fails() {
 
     dns.set(&[("app.test", &["127.0.0.3"])]);
     assert!(
-        wait_until(FOLLOW, || lb.addresses(&name) == vec![b_addr.clone()]),
+        wait_until(FOLLOW, || addresses(&lb, &name) == vec![b_addr.clone()]),
         "{:?}",
-        lb.backend(&name)
+        backend(&lb, &name)
     );
     // The old address drains and leaves; from then on every request goes to the new one.
     assert!(wait_until(FOLLOW, || {
-        let view = lb.backend(&name).unwrap();
+        let view = backend(&lb, &name).unwrap();
         let members = view["members"].as_array().unwrap().clone();
         let list = lb.api("GET", "/api/backends", None).1;
         members.len() == 1 && !list.to_string().contains(&a_addr)
@@ -250,11 +192,11 @@ fn a_moving_answer_adds_the_new_address_drains_the_old_and_no_request_fails() {
     // The DNS server goes away: the last answer stays, and requests keep being answered.
     dns.stop();
     assert!(wait_until(FOLLOW, || {
-        let view = lb.backend(&name).unwrap();
+        let view = backend(&lb, &name).unwrap();
         view["lookup"] == "failing" && view["lookup_failures"].as_u64() >= Some(3)
     }));
-    let view = lb.backend(&name).unwrap();
-    assert_eq!(lb.addresses(&name), vec![b_addr.clone()], "{view}");
+    let view = backend(&lb, &name).unwrap();
+    assert_eq!(addresses(&lb, &name), vec![b_addr.clone()], "{view}");
     assert!(
         view["lookup_error"]
             .as_str()
@@ -303,7 +245,7 @@ fn the_state_file_keeps_the_name_and_a_restart_resolves_it_again() {
     };
     let first = args(&["--backend", &name]);
     let first: Vec<&str> = first.iter().map(String::as_str).collect();
-    let lb = Proc::start(&first);
+    let lb = start(&first);
     assert_eq!(body_of(&lb), "a");
     let (status, _) = lb.api(
         "PUT",
@@ -325,10 +267,10 @@ fn the_state_file_keeps_the_name_and_a_restart_resolves_it_again() {
     dns.set(&[("app.test", &["127.0.0.3"])]);
     let again = args(&[]);
     let again: Vec<&str> = again.iter().map(String::as_str).collect();
-    let lb = Proc::start(&again);
-    let view = lb.backend(&name).unwrap();
+    let lb = start(&again);
+    let view = backend(&lb, &name).unwrap();
     assert_eq!(view["weight"], 4);
-    assert_eq!(lb.addresses(&name), vec![format!("127.0.0.3:{port}")]);
+    assert_eq!(addresses(&lb, &name), vec![format!("127.0.0.3:{port}")]);
     assert_eq!(
         view["members"][0]["weight"], 4,
         "members take the name's weight"
@@ -343,8 +285,10 @@ fn a_backend_name_that_does_not_resolve_stops_start_up_unless_allowed() {
     let dns = DnsServer::start(&dir, &[("app.test", &["127.0.0.2"])]);
     let name = format!("later.test:{port}");
     let server = dns.addr.to_string();
-    let out = Proc::spawn(&["--backend", &name, "--dns-server", &server])
-        .wait_with_output()
+    let out = Command::new(SLUICE)
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .args(flags(&["--backend", &name, "--dns-server", &server]))
+        .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -354,7 +298,7 @@ fn a_backend_name_that_does_not_resolve_stops_start_up_unless_allowed() {
     );
     assert!(err.contains("--allow-unresolved"), "{err}");
 
-    let lb = Proc::start(&[
+    let lb = start(&[
         "--backend",
         &name,
         "--dns-server",
@@ -363,7 +307,7 @@ fn a_backend_name_that_does_not_resolve_stops_start_up_unless_allowed() {
         "1s",
         "--allow-unresolved",
     ]);
-    let view = lb.backend(&name).unwrap();
+    let view = backend(&lb, &name).unwrap();
     assert_eq!(view["lookup"], "failing", "{view}");
     assert_eq!(view["addresses"], serde_json::json!([]));
     assert_eq!(
@@ -372,7 +316,7 @@ fn a_backend_name_that_does_not_resolve_stops_start_up_unless_allowed() {
         "nothing to route to yet"
     );
     dns.set(&[("later.test", &["127.0.0.2"])]);
-    assert!(wait_until(FOLLOW, || lb.addresses(&name)
+    assert!(wait_until(FOLLOW, || addresses(&lb, &name)
         == vec![format!("127.0.0.2:{port}")]));
     assert_eq!(body_of(&lb), "a");
     let log = lb.kill_and_log();
@@ -387,7 +331,7 @@ fn the_api_adds_a_name_that_resolves_refuses_one_that_does_not_and_deletes_it_wh
     let dir = TempDir::new("dns-api");
     let (_a, _b, port) = two_backends();
     let dns = DnsServer::start(&dir, &[("app.test", &["127.0.0.2", "127.0.0.3"])]);
-    let lb = Proc::start(&["--dns-server", &dns.addr.to_string()]);
+    let lb = start(&["--dns-server", &dns.addr.to_string()]);
     let name = format!("app.test:{port}");
     let body = |address: &str, extra: &str| format!(r#"{{"address": "{address}"{extra}}}"#);
 
@@ -428,10 +372,7 @@ fn the_api_adds_a_name_that_resolves_refuses_one_that_does_not_and_deletes_it_wh
     );
 
     // sluice ctl shows the name and the addresses under it.
-    let out = Command::new(SLUICE)
-        .args(["ctl", "--admin", &lb.admin.to_string(), "backends", "list"])
-        .output()
-        .unwrap();
+    let out = lb.ctl(&["backends", "list"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(&name) && text.contains(&format!("  127.0.0.3:{port}")),
@@ -446,7 +387,7 @@ fn the_api_adds_a_name_that_resolves_refuses_one_that_does_not_and_deletes_it_wh
         message.contains("did not resolve") && message.contains("allow_unresolved"),
         "{message}"
     );
-    assert!(lb.backend(&missing).is_none(), "nothing was added");
+    assert!(backend(&lb, &missing).is_none(), "nothing was added");
     let (status, view) = lb.api(
         "POST",
         "/api/backends",
@@ -457,7 +398,7 @@ fn the_api_adds_a_name_that_resolves_refuses_one_that_does_not_and_deletes_it_wh
 
     let (status, _) = lb.api("DELETE", &format!("/api/backends/{name}"), None);
     assert_eq!(status, 200);
-    assert!(lb.backend(&name).is_none());
+    assert!(backend(&lb, &name).is_none());
     assert!(
         wait_until(FOLLOW, || {
             let list = lb.api("GET", "/api/backends", None).1;
@@ -476,7 +417,7 @@ fn each_address_of_a_name_is_health_checked_on_its_own() {
     b.pause();
     let dns = DnsServer::start(&dir, &[("app.test", &["127.0.0.2", "127.0.0.3"])]);
     let name = format!("app.test:{port}");
-    let lb = Proc::start(&[
+    let lb = start(&[
         "--backend",
         &name,
         "--dns-server",
@@ -488,8 +429,8 @@ fn each_address_of_a_name_is_health_checked_on_its_own() {
         "--fall",
         "1",
     ]);
-    let healthy = |lb: &Proc, ip: &str| -> Option<bool> {
-        let view = lb.backend(&name)?;
+    let healthy = |lb: &SluiceProc, ip: &str| -> Option<bool> {
+        let view = backend(lb, &name)?;
         view["members"]
             .as_array()?
             .iter()

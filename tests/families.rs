@@ -37,12 +37,7 @@ fn get_on(s: &TcpStream, path: &str) -> Resp {
 
 /// A backend's entry in `GET /api/backends`, by the address text the API shows.
 fn listed(lb: &Sluice, address: &str) -> Option<serde_json::Value> {
-    let (status, list) = lb.api("GET", "/api/backends", None);
-    assert_eq!(status, 200);
-    list.as_array()?
-        .iter()
-        .find(|b| b["address"] == address)
-        .cloned()
+    listed_backend(lb.admin, address)
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use common::edge::TempDir;
+use common::proc::SluiceProc;
 use common::tls_files::*;
 use common::*;
 
@@ -54,7 +55,7 @@ impl Setup {
         &self,
         leaves: &[(&Leaf, &str)],
         extra: &[&str],
-    ) -> (TlsProc, Vec<(PathBuf, PathBuf)>) {
+    ) -> (SluiceProc, Vec<(PathBuf, PathBuf)>) {
         let mut args = vec!["--backend".to_string(), self.backend.addr.to_string()];
         let files: Vec<_> = leaves
             .iter()
@@ -65,20 +66,20 @@ impl Setup {
             args.push(tls_flag(f));
         }
         args.extend(extra.iter().map(|a| a.to_string()));
-        (TlsProc::start(&args), files)
+        (SluiceProc::start(&args), files)
     }
 
     /// Starts sluice serving `leaf` from `site.crt`/`site.key`.
-    fn start(&self, leaf: &Leaf) -> TlsProc {
+    fn start(&self, leaf: &Leaf) -> SluiceProc {
         self.start_serving(&[(leaf, "site")], &[]).0
     }
 
-    fn connect(&self, p: &TlsProc) -> TlsClient {
+    fn connect(&self, p: &SluiceProc) -> TlsClient {
         TlsClient::connect(p.proxy, &self.cfg, NAME).unwrap()
     }
 
     /// The certificate a new connection is shown.
-    fn served(&self, p: &TlsProc) -> Vec<u8> {
+    fn served(&self, p: &SluiceProc) -> Vec<u8> {
         self.connect(p).peer_leaf()
     }
 }
@@ -127,7 +128,7 @@ fn a_reload_reaches_new_handshakes_while_open_connections_and_sessions_go_on() {
 
     let new = s.ca.leaf_for_days(&[NAME], 11, 60);
     new.write(&s.dir.0, "site");
-    let (status, view) = p.api("POST", "/api/tls/reload");
+    let (status, view) = p.api("POST", "/api/tls/reload", None);
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["reloads"], 1, "{view}");
     assert_eq!(view["certificates"][0]["days_left"], 60, "{view}");
@@ -193,7 +194,7 @@ fn a_bad_file_on_reload_is_refused_with_its_name_and_the_old_certificate_keeps_s
     for (what, break_it, named) in &cases {
         break_it();
         let named = named.display().to_string();
-        let (status, body) = p.api("POST", "/api/tls/reload");
+        let (status, body) = p.api("POST", "/api/tls/reload", None);
         assert_eq!(status, 422, "{what}: {body}");
         let error = body["error"].as_str().unwrap();
         assert!(error.contains(&named), "{what}: {error}");
@@ -207,7 +208,7 @@ fn a_bad_file_on_reload_is_refused_with_its_name_and_the_old_certificate_keeps_s
         );
         // The certificate in use is untouched.
         assert_eq!(s.served(&p), good.der, "{what}");
-        let (_, view) = p.api("GET", "/api/tls");
+        let (_, view) = p.api("GET", "/api/tls", None);
         assert_eq!(view["reloads"], 0, "{what}: {view}");
         assert_eq!(view["certificates"][0]["days_left"], 90, "{what}: {view}");
     }
@@ -237,7 +238,8 @@ fn sighup_reloads_and_a_refused_sighup_leaves_a_log_line() {
     second.write(&s.dir.0, "site");
     p.signal(libc::SIGHUP);
     assert!(
-        wait_until(IO_TIMEOUT, || p.api("GET", "/api/tls").1["reloads"] == 1),
+        wait_until(IO_TIMEOUT, || p.api("GET", "/api/tls", None).1["reloads"]
+            == 1),
         "{}",
         p.log_text()
     );
@@ -255,7 +257,7 @@ fn sighup_reloads_and_a_refused_sighup_leaves_a_log_line() {
     );
     // Still running, still serving the last good certificate.
     assert_eq!(s.served(&p), second.der);
-    assert_eq!(p.api("GET", "/api/tls").1["reloads"], 1);
+    assert_eq!(p.api("GET", "/api/tls", None).1["reloads"], 1);
 }
 
 #[test]
@@ -308,11 +310,11 @@ fn api_tls_describes_each_certificate_and_the_expiry_metric_is_promtool_clean() 
     );
     let (main_files, soon_files) = (&files[0], &files[1]);
     // Reading needs no token; a reload changes what is served and needs it.
-    let (status, body) = p.api("POST", "/api/tls/reload");
+    let (status, body) = p.api("POST", "/api/tls/reload", None);
     assert_eq!(status, 401, "{body}");
     let (status, _) = api_call(p.admin, "POST", "/api/tls/reload", None, Some("s3cret"));
     assert_eq!(status, 200);
-    let (status, view) = p.api("GET", "/api/tls");
+    let (status, view) = p.api("GET", "/api/tls", None);
     assert_eq!(status, 200);
     assert_eq!(view["reloads"], 1, "{view}");
     assert_eq!(view["enabled"], true);
@@ -366,12 +368,12 @@ fn api_tls_describes_each_certificate_and_the_expiry_metric_is_promtool_clean() 
 #[test]
 fn without_tls_the_list_is_empty_and_a_reload_is_a_conflict() {
     let backend = HttpBackend::start(|_| Reply::ok(b"plain"));
-    let p = TlsProc::start(&["--backend".into(), backend.addr.to_string()]);
-    let (status, view) = p.api("GET", "/api/tls");
+    let p = SluiceProc::start(&["--backend".into(), backend.addr.to_string()]);
+    let (status, view) = p.api("GET", "/api/tls", None);
     assert_eq!(status, 200);
     assert_eq!(view["enabled"], false);
     assert_eq!(view["certificates"], serde_json::json!([]));
-    let (status, body) = p.api("POST", "/api/tls/reload");
+    let (status, body) = p.api("POST", "/api/tls/reload", None);
     assert_eq!(status, 409, "{body}");
     assert!(body["error"].as_str().unwrap().contains("--tls"), "{body}");
     let out = p.ctl(&["tls", "reload"]);
@@ -402,7 +404,7 @@ struct Load {
 impl Load {
     /// One client thread per entry: its configuration, and whether it opens a new connection
     /// for each request.
-    fn start(p: &TlsProc, clients: &[(&Arc<rustls::ClientConfig>, bool)]) -> Load {
+    fn start(p: &SluiceProc, clients: &[(&Arc<rustls::ClientConfig>, bool)]) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(AtomicU64::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -507,7 +509,7 @@ fn reloads_under_steady_load_fail_no_request() {
         last = load.answered();
         let leaf = &leaves[round % 2];
         leaf.write(&s.dir.0, "site");
-        let (status, body) = p.api("POST", "/api/tls/reload");
+        let (status, body) = p.api("POST", "/api/tls/reload", None);
         assert_eq!(status, 200, "{body}");
         assert!(
             wait_until(IO_TIMEOUT, || s.served(&p) == leaf.der),
@@ -522,5 +524,5 @@ fn reloads_under_steady_load_fail_no_request() {
         failures.len()
     );
     assert!(seen.contains(&leaves[0].der) && seen.contains(&leaves[1].der));
-    assert_eq!(p.api("GET", "/api/tls").1["reloads"], RELOADS);
+    assert_eq!(p.api("GET", "/api/tls", None).1["reloads"], RELOADS);
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod edge;
 pub mod etcd;
+pub mod proc;
 pub mod tls_files;
 
 use loadgen::h1::{RequestReader, Response, ResponseReader};
@@ -92,6 +93,17 @@ impl Drop for Sluice {
             r.stop();
         }
     }
+}
+
+/// A backend's entry in `GET /api/backends` of the admin API at `admin`, by the address text the
+/// API shows.
+pub fn listed_backend(admin: SocketAddr, address: &str) -> Option<serde_json::Value> {
+    let (status, list) = api_call(admin, "GET", "/api/backends", None, None);
+    assert_eq!(status, 200);
+    list.as_array()?
+        .iter()
+        .find(|b| b["address"] == address)
+        .cloned()
 }
 
 /// One admin API call with an optional bearer token.

@@ -4,12 +4,10 @@
 //! certificate the server presented, and reads responses with the shared HTTP/1 reader; and the
 //! `sluice` binary started with `--tls`, its log collected.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -19,7 +17,7 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
-use super::{api_call, read_response, wait_until, Resp, IO_TIMEOUT};
+use super::{read_response, Resp, IO_TIMEOUT};
 
 pub const DAY_S: i64 = 86_400;
 
@@ -206,113 +204,5 @@ impl TlsClient {
             .and_then(|()| stream.flush())
             .map_err(|e| format!("write: {e}"))?;
         read_response(&mut self.reader, false).map_err(|e| format!("read: {e}"))
-    }
-}
-
-/// The `sluice` binary under test (integration tests are built with it).
-fn sluice_binary() -> &'static str {
-    env!("CARGO_BIN_EXE_sluice")
-}
-
-/// A `sluice` process with TLS on its listener, its log collected by a thread so that nothing it
-/// writes can block it; killed by PID on drop.
-pub struct TlsProc {
-    child: Child,
-    pub proxy: SocketAddr,
-    pub admin: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl TlsProc {
-    pub fn start(args: &[String]) -> TlsProc {
-        let mut all: Vec<String> = ["--workers", "2", "--health-interval", "0"]
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
-        all.extend_from_slice(args);
-        TlsProc::start_bare(&all)
-    }
-
-    /// Starts sluice with only `--listen` and `--admin` (ephemeral) added to `args`.
-    pub fn start_bare(args: &[String]) -> TlsProc {
-        let mut child = Command::new(sluice_binary())
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let sink = log.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let mut p = TlsProc {
-            child,
-            proxy: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
-            log,
-        };
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let log = p.log.clone();
-        let field = |name: &str| -> SocketAddr {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| {
-                    // It failed to start: show why, once its message has reached the log.
-                    let _ = wait_until(IO_TIMEOUT, || !log.lock().unwrap().is_empty());
-                    panic!("no {name} in {line:?}; log: {:?}", log.lock().unwrap())
-                })
-        };
-        p.proxy = field("proxy=");
-        p.admin = field("admin=");
-        p
-    }
-
-    pub fn api(&self, method: &str, path: &str) -> (u16, serde_json::Value) {
-        api_call(self.admin, method, path, None, None)
-    }
-
-    pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(sluice_binary())
-            .arg("ctl")
-            .args(["--admin", &self.admin.to_string()])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits for a log line holding every one of `parts`.
-    pub fn logged(&self, parts: &[&str]) -> bool {
-        wait_until(IO_TIMEOUT, || {
-            self.log
-                .lock()
-                .unwrap()
-                .iter()
-                .any(|l| parts.iter().all(|p| l.contains(p)))
-        })
-    }
-
-    pub fn signal(&self, signal: i32) {
-        // SAFETY: kill with the PID of our own child.
-        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
-    }
-}
-
-impl Drop for TlsProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
