@@ -2,13 +2,15 @@
 //! other is end to end: a real headless Chromium (Debian's, driven by playwright-core through
 //! `tests/browser/dashboard.mjs`) opens the dashboard of an in-process sluice under traffic, waits
 //! for the four charts to be drawn and the backend rows to appear, clicks Disable on one backend and
-//! waits for its row to say so; the API must then agree. scripts/test.sh installs Chromium and the
+//! waits for its row to say so; the API must then agree. Others check the certificate banner, the
+//! top-clients panel and the columns of what `bandit` learned. scripts/test.sh installs Chromium and the
 //! node package.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -232,4 +234,69 @@ fn the_top_clients_panel_shows_the_busiest_and_the_refused_clients() {
         failures.iter().any(|f| f.starts_with("429")),
         "the client was refused: {failures:?}"
     );
+}
+
+#[test]
+fn the_backend_rows_show_what_bandit_learned() {
+    require_browser_tools();
+    let refusing = HttpBackend::start(|_| {
+        Reply::raw(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+    });
+    let good = HttpBackend::start(|_| Reply::ok(b"ok"));
+    let specs = [refusing.addr, good.addr]
+        .into_iter()
+        .map(|addr| sluice::backend::BackendSpec {
+            addr: addr.into(),
+            weight: 1,
+        })
+        .collect();
+    let mut s = sluice::config::Settings::local(
+        test_config(sluice::config::Mode::Http),
+        specs,
+        sluice::strategy::StrategyKind::Bandit,
+    );
+    s.proxy.retry = sluice::retry::RetryPolicy::parse("connect,5xx,429", "any").unwrap();
+    let lb = Sluice::with_settings(s);
+    for _ in 0..10 {
+        assert_eq!(roundtrip(lb.addr, &get("/")).status, 200);
+    }
+    let (ok, stdout, stderr) = run_browser(&[
+        format!("http://{}/", lb.admin),
+        "--rows".into(),
+        "2".into(),
+        "--learned".into(),
+        "2".into(),
+    ]);
+    assert!(ok, "the browser check failed:\n{stderr}\n{stdout}");
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("no summary from dashboard.mjs ({e}):\n{stdout}\n{stderr}"));
+    let row = |addr: SocketAddr| {
+        seen["learned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == addr.to_string())
+            .cloned()
+            .unwrap_or_else(|| panic!("no row for {addr}: {seen}"))
+    };
+    // What tests/admin_api.rs reads from /api/status after the same traffic, as the page shows it.
+    let r = row(refusing.addr);
+    assert_eq!(r["limit"], "1 / 1000 ms", "{r}");
+    let pacing = r["pacing"].as_str().unwrap();
+    assert!(
+        pacing.starts_with("backing-off "),
+        "backing off for the Retry-After, with the time left: {r}"
+    );
+    let g = row(good.addr);
+    assert_eq!(g["limit"], "none yet", "{g}");
+    assert_eq!(g["pacing"], "unlimited", "{g}");
+    let belief = g["belief"].as_str().unwrap();
+    let percent: f64 = belief
+        .trim_end_matches('%')
+        .parse()
+        .unwrap_or_else(|_| panic!("{g}"));
+    assert!(percent > 80.0, "a success estimate as a percentage: {g}");
 }

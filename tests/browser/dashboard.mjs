@@ -7,6 +7,7 @@
 //   node dashboard.mjs <admin-url> --tls-warning <file>    the expiry banner names this certificate file
 //                                                          (tests/tls_dashboard.rs)
 //   node dashboard.mjs <admin-url> --clients N             top-clients panel shows N rows in each list
+//   node dashboard.mjs <admin-url> --learned N             N backend rows show what bandit learned
 //
 // Options: --min-points N (chart points to wait for, default 2), --rows N (backend rows to wait
 // for, default 1), --chromium PATH (default $CHROMIUM or /usr/bin/chromium), --timeout-ms N (per
@@ -36,6 +37,7 @@ function parseArgs(argv) {
     screenshot: null,
     tlsWarning: null,
     clients: 0,
+    learned: 0,
     minPoints: 2,
     rows: 1,
     chromium: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -53,14 +55,15 @@ function parseArgs(argv) {
     else if (arg === "--min-points") opts.minPoints = Number(value());
     else if (arg === "--rows") opts.rows = Number(value());
     else if (arg === "--clients") opts.clients = Number(value());
+    else if (arg === "--learned") opts.learned = Number(value());
     else if (arg === "--chromium") opts.chromium = value();
     else if (arg === "--timeout-ms") opts.timeoutMs = Number(value());
     else if (!arg.startsWith("--") && !opts.url) opts.url = arg;
     else usage(`unknown argument ${arg}`);
   }
   if (!opts.url) usage("the admin URL is missing");
-  if (!opts.disable && !opts.screenshot && !opts.tlsWarning && !opts.clients) {
-    usage("say --disable ADDRESS, --screenshot PATH, --tls-warning FILE or --clients N");
+  if (!opts.disable && !opts.screenshot && !opts.tlsWarning && !opts.clients && !opts.learned) {
+    usage("say --disable ADDRESS, --screenshot PATH, --tls-warning FILE, --clients N or --learned N");
   }
   return opts;
 }
@@ -165,7 +168,22 @@ async function drive(page, opts, problems) {
     opts.rows
   );
 
-  const seen = { charts: {}, rows: [], disabled: null, screenshot: null, tlsWarning: null, certs: [], clients: null };
+  const seen = { charts: {}, rows: [], disabled: null, screenshot: null, tlsWarning: null, certs: [], clients: null, learned: null };
+  if (opts.learned) {
+    // The bandit columns: filled in on N rows.
+    await page.waitForFunction(
+      (n) => document.querySelectorAll('#backends tbody tr[data-address]:not([data-pacing=""])').length >= n,
+      opts.learned
+    );
+    seen.learned = await page.$$eval("#backends tbody tr[data-address]", (trs) =>
+      trs.map((tr) => ({
+        address: tr.dataset.address,
+        belief: tr.querySelector("td.belief").textContent,
+        limit: tr.querySelector("td.limit").textContent,
+        pacing: tr.querySelector("td.pacing").textContent,
+      }))
+    );
+  }
   if (opts.clients) {
     // The top-clients panel: rows in both of its tables.
     await page.waitForFunction(
