@@ -84,7 +84,7 @@ impl Bandit {
         }
         match open.iter().min_by_key(|&&(_, w)| w) {
             Some(&(_, w)) if !ctx.force && w != u64::MAX => Choice::Wait { ms: w },
-            Some(&(i, _)) => Choice::Backend(i),
+            Some(_) => Choice::Full,
             None => Choice::Backend(0),
         }
     }
@@ -148,7 +148,7 @@ impl Strategy for Bandit {
         };
         match self.choose(backends, candidates, &forced) {
             Choice::Backend(i) => i,
-            Choice::Wait { .. } => candidates[0],
+            Choice::Wait { .. } | Choice::Full => candidates[0],
         }
     }
 
