@@ -7,7 +7,9 @@
 //! connection (a server in an outage) as sluice does with `--retry-on
 //! connect,timeout,broken,5xx,429 --retry-methods any`; a `Choice::Wait` is honoured for at most
 //! `--max-pacing-wait` (1 s), then for as long again only for room (no sure 429), then the pick is
-//! forced. The score is divided by the simulator's
+//! forced, and a `Choice::Full` is answered at once (sluice's 503). The client gives up after
+//! 10 s, as `loadgen challenge` does: an answer later than that is a failure to it, and a
+//! disagreement if a server accepted the id. The score is divided by the simulator's
 //! oracle bound, as `loadgen challenge` does, and every answer is checked against the ledger the
 //! servers keep (an id told it succeeded was accepted, an id told it failed was not).
 //!
@@ -392,7 +394,7 @@ fn over_seeds(ids_per_s: u64, duration_s: u64) -> Vec<(Profile, f64, f64)> {
         .collect()
 }
 
-/// The means over 50 seeds when this was written: 0.9983, 0.9942, 0.9813 and 0.9802 (flaky1 to
+/// The means over 50 seeds when this was written: 0.9983, 0.9942, 0.9804 and 0.9793 (flaky1 to
 /// flaky4). The target is 0.99 everywhere; configurations 3 and 4 miss it (PERF.md says by how
 /// much and why), so their floors guard against a regression rather than state the target.
 #[test]
@@ -416,12 +418,22 @@ fn rate_limits_are_learned_not_hammered() {
 }
 
 /// `cargo test --release --test bandit_replay -- --ignored --nocapture at_30`: the same at 30
-/// ids per second, where the limits bind.
+/// ids per second, where the limits bind and the ids are more than they take (ignored by
+/// default: about a minute in a debug build). Means over 50 seeds when this was written: 0.9988,
+/// 0.9562, 0.7923 and 0.8644 (flaky1 to flaky4), every answer before the client's timeout and
+/// agreeing with the ledger; the floors guard against a regression (the target of 0.99 is met
+/// for flaky1 only: PERF.md says what the rest costs).
 #[test]
 #[ignore]
 fn the_challenge_replayed_at_30_ids_per_second() {
-    for (profile, mean, worst) in over_seeds(30, 120) {
-        println!("{profile:?}: {mean:.4} {worst:.3}");
+    for (profile, mean, _) in over_seeds(30, 120) {
+        let floor = match profile {
+            Profile::Flaky1 => 0.995,
+            Profile::Flaky2 => 0.95,
+            Profile::Flaky3 => 0.785,
+            _ => 0.855,
+        };
+        assert!(mean >= floor, "{profile:?}: mean {mean:.4} < {floor}");
     }
 }
 
