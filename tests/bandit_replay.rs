@@ -498,8 +498,8 @@ fn diagnose() {
                         wcap += o.capacity[i] * o.success[i];
                     }
                 }
-                for c in 0..MAX_ATTEMPTS {
-                    refused[c] += o.refused_by_class[c];
+                for (total, n) in refused.iter_mut().zip(o.refused_by_class) {
+                    *total += n;
                 }
                 late += o.late;
                 never += o.never_attempted;
