@@ -54,7 +54,7 @@ pub const PROBE_AFTER_MS: u64 = 2_000;
 /// attempt, while a limit that went up and is not found costs its whole rise every second (the
 /// interval doubled up to 16 s before: the replay at 30 ids/s, where limits bind, accepted 0.79
 /// instead of 0.78 of the oracle in configuration 3 and 0.86 instead of 0.84 in configuration 4,
-/// the same at 10 ids/s).
+/// within 0.001 at 10 ids/s).
 pub const FREE_PROBE_AFTER_MS: u64 = 1_000;
 pub const MIN_PROBE_AFTER_MS: u64 = 500;
 /// A probe (a first attempt beyond the learned limit) not refused within this long held: until
