@@ -7,7 +7,9 @@
 //! connection (a server in an outage) as sluice does with `--retry-on
 //! connect,timeout,broken,5xx,429 --retry-methods any`; a `Choice::Wait` is honoured for at most
 //! `--max-pacing-wait` (1 s), then for as long again only for room (no sure 429), then the pick is
-//! forced. The score is divided by the simulator's
+//! forced, and a `Choice::Full` is answered at once (sluice's 503). The client gives up after
+//! 10 s, as `loadgen challenge` does: an answer later than that is a failure to it, and a
+//! disagreement if a server accepted the id. The score is divided by the simulator's
 //! oracle bound, as `loadgen challenge` does, and every answer is checked against the ledger the
 //! servers keep (an id told it succeeded was accepted, an id told it failed was not).
 //!
@@ -34,6 +36,8 @@ const MAX_ATTEMPTS: usize = 3;
 const MAX_PACING_WAIT_MS: u64 = 1_000;
 /// The simulator has been up this long when the first id arrives (flaky3's limits depend on it).
 const SIM_HEAD_START_MS: u64 = 1_000;
+/// The challenge client's timeout: an answer later than this is a failure to the client.
+const CLIENT_TIMEOUT_MS: u64 = 10_000;
 
 /// One server of the simulator, drawn as `Sim::start` draws it.
 struct Server {
@@ -73,6 +77,26 @@ pub struct Outcome {
     /// Median and 99th percentile of the time from an id's arrival to its last answer.
     pub latency_p50_ms: u64,
     pub latency_p99_ms: u64,
+    /// Answers later than the client's timeout ([`CLIENT_TIMEOUT_MS`]): the client saw a failure.
+    pub late: u64,
+    /// Ids answered without any attempt (no backend had room).
+    pub never_attempted: u64,
+    /// Per server: attempts it admitted (answered other than 429 or unreachable).
+    pub admitted: [u64; SERVERS],
+    /// Per server: what its limit allowed over the run (attempts), `f64::INFINITY` when unlimited.
+    pub capacity: [f64; SERVERS],
+    /// Per server: its success rate.
+    pub success: [f64; SERVERS],
+    /// 429s by the class of the attempt refused (1st, 2nd, 3rd).
+    pub refused_by_class: [u64; MAX_ATTEMPTS],
+    /// Total time ids spent waiting for room, ms.
+    pub waited_ms: u64,
+    /// Sampled once a second over the limited servers: the sum of learned limits (0 when none is
+    /// learned), of true limits, and the samples with the server blocked (Retry-After, backoff).
+    pub learned_sum: f64,
+    pub true_sum: f64,
+    pub blocked_samples: u64,
+    pub samples: u64,
 }
 
 impl Outcome {
@@ -85,6 +109,8 @@ impl Outcome {
 #[derive(Default)]
 struct Request {
     done_ms: u64,
+    /// When the request started waiting for room (0: not waiting).
+    wait_from_ms: u64,
     tried: Vec<BackendId>,
     pace_until_ms: u64,
     /// What the client was told: success or not.
@@ -99,6 +125,8 @@ enum Event {
     Dispatch(usize),
     /// Backend `b` answered request `r` (status 0: it closed the connection unanswered).
     Answer(usize, usize, u16, Option<u32>),
+    /// Compare what is learned with the truth, once a second.
+    Sample,
 }
 
 /// Events by time; equal times first come, first served.
@@ -171,7 +199,21 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
         disagreements: 0,
         latency_p50_ms: 0,
         latency_p99_ms: 0,
+        late: 0,
+        never_attempted: 0,
+        admitted: [0; SERVERS],
+        capacity: [0.0; SERVERS],
+        success: [0.0; SERVERS],
+        refused_by_class: [0; MAX_ATTEMPTS],
+        waited_ms: 0,
+        learned_sum: 0.0,
+        true_sum: 0.0,
+        blocked_samples: 0,
+        samples: 0,
     };
+    for t in 1..duration_s {
+        queue.push(t * 1000, Event::Sample);
+    }
     while let Some((now_ms, e)) = queue.pop() {
         match e {
             Event::Dispatch(r) => {
@@ -186,6 +228,9 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
                 };
                 match bandit.choose(&table, &candidates, &c) {
                     Choice::Wait { ms } => {
+                        if req.wait_from_ms == 0 {
+                            req.wait_from_ms = now_ms;
+                        }
                         if req.pace_until_ms == 0 {
                             req.pace_until_ms = now_ms + MAX_PACING_WAIT_MS;
                         }
@@ -197,8 +242,22 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
                         let wake = (now_ms + ms).min(until).max(now_ms + 1);
                         queue.push(wake, Event::Dispatch(r));
                     }
+                    Choice::Full => {
+                        // Answered at once: the failure of its last attempt, or a 503 when it
+                        // had none.
+                        req.pace_until_ms = 0;
+                        if req.wait_from_ms != 0 {
+                            out.waited_ms += now_ms - req.wait_from_ms;
+                            req.wait_from_ms = 0;
+                        }
+                        req.done_ms = now_ms;
+                    }
                     Choice::Backend(b) => {
                         req.pace_until_ms = 0;
+                        if req.wait_from_ms != 0 {
+                            out.waited_ms += now_ms - req.wait_from_ms;
+                            req.wait_from_ms = 0;
+                        }
                         req.tried.push(table[b].id);
                         out.attempts += 1;
                         let at = origin + Duration::from_millis(now_ms);
@@ -208,6 +267,11 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
                         if status == 200 {
                             req.ledger_accepted = true;
                         }
+                        if status == 429 {
+                            out.refused_by_class[req.tried.len().min(MAX_ATTEMPTS) - 1] += 1;
+                        } else if status != 0 {
+                            out.admitted[b] += 1;
+                        }
                         let delay = if status == 429 || status == 0 {
                             0
                         } else {
@@ -216,6 +280,19 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
                         let retry_after_s = retry_after_s.map(|s| s as u32);
                         queue.push(now_ms + delay, Event::Answer(r, b, status, retry_after_s));
                     }
+                }
+            }
+            Event::Sample => {
+                let t_s = (now_ms + SIM_HEAD_START_MS) as f64 / 1000.0;
+                for (i, s) in servers.iter().enumerate() {
+                    let Some(limit) = s.params.rate_limit.at(t_s) else {
+                        continue;
+                    };
+                    let learned = &table[i].stats.learned;
+                    out.true_sum += f64::from(limit);
+                    out.learned_sum += f64::from(learned.limit().unwrap_or(0));
+                    out.blocked_samples += u64::from(learned.blocked_until_ms() > now_ms);
+                    out.samples += 1;
                 }
             }
             Event::Answer(r, b, status, retry_after_s) => {
@@ -231,7 +308,8 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
                 }
                 if status == 200 {
                     out.accepted += 1;
-                    requests[r].told_ok = true;
+                    requests[r].told_ok =
+                        now_ms <= r as u64 * 1000 / ids_per_s + 1 + CLIENT_TIMEOUT_MS;
                 } else if requests[r].tried.len() < MAX_ATTEMPTS {
                     queue.push(now_ms, Event::Dispatch(r));
                 }
@@ -245,6 +323,22 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
         .map(|(r, req)| req.done_ms - (r as u64 * 1000 / ids_per_s + 1))
         .collect();
     latencies.sort_unstable();
+    out.late = latencies.iter().filter(|&&l| l > CLIENT_TIMEOUT_MS).count() as u64;
+    out.never_attempted = requests.iter().filter(|r| r.tried.is_empty()).count() as u64;
+    let span_s = (ids as f64 / ids_per_s as f64) + 1.0;
+    for (i, s) in servers.iter().enumerate() {
+        out.success[i] = s.params.success_rate;
+        out.capacity[i] = (0..(span_s * 10.0) as u64)
+            .map(|k| {
+                let t = (SIM_HEAD_START_MS as f64 / 1000.0) + k as f64 / 10.0;
+                if s.params.shape.unreachable(t) {
+                    0.0
+                } else {
+                    s.params.rate_limit.at(t).map_or(f64::INFINITY, f64::from) / 10.0
+                }
+            })
+            .sum();
+    }
     out.latency_p50_ms = latencies[latencies.len() / 2];
     out.latency_p99_ms = latencies[latencies.len() * 99 / 100];
     out.disagreements = requests
@@ -300,7 +394,7 @@ fn over_seeds(ids_per_s: u64, duration_s: u64) -> Vec<(Profile, f64, f64)> {
         .collect()
 }
 
-/// The means over 50 seeds when this was written: 0.9983, 0.9942, 0.9813 and 0.9802 (flaky1 to
+/// The means over 50 seeds when this was written: 0.9983, 0.9942, 0.9804 and 0.9793 (flaky1 to
 /// flaky4). The target is 0.99 everywhere; configurations 3 and 4 miss it (PERF.md says by how
 /// much and why), so their floors guard against a regression rather than state the target.
 #[test]
@@ -324,12 +418,22 @@ fn rate_limits_are_learned_not_hammered() {
 }
 
 /// `cargo test --release --test bandit_replay -- --ignored --nocapture at_30`: the same at 30
-/// ids per second, where the limits bind.
+/// ids per second, where the limits bind and the ids are more than they take (ignored by
+/// default: about a minute in a debug build). Means over 50 seeds when this was written: 0.9988,
+/// 0.9562, 0.7923 and 0.8644 (flaky1 to flaky4), every answer before the client's timeout and
+/// agreeing with the ledger; the floors guard against a regression (the target of 0.99 is met
+/// for flaky1 only: PERF.md says what the rest costs).
 #[test]
 #[ignore]
 fn the_challenge_replayed_at_30_ids_per_second() {
-    for (profile, mean, worst) in over_seeds(30, 120) {
-        println!("{profile:?}: {mean:.4} {worst:.3}");
+    for (profile, mean, _) in over_seeds(30, 120) {
+        let floor = match profile {
+            Profile::Flaky1 => 0.995,
+            Profile::Flaky2 => 0.95,
+            Profile::Flaky3 => 0.785,
+            _ => 0.855,
+        };
+        assert!(mean >= floor, "{profile:?}: mean {mean:.4} < {floor}");
     }
 }
 
@@ -362,5 +466,68 @@ fn worst_seeds() {
         }
         let tot429: u64 = rows.iter().map(|r| r.2.too_many_requests).sum();
         println!("{profile:?} total 429s {tot429}");
+    }
+}
+
+/// `RATE=30 cargo test --release --test bandit_replay -- --ignored --nocapture diagnose`: where
+/// the capacity goes, per configuration over 50 seeds: the share of the servers' limits used
+/// (weighted by success rate: the share of what a full use would accept), 429s by attempt,
+/// answers later than the client's timeout, ids never attempted, time spent waiting.
+#[test]
+#[ignore]
+fn diagnose() {
+    let rate: u64 = std::env::var("RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let handles = PROFILES.map(|profile| {
+        std::thread::spawn(move || {
+            let (mut used, mut cap, mut wused, mut wcap) = (0.0, 0.0, 0.0, 0.0);
+            let (mut ratio, mut late, mut never, mut waited, mut ids) = (0.0, 0, 0, 0, 0);
+            let (mut dis, mut p50, mut p99) = (0, 0, 0);
+            let (mut lsum, mut tsum, mut blocked, mut samples) = (0.0, 0.0, 0, 0);
+            let mut refused = [0u64; MAX_ATTEMPTS];
+            for seed in 1..=SEEDS {
+                let o = replay(profile, seed, 120, rate);
+                ratio += o.score_vs_oracle();
+                for i in 0..SERVERS {
+                    if o.capacity[i].is_finite() {
+                        used += o.admitted[i] as f64;
+                        cap += o.capacity[i];
+                        wused += o.admitted[i] as f64 * o.success[i];
+                        wcap += o.capacity[i] * o.success[i];
+                    }
+                }
+                for (total, n) in refused.iter_mut().zip(o.refused_by_class) {
+                    *total += n;
+                }
+                late += o.late;
+                never += o.never_attempted;
+                waited += o.waited_ms;
+                ids += o.ids;
+                dis += o.disagreements;
+                lsum += o.learned_sum;
+                tsum += o.true_sum;
+                blocked += o.blocked_samples;
+                samples += o.samples;
+                p50 = p50.max(o.latency_p50_ms);
+                p99 = p99.max(o.latency_p99_ms);
+            }
+            println!(
+                "{profile:?} at {rate}/s: score/oracle {:.4}; limits used {:.3} (weighted {:.3}); \
+                 429s by attempt {refused:?}; late {late}; disagreements {dis}; never attempted \
+                 {never}; mean wait {:.0} ms per id; worst p50 {p50} ms, worst p99 {p99} ms; \
+                 learned/true limit {:.3}; blocked {:.3} of the time",
+                ratio / SEEDS as f64,
+                used / cap.max(1.0),
+                wused / wcap.max(1.0),
+                waited as f64 / ids as f64,
+                lsum / tsum.max(1.0),
+                blocked as f64 / samples.max(1) as f64,
+            );
+        })
+    });
+    for h in handles {
+        h.join().expect("a replay thread panicked");
     }
 }

@@ -323,3 +323,39 @@ fn bandit_waits_out_a_retry_after_instead_of_spending_an_attempt() {
         "one 429, then one attempt after the pause"
     );
 }
+
+#[test]
+fn bandit_answers_503_at_once_when_no_backend_has_room_instead_of_a_sure_429() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let backend = HttpBackend::start(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        Reply::raw(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+    });
+    let specs = vec![BackendSpec {
+        addr: backend.addr.into(),
+        weight: 1,
+    }];
+    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
+    s.proxy.retry = RetryPolicy::parse("connect,timeout,5xx,429", "any").unwrap();
+    s.proxy.request_id = RequestIds::parse_all(&["body-alnum24".into()]).unwrap();
+    s.proxy.max_pacing_wait_ms = 50;
+    let lb = Sluice::with_settings(s);
+    // The first attempt learns the Retry-After; the retry finds no room within twice the pacing
+    // wait and is answered by sluice, with no second attempt.
+    let resp = roundtrip(lb.addr, &post_id(ID));
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert!(resp.text().contains("rate limit"), "{resp:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // A new id is answered the same without reaching the backend.
+    let resp = roundtrip(lb.addr, &post_id("ZYXWVUTSRQPONMLKJIHGFEDC"));
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no attempt sure to be refused"
+    );
+}

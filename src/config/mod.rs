@@ -161,8 +161,9 @@ pub struct RunArgs {
     #[arg(long, default_value = "600s", value_name = "DURATION")]
     pub id_window: DurationArg,
 
-    /// bandit strategy: longest a request waits for a backend's learned rate budget before it is
-    /// sent anyway.
+    /// bandit strategy: longest a request waits for room under a backend's learned rate limit;
+    /// it then waits as long again for room at any backend, and is answered 503 ("every backend
+    /// is at its rate limit") if none comes, rather than sent where a 429 is sure.
     #[arg(long, default_value = DEFAULT_MAX_PACING_WAIT, value_name = "DURATION")]
     pub max_pacing_wait: DurationArg,
 

@@ -174,6 +174,9 @@ pub enum Choice {
     Wait {
         ms: u64,
     },
+    /// No candidate has room under its learned rate limit, and the request may wait no longer:
+    /// answer it at once rather than send an attempt sure to be refused.
+    Full,
 }
 
 /// The strategies sluice knows, by their command-line names.

@@ -51,6 +51,9 @@ pub(super) enum Refusal {
     IdAccepted,
     /// The request id has no attempts left.
     IdExhausted,
+    /// Every backend's learned rate limit is spent for longer than the request may wait
+    /// (`--max-pacing-wait`): no attempt is sent that the backend is sure to refuse.
+    NoRoom,
 }
 
 impl Refusal {
@@ -65,6 +68,7 @@ impl Refusal {
             Refusal::QueueTimeout => (503, "no connection to the backend within the queue timeout"),
             Refusal::IdAccepted => (200, "this request id was already accepted"),
             Refusal::IdExhausted => (503, "no attempts left for this request id"),
+            Refusal::NoRoom => (503, "every backend is at its rate limit"),
         }
     }
 }

@@ -117,6 +117,10 @@ impl Router<'_> {
                 return Ok(TableIndex(i));
             }
             Choice::Wait { ms } => ms,
+            Choice::Full => {
+                ex.pace_until_ms = 0;
+                return Err(Stop::Refuse(Refusal::NoRoom));
+            }
         };
         // Every backend's rate budget is spent: wait for one, but not past the deadline (the
         // pacing wait, then as long again for room anywhere rather than a sure 429).

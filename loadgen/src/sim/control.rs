@@ -3,7 +3,7 @@
 //!
 //! | Route | Answer |
 //! |---|---|
-//! | `GET /score` | [`Score`](crate::sim::Score): ledger totals, score, oracle bound |
+//! | `GET /score` | [`Score`](crate::sim::Score): ledger totals, score, oracle bound (`?ids_per_s=R`: the oracle at the rate the client sent, which the ledger undercounts when a balancer answers ids itself) |
 //! | `GET /servers` | a list of [`ServerReport`](crate::sim::ServerReport) |
 //! | `GET /servers/{index-or-port}` | one `ServerReport` |
 //! | `POST /servers/{index-or-port}` | apply a [`ServerPatch`](crate::sim::ServerPatch) body, answer the new `ServerReport` |
@@ -41,7 +41,10 @@ pub(crate) fn route(shared: &Shared, req: &Request) -> (u16, Vec<u8>) {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let now = Instant::now();
     match (req.method, segments.as_slice()) {
-        (Method::Get, ["score"]) => json(200, &shared.score(now)),
+        (Method::Get, ["score"]) => match offered_rate(&req.path) {
+            Ok(rate) => json(200, &shared.score(now, rate)),
+            Err(e) => error(400, &e),
+        },
         (Method::Get, ["servers"]) => json(200, &shared.reports(now)),
         (Method::Get, ["servers", selector]) => match shared.find(selector) {
             Some(index) => json(200, &shared.report(index, now)),
@@ -134,4 +137,34 @@ fn error(status: u16, message: &str) -> (u16, Vec<u8>) {
         .into_bytes();
     body.push(b'\n');
     (status, body)
+}
+
+/// The `ids_per_s` query parameter of `GET /score`, if any: a positive number.
+fn offered_rate(path: &str) -> Result<Option<f64>, String> {
+    let Some((_, query)) = path.split_once('?') else {
+        return Ok(None);
+    };
+    for pair in query.split('&') {
+        if let Some(v) = pair.strip_prefix("ids_per_s=") {
+            return match v.parse::<f64>() {
+                Ok(r) if r > 0.0 && r.is_finite() => Ok(Some(r)),
+                _ => Err(format!("ids_per_s must be a positive number, not {v:?}")),
+            };
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_score_takes_the_rate_the_client_sent() {
+        assert_eq!(offered_rate("/score"), Ok(None));
+        assert_eq!(offered_rate("/score?ids_per_s=30"), Ok(Some(30.0)));
+        assert_eq!(offered_rate("/score?x=1&ids_per_s=2.5"), Ok(Some(2.5)));
+        assert!(offered_rate("/score?ids_per_s=0").is_err());
+        assert!(offered_rate("/score?ids_per_s=fast").is_err());
+    }
 }

@@ -246,12 +246,17 @@ impl Shared {
         ids.iter().map(|id| ledger.get(id)).collect()
     }
 
-    pub(crate) fn score(&self, now: Instant) -> Score {
+    /// The ledger's totals and the oracle bound, at `offered_ids_per_s` when the client says
+    /// what it sent (ids a balancer answers itself never reach the ledger, which then measures
+    /// a lower rate and a higher oracle share), else at the ledger's measured rate.
+    pub(crate) fn score(&self, now: Instant, offered_ids_per_s: Option<f64>) -> Score {
         let (totals, span, measured) = {
             let ledger = lock(&self.ledger);
             (ledger.totals(), ledger.id_span(), ledger.ids_per_s())
         };
-        let offered = measured.unwrap_or(DEFAULT_OFFERED_IDS_PER_S);
+        let offered = offered_ids_per_s
+            .or(measured)
+            .unwrap_or(DEFAULT_OFFERED_IDS_PER_S);
         let (from_s, to_s) = match span {
             Some((first, last)) => (self.t_s(first), self.t_s(last)),
             None => (self.t_s(now), self.t_s(now)),
@@ -401,7 +406,7 @@ impl SimHandle {
     }
 
     pub fn score(&self) -> Score {
-        self.shared.score(Instant::now())
+        self.shared.score(Instant::now(), None)
     }
 
     pub fn servers(&self) -> Vec<ServerReport> {
