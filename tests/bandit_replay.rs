@@ -173,6 +173,47 @@ fn ctx() -> PickContext<'static> {
 /// Replays `duration_s` of the challenge's traffic at `ids_per_s` through a `bandit` instance
 /// seeded `seed` against the simulator's servers.
 fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outcome {
+    replay_with(profile, seed, duration_s, ids_per_s, Real::IDEAL)
+}
+
+/// What a real run adds to the replay's ideal timing.
+#[derive(Clone, Copy, Debug)]
+struct Real {
+    /// From the pick to the request reaching the server, and from its answer to sluice.
+    send_delay_ms: u64,
+    /// Waits end on a multiple of this (a worker's timer wheel).
+    tick_ms: u64,
+    /// The server is not scheduled for `stall_ms` every `stall_every_ms` (a busy machine): a
+    /// request that arrives meanwhile is taken, and counted in its window, when the stall ends.
+    stall_every_ms: u64,
+    stall_ms: u64,
+}
+
+impl Real {
+    const IDEAL: Real = Real {
+        send_delay_ms: 0,
+        tick_ms: 1,
+        stall_every_ms: 0,
+        stall_ms: 0,
+    };
+
+    /// When a request sent at `sent_ms` is taken by the server.
+    fn arrival_ms(&self, sent_ms: u64) -> u64 {
+        let t = sent_ms + self.send_delay_ms;
+        if self.stall_every_ms == 0 || t % self.stall_every_ms >= self.stall_ms {
+            return t;
+        }
+        t - t % self.stall_every_ms + self.stall_ms
+    }
+}
+
+fn replay_with(
+    profile: Profile,
+    seed: u64,
+    duration_s: u64,
+    ids_per_s: u64,
+    real: Real,
+) -> Outcome {
     let mut servers = Server::all(profile, seed);
     let table: Vec<Backend> = backends();
     let mut bandit = strategy::build(
@@ -240,7 +281,10 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
                             req.pace_until_ms
                         };
                         let wake = (now_ms + ms).min(until).max(now_ms + 1);
-                        queue.push(wake, Event::Dispatch(r));
+                        queue.push(
+                            wake.div_ceil(real.tick_ms) * real.tick_ms,
+                            Event::Dispatch(r),
+                        );
                     }
                     Choice::Full => {
                         // Answered at once: the failure of its last attempt, or a 503 when it
@@ -260,8 +304,9 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
                         }
                         req.tried.push(table[b].id);
                         out.attempts += 1;
-                        let at = origin + Duration::from_millis(now_ms);
-                        let t_s = (now_ms + SIM_HEAD_START_MS) as f64 / 1000.0;
+                        let arrive_ms = real.arrival_ms(now_ms);
+                        let at = origin + Duration::from_millis(arrive_ms);
+                        let t_s = (arrive_ms + SIM_HEAD_START_MS) as f64 / 1000.0;
                         let answer = servers[b].state.answer_attempt(at, t_s);
                         let (status, retry_after_s) = answer.unwrap_or((0, None));
                         if status == 200 {
@@ -272,11 +317,12 @@ fn replay(profile: Profile, seed: u64, duration_s: u64, ids_per_s: u64) -> Outco
                         } else if status != 0 {
                             out.admitted[b] += 1;
                         }
-                        let delay = if status == 429 || status == 0 {
-                            0
-                        } else {
-                            DEFAULT_SERVICE_TIME_MS
-                        };
+                        let delay = (arrive_ms - now_ms)
+                            + if status == 429 || status == 0 {
+                                0
+                            } else {
+                                DEFAULT_SERVICE_TIME_MS
+                            };
                         let retry_after_s = retry_after_s.map(|s| s as u32);
                         queue.push(now_ms + delay, Event::Answer(r, b, status, retry_after_s));
                     }
@@ -530,4 +576,48 @@ fn diagnose() {
     for h in handles {
         h.join().expect("a replay thread panicked");
     }
+}
+
+/// `PROFILE=flaky2 SEED=2 RATE=30 DURATION=30 DELAY_MS=0 TICK_MS=1 cargo test --release --test
+/// bandit_replay -- --ignored --nocapture one_run`: one seed, to set beside a real run of the
+/// challenge with the same seed, with the real run's delays added to see what they cost.
+#[test]
+#[ignore]
+fn one_run() {
+    let var = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let profile = match std::env::var("PROFILE").as_deref() {
+        Ok("flaky1") => Profile::Flaky1,
+        Ok("flaky3") => Profile::Flaky3,
+        Ok("flaky4") => Profile::Flaky4,
+        _ => Profile::Flaky2,
+    };
+    let real = Real {
+        send_delay_ms: var("DELAY_MS", 0),
+        tick_ms: var("TICK_MS", 1).max(1),
+        stall_every_ms: var("STALL_EVERY_MS", 0),
+        stall_ms: var("STALL_MS", 0),
+    };
+    let o = replay_with(
+        profile,
+        var("SEED", 2),
+        var("DURATION", 30),
+        var("RATE", 30),
+        real,
+    );
+    println!(
+        "{profile:?} {real:?}: score/oracle {:.4}; accepted {}/{}; attempts {}; 429s {} (by attempt {:?}); never attempted {}; admitted {:?}",
+        o.score_vs_oracle(),
+        o.accepted,
+        o.ids,
+        o.attempts,
+        o.too_many_requests,
+        o.refused_by_class,
+        o.never_attempted,
+        o.admitted
+    );
 }
