@@ -254,26 +254,7 @@ fn status_reports_version_and_live_numbers() {
 
 #[test]
 fn status_shows_what_bandit_believes_of_each_backend() {
-    let refusing = HttpBackend::start(|_| {
-        Reply::raw(
-            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n",
-            false,
-        )
-    });
-    let good = HttpBackend::start(|_| Reply::ok(b"ok"));
-    let specs = [refusing.addr, good.addr]
-        .into_iter()
-        .map(|addr| sluice::backend::BackendSpec {
-            addr: addr.into(),
-            weight: 1,
-        })
-        .collect();
-    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
-    s.proxy.retry = sluice::retry::RetryPolicy::parse("connect,5xx,429", "any").unwrap();
-    let lb = Sluice::with_settings(s);
-    for _ in 0..10 {
-        assert_eq!(roundtrip(lb.addr, &get("/")).status, 200);
-    }
+    let (lb, refusing, good) = bandit_after_a_refusal();
     let (status, s) = lb.api("GET", "/api/status", None);
     assert_eq!(status, 200);
     let learned = |addr: SocketAddr| {

@@ -239,30 +239,7 @@ fn the_top_clients_panel_shows_the_busiest_and_the_refused_clients() {
 #[test]
 fn the_backend_rows_show_what_bandit_learned() {
     require_browser_tools();
-    let refusing = HttpBackend::start(|_| {
-        Reply::raw(
-            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n",
-            false,
-        )
-    });
-    let good = HttpBackend::start(|_| Reply::ok(b"ok"));
-    let specs = [refusing.addr, good.addr]
-        .into_iter()
-        .map(|addr| sluice::backend::BackendSpec {
-            addr: addr.into(),
-            weight: 1,
-        })
-        .collect();
-    let mut s = sluice::config::Settings::local(
-        test_config(sluice::config::Mode::Http),
-        specs,
-        sluice::strategy::StrategyKind::Bandit,
-    );
-    s.proxy.retry = sluice::retry::RetryPolicy::parse("connect,5xx,429", "any").unwrap();
-    let lb = Sluice::with_settings(s);
-    for _ in 0..10 {
-        assert_eq!(roundtrip(lb.addr, &get("/")).status, 200);
-    }
+    let (lb, refusing, good) = bandit_after_a_refusal();
     let (ok, stdout, stderr) = run_browser(&[
         format!("http://{}/", lb.admin),
         "--rows".into(),

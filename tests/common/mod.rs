@@ -560,3 +560,31 @@ pub fn proxy_addr_of(child: &mut std::process::Child) -> SocketAddr {
         .parse()
         .unwrap()
 }
+
+/// sluice with `bandit` in front of a backend that refuses everything with 429 and `Retry-After:
+/// 30`, and one that answers 200, retrying on 429; after ten requests (each answered 200 by the
+/// good one), what `bandit` learned of both is settled: the refusing one backs off with a limit
+/// of 1, the good one has no limit.
+pub fn bandit_after_a_refusal() -> (Sluice, HttpBackend, HttpBackend) {
+    let refusing = HttpBackend::start(|_| {
+        Reply::raw(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+    });
+    let good = HttpBackend::start(|_| Reply::ok(b"ok"));
+    let specs = [refusing.addr, good.addr]
+        .into_iter()
+        .map(|addr| BackendSpec {
+            addr: addr.into(),
+            weight: 1,
+        })
+        .collect();
+    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
+    s.proxy.retry = sluice::retry::RetryPolicy::parse("connect,5xx,429", "any").unwrap();
+    let lb = Sluice::with_settings(s);
+    for _ in 0..10 {
+        assert_eq!(roundtrip(lb.addr, &get("/")).status, 200);
+    }
+    (lb, refusing, good)
+}
