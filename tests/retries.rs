@@ -291,6 +291,20 @@ fn requests_larger_than_the_retry_buffer_are_not_retried() {
     assert!(bad_n.load(Ordering::SeqCst) >= 1);
 }
 
+/// `bandit` in front of one backend, with request ids (`body-alnum24`), the challenge's retry
+/// policy and `--max-pacing-wait` of `max_pacing_wait_ms`.
+fn bandit_with_ids(backend: std::net::SocketAddr, max_pacing_wait_ms: u64) -> Sluice {
+    let specs = vec![BackendSpec {
+        addr: backend.into(),
+        weight: 1,
+    }];
+    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
+    s.proxy.retry = RetryPolicy::parse("connect,timeout,5xx,429", "any").unwrap();
+    s.proxy.request_id = RequestIds::parse_all(&["body-alnum24".into()]).unwrap();
+    s.proxy.max_pacing_wait_ms = max_pacing_wait_ms;
+    Sluice::with_settings(s)
+}
+
 #[test]
 fn bandit_waits_out_a_retry_after_instead_of_spending_an_attempt() {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -305,15 +319,7 @@ fn bandit_waits_out_a_retry_after_instead_of_spending_an_attempt() {
             Reply::ok(b"accepted")
         }
     });
-    let specs = vec![BackendSpec {
-        addr: backend.addr.into(),
-        weight: 1,
-    }];
-    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
-    s.proxy.retry = RetryPolicy::parse("connect,timeout,5xx,429", "any").unwrap();
-    s.proxy.request_id = RequestIds::parse_all(&["body-alnum24".into()]).unwrap();
-    s.proxy.max_pacing_wait_ms = 3_000;
-    let lb = Sluice::with_settings(s);
+    let lb = bandit_with_ids(backend.addr, 3_000);
     let resp = roundtrip(lb.addr, &post_id(ID));
     assert_eq!(resp.status, 200, "{resp:?}");
     assert_eq!(resp.text(), "accepted");
@@ -335,15 +341,7 @@ fn bandit_answers_503_at_once_when_no_backend_has_room_instead_of_a_sure_429() {
             false,
         )
     });
-    let specs = vec![BackendSpec {
-        addr: backend.addr.into(),
-        weight: 1,
-    }];
-    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
-    s.proxy.retry = RetryPolicy::parse("connect,timeout,5xx,429", "any").unwrap();
-    s.proxy.request_id = RequestIds::parse_all(&["body-alnum24".into()]).unwrap();
-    s.proxy.max_pacing_wait_ms = 50;
-    let lb = Sluice::with_settings(s);
+    let lb = bandit_with_ids(backend.addr, 50);
     // The first attempt learns the Retry-After; the retry finds no room within twice the pacing
     // wait and is answered by sluice, with no second attempt.
     let resp = roundtrip(lb.addr, &post_id(ID));

@@ -282,11 +282,13 @@ fn strict_sni_refuses_an_unknown_name_with_an_alert() {
     assert!(!unknown.contains("subject=CN"), "{unknown}");
     let known = s_client(&lb, &["-servername", "b.test"], "");
     assert!(known.contains("subject=CN = b.test"), "{known}");
-    wait_for_metric(
-        &lb,
-        "sluice_tls_handshake_failures_total{reason=\"unknown_sni\"}",
-        1.0,
-    );
+    wait_for_failure(&lb, "unknown_sni");
+}
+
+/// Waits for one handshake failure counted under `reason`.
+fn wait_for_failure(lb: &Sluice, reason: &str) {
+    let series = format!("sluice_tls_handshake_failures_total{{reason=\"{reason}\"}}");
+    wait_for_metric(lb, &series, 1.0);
 }
 
 #[test]
@@ -320,21 +322,9 @@ fn plain_http_on_the_tls_port_gets_400_and_garbage_is_closed() {
     let _ = bad.read_to_end(&mut alert);
     assert_eq!(alert.first(), Some(&0x15), "{alert:?}");
     assert_eq!(backend.accepts(), 0);
-    wait_for_metric(
-        &lb,
-        "sluice_tls_handshake_failures_total{reason=\"plain_http\"}",
-        1.0,
-    );
-    wait_for_metric(
-        &lb,
-        "sluice_tls_handshake_failures_total{reason=\"not_tls\"}",
-        1.0,
-    );
-    wait_for_metric(
-        &lb,
-        "sluice_tls_handshake_failures_total{reason=\"protocol\"}",
-        1.0,
-    );
+    wait_for_failure(&lb, "plain_http");
+    wait_for_failure(&lb, "not_tls");
+    wait_for_failure(&lb, "protocol");
 }
 
 #[test]
