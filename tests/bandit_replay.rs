@@ -440,7 +440,7 @@ fn over_seeds(ids_per_s: u64, duration_s: u64) -> Vec<(Profile, f64, f64)> {
         .collect()
 }
 
-/// The means over 50 seeds when this was written: 0.9983, 0.9942, 0.9804 and 0.9793 (flaky1 to
+/// The means over 50 seeds when this was written: 0.9983, 0.9940, 0.9811 and 0.9802 (flaky1 to
 /// flaky4). The target is 0.99 everywhere; configurations 3 and 4 miss it (PERF.md says by how
 /// much and why), so their floors guard against a regression rather than state the target.
 #[test]
@@ -457,27 +457,31 @@ fn the_challenge_replayed_over_fifty_seeds_stays_close_to_the_oracle_in_every_co
 
 #[test]
 fn rate_limits_are_learned_not_hammered() {
-    // Configuration 2: one 429 teaches each limit, then only failed probes, ever further
-    // apart, are refused: a few per busy server in two minutes, out of ~1,500 attempts.
+    // Configuration 2: one 429 teaches each limit, then only refused probes, first attempts a
+    // second apart on a backend whose window is full: fewer than one 429 a second over the two
+    // minutes across the ten backends, out of ~1,600 attempts, and a request's later attempts
+    // almost never.
     let out = replay(Profile::Flaky2, 1, 120, 10);
-    assert!(out.too_many_requests < 60, "{out:?}");
+    assert!(out.too_many_requests < 120, "{out:?}");
+    let later = out.refused_by_class[1] + out.refused_by_class[2];
+    assert!(later * 100 < out.ids, "{out:?}");
 }
 
 /// `cargo test --release --test bandit_replay -- --ignored --nocapture at_30`: the same at 30
 /// ids per second, where the limits bind and the ids are more than they take (ignored by
 /// default: about a minute in a debug build). Means over 50 seeds when this was written: 0.9988,
-/// 0.9562, 0.7923 and 0.8644 (flaky1 to flaky4), every answer before the client's timeout and
+/// 0.9943, 0.9566 and 0.9701 (flaky1 to flaky4), every answer before the client's timeout and
 /// agreeing with the ledger; the floors guard against a regression (the target of 0.99 is met
-/// for flaky1 only: PERF.md says what the rest costs).
+/// for flaky1 and flaky2: PERF.md says what the rest costs).
 #[test]
 #[ignore]
 fn the_challenge_replayed_at_30_ids_per_second() {
     for (profile, mean, _) in over_seeds(30, 120) {
         let floor = match profile {
             Profile::Flaky1 => 0.995,
-            Profile::Flaky2 => 0.95,
-            Profile::Flaky3 => 0.785,
-            _ => 0.855,
+            Profile::Flaky2 => 0.99,
+            Profile::Flaky3 => 0.95,
+            _ => 0.965,
         };
         assert!(mean >= floor, "{profile:?}: mean {mean:.4} < {floor}");
     }

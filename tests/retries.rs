@@ -312,7 +312,7 @@ fn bandit_waits_out_a_retry_after_instead_of_spending_an_attempt() {
     let backend = HttpBackend::start(move |_| {
         if seen.fetch_add(1, Ordering::SeqCst) == 0 {
             Reply::raw(
-                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n",
                 false,
             )
         } else {

@@ -345,16 +345,16 @@ mod tests {
     #[test]
     fn waits_when_every_bucket_is_empty_and_answers_at_once_when_it_may_wait_no_longer() {
         let b = backends(&[1, 1]);
-        b[0].stats.learned.rate_limited(Some(2), 1);
-        b[1].stats.learned.rate_limited(Some(1), 1);
+        b[0].stats.learned.rate_limited(Some(3), 1);
+        b[1].stats.learned.rate_limited(Some(2), 1);
         let mut bandit = Bandit::with_seed(1);
         let c = PickContext { now_ms: 1, ..ctx() };
-        assert_eq!(bandit.choose(&b, &[0, 1], &c), Choice::Wait { ms: 1000 });
+        assert_eq!(bandit.choose(&b, &[0, 1], &c), Choice::Wait { ms: 2000 });
         let forced = PickContext { force: true, ..c };
         assert_eq!(bandit.choose(&b, &[0, 1], &forced), Choice::Full);
         // Once its Retry-After has passed, backend 1 has room again.
         let later = PickContext {
-            now_ms: 1_100,
+            now_ms: 2_100,
             ..ctx()
         };
         assert_eq!(bandit.choose(&b, &[0, 1], &later), Choice::Backend(1));
