@@ -27,7 +27,7 @@
 //!   the shortest HTTP can say, is the window's own rounding: the pacing above already waits until
 //!   our oldest send leaves the window, to the millisecond, and idling the backend for the whole
 //!   second instead cost a second of its limit per 429 (the replay of the challenge at 30 ids/s:
-//!   0.96 / 0.79 / 0.86 of the oracle in configurations 2–4 obeying it, 0.99 / 0.96 / 0.97 with
+//!   0.96 / 0.79 / 0.86 of the oracle in configurations 2–4 obeying it, 0.99 / 0.94 / 0.95 with
 //!   the pacing; PERF.md has the runs).
 //! - **Who gets a limited backend**: attempts are classed by their number ([`class_of`]). A
 //!   request's last chance may fill a backend's window; earlier attempts only the part of it that
