@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use loadgen::sim::{Profile, ServerPatch, Sim, SimConfig, SimHandle};
-use sluice::backend::BackendSpec;
-use sluice::config::{Mode, Settings};
+use sluice::config::Mode;
 use sluice::strategy::StrategyKind;
 
 /// Three simulated servers of `profile` and `adaptive` sluice in front of them.
@@ -25,15 +24,11 @@ fn adaptive_over_sim(
             .with_service_time_ms(service_time_ms),
     )
     .unwrap();
-    let specs = sim
-        .server_addrs()
-        .into_iter()
-        .map(|addr| BackendSpec {
-            addr: addr.into(),
-            weight: 1,
-        })
-        .collect();
-    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Adaptive);
+    let mut s = settings_for(
+        test_config(Mode::Http),
+        &sim.server_addrs(),
+        StrategyKind::Adaptive,
+    );
     s.control.switch_interval_ms = switch_interval_ms;
     (sim, Sluice::with_settings(s))
 }

@@ -573,14 +573,11 @@ pub fn bandit_after_a_refusal() -> (Sluice, HttpBackend, HttpBackend) {
         )
     });
     let good = HttpBackend::start(|_| Reply::ok(b"ok"));
-    let specs = [refusing.addr, good.addr]
-        .into_iter()
-        .map(|addr| BackendSpec {
-            addr: addr.into(),
-            weight: 1,
-        })
-        .collect();
-    let mut s = Settings::local(test_config(Mode::Http), specs, StrategyKind::Bandit);
+    let mut s = settings_for(
+        test_config(Mode::Http),
+        &[refusing.addr, good.addr],
+        StrategyKind::Bandit,
+    );
     s.proxy.retry = sluice::retry::RetryPolicy::parse("connect,5xx,429", "any").unwrap();
     let lb = Sluice::with_settings(s);
     for _ in 0..10 {
