@@ -22,7 +22,12 @@ pub(crate) fn now_us() -> u64 {
 /// Both clocks from one reading: `(ms, us)`, consistent with [`now_ms`] and [`now_us`].
 pub(crate) fn now() -> (u64, u64) {
     let us = now_us();
-    ((us - 1) / 1000 + 1, us)
+    (ms_of_us(us), us)
+}
+
+/// The [`now_ms`] reading taken with a [`now_us`] reading of `us`.
+pub(crate) fn ms_of_us(us: u64) -> u64 {
+    us.saturating_sub(1) / 1000 + 1
 }
 
 /// Year, month (1-12) and day (1-31) of a day counted from 1970-01-01 (Howard Hinnant's

@@ -112,6 +112,8 @@ struct Request {
     /// When the request started waiting for room (0: not waiting).
     wait_from_ms: u64,
     tried: Vec<BackendId>,
+    /// When its latest attempt was picked.
+    sent_ms: u64,
     pace_until_ms: u64,
     /// What the client was told: success or not.
     told_ok: bool,
@@ -303,6 +305,7 @@ fn replay_with(
                             req.wait_from_ms = 0;
                         }
                         req.tried.push(table[b].id);
+                        req.sent_ms = now_ms;
                         out.attempts += 1;
                         let arrive_ms = real.arrival_ms(now_ms);
                         let at = origin + Duration::from_millis(arrive_ms);
@@ -350,6 +353,7 @@ fn replay_with(
                     learned.observe(false, now_ms);
                     learned.unreachable(now_ms);
                 } else {
+                    learned.admitted(requests[r].sent_ms, now_ms);
                     learned.observe(status == 200, now_ms);
                 }
                 if status == 200 {

@@ -255,6 +255,8 @@ impl Settle<'_> {
             if status == 429 {
                 b.stats.learned.rate_limited(retry_after_s, self.now.ms);
             } else {
+                let sent_ms = crate::clock::ms_of_us(req.started_us);
+                b.stats.learned.admitted(sent_ms, self.now.ms);
                 b.stats.learned.observe(status < 500, self.now.ms);
             }
         }
