@@ -14,7 +14,7 @@
 //!   429 teaches it. An attempt is then sent only while fewer than *L* of ours are in the window, so
 //!   a fixed limit is used to the last request and not exceeded again. A send is remembered
 //!   from when the backend most likely took it, which a stall makes later than when it was
-//!   picked ([`Learned::admitted`]). Limits that move (the
+//!   picked ([`SendLog::admitted`]). Limits that move (the
 //!   challenge's configurations 3 and 4) are followed down by the next 429 (by at most half at
 //!   once, [`MIN_DROP_SHARE`]), and up by probing: while the window is full, *L* is raised by one
 //!   every [`PROBE_AFTER_MS`]; a refused probe sets that interval to [`REFUSED_PROBE_AFTER_MS`]
@@ -39,9 +39,10 @@
 //! Each quantity lives in atomic words updated with compare-and-swap, so workers never wait for each
 //! other; a lost race retries the update.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::refusals::Refusals;
+pub use super::send_log::{SendLog, SEND_LOG};
 
 pub const SUCCESS_HALF_LIFE_MS: f64 = 60_000.0;
 /// The window a rate limit counts requests in.
@@ -49,16 +50,6 @@ pub const WINDOW_MS: u64 = 1_000;
 /// A send leaves our window this much later than the backend's: our clock is read once per event
 /// loop turn and may lag the moment the request arrives, and a 429 costs more than the capacity.
 pub const WINDOW_GUARD_MS: u64 = 20;
-/// How much later than it was picked a send may be counted as taken by the backend
-/// ([`Learned::admitted`]): covers a stalled backend or event loop, bounded so that a backend
-/// whose answers are merely slow costs at most this share of a second of its limit.
-pub const MAX_RESTAMP_MS: u64 = 100;
-/// The low quantile of round trips ([`Learned::admitted`]) rises by 1/this of the gap to a
-/// slower round trip, and falls at once to a faster one.
-pub const RTT_RISE_DIVISOR: u64 = 64;
-/// Send times remembered per backend. A limit above this many per window is enforced over a
-/// proportionally shorter window (the same rate, with bursts of at most this many).
-pub const SEND_LOG: usize = 64;
 /// Largest limit learned.
 pub const MAX_LIMIT: u32 = 30_000;
 /// The probing interval to start with.
@@ -110,16 +101,6 @@ fn update(cell: &AtomicU64, mut f: impl FnMut(u64) -> u64) -> u64 {
             Err(actual) => cur = actual,
         }
     }
-}
-
-/// A send-log entry: (ms + 1) shifted left twice, with the attempt class in the low bits.
-fn pack_send(now_ms: u64, class: usize) -> u64 {
-    ((now_ms + 1) << 2) | class as u64
-}
-
-/// (send time in ms, class) of a non-zero entry.
-fn unpack_send(v: u64) -> (u64, usize) {
-    ((v >> 2) - 1, (v & 3) as usize)
 }
 
 /// A demand word (a count as f32, its time as the low 32 bits of the ms clock) decayed to
@@ -232,11 +213,8 @@ pub struct Learned {
     /// (α, β) as two f32, excluding the Beta(1, 1) prior.
     counts: AtomicU64,
     counts_stamp_ms: AtomicU64,
-    /// Our latest attempts, a ring ([`pack_send`]; 0 for none, or withdrawn after a 429).
-    sends: [AtomicU64; SEND_LOG],
-    /// A low quantile of the round trip of admitted attempts, ms + 1 (0: none yet).
-    fast_rtt_ms: AtomicU64,
-    next_send: AtomicUsize,
+    /// Our latest attempts: our mirror of the backend's window.
+    sends: SendLog,
     /// Per class after the first: attempts that wanted this backend ([`decayed`]).
     demand: [AtomicU64; CLASSES - 1],
     /// [`Limit`], packed.
@@ -252,9 +230,7 @@ impl Default for Learned {
         Learned {
             counts: AtomicU64::new(pack2(0.0, 0.0)),
             counts_stamp_ms: AtomicU64::new(0),
-            sends: std::array::from_fn(|_| AtomicU64::new(0)),
-            fast_rtt_ms: AtomicU64::new(0),
-            next_send: AtomicUsize::new(0),
+            sends: SendLog::default(),
             demand: std::array::from_fn(|_| AtomicU64::new(0)),
             limit: AtomicU64::new(Limit::NONE.pack()),
             blocked_until_ms: AtomicU64::new(0),
@@ -287,58 +263,24 @@ impl Learned {
     }
 
     /// Records that the attempt picked at `sent_ms` was admitted (answered other than 429) at
-    /// `now_ms`. The backend counted it in its window when the request reached it, which may be
-    /// well after the pick: a stalled backend (a pause, a busy machine) takes what queued up at
-    /// once, and its window then holds those sends longer than ours did. Our mirror therefore
-    /// moves the send to the answer time less the backend's fast round trip (a low quantile of
-    /// round trips, [`RTT_RISE_DIVISOR`]), by at most [`MAX_RESTAMP_MS`]: a prompt answer leaves
-    /// it where it was, a delayed one moves it to about when the backend took it. (The replay of
-    /// the challenge at 30 ids/s with servers stalling 60 ms every 370 ms: 0.91 / 0.92 / 0.94 of
-    /// the oracle in configurations 2–4 with send times as picked, 1.01 / 0.97 / 0.98 moved;
-    /// PERF.md has the runs.)
+    /// `now_ms`: our mirror counts it from when the backend most likely took it
+    /// ([`SendLog::admitted`]).
     pub fn admitted(&self, sent_ms: u64, now_ms: u64) {
-        let rtt_ms = now_ms.saturating_sub(sent_ms);
-        let fast = update(&self.fast_rtt_ms, |v| {
-            let known = v.saturating_sub(1);
-            if v == 0 || rtt_ms < known {
-                rtt_ms + 1
-            } else {
-                v + (rtt_ms - known) / RTT_RISE_DIVISOR
-            }
-        });
-        let taken_ms = now_ms
-            .saturating_sub(fast - 1)
-            .clamp(sent_ms, sent_ms + MAX_RESTAMP_MS);
-        if taken_ms == sent_ms {
-            return;
-        }
-        for cell in &self.sends {
-            let v = cell.load(Ordering::Relaxed);
-            if v == 0 || unpack_send(v).0 != sent_ms {
-                continue;
-            }
-            let moved = pack_send(taken_ms, unpack_send(v).1);
-            if cell
-                .compare_exchange(v, moved, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                return;
-            }
-        }
+        self.sends.admitted(sent_ms, now_ms);
     }
 
     /// Records a 429, with the backend's `Retry-After` in seconds if it sent one: the attempt it
     /// refused leaves our window, and the limit becomes what the backend admitted of ours in the
     /// last second (at least 1).
     pub fn rate_limited(&self, retry_after_s: Option<u32>, now_ms: u64) {
-        self.withdraw_latest(now_ms);
+        self.sends.withdraw_latest(now_ms);
         // Count over the backend's whole window: a window shortened by the guard missed the
         // oldest send when a probe went out as it left ours, and took a fixed limit one lower
         // after each refused probe (with refused probes backing off to 4 s, the replay of
         // configuration 2 at 30 ids/s gave 0.988 of the oracle counting 980 ms, 0.995 counting
         // the whole second).
         let mut times = [0u64; SEND_LOG];
-        let n = self.sends_within(now_ms, WINDOW_MS, CLASSES, &mut times);
+        let n = self.sends.within(now_ms, WINDOW_MS, CLASSES, &mut times);
         let admitted = if n < SEND_LOG {
             n as u64
         } else {
@@ -396,51 +338,6 @@ impl Learned {
     /// The current run of 429s with no other answer between them.
     pub fn refused_in_a_row(&self) -> u64 {
         self.refusals.refused_in_a_row()
-    }
-
-    /// Takes the most recent send out of the log: the attempt a 429 just refused (at one answer
-    /// per attempt and 429s answered at once, it is the latest one sent to this backend).
-    fn withdraw_latest(&self, now_ms: u64) {
-        loop {
-            let latest = self
-                .sends
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i, s.load(Ordering::Relaxed)))
-                .filter(|&(_, v)| v != 0 && unpack_send(v).0 <= now_ms)
-                .max_by_key(|&(_, v)| unpack_send(v).0);
-            let Some((i, v)) = latest else { return };
-            if self.sends[i]
-                .compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                return;
-            }
-        }
-    }
-
-    /// Our sends within the last `span_ms` (and any stamped later by a worker whose clock ran
-    /// ahead) of class `max_class` or lower, into `out`; returns how many.
-    fn sends_within(
-        &self,
-        now_ms: u64,
-        span_ms: u64,
-        max_class: usize,
-        out: &mut [u64; SEND_LOG],
-    ) -> usize {
-        let mut n = 0;
-        for s in &self.sends {
-            let v = s.load(Ordering::Relaxed);
-            if v == 0 {
-                continue;
-            }
-            let (t, class) = unpack_send(v);
-            if t + span_ms > now_ms && class <= max_class {
-                out[n] = t;
-                n += 1;
-            }
-        }
-        n
     }
 
     /// Records an attempt of `class` (2 or more) that would rather have been sent here, whether
@@ -532,10 +429,10 @@ impl Learned {
         } else {
             k
         };
-        let mut wait = self.window_wait(now_ms, span, k_all, CLASSES);
+        let mut wait = self.sends.wait_ms(now_ms, span, k_all, CLASSES);
         if wait > 0 && class == 1 && limit.probe_due(now_ms) {
             // A first attempt may probe one beyond a full window: a refusal costs it the least.
-            return blocked.max(self.window_wait(now_ms, span, k + 1, CLASSES));
+            return blocked.max(self.sends.wait_ms(now_ms, span, k + 1, CLASSES));
         }
         if class < CLASSES && (limit.per_window as usize) <= SEND_LOG {
             let protected: f64 = (class + 1..=CLASSES).map(|c| self.demand(c, now_ms)).sum();
@@ -543,23 +440,9 @@ impl Learned {
             if share < 1.0 {
                 return u64::MAX;
             }
-            wait = wait.max(self.window_wait(now_ms, span, share as usize, class));
+            wait = wait.max(self.sends.wait_ms(now_ms, span, share as usize, class));
         }
         blocked.max(wait)
-    }
-
-    /// How long until fewer than `k` of our sends of class `max_class` or lower are in the last
-    /// `span` ms.
-    fn window_wait(&self, now_ms: u64, span: u64, k: usize, max_class: usize) -> u64 {
-        let mut times = [0u64; SEND_LOG];
-        let n = self.sends_within(now_ms, span, max_class, &mut times);
-        if n < k {
-            return 0;
-        }
-        // The window holds n ≥ k: the (n − k + 1)-th oldest must leave it first.
-        let times = &mut times[..n];
-        times.sort_unstable();
-        (times[n - k] + span).saturating_sub(now_ms).max(1)
     }
 
     /// Records an attempt of `class` sent now (even one sent without room: a forced attempt still
@@ -568,8 +451,7 @@ impl Learned {
     /// so that a limit that went up is found; a 429 soon after takes it back
     /// ([`Learned::rate_limited`]).
     pub fn take(&self, now_ms: u64, class: usize) {
-        let i = self.next_send.fetch_add(1, Ordering::Relaxed) % SEND_LOG;
-        self.sends[i].store(pack_send(now_ms, class), Ordering::Relaxed);
+        self.sends.record(now_ms, class);
         let limit = Limit::unpack(self.limit.load(Ordering::Relaxed));
         if class != 1 || !limit.probe_due(now_ms) {
             return;
@@ -581,7 +463,11 @@ impl Learned {
         let (span, k) = limit.span();
         let surely_counted_ms = span.saturating_sub(2 * WINDOW_GUARD_MS).max(1);
         let mut times = [0u64; SEND_LOG];
-        if self.sends_within(now_ms, surely_counted_ms, CLASSES, &mut times) <= k {
+        if self
+            .sends
+            .within(now_ms, surely_counted_ms, CLASSES, &mut times)
+            <= k
+        {
             return;
         }
         update(&self.limit, |v| {
@@ -613,6 +499,7 @@ impl Learned {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::send_log::MAX_RESTAMP_MS;
 
     /// A backend with a sliding one-second window, as the flaky-servers
     /// challenge's: at most `limit(now)` admitted

@@ -1,7 +1,8 @@
 //! Backends: what one backend is ([`Backend`]) and where it listens ([`BackendAddr`]: TCP or a
 //! Unix-domain socket, reached through a [`BackendStream`]), the load measure every worker updates
-//! ([`stats`]), what is learned about flaky backends ([`learn`]), and the immutable, versioned
-//! snapshot of the backend set that every worker routes by ([`table`]).
+//! ([`stats`]), what is learned about flaky backends ([`learn`], with its mirror of each one's
+//! rate-limit window, [`send_log`]), and the immutable, versioned snapshot of the backend set that
+//! every worker routes by ([`table`]).
 //!
 //! The control thread owns the authoritative list and publishes a new [`BackendTable`] for every change
 //! (add, remove, weight, enable, health flip, strategy). A worker swaps its `Arc` between events, so it
@@ -16,6 +17,7 @@ use std::sync::Arc;
 mod addr;
 pub mod learn;
 pub mod refusals;
+pub mod send_log;
 pub(crate) mod stats;
 pub mod stream;
 pub(crate) mod table;
