@@ -706,26 +706,28 @@ mod tests {
         l
     }
 
+    /// Sends two last chances, at `at_ms` and a millisecond later, each admitted `rtt_ms` after
+    /// it was sent; returns how long a third waits 100 ms after the first.
+    fn wait_after_two_answered_in(l: &Learned, at_ms: u64, rtt_ms: u64) -> u64 {
+        for t in [at_ms, at_ms + 1] {
+            l.take(t, CLASSES);
+            l.admitted(t, t + rtt_ms);
+        }
+        l.wait_ms(at_ms + 100, CLASSES)
+    }
+
     #[test]
     fn a_send_answered_late_counts_from_when_the_backend_took_it() {
         let l = limited(2);
         // A stall of 60 ms: the backend took both sends when it ended, and its window holds them
         // until 60 ms later than ours would have.
-        l.take(2_000, CLASSES);
-        l.admitted(2_000, 2_070);
-        l.take(2_001, CLASSES);
-        l.admitted(2_001, 2_071);
         assert_eq!(
-            l.wait_ms(2_100, CLASSES),
+            wait_after_two_answered_in(&l, 2_000, 70),
             2_060 + WINDOW_MS + WINDOW_GUARD_MS - 2_100
         );
         // Prompt answers leave the sends where they were picked.
-        l.take(4_000, CLASSES);
-        l.admitted(4_000, 4_010);
-        l.take(4_001, CLASSES);
-        l.admitted(4_001, 4_011);
         assert_eq!(
-            l.wait_ms(4_100, CLASSES),
+            wait_after_two_answered_in(&l, 4_000, 10),
             4_000 + WINDOW_MS + WINDOW_GUARD_MS - 4_100
         );
         // A slow answer moves a send by MAX_RESTAMP_MS at most.
