@@ -42,7 +42,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::refusals::Refusals;
-pub use super::send_log::{SendLog, SEND_LOG};
+use super::send_log::{SendLog, SEND_LOG};
 
 pub const SUCCESS_HALF_LIFE_MS: f64 = 60_000.0;
 /// The window a rate limit counts requests in.
@@ -463,11 +463,10 @@ impl Learned {
         let (span, k) = limit.span();
         let surely_counted_ms = span.saturating_sub(2 * WINDOW_GUARD_MS).max(1);
         let mut times = [0u64; SEND_LOG];
-        if self
+        let counted = self
             .sends
-            .within(now_ms, surely_counted_ms, CLASSES, &mut times)
-            <= k
-        {
+            .within(now_ms, surely_counted_ms, CLASSES, &mut times);
+        if counted <= k {
             return;
         }
         update(&self.limit, |v| {

@@ -26,6 +26,17 @@ fn unpack(v: u64) -> (u64, usize) {
     ((v >> 2) - 1, (v & 3) as usize)
 }
 
+/// The fast round trip word (ms + 1, 0 for none) after a round trip of `rtt_ms`: down to it at
+/// once, up towards it by 1/[`RTT_RISE_DIVISOR`] of the gap.
+fn next_fast_rtt(v: u64, rtt_ms: u64) -> u64 {
+    let known = v.saturating_sub(1);
+    if v == 0 || rtt_ms < known {
+        rtt_ms + 1
+    } else {
+        v + (rtt_ms - known) / RTT_RISE_DIVISOR
+    }
+}
+
 /// Our latest sends to one backend.
 #[derive(Debug)]
 pub struct SendLog {
@@ -65,19 +76,13 @@ impl SendLog {
     /// has the runs.)
     pub fn admitted(&self, sent_ms: u64, now_ms: u64) {
         let rtt_ms = now_ms.saturating_sub(sent_ms);
-        let rise = |v: u64| {
-            let known = v.saturating_sub(1);
-            Some(if v == 0 || rtt_ms < known {
-                rtt_ms + 1
-            } else {
-                v + (rtt_ms - known) / RTT_RISE_DIVISOR
-            })
-        };
         let before = self
             .fast_rtt_ms
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, rise)
-            .unwrap_or(0);
-        let fast_rtt_ms = rise(before).unwrap_or(1).saturating_sub(1);
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
+                Some(next_fast_rtt(v, rtt_ms))
+            })
+            .unwrap_or_else(|v| v);
+        let fast_rtt_ms = next_fast_rtt(before, rtt_ms) - 1;
         let taken_ms = now_ms
             .saturating_sub(fast_rtt_ms)
             .clamp(sent_ms, sent_ms + MAX_RESTAMP_MS);
