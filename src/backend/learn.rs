@@ -24,6 +24,15 @@
 //!   on a token bucket, whose sawtooth, down to 0.6 of the rate on a 429 and back by 0.1 per answer,
 //!   cost a 429 every few seconds on every saturated backend and ran at about four fifths of its
 //!   limit; PERF.md has the scores before and after.)
+//! - **Uncertain attempts go out alone**: one that takes one of the top [`TOP_SLOTS`] of the
+//!   learned window (or goes beyond it, as a probe), and any while the backend's last answer was
+//!   a 429, is not sent while another such attempt is unanswered ([`Learned::wait_ms`]). Sent
+//!   together, attempts learn nothing from each other: after a penalty box or a backoff, with a
+//!   limit that fell meanwhile, or across a fixed window's boundary, a handful sent in the same
+//!   millisecond all met a 429, and three 429s at once are what a limiter punishes. One at a
+//!   time, the first 429 stops the rest (TCP's restart after idle, RFC 5681 section 4.1, for the
+//!   same reason). It costs one round trip at the top of a window; PERF.md has the replay's
+//!   figures.
 //! - **`Retry-After`** longer than a second is obeyed: no attempts until it passes (RFC 9110
 //!   section 10.2.3); a limiter's penalty box says so. One of a second ([`PACED_RETRY_AFTER_S`]),
 //!   the shortest HTTP can say, is the window's own rounding: the pacing above already waits until
@@ -72,6 +81,13 @@ pub const PACED_RETRY_AFTER_S: u32 = 1;
 /// `Retry-After`, a server refusing everything for a moment) would otherwise bring a limit of
 /// ten down to one, to be probed back up one by one. A real drop is followed by the next 429.
 pub const MIN_DROP_SHARE: f64 = 0.5;
+/// The top slots of a learned window: an attempt that takes one of them goes out alone.
+pub const TOP_SLOTS: usize = 2;
+/// An attempt sent alone holds the next uncertain one back this long at most, if no answer
+/// comes (a timeout is not an answer).
+pub const ALONE_TIMEOUT_MS: u64 = 1_000;
+/// How long an attempt held back for another's answer waits before it looks again.
+pub const ALONE_RECHECK_MS: u64 = 5;
 /// Attempt classes: first attempts, second attempts, and third or later (a request's last chance
 /// under the default `--max-attempts 3`).
 pub const CLASSES: usize = 3;
@@ -223,6 +239,8 @@ pub struct Learned {
     blocked_until_ms: AtomicU64,
     /// Runs of 429s and of failures without an answer.
     refusals: Refusals,
+    /// The pick time + 1 of the uncertain attempt sent alone and not answered yet (0: none).
+    alone_ms: AtomicU64,
 }
 
 impl Default for Learned {
@@ -235,6 +253,7 @@ impl Default for Learned {
             limit: AtomicU64::new(Limit::NONE.pack()),
             blocked_until_ms: AtomicU64::new(0),
             refusals: Refusals::default(),
+            alone_ms: AtomicU64::new(0),
         }
     }
 }
@@ -267,6 +286,12 @@ impl Learned {
     /// ([`SendLog::admitted`]).
     pub fn admitted(&self, sent_ms: u64, now_ms: u64) {
         self.sends.admitted(sent_ms, now_ms);
+        // The answer to the attempt sent alone, or to a later one.
+        let _ = self
+            .alone_ms
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
+                (v != 0 && sent_ms + 1 >= v).then_some(0)
+            });
     }
 
     /// Records a 429, with the backend's `Retry-After` in seconds if it sent one: the attempt it
@@ -274,6 +299,7 @@ impl Learned {
     /// last second (at least 1).
     pub fn rate_limited(&self, retry_after_s: Option<u32>, now_ms: u64) {
         self.sends.withdraw_latest(now_ms);
+        self.alone_ms.store(0, Ordering::Relaxed);
         // Count over the backend's whole window: a window shortened by the guard missed the
         // oldest send when a probe went out as it left ours, and took a fixed limit one lower
         // after each refused probe (with refused probes backing off to 4 s, the replay of
@@ -322,6 +348,7 @@ impl Learned {
     /// Records an attempt that got no answer (the connection failed or closed first): the backend
     /// is left alone for a while ([`Refusals::unreachable`]).
     pub fn unreachable(&self, now_ms: u64) {
+        self.alone_ms.store(0, Ordering::Relaxed);
         let backoff_ms = self.refusals.unreachable(now_ms);
         self.block_until(now_ms + backoff_ms);
     }
@@ -430,6 +457,9 @@ impl Learned {
             k
         };
         let mut wait = self.sends.wait_ms(now_ms, span, k_all, CLASSES);
+        if self.waits_alone(now_ms, span, k_all, wait) {
+            return blocked.max(ALONE_RECHECK_MS);
+        }
         if wait > 0 && class == 1 && limit.probe_due(now_ms) {
             // A first attempt may probe one beyond a full window: a refusal costs it the least.
             return blocked.max(self.sends.wait_ms(now_ms, span, k + 1, CLASSES));
@@ -445,6 +475,19 @@ impl Learned {
         blocked.max(wait)
     }
 
+    /// Whether an attempt now would be uncertain (beyond the window, `wait_ms` > 0, in its top
+    /// [`TOP_SLOTS`] of `k`, or after a 429) while another uncertain one is unanswered.
+    fn waits_alone(&self, now_ms: u64, span_ms: u64, k: usize, wait_ms: u64) -> bool {
+        let alone = self.alone_ms.load(Ordering::Relaxed);
+        if alone == 0 || now_ms >= alone - 1 + ALONE_TIMEOUT_MS {
+            return false;
+        }
+        let below_top = k.saturating_sub(TOP_SLOTS).max(1);
+        wait_ms > 0
+            || self.refused_in_a_row() > 0
+            || self.sends.wait_ms(now_ms, span_ms, below_top, CLASSES) > 0
+    }
+
     /// Records an attempt of `class` sent now (even one sent without room: a forced attempt still
     /// counts). A first attempt sent beyond a full window once the limit has held for the probing
     /// interval is a probe: the limit is raised (by one, or by a quarter after a probe that held),
@@ -453,9 +496,23 @@ impl Learned {
     pub fn take(&self, now_ms: u64, class: usize) {
         self.sends.record(now_ms, class);
         let limit = Limit::unpack(self.limit.load(Ordering::Relaxed));
-        if class != 1 || !limit.probe_due(now_ms) {
+        if limit.per_window == 0 {
             return;
         }
+        let (span, k) = limit.span();
+        let mut times = [0u64; SEND_LOG];
+        let in_window = self.sends.within(now_ms, span, CLASSES, &mut times);
+        if in_window + TOP_SLOTS > k || self.refused_in_a_row() > 0 {
+            self.alone_ms.store(now_ms + 1, Ordering::Relaxed);
+        }
+        if class == 1 && limit.probe_due(now_ms) {
+            self.probe(limit, now_ms);
+        }
+    }
+
+    /// A first attempt went out beyond a full window once `limit` had held for its probing
+    /// interval: the limit goes up.
+    fn probe(&self, limit: Limit, now_ms: u64) {
         // A probe only if the backend surely still counts the k before it: those sent within its
         // window less the guard. One sent near the edge of our guarded window may have left the
         // backend's, and a send admitted then would teach a limit one too high (which later
@@ -547,6 +604,7 @@ mod tests {
                 } else {
                     self.admitted.push(now);
                     out.admitted += 1;
+                    l.admitted(now, now);
                     l.observe(true, now);
                 }
             }
@@ -738,6 +796,66 @@ mod tests {
             l.wait_ms(2_500, CLASSES),
             taken + WINDOW_MS + WINDOW_GUARD_MS - 2_500
         );
+    }
+
+    #[test]
+    fn the_top_of_the_window_is_tried_one_attempt_at_a_time() {
+        let l = limited(5);
+        l.observe(true, 20);
+        // The window has drained: three attempts go together, below its top two slots.
+        let now = 2_000;
+        for _ in 0..3 {
+            assert_eq!(l.wait_ms(now, CLASSES), 0);
+            l.take(now, CLASSES);
+        }
+        // The fourth takes one of the top slots: it goes, and the fifth waits for its answer.
+        assert_eq!(l.wait_ms(now + 1, CLASSES), 0);
+        l.take(now + 1, CLASSES);
+        assert_eq!(l.wait_ms(now + 2, CLASSES), ALONE_RECHECK_MS);
+        // The answer to an attempt sent before it does not free the fifth; its own does.
+        l.admitted(now, now + 10);
+        assert_eq!(l.wait_ms(now + 10, CLASSES), ALONE_RECHECK_MS);
+        l.admitted(now + 1, now + 11);
+        assert_eq!(l.wait_ms(now + 11, CLASSES), 0);
+        l.take(now + 11, CLASSES);
+        // No answer at all: the hold lapses after ALONE_TIMEOUT_MS, and the full window is
+        // waited out as before.
+        let lapsed = now + 11 + ALONE_TIMEOUT_MS;
+        assert_eq!(l.wait_ms(lapsed - 1, CLASSES), ALONE_RECHECK_MS);
+        assert_eq!(
+            l.wait_ms(lapsed, CLASSES),
+            now + WINDOW_MS + WINDOW_GUARD_MS - lapsed
+        );
+    }
+
+    #[test]
+    fn after_a_429_attempts_go_one_at_a_time_until_an_answer() {
+        // Its last answer was a 429, and the window has drained since (a backoff, a penalty
+        // box): the limit of ten may have fallen meanwhile, so one attempt goes and the next
+        // waits for its answer.
+        let l = limited(10);
+        let now = 5_000;
+        assert_eq!(l.wait_ms(now, CLASSES), 0);
+        l.take(now, CLASSES);
+        assert_eq!(l.wait_ms(now + 1, CLASSES), ALONE_RECHECK_MS);
+        // Admitted: attempts go together again up to the window's top slots.
+        l.admitted(now, now + 10);
+        l.observe(true, now + 10);
+        for _ in 0..8 {
+            assert_eq!(l.wait_ms(now + 10, CLASSES), 0);
+            l.take(now + 10, CLASSES);
+        }
+        assert_eq!(l.wait_ms(now + 10, CLASSES), ALONE_RECHECK_MS);
+        // A 429 ends the hold too: the next attempt that has room goes alone.
+        let refused = Learned::default();
+        for t in 0..=3 {
+            refused.take(t, CLASSES);
+        }
+        refused.rate_limited(None, 3);
+        refused.take(2_000, CLASSES);
+        assert_eq!(refused.wait_ms(2_001, CLASSES), ALONE_RECHECK_MS);
+        refused.rate_limited(None, 2_002);
+        assert_eq!(refused.wait_ms(2_003, CLASSES), 0);
     }
 
     #[test]
