@@ -198,7 +198,8 @@ pub enum Pacing {
     Unlimited,
     /// Under its learned limit, with room in the window now.
     Room,
-    /// Its learned limit's window is full: attempts wait for room.
+    /// No room now: its learned limit's window is full, or an attempt sent alone into the
+    /// window's top awaits its answer.
     Full,
     /// A probe raised the learned limit and has not been refused yet.
     Probing,
