@@ -459,6 +459,9 @@ impl Learned {
         };
         let mut wait = self.sends.wait_ms(now_ms, span, k_all, CLASSES);
         if self.waits_alone(now_ms, span, k_all, wait) {
+            // Look again soon, even if the window is full for longer: the answer awaited (a 429,
+            // or room confirmed) changes what this attempt may do, here and elsewhere. (Waiting
+            // for the window's room instead gave 0.003 less in the replay of flaky3 at 30 ids/s.)
             return blocked.max(ALONE_RECHECK_MS);
         }
         if wait > 0 && class == 1 && limit.probe_due(now_ms) {
