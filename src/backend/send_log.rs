@@ -149,6 +149,12 @@ impl SendLog {
         n
     }
 
+    /// How many of our sends of class `max_class` or lower are within the last `span_ms`.
+    pub fn count(&self, now_ms: u64, span_ms: u64, max_class: usize) -> usize {
+        let mut times = [0u64; SEND_LOG];
+        self.within(now_ms, span_ms, max_class, &mut times)
+    }
+
     /// How long until fewer than `k` of our sends of class `max_class` or lower are in the last
     /// `span_ms` (0: now).
     pub fn wait_ms(&self, now_ms: u64, span_ms: u64, k: usize, max_class: usize) -> u64 {
