@@ -562,13 +562,14 @@ pub fn proxy_addr_of(child: &mut std::process::Child) -> SocketAddr {
 }
 
 /// sluice with `bandit` in front of a backend that refuses everything with 429 and `Retry-After:
-/// 30`, and one that answers 200, retrying on 429; after ten requests (each answered 200 by the
+/// 3600`, and one that answers 200, retrying on 429; after ten requests (each answered 200 by the
 /// good one), what `bandit` learned of both is settled: the refusing one backs off with a limit
-/// of 1, the good one has no limit.
+/// of 1, the good one has no limit. The backoff is an hour so that it outlasts however long a busy
+/// machine takes to look (a headless browser on a loaded machine once took over 30 s).
 pub fn bandit_after_a_refusal() -> (Sluice, HttpBackend, HttpBackend) {
     let refusing = HttpBackend::start(|_| {
         Reply::raw(
-            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n",
             false,
         )
     });
