@@ -486,8 +486,20 @@ impl Learned {
         if alone == 0 || now_ms >= alone - 1 + ALONE_TIMEOUT_MS {
             return false;
         }
-        let below_top = k.saturating_sub(TOP_SLOTS).max(1);
-        self.refused_in_a_row() > 0 || self.sends.count(now_ms, span_ms, CLASSES) >= below_top
+        self.uncertain(now_ms, span_ms, k, 0)
+    }
+
+    /// Whether an attempt now, besides the `just_sent` already in the log, is uncertain: it
+    /// takes one of the top [`TOP_SLOTS`] of a window of `k` or goes beyond it, or it follows a
+    /// 429. The one rule both [`Learned::wait_ms`] and [`Learned::take`] go by.
+    fn uncertain(&self, now_ms: u64, span_ms: u64, k: usize, just_sent: usize) -> bool {
+        self.refused_in_a_row() > 0
+            || self
+                .sends
+                .count(now_ms, span_ms, CLASSES)
+                .saturating_sub(just_sent)
+                + TOP_SLOTS
+                >= k
     }
 
     /// Records an attempt of `class` sent now (even one sent without room: a forced attempt still
@@ -502,7 +514,7 @@ impl Learned {
             return;
         }
         let (span, k) = limit.span();
-        if self.refused_in_a_row() > 0 || self.sends.count(now_ms, span, CLASSES) + TOP_SLOTS > k {
+        if self.uncertain(now_ms, span, k, 1) {
             self.alone_ms.store(now_ms + 1, Ordering::Relaxed);
         }
         if class == 1 && limit.probe_due(now_ms) {
