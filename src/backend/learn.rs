@@ -33,6 +33,12 @@
 //!   time, the first 429 stops the rest (TCP's restart after idle, RFC 5681 section 4.1, for the
 //!   same reason). It costs one round trip at the top of a window; PERF.md has the replay's
 //!   figures.
+//! - **A first attempt finds a fall first**: an attempt that would fill the learned window while
+//!   no attempt that filled it has been admitted for [`TOP_TRUST_MS`] is the one most likely to
+//!   meet a limit that fell meanwhile. A later attempt leaves that slot to a first attempt (which
+//!   may take it beyond its share while a later one waits, [`CONFIRM_WANTED_MS`]) and takes the
+//!   next one, once the window's top is confirmed or lowered; a 429 costs a first attempt the
+//!   least, as with probes. PERF.md has the replay's figures.
 //! - **`Retry-After`** longer than a second is obeyed: no attempts until it passes (RFC 9110
 //!   section 10.2.3); a limiter's penalty box says so. One of a second ([`PACED_RETRY_AFTER_S`]),
 //!   the shortest HTTP can say, is the window's own rounding: the pacing above already waits until
@@ -50,6 +56,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use super::belief::{Belief, Pacing};
 use super::refusals::Refusals;
 use super::send_log::{SendLog, SEND_LOG};
 
@@ -88,6 +95,11 @@ pub const TOP_SLOTS: usize = 2;
 pub const ALONE_TIMEOUT_MS: u64 = 1_000;
 /// How long an attempt held back for another's answer waits before it looks again.
 pub const ALONE_RECHECK_MS: u64 = 5;
+/// How long an admitted attempt that filled the learned window vouches for the window's top.
+pub const TOP_TRUST_MS: u64 = 2_000;
+/// A first attempt may take an unconfirmed top slot beyond its share while a later attempt asked
+/// for it within this long (a waiting one asks again every [`ALONE_RECHECK_MS`]).
+pub const CONFIRM_WANTED_MS: u64 = 50;
 /// Attempt classes: first attempts, second attempts, and third or later (a request's last chance
 /// under the default `--max-attempts 3`).
 pub const CLASSES: usize = 3;
@@ -191,39 +203,6 @@ impl Limit {
     }
 }
 
-/// Whether attempts to a backend are held back now, and why.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pacing {
-    /// No 429 yet: nothing is paced.
-    Unlimited,
-    /// Under its learned limit, with room in the window now.
-    Room,
-    /// No room now: its learned limit's window is full, or an attempt sent alone into the
-    /// window's top awaits its answer.
-    Full,
-    /// A probe raised the learned limit and has not been refused yet.
-    Probing,
-    /// Left alone for a while: a `Retry-After`, a burst of 429s, or no answer.
-    BackingOff,
-}
-
-/// A snapshot of what is learned of one backend ([`Learned::belief`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Belief {
-    /// Posterior mean of the success probability of an attempt (429s aside).
-    pub success_estimate: f64,
-    /// Attempts behind the estimate, decayed with [`SUCCESS_HALF_LIFE_MS`].
-    pub evidence: f64,
-    /// The learned limit per window; `None` before the first 429.
-    pub limit_per_window: Option<u32>,
-    pub window_ms: u64,
-    pub pacing: Pacing,
-    /// Left of a backoff (0 unless [`Pacing::BackingOff`]).
-    pub backoff_ms: u64,
-    /// 429s in a row with no other answer between them.
-    pub refused_in_a_row: u64,
-}
-
 /// The shared learned state of one backend.
 #[derive(Debug)]
 pub struct Learned {
@@ -242,6 +221,12 @@ pub struct Learned {
     refusals: Refusals,
     /// The pick time + 1 of the uncertain attempt sent alone and not answered yet (0: none).
     alone_ms: AtomicU64,
+    /// The pick time + 1 of the latest attempt that filled the learned window (0: none).
+    top_pending_ms: AtomicU64,
+    /// When an attempt that filled the window was last admitted (0: never).
+    top_confirmed_ms: AtomicU64,
+    /// When a later attempt last waited for a first one to confirm the window's top (0: never).
+    confirm_wanted_ms: AtomicU64,
 }
 
 impl Default for Learned {
@@ -255,6 +240,9 @@ impl Default for Learned {
             blocked_until_ms: AtomicU64::new(0),
             refusals: Refusals::default(),
             alone_ms: AtomicU64::new(0),
+            top_pending_ms: AtomicU64::new(0),
+            top_confirmed_ms: AtomicU64::new(0),
+            confirm_wanted_ms: AtomicU64::new(0),
         }
     }
 }
@@ -287,6 +275,9 @@ impl Learned {
     /// ([`SendLog::admitted`]).
     pub fn admitted(&self, sent_ms: u64, now_ms: u64) {
         self.sends.admitted(sent_ms, now_ms);
+        if self.top_pending_ms.load(Ordering::Relaxed) == sent_ms + 1 {
+            self.top_confirmed_ms.store(now_ms, Ordering::Relaxed);
+        }
         // The answer to the attempt sent alone, or to a later one.
         let _ = self
             .alone_ms
@@ -411,7 +402,7 @@ impl Learned {
             Pacing::Unlimited
         } else if limit.unconfirmed(now_ms) {
             Pacing::Probing
-        } else if self.wait_ms(now_ms, CLASSES) > 0 {
+        } else if self.wait(now_ms, CLASSES, false) > 0 {
             Pacing::Full
         } else {
             Pacing::Room
@@ -442,6 +433,11 @@ impl Learned {
     /// loss networks, Key 1990). A class left no share at all gets `u64::MAX`: not until the
     /// demand of later classes falls.
     pub fn wait_ms(&self, now_ms: u64, class: usize) -> u64 {
+        self.wait(now_ms, class, true)
+    }
+
+    /// [`Learned::wait_ms`]; `asking` is false for an observer, who leaves no trace.
+    fn wait(&self, now_ms: u64, class: usize, asking: bool) -> u64 {
         let blocked = self
             .blocked_until_ms
             .load(Ordering::Relaxed)
@@ -463,6 +459,19 @@ impl Learned {
             // or room confirmed) changes what this attempt may do, here and elsewhere. (Waiting
             // for the window's room instead gave 0.003 less in the replay of flaky3 at 30 ids/s.)
             return blocked.max(ALONE_RECHECK_MS);
+        }
+        if wait == 0 && k_all == k && self.top_unconfirmed(now_ms, span, k) {
+            if class > 1 {
+                // Leave the slot most likely to meet a fallen limit to a first attempt.
+                if asking {
+                    self.confirm_wanted_ms.store(now_ms, Ordering::Relaxed);
+                }
+                return blocked.max(ALONE_RECHECK_MS);
+            }
+            let wanted = self.confirm_wanted_ms.load(Ordering::Relaxed);
+            if wanted != 0 && now_ms < wanted + CONFIRM_WANTED_MS {
+                return blocked;
+            }
         }
         if wait > 0 && class == 1 && limit.probe_due(now_ms) {
             // A first attempt may probe one beyond a full window: a refusal costs it the least.
@@ -487,6 +496,14 @@ impl Learned {
             return false;
         }
         self.uncertain(now_ms, span_ms, k, 0)
+    }
+
+    /// Whether an attempt now would fill a window of `k` while no attempt that filled it has been
+    /// admitted for [`TOP_TRUST_MS`].
+    fn top_unconfirmed(&self, now_ms: u64, span_ms: u64, k: usize) -> bool {
+        let confirmed = self.top_confirmed_ms.load(Ordering::Relaxed);
+        self.sends.count(now_ms, span_ms, CLASSES) + 1 == k
+            && (confirmed == 0 || now_ms > confirmed + TOP_TRUST_MS)
     }
 
     /// Whether an attempt now, besides the `just_sent` already in the log, is uncertain: it
@@ -516,6 +533,9 @@ impl Learned {
         let (span, k) = limit.span();
         if self.uncertain(now_ms, span, k, 1) {
             self.alone_ms.store(now_ms + 1, Ordering::Relaxed);
+        }
+        if self.sends.count(now_ms, span, CLASSES) >= k {
+            self.top_pending_ms.store(now_ms + 1, Ordering::Relaxed);
         }
         if class == 1 && limit.probe_due(now_ms) {
             self.probe(limit, now_ms);
@@ -824,8 +844,11 @@ mod tests {
         l.admitted(now, now + 10);
         assert_eq!(l.wait_ms(now + 10, CLASSES), ALONE_RECHECK_MS);
         l.admitted(now + 1, now + 11);
-        assert_eq!(l.wait_ms(now + 11, CLASSES), 0);
-        l.take(now + 11, CLASSES);
+        // The fifth fills the window, whose top no admitted attempt has confirmed: a first
+        // attempt goes (a last chance would wait for one).
+        assert_eq!(l.wait_ms(now + 11, CLASSES), ALONE_RECHECK_MS);
+        assert_eq!(l.wait_ms(now + 11, 1), 0);
+        l.take(now + 11, 1);
         // No answer at all: the hold lapses after ALONE_TIMEOUT_MS, and the full window is
         // waited out as before.
         let lapsed = now + 11 + ALONE_TIMEOUT_MS;
@@ -834,6 +857,45 @@ mod tests {
             l.wait_ms(lapsed, CLASSES),
             now + WINDOW_MS + WINDOW_GUARD_MS - lapsed
         );
+    }
+
+    #[test]
+    fn a_last_chance_leaves_an_unconfirmed_top_to_a_first_attempt() {
+        let l = limited(3);
+        // Last chances want most of it: first attempts have a share of one slot, which one
+        // takes.
+        for _ in 0..20 {
+            l.note_demand(CLASSES, 5_000);
+        }
+        let now = 5_000;
+        for (t, class) in [(now, 1), (now + 10, CLASSES)] {
+            assert_eq!(l.wait_ms(t, class), 0);
+            l.take(t, class);
+            l.admitted(t, t + 10);
+        }
+        // The third would fill the window, and no attempt that filled it was ever admitted.
+        // Someone watching changes nothing: a first attempt still has no room.
+        let top = now + 20;
+        assert_eq!(l.belief(top).pacing, Pacing::Full);
+        assert!(l.wait_ms(top, 1) > 0);
+        // A last chance waits, and a first attempt takes the slot beyond its share meanwhile.
+        assert_eq!(l.wait_ms(top, CLASSES), ALONE_RECHECK_MS);
+        assert_eq!(l.wait_ms(top, 1), 0);
+        l.take(top, 1);
+        l.admitted(top, top + 10);
+        // Admitted: the top is trusted for TOP_TRUST_MS, and the next last chance fills it.
+        let next = now + WINDOW_MS + WINDOW_GUARD_MS;
+        assert_eq!(l.wait_ms(next, CLASSES), 0);
+        l.take(next, CLASSES);
+        l.admitted(next, next + 10);
+        // Later, with no confirmation for longer than that, a last chance waits again.
+        let later = top + 10 + TOP_TRUST_MS + WINDOW_MS;
+        for t in [later, later + 10] {
+            assert_eq!(l.wait_ms(t, CLASSES), 0);
+            l.take(t, CLASSES);
+            l.admitted(t, t + 10);
+        }
+        assert_eq!(l.wait_ms(later + 20, CLASSES), ALONE_RECHECK_MS);
     }
 
     #[test]
@@ -863,7 +925,9 @@ mod tests {
         refused.take(2_000, CLASSES);
         assert_eq!(refused.wait_ms(2_001, CLASSES), ALONE_RECHECK_MS);
         refused.rate_limited(None, 2_002);
-        assert_eq!(refused.wait_ms(2_003, CLASSES), 0);
+        // The limit is one now, and a first attempt finds out whether it holds.
+        assert_eq!(refused.wait_ms(2_003, CLASSES), ALONE_RECHECK_MS);
+        assert_eq!(refused.wait_ms(2_003, 1), 0);
     }
 
     #[test]
@@ -892,16 +956,16 @@ mod tests {
         let t = 86_400_000 * 3 + 17;
         let driven = WindowServer::new(None).drive(&l, t, t + 30, |_| 2);
         assert_eq!((driven.admitted, l.limit()), (2, Some(2)));
-        assert_eq!(l.wait_ms(t + 30, CLASSES), WINDOW_MS + WINDOW_GUARD_MS - 30);
-        assert_eq!(l.wait_ms(t + WINDOW_MS + WINDOW_GUARD_MS, CLASSES), 0);
+        assert_eq!(l.wait_ms(t + 30, 1), WINDOW_MS + WINDOW_GUARD_MS - 30);
+        assert_eq!(l.wait_ms(t + WINDOW_MS + WINDOW_GUARD_MS, 1), 0);
     }
 
     #[test]
     fn retry_after_blocks_the_backend() {
         let l = Learned::default();
         l.rate_limited(Some(3), 1_000);
-        assert_eq!(l.wait_ms(1_000, CLASSES), 3_000);
-        assert_eq!(l.wait_ms(4_000, CLASSES), 0);
+        assert_eq!(l.wait_ms(1_000, 1), 3_000);
+        assert_eq!(l.wait_ms(4_000, 1), 0);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 mod addr;
+pub mod belief;
 pub mod learn;
 pub mod refusals;
 pub mod send_log;
