@@ -462,11 +462,12 @@ fn the_challenge_replayed_over_fifty_seeds_stays_close_to_the_oracle_in_every_co
 #[test]
 fn rate_limits_are_learned_not_hammered() {
     // Configuration 2: one 429 teaches each limit, then only refused probes, first attempts a
-    // second apart on a backend whose window is full: fewer than one 429 a second over the two
-    // minutes across the ten backends, out of ~1,600 attempts, and a request's later attempts
-    // almost never.
+    // second apart on a backend whose window is full: about one 429 a second over the two
+    // minutes across the ten backends, out of ~1,700 attempts, and a request's later attempts
+    // almost never. (150 and 2 when this was written: first attempts that take a window's
+    // unconfirmed top for later ones go on to probe more often; 108 and 5 before that rule.)
     let out = replay(Profile::Flaky2, 1, 120, 10);
-    assert!(out.too_many_requests < 120, "{out:?}");
+    assert!(out.too_many_requests < 160, "{out:?}");
     let later = out.refused_by_class[1] + out.refused_by_class[2];
     assert!(later * 100 < out.ids, "{out:?}");
 }

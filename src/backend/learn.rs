@@ -37,8 +37,9 @@
 //!   no attempt that filled it has been admitted for [`TOP_TRUST_MS`] is the one most likely to
 //!   meet a limit that fell meanwhile. A later attempt leaves that slot to a first attempt (which
 //!   may take it beyond its share while a later one waits, [`CONFIRM_WANTED_MS`]) and takes the
-//!   next one, once the window's top is confirmed or lowered; a 429 costs a first attempt the
-//!   least, as with probes. PERF.md has the replay's figures.
+//!   next one, once the window's top is confirmed or lowered, or after [`CONFIRM_TIMEOUT_MS`] if
+//!   no first attempt comes; a 429 costs a first attempt the least, as with probes. PERF.md has
+//!   the replay's figures.
 //! - **`Retry-After`** longer than a second is obeyed: no attempts until it passes (RFC 9110
 //!   section 10.2.3); a limiter's penalty box says so. One of a second ([`PACED_RETRY_AFTER_S`]),
 //!   the shortest HTTP can say, is the window's own rounding: the pacing above already waits until
@@ -100,6 +101,9 @@ pub const TOP_TRUST_MS: u64 = 2_000;
 /// A first attempt may take an unconfirmed top slot beyond its share while a later attempt asked
 /// for it within this long (a waiting one asks again every [`ALONE_RECHECK_MS`]).
 pub const CONFIRM_WANTED_MS: u64 = 50;
+/// Later attempts wait this long at most for a first attempt to take an unconfirmed top slot:
+/// with few requests none may come.
+pub const CONFIRM_TIMEOUT_MS: u64 = 1_000;
 /// Attempt classes: first attempts, second attempts, and third or later (a request's last chance
 /// under the default `--max-attempts 3`).
 pub const CLASSES: usize = 3;
@@ -227,6 +231,8 @@ pub struct Learned {
     top_confirmed_ms: AtomicU64,
     /// When a later attempt last waited for a first one to confirm the window's top (0: never).
     confirm_wanted_ms: AtomicU64,
+    /// When later attempts began to wait for it, asking without a pause.
+    confirm_since_ms: AtomicU64,
 }
 
 impl Default for Learned {
@@ -243,6 +249,7 @@ impl Default for Learned {
             top_pending_ms: AtomicU64::new(0),
             top_confirmed_ms: AtomicU64::new(0),
             confirm_wanted_ms: AtomicU64::new(0),
+            confirm_since_ms: AtomicU64::new(0),
         }
     }
 }
@@ -461,15 +468,24 @@ impl Learned {
             return blocked.max(ALONE_RECHECK_MS);
         }
         if wait == 0 && k_all == k && self.top_unconfirmed(now_ms, span, k) {
-            if class > 1 {
-                // Leave the slot most likely to meet a fallen limit to a first attempt.
-                if asking {
-                    self.confirm_wanted_ms.store(now_ms, Ordering::Relaxed);
-                }
-                return blocked.max(ALONE_RECHECK_MS);
-            }
             let wanted = self.confirm_wanted_ms.load(Ordering::Relaxed);
-            if wanted != 0 && now_ms < wanted + CONFIRM_WANTED_MS {
+            let asked_lately = wanted != 0 && now_ms < wanted + CONFIRM_WANTED_MS;
+            if class > 1 {
+                // Leave the slot most likely to meet a fallen limit to a first attempt, for a
+                // while.
+                let since = if asked_lately {
+                    self.confirm_since_ms.load(Ordering::Relaxed)
+                } else {
+                    now_ms
+                };
+                if now_ms < since + CONFIRM_TIMEOUT_MS {
+                    if asking {
+                        self.confirm_since_ms.store(since, Ordering::Relaxed);
+                        self.confirm_wanted_ms.store(now_ms, Ordering::Relaxed);
+                    }
+                    return blocked.max(ALONE_RECHECK_MS);
+                }
+            } else if asked_lately {
                 return blocked;
             }
         }
@@ -896,6 +912,20 @@ mod tests {
             l.admitted(t, t + 10);
         }
         assert_eq!(l.wait_ms(later + 20, CLASSES), ALONE_RECHECK_MS);
+    }
+
+    #[test]
+    fn a_later_attempt_waits_for_a_first_one_a_second_at_most() {
+        // With few requests no first attempt may come to confirm the top of a window of one.
+        let l = limited(1);
+        let from = 5_000;
+        for t in (from..from + CONFIRM_TIMEOUT_MS).step_by(ALONE_RECHECK_MS as usize) {
+            assert_eq!(l.wait_ms(t, 2), ALONE_RECHECK_MS);
+        }
+        assert_eq!(l.wait_ms(from + CONFIRM_TIMEOUT_MS, 2), 0);
+        // After a pause in the asking, the wait starts over.
+        let again = from + CONFIRM_TIMEOUT_MS + CONFIRM_WANTED_MS;
+        assert_eq!(l.wait_ms(again, 2), ALONE_RECHECK_MS);
     }
 
     #[test]
