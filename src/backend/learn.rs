@@ -511,28 +511,23 @@ impl Learned {
         if alone == 0 || now_ms >= alone - 1 + ALONE_TIMEOUT_MS {
             return false;
         }
-        self.uncertain(now_ms, span_ms, k, 0)
+        self.uncertain(self.sends.count(now_ms, span_ms, CLASSES), k)
     }
 
     /// Whether an attempt now would fill a window of `k` while no attempt that filled it has been
     /// admitted for [`TOP_TRUST_MS`].
     fn top_unconfirmed(&self, now_ms: u64, span_ms: u64, k: usize) -> bool {
+        // The log is counted only when the top is stale: under a steady load it rarely is.
         let confirmed = self.top_confirmed_ms.load(Ordering::Relaxed);
-        self.sends.count(now_ms, span_ms, CLASSES) + 1 == k
-            && (confirmed == 0 || now_ms > confirmed + TOP_TRUST_MS)
+        (confirmed == 0 || now_ms > confirmed + TOP_TRUST_MS)
+            && self.sends.count(now_ms, span_ms, CLASSES) + 1 == k
     }
 
-    /// Whether an attempt now, besides the `just_sent` already in the log, is uncertain: it
-    /// takes one of the top [`TOP_SLOTS`] of a window of `k` or goes beyond it, or it follows a
-    /// 429. The one rule both [`Learned::wait_ms`] and [`Learned::take`] go by.
-    fn uncertain(&self, now_ms: u64, span_ms: u64, k: usize, just_sent: usize) -> bool {
-        self.refused_in_a_row() > 0
-            || self
-                .sends
-                .count(now_ms, span_ms, CLASSES)
-                .saturating_sub(just_sent)
-                + TOP_SLOTS
-                >= k
+    /// Whether an attempt, with `others` sends already in the window, is uncertain: it takes one
+    /// of the top [`TOP_SLOTS`] of a window of `k` or goes beyond it, or it follows a 429. The one
+    /// rule both [`Learned::wait_ms`] and [`Learned::take`] go by.
+    fn uncertain(&self, others: usize, k: usize) -> bool {
+        self.refused_in_a_row() > 0 || others + TOP_SLOTS >= k
     }
 
     /// Records an attempt of `class` sent now (even one sent without room: a forced attempt still
@@ -547,10 +542,12 @@ impl Learned {
             return;
         }
         let (span, k) = limit.span();
-        if self.uncertain(now_ms, span, k, 1) {
+        // This send included.
+        let in_window = self.sends.count(now_ms, span, CLASSES);
+        if self.uncertain(in_window.saturating_sub(1), k) {
             self.alone_ms.store(now_ms + 1, Ordering::Relaxed);
         }
-        if self.sends.count(now_ms, span, CLASSES) >= k {
+        if in_window >= k {
             self.top_pending_ms.store(now_ms + 1, Ordering::Relaxed);
         }
         if class == 1 && limit.probe_due(now_ms) {
