@@ -58,19 +58,16 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use super::belief::{Belief, Pacing};
+pub use super::limit::{PROBE_AFTER_MS, PROBE_VERDICT_MS, WINDOW_GUARD_MS, WINDOW_MS};
+use super::limit::Limit;
+use super::penalty::Penalty;
+pub use super::penalty::{Evidence, PenaltyRule};
 use super::refusals::Refusals;
 use super::send_log::{SendLog, SEND_LOG};
 
 pub const SUCCESS_HALF_LIFE_MS: f64 = 60_000.0;
-/// The window a rate limit counts requests in.
-pub const WINDOW_MS: u64 = 1_000;
-/// A send leaves our window this much later than the backend's: our clock is read once per event
-/// loop turn and may lag the moment the request arrives, and a 429 costs more than the capacity.
-pub const WINDOW_GUARD_MS: u64 = 20;
 /// Largest limit learned.
 pub const MAX_LIMIT: u32 = 30_000;
-/// The probing interval to start with.
-pub const PROBE_AFTER_MS: u64 = 2_000;
 /// The probing interval after a refused probe: such a refusal costs one attempt, while a limit
 /// that went up and is not found costs its whole rise every second. At most one refusal a second
 /// for a saturated backend whose limit holds. (Doubling it after each refusal, up to 4 s or 60 s,
@@ -78,9 +75,6 @@ pub const PROBE_AFTER_MS: u64 = 2_000;
 /// configuration 3, whose limits drift, for 0.001 more in configuration 2, whose limits hold.)
 pub const REFUSED_PROBE_AFTER_MS: u64 = 1_000;
 pub const MIN_PROBE_AFTER_MS: u64 = 500;
-/// A probe (a first attempt beyond the learned limit) not refused within this long held: until
-/// then later attempts do not count on the room it may have found.
-pub const PROBE_VERDICT_MS: u64 = 300;
 /// A `Retry-After` of this many seconds or less does not stop attempts to a backend whose limit
 /// is learned: the pacing waits for its window to drain (see the module docs).
 pub const PACED_RETRY_AFTER_S: u32 = 1;
@@ -143,70 +137,6 @@ fn decayed(v: u64, now_ms: u64) -> f64 {
     f64::from(count) * (-elapsed_ms / DEMAND_TAU_MS).exp()
 }
 
-/// The learned limit and its probing schedule, packed in one word.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Limit {
-    /// Attempts per [`WINDOW_MS`]; 0 = none learned (not paced).
-    per_window: u32,
-    /// How long the window must stay full before the limit is raised by a probe.
-    probe_after_ms: u64,
-    /// When the limit last changed (low 32 bits of the ms clock, wrapping).
-    changed_ms: u32,
-    /// Whether that change was a probe (a raise).
-    probing: bool,
-}
-
-impl Limit {
-    const NONE: Limit = Limit {
-        per_window: 0,
-        probe_after_ms: PROBE_AFTER_MS,
-        changed_ms: 0,
-        probing: false,
-    };
-
-    /// per_window (15 bits) and the probing flag above it | probe_after in ms (16) | changed_ms (32).
-    fn pack(self) -> u64 {
-        let head = u64::from(self.per_window.min(0x7fff)) | if self.probing { 0x8000 } else { 0 };
-        (head << 48) | (self.probe_after_ms.min(0xffff) << 32) | u64::from(self.changed_ms)
-    }
-
-    fn unpack(v: u64) -> Limit {
-        let head = v >> 48;
-        Limit {
-            per_window: (head & 0x7fff) as u32,
-            probe_after_ms: (v >> 32) & 0xffff,
-            changed_ms: v as u32,
-            probing: head & 0x8000 != 0,
-        }
-    }
-
-    fn since_change_ms(self, now_ms: u64) -> u64 {
-        u64::from((now_ms as u32).wrapping_sub(self.changed_ms))
-    }
-
-    /// A probe raised the limit and has not been refused, but not for long enough to trust it.
-    fn unconfirmed(self, now_ms: u64) -> bool {
-        self.probing && self.since_change_ms(now_ms) < PROBE_VERDICT_MS
-    }
-
-    /// The limit has held for the probing interval: a first attempt may try one beyond it.
-    fn probe_due(self, now_ms: u64) -> bool {
-        self.per_window != 0
-            && (self.per_window as usize) < SEND_LOG
-            && !self.unconfirmed(now_ms)
-            && self.since_change_ms(now_ms) >= self.probe_after_ms
-    }
-
-    /// The window our sends are counted in, and how many may be in it: the learned limit over
-    /// [`WINDOW_MS`] (plus the guard), or, for a limit above [`SEND_LOG`], as many as the log holds
-    /// over the part of the window they may take.
-    fn span(self) -> (u64, usize) {
-        let k = (self.per_window as usize).min(SEND_LOG);
-        let span = WINDOW_MS * k as u64 / u64::from(self.per_window.max(1));
-        (span.max(1) + WINDOW_GUARD_MS, k)
-    }
-}
-
 /// The shared learned state of one backend.
 #[derive(Debug)]
 pub struct Learned {
@@ -223,6 +153,8 @@ pub struct Learned {
     blocked_until_ms: AtomicU64,
     /// Runs of 429s and of failures without an answer.
     refusals: Refusals,
+    /// The latest 429s, and what they showed of the backend's penalty rule.
+    penalty: Penalty,
     /// The pick time + 1 of the uncertain attempt sent alone and not answered yet (0: none).
     alone_ms: AtomicU64,
     /// The pick time + 1 of the latest attempt that filled the learned window (0: none).
@@ -245,6 +177,7 @@ impl Default for Learned {
             limit: AtomicU64::new(Limit::NONE.pack()),
             blocked_until_ms: AtomicU64::new(0),
             refusals: Refusals::default(),
+            penalty: Penalty::default(),
             alone_ms: AtomicU64::new(0),
             top_pending_ms: AtomicU64::new(0),
             top_confirmed_ms: AtomicU64::new(0),
@@ -282,6 +215,7 @@ impl Learned {
     /// ([`SendLog::admitted`]).
     pub fn admitted(&self, sent_ms: u64, now_ms: u64) {
         self.sends.admitted(sent_ms, now_ms);
+        self.penalty.admitted(sent_ms);
         if self.top_pending_ms.load(Ordering::Relaxed) == sent_ms + 1 {
             self.top_confirmed_ms.store(now_ms, Ordering::Relaxed);
         }
@@ -299,6 +233,8 @@ impl Learned {
     pub fn rate_limited(&self, retry_after_s: Option<u32>, now_ms: u64) {
         self.sends.withdraw_latest(now_ms);
         self.alone_ms.store(0, Ordering::Relaxed);
+        self.penalty
+            .refused(now_ms, retry_after_s, self.refused_in_a_row());
         // Count over the backend's whole window: a window shortened by the guard missed the
         // oldest send when a probe went out as it left ours, and took a fixed limit one lower
         // after each refused probe (with refused probes backing off to 4 s, the replay of
@@ -409,7 +345,7 @@ impl Learned {
             Pacing::Unlimited
         } else if limit.unconfirmed(now_ms) {
             Pacing::Probing
-        } else if self.wait(now_ms, CLASSES, false) > 0 {
+        } else if self.wait(now_ms, CLASSES, self.own_penalty_rule(), false) > 0 {
             Pacing::Full
         } else {
             Pacing::Room
@@ -440,11 +376,27 @@ impl Learned {
     /// loss networks, Key 1990). A class left no share at all gets `u64::MAX`: not until the
     /// demand of later classes falls.
     pub fn wait_ms(&self, now_ms: u64, class: usize) -> u64 {
-        self.wait(now_ms, class, true)
+        self.wait_in_pool_ms(now_ms, class, self.own_penalty_rule())
     }
 
-    /// [`Learned::wait_ms`]; `asking` is false for an observer, who leaves no trace.
-    fn wait(&self, now_ms: u64, class: usize, asking: bool) -> u64 {
+    /// [`Learned::wait_ms`] for a backend of a pool judged to punish by `rule`
+    /// ([`PenaltyRule::of_pool`]): under the windowed rule, an uncertain attempt waits until a
+    /// third 429 would not make three within a second.
+    pub fn wait_in_pool_ms(&self, now_ms: u64, class: usize, rule: PenaltyRule) -> u64 {
+        self.wait(now_ms, class, rule, true)
+    }
+
+    /// What this backend has shown of its penalty rule.
+    pub fn penalty_evidence(&self) -> Evidence {
+        self.penalty.evidence()
+    }
+
+    fn own_penalty_rule(&self) -> PenaltyRule {
+        PenaltyRule::of_pool([self.penalty_evidence()])
+    }
+
+    /// [`Learned::wait_in_pool_ms`]; `asking` is false for an observer, who leaves no trace.
+    fn wait(&self, now_ms: u64, class: usize, rule: PenaltyRule, asking: bool) -> u64 {
         let blocked = self
             .blocked_until_ms
             .load(Ordering::Relaxed)
@@ -461,6 +413,14 @@ impl Learned {
             k
         };
         let mut wait = self.sends.wait_ms(now_ms, span, k_all, CLASSES);
+        let hold = self.penalty.hold_ms(now_ms);
+        if rule == PenaltyRule::WithinAWindow
+            && hold > 0
+            && (wait > 0 || self.uncertain(self.sends.count(now_ms, span, CLASSES), k_all))
+        {
+            // A 429 now would be the third within a second.
+            return blocked.max(wait).max(hold);
+        }
         if self.waits_alone(now_ms, span, k_all) {
             // Look again soon, even if the window is full for longer: the answer awaited (a 429,
             // or room confirmed) changes what this attempt may do, here and elsewhere. (Waiting

@@ -17,6 +17,8 @@ use std::sync::Arc;
 mod addr;
 pub mod belief;
 pub mod learn;
+mod limit;
+pub mod penalty;
 pub mod refusals;
 pub mod send_log;
 pub(crate) mod stats;

@@ -34,7 +34,7 @@
 //! the 99th percentile about a second at 10 ids/s.
 
 use super::{Choice, Feedback, PickContext, Strategy};
-use crate::backend::learn::{class_of, CLASSES, WINDOW_MS};
+use crate::backend::learn::{class_of, PenaltyRule, CLASSES, WINDOW_MS};
 use crate::backend::Backend;
 use crate::rng::Rng;
 
@@ -71,13 +71,14 @@ impl Bandit {
         candidates: &[usize],
         excluded: &[bool],
         means: &[f64],
+        rule: PenaltyRule,
         ctx: &PickContext<'_>,
     ) -> Choice {
         let open: Vec<(usize, u64)> = (0..candidates.len())
             .filter(|&i| !excluded[i])
             .map(|i| {
                 let learned = &backends[candidates[i]].stats.learned;
-                (i, learned.wait_ms(ctx.now_ms, CLASSES))
+                (i, learned.wait_in_pool_ms(ctx.now_ms, CLASSES, rule))
             })
             .collect();
         if let Some(&(i, _)) = open
@@ -169,6 +170,12 @@ impl Strategy for Bandit {
             .iter()
             .map(|&c| backends[c].stats.learned.success_mean())
             .collect();
+        // Backends of one pool most likely run one limiter: judge its penalty rule by them all.
+        let rule = PenaltyRule::of_pool(
+            candidates
+                .iter()
+                .map(|&c| backends[c].stats.learned.penalty_evidence()),
+        );
         // Per candidate: left out (it failed this request and is not clearly the best), or how
         // long until it has room for this attempt's class.
         let mut excluded = vec![false; candidates.len()];
@@ -191,7 +198,7 @@ impl Strategy for Bandit {
                     continue;
                 }
             }
-            waits[i] = b.stats.learned.wait_ms(ctx.now_ms, class);
+            waits[i] = b.stats.learned.wait_in_pool_ms(ctx.now_ms, class, rule);
             if waits[i] > 0 {
                 // Waiting is for room that comes, not for a backend kept for later attempts.
                 let comes = waits[i] != u64::MAX;
@@ -237,7 +244,7 @@ impl Strategy for Bandit {
                     }),
                 };
             }
-            (None, _) => match self.forced(backends, candidates, &excluded, &means, ctx) {
+            (None, _) => match self.forced(backends, candidates, &excluded, &means, rule, ctx) {
                 Choice::Backend(i) => i,
                 wait => return wait,
             },
