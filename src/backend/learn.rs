@@ -40,6 +40,9 @@
 //!   next one, once the window's top is confirmed or lowered, or after [`CONFIRM_TIMEOUT_MS`] if
 //!   no first attempt comes; a 429 costs a first attempt the least, as with probes. PERF.md has
 //!   the replay's figures.
+//! - **No third 429 within a second** under a limiter that counts 429s within a window: the
+//!   strategy judges the rule by the whole pool ([`crate::backend::penalty`]) and asks
+//!   [`Learned::wait_in_pool_ms`].
 //! - **`Retry-After`** longer than a second is obeyed: no attempts until it passes (RFC 9110
 //!   section 10.2.3); a limiter's penalty box says so. One of a second ([`PACED_RETRY_AFTER_S`]),
 //!   the shortest HTTP can say, is the window's own rounding: the pacing above already waits until
@@ -58,8 +61,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use super::belief::{Belief, Pacing};
-pub use super::limit::{PROBE_AFTER_MS, PROBE_VERDICT_MS, WINDOW_GUARD_MS, WINDOW_MS};
 use super::limit::Limit;
+pub use super::limit::{PROBE_AFTER_MS, PROBE_VERDICT_MS, WINDOW_GUARD_MS, WINDOW_MS};
 use super::penalty::Penalty;
 pub use super::penalty::{Evidence, PenaltyRule};
 use super::refusals::Refusals;
@@ -964,5 +967,41 @@ mod tests {
         assert_eq!((driven.rejected_at, l.limit()), (vec![40], Some(4)));
         assert_eq!(l.blocked_until_ms(), 0);
         assert_eq!(l.wait_ms(100, CLASSES), WINDOW_MS + WINDOW_GUARD_MS - 100);
+    }
+
+    #[test]
+    fn under_a_windowed_penalty_rule_a_third_429_in_a_second_waits() {
+        let l = Learned::default();
+        let ok = |t: u64| {
+            l.take(t, 1);
+            l.admitted(t, t);
+            l.observe(true, t);
+        };
+        let refused = |t: u64| {
+            l.take(t, 1);
+            l.rate_limited(Some(1), t);
+        };
+        // A limit learned; later two 429s 50 ms apart with an admitted attempt between them
+        // (no burst: the backend is not left alone).
+        for t in [0, 10, 20, 30] {
+            ok(t);
+        }
+        refused(40);
+        for t in [1_100, 1_110] {
+            ok(t);
+        }
+        refused(1_200);
+        ok(1_220);
+        refused(1_250);
+        assert_eq!(l.refused_in_a_row(), 1);
+        // Its own 429s showed no rule: the attempt after a 429 goes once the window has room.
+        assert_eq!(l.wait_ms(2_150, 1), 0);
+        assert_eq!(
+            l.wait_in_pool_ms(2_150, 1, PenaltyRule::NotWithinAWindow),
+            0
+        );
+        // The pool showed a windowed rule: it waits until the 429 at 1,200 is a second old.
+        assert_eq!(l.wait_in_pool_ms(2_150, 1, PenaltyRule::WithinAWindow), 50);
+        assert_eq!(l.wait_in_pool_ms(2_200, 1, PenaltyRule::WithinAWindow), 0);
     }
 }

@@ -78,4 +78,3 @@ impl Limit {
         (span.max(1) + WINDOW_GUARD_MS, k)
     }
 }
-

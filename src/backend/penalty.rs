@@ -146,7 +146,11 @@ mod tests {
             },
             "boxed by the second 429 of a run of one: counted within a window"
         );
-        assert_eq!(p.hold_ms(1_500), 500, "until the first of the two is a second old");
+        assert_eq!(
+            p.hold_ms(1_500),
+            500,
+            "until the first of the two is a second old"
+        );
         assert_eq!(p.hold_ms(2_000), 0);
     }
 
@@ -190,7 +194,10 @@ mod tests {
         };
         let none = Evidence::default();
         assert_eq!(PenaltyRule::of_pool([]), PenaltyRule::Unknown);
-        assert_eq!(PenaltyRule::of_pool([none, within]), PenaltyRule::WithinAWindow);
+        assert_eq!(
+            PenaltyRule::of_pool([none, within]),
+            PenaltyRule::WithinAWindow
+        );
         assert_eq!(PenaltyRule::of_pool([within, not]), PenaltyRule::Unknown);
         assert_eq!(
             PenaltyRule::of_pool([within, not, not]),

@@ -11,7 +11,10 @@
 //! this request unless its posterior mean is still clearly the best ([`CLEARLY_BEST_MARGIN`]):
 //! with constant per-attempt error rates, trying the best one again beats a worse one.
 //!
-//! A backend without room under its learned limit is skipped. Room depends on the attempt's class
+//! A backend without room under its learned limit is skipped. Whether a third 429 within a second
+//! must be kept out is judged by every candidate's evidence together
+//! ([`crate::backend::penalty::PenaltyRule::of_pool`]): backends of one pool most likely run one
+//! limiter, and one backend's own evidence comes after it was punished. Room depends on the attempt's class
 //! ([`crate::backend::learn::class_of`]): a request's last chance may fill a backend's window, earlier
 //! attempts only what later ones leave over ([`crate::backend::learn::Learned::wait_ms`]), so that the few
 //! slots of a good but rate-limited backend go where a success is worth the most, as the simulator's
@@ -492,5 +495,41 @@ mod tests {
             ..forced
         };
         assert_eq!(bandit.choose(&b, &[0, 1], &later), Choice::Backend(1));
+    }
+
+    #[test]
+    fn the_pool_decides_whether_a_third_429_in_a_second_is_kept_out() {
+        let b = backends(&[1, 1]);
+        let l = &b[0].stats.learned;
+        let ok = |t: u64| {
+            l.take(t, 1);
+            l.admitted(t, t);
+            l.observe(true, t);
+        };
+        // Backend 0: a limit learned, then two 429s within a second, an admitted attempt between.
+        for t in [0, 10, 20, 30] {
+            ok(t);
+        }
+        for (t, refused) in [(40, true), (1_100, false), (1_200, true), (1_220, false)] {
+            if refused {
+                l.take(t, 1);
+                l.rate_limited(Some(1), t);
+            } else {
+                ok(t);
+            }
+        }
+        l.take(1_250, 1);
+        l.rate_limited(Some(1), 1_250);
+        let mut bandit = Bandit::with_seed(1);
+        let at = PickContext {
+            now_ms: 2_150,
+            ..ctx()
+        };
+        // Backend 1 is boxed after a single 429: its limiter counts 429s within a window, and so,
+        // most likely, does backend 0's, which waits until its 429 at 1,200 is a second old.
+        b[1].stats.learned.rate_limited(Some(2), 2_000);
+        assert_eq!(bandit.choose(&b, &[0, 1], &at), Choice::Wait { ms: 50 });
+        // In a pool of its own, backend 0 showed no rule and is not held.
+        assert_eq!(bandit.choose(&b, &[0], &at), Choice::Backend(0));
     }
 }
