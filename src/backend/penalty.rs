@@ -4,8 +4,7 @@
 //! or two. Two rules are common. One counts over-limit requests **in a row** (an admitted request
 //! starts the count over); the burst backoff of [`crate::backend::refusals`] keeps a third 429 in a
 //! row out. The other counts them **within a window**: three in a second, admitted requests
-//! between them or not (the "three strikes" of many API gateways, and the flaky-servers
-//! challenge's configuration 3). Against that rule, once two 429s came within
+//! between them or not (the flaky-servers challenge's configuration 3). Against that rule, once two 429s came within
 //! [`PENALTY_WINDOW_MS`], an uncertain attempt (one that takes the top of the learned window, or
 //! follows a 429) waits until the first of them is a second old ([`Penalty::hold_ms`]).
 //!
