@@ -972,27 +972,7 @@ mod tests {
     #[test]
     fn under_a_windowed_penalty_rule_a_third_429_in_a_second_waits() {
         let l = Learned::default();
-        let ok = |t: u64| {
-            l.take(t, 1);
-            l.admitted(t, t);
-            l.observe(true, t);
-        };
-        let refused = |t: u64| {
-            l.take(t, 1);
-            l.rate_limited(Some(1), t);
-        };
-        // A limit learned; later two 429s 50 ms apart with an admitted attempt between them
-        // (no burst: the backend is not left alone).
-        for t in [0, 10, 20, 30] {
-            ok(t);
-        }
-        refused(40);
-        for t in [1_100, 1_110] {
-            ok(t);
-        }
-        refused(1_200);
-        ok(1_220);
-        refused(1_250);
+        test_support::two_429s_50_ms_apart(&l);
         assert_eq!(l.refused_in_a_row(), 1);
         // Its own 429s showed no rule: the attempt after a 429 goes once the window has room.
         assert_eq!(l.wait_ms(2_150, 1), 0);
@@ -1003,5 +983,34 @@ mod tests {
         // The pool showed a windowed rule: it waits until the 429 at 1,200 is a second old.
         assert_eq!(l.wait_in_pool_ms(2_150, 1, PenaltyRule::WithinAWindow), 50);
         assert_eq!(l.wait_in_pool_ms(2_200, 1, PenaltyRule::WithinAWindow), 0);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::Learned;
+
+    /// Teaches `l` a limit of 4 at 40 ms, then two 429s 50 ms apart (at 1,200 and 1,250) with an
+    /// admitted attempt between them (no burst: the backend is not left alone), and nothing since.
+    pub(crate) fn two_429s_50_ms_apart(l: &Learned) {
+        let ok = |t: u64| {
+            l.take(t, 1);
+            l.admitted(t, t);
+            l.observe(true, t);
+        };
+        let refused = |t: u64| {
+            l.take(t, 1);
+            l.rate_limited(Some(1), t);
+        };
+        for t in [0, 10, 20, 30] {
+            ok(t);
+        }
+        refused(40);
+        for t in [1_100, 1_110] {
+            ok(t);
+        }
+        refused(1_200);
+        ok(1_220);
+        refused(1_250);
     }
 }

@@ -275,6 +275,7 @@ impl Strategy for Bandit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::learn::test_support::two_429s_50_ms_apart;
     use crate::strategy::test_support::{backends, ctx};
 
     fn teach(b: &Backend, success_rate: f64, n: usize, now_ms: u64) {
@@ -500,26 +501,8 @@ mod tests {
     #[test]
     fn the_pool_decides_whether_a_third_429_in_a_second_is_kept_out() {
         let b = backends(&[1, 1]);
-        let l = &b[0].stats.learned;
-        let ok = |t: u64| {
-            l.take(t, 1);
-            l.admitted(t, t);
-            l.observe(true, t);
-        };
         // Backend 0: a limit learned, then two 429s within a second, an admitted attempt between.
-        for t in [0, 10, 20, 30] {
-            ok(t);
-        }
-        for (t, refused) in [(40, true), (1_100, false), (1_200, true), (1_220, false)] {
-            if refused {
-                l.take(t, 1);
-                l.rate_limited(Some(1), t);
-            } else {
-                ok(t);
-            }
-        }
-        l.take(1_250, 1);
-        l.rate_limited(Some(1), 1_250);
+        two_429s_50_ms_apart(&b[0].stats.learned);
         let mut bandit = Bandit::with_seed(1);
         let at = PickContext {
             now_ms: 2_150,
