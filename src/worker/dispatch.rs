@@ -133,7 +133,8 @@ impl Router<'_> {
             ex.pace_until_ms
         };
         let wake = (now.ms + ms).min(until).max(now.ms + 1);
-        c.deadline.set(wake, k.token(), self.timers);
+        // On the millisecond: a send a tick late leaves part of the backend's window unused.
+        c.deadline.set_precise(wake, k.token(), self.timers);
         Err(Stop::Next(Next::Wait))
     }
 

@@ -8,8 +8,16 @@
 //! of Varghese and Lauck, "Hashed and Hierarchical Timing Wheels" (SOSP 1987), scheme 4, with deadlines
 //! beyond the wheel's span parked in its last slot and re-armed when they come round.
 //!
+//! A wait that must end on time (a request paced for a backend's rate limit, where a send a tick
+//! late leaves part of the backend's window unused) goes instead into a short heap of precise
+//! entries that fire on their millisecond ([`Deadline::set_precise`]); only such waits pay its
+//! O(log n).
+//!
 //! An entry names its owner by the owner's mio token (a client's slab key, or a backend connection's
 //! key with the backend bit), so the loop routes a fired entry exactly as it routes an event.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use mio::Token;
 
@@ -31,6 +39,8 @@ pub(super) struct TimerWheel {
     /// The first tick whose slot has not been expired yet.
     next_tick: u64,
     len: usize,
+    /// Precise entries, soonest first: (fire_ms, token).
+    precise: BinaryHeap<Reverse<(u64, Token)>>,
 }
 
 impl TimerWheel {
@@ -40,6 +50,7 @@ impl TimerWheel {
             tick_ms: tick_ms.max(1),
             next_tick: 0,
             len: 0,
+            precise: BinaryHeap::new(),
         }
     }
 
@@ -56,8 +67,22 @@ impl TimerWheel {
         fire_ms
     }
 
+    /// Schedules a wake-up for `token` at exactly `at_ms` (not a tick later); returns `at_ms`.
+    pub(super) fn schedule_precise(&mut self, at_ms: u64, token: Token) -> u64 {
+        let fire_ms = at_ms.max(1);
+        self.precise.push(Reverse((fire_ms, token)));
+        fire_ms
+    }
+
     /// Moves every entry due at `now_ms` into `out`.
     pub(super) fn expire(&mut self, now_ms: u64, out: &mut Vec<TimerEntry>) {
+        while let Some(&Reverse((fire_ms, token))) = self.precise.peek() {
+            if fire_ms > now_ms {
+                break;
+            }
+            self.precise.pop();
+            out.push(TimerEntry { token, fire_ms });
+        }
         let now_tick = now_ms / self.tick_ms;
         if self.len == 0 {
             self.next_tick = self.next_tick.max(now_tick + 1);
@@ -76,10 +101,15 @@ impl TimerWheel {
 
     /// How long the event loop may sleep before the next tick that can hold an entry.
     pub(super) fn poll_timeout_ms(&self, now_ms: u64) -> Option<u64> {
+        let precise = self
+            .precise
+            .peek()
+            .map(|&Reverse((fire_ms, _))| fire_ms.saturating_sub(now_ms));
         if self.len == 0 {
-            return None;
+            return precise;
         }
-        Some((self.next_tick * self.tick_ms).saturating_sub(now_ms))
+        let wheel = (self.next_tick * self.tick_ms).saturating_sub(now_ms);
+        Some(precise.map_or(wheel, |p| p.min(wheel)))
     }
 
     #[cfg(test)]
@@ -98,7 +128,7 @@ impl TimerWheel {
 
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == 0 && self.precise.is_empty()
     }
 }
 
@@ -117,6 +147,15 @@ impl Deadline {
         self.at_ms = at_ms;
         if at_ms != 0 && (self.armed_ms == 0 || at_ms < self.armed_ms) {
             self.armed_ms = wheel.schedule(at_ms, token);
+        }
+    }
+
+    /// Sets a deadline that fires on its millisecond rather than at the end of its tick
+    /// ([`TimerWheel::schedule_precise`]); an entry armed earlier goes stale.
+    pub(super) fn set_precise(&mut self, at_ms: u64, token: Token, wheel: &mut TimerWheel) {
+        self.at_ms = at_ms;
+        if at_ms != 0 && self.armed_ms != at_ms {
+            self.armed_ms = wheel.schedule_precise(at_ms, token);
         }
     }
 
@@ -234,6 +273,36 @@ mod tests {
         assert!(w.slots.iter().map(Vec::capacity).sum::<usize>() >= 10_000);
         w.shrink();
         assert!(w.slots.iter().map(Vec::capacity).sum::<usize>() < 100);
+    }
+
+    #[test]
+    fn a_precise_deadline_fires_on_its_millisecond_not_at_the_tick() {
+        let mut w = TimerWheel::new(10, 8);
+        let mut d = Deadline::default();
+        d.set(40, T, &mut w);
+        d.set_precise(13, T, &mut w);
+        assert!(!fire_all(&mut w, &mut d, 11));
+        assert_eq!(
+            w.poll_timeout_ms(11),
+            Some(2),
+            "the loop wakes at 13, not at 20"
+        );
+        assert!(!fire_all(&mut w, &mut d, 12));
+        assert!(fire_all(&mut w, &mut d, 13));
+        assert!(!fire_all(&mut w, &mut d, 40), "the coarse entry went stale");
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_precise_deadline_later_than_an_armed_entry_still_fires_on_time() {
+        let mut w = TimerWheel::new(10, 8);
+        let mut d = Deadline::default();
+        d.set(5, T, &mut w);
+        d.set_precise(17, T, &mut w);
+        assert!(!fire_all(&mut w, &mut d, 10), "the entry for 10 is stale");
+        assert!(!fire_all(&mut w, &mut d, 16));
+        assert!(fire_all(&mut w, &mut d, 17));
+        assert_eq!(w.poll_timeout_ms(17), None);
     }
 
     #[test]
