@@ -500,6 +500,29 @@ impl Learned {
     /// ([`Learned::rate_limited`]).
     pub fn take(&self, now_ms: u64, class: usize) {
         self.sends.record(now_ms, class);
+        self.taken(now_ms, class);
+    }
+
+    /// How many attempts were sent to this backend so far, read before deciding on one: see
+    /// [`Learned::take_after`].
+    pub fn send_seq(&self) -> usize {
+        self.sends.seq()
+    }
+
+    /// [`Learned::take`], unless another attempt went to this backend since [`Learned::send_seq`]
+    /// gave `seq` (from another worker: two workers woken in the same millisecond for the same
+    /// free slot would both take it, and one would meet a 429). Returns false, recording
+    /// nothing, when the decision must be made again.
+    pub fn take_after(&self, seq: usize, now_ms: u64, class: usize) -> bool {
+        if !self.sends.record_after(seq, now_ms, class) {
+            return false;
+        }
+        self.taken(now_ms, class);
+        true
+    }
+
+    /// What follows the record of a send.
+    fn taken(&self, now_ms: u64, class: usize) {
         let limit = Limit::unpack(self.limit.load(Ordering::Relaxed));
         if limit.per_window == 0 {
             return;
@@ -614,6 +637,27 @@ mod tests {
             }
             out
         }
+    }
+
+    #[test]
+    fn a_send_decided_on_a_count_another_worker_changed_is_not_taken() {
+        let l = Learned::default();
+        l.take(0, 1);
+        l.rate_limited(None, 10);
+        assert_eq!(l.limit(), Some(1));
+        // Two workers woken in the same millisecond both count a free window...
+        let seq = l.send_seq();
+        assert_eq!(l.wait_ms(WINDOW_MS + WINDOW_GUARD_MS, 1), 0);
+        // ...one of them sends first.
+        assert!(l.take_after(l.send_seq(), WINDOW_MS + WINDOW_GUARD_MS, 1));
+        // The other's decision is stale: nothing is recorded, and asked again, it waits.
+        assert!(!l.take_after(seq, WINDOW_MS + WINDOW_GUARD_MS, 1));
+        assert_eq!(
+            l.sends
+                .count(WINDOW_MS + WINDOW_GUARD_MS, WINDOW_MS, CLASSES),
+            1
+        );
+        assert!(l.wait_ms(WINDOW_MS + WINDOW_GUARD_MS, 1) > 0);
     }
 
     #[test]

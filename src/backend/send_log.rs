@@ -60,8 +60,28 @@ impl Default for SendLog {
 impl SendLog {
     /// Records an attempt of `class` sent at `now_ms`, over the oldest entry.
     pub fn record(&self, now_ms: u64, class: usize) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % SEND_LOG;
-        self.sends[i].store(pack(now_ms, class), Ordering::Relaxed);
+        let i = self.next.fetch_add(1, Ordering::AcqRel) % SEND_LOG;
+        self.sends[i].store(pack(now_ms, class), Ordering::Release);
+    }
+
+    /// How many sends were recorded so far: read before deciding on a send, and given back to
+    /// [`SendLog::record_after`].
+    pub fn seq(&self) -> usize {
+        self.next.load(Ordering::Acquire)
+    }
+
+    /// [`SendLog::record`], unless another send was recorded since [`SendLog::seq`] gave `seq`:
+    /// then the decision it was based on is stale, and nothing is recorded.
+    pub fn record_after(&self, seq: usize, now_ms: u64, class: usize) -> bool {
+        if self
+            .next
+            .compare_exchange(seq, seq + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.sends[seq % SEND_LOG].store(pack(now_ms, class), Ordering::Release);
+        true
     }
 
     /// The attempt picked at `sent_ms` was admitted (answered other than 429) at `now_ms`. The

@@ -52,6 +52,11 @@ pub(super) const CLEARLY_BEST_MARGIN: f64 = 0.05;
 /// with room for a request to wait for it.
 pub(super) const WAIT_MARGIN: f64 = 0.05;
 
+/// How many times a pick is made again when another worker sent to the picked backend between
+/// the count of its window and this send ([`crate::backend::learn::Learned::take_after`]); the
+/// last pick sends whatever happened meanwhile.
+pub(super) const MAX_PICK_RACES: usize = 4;
+
 pub struct Bandit {
     rng: Rng,
 }
@@ -167,6 +172,35 @@ impl Strategy for Bandit {
         candidates: &[usize],
         ctx: &PickContext<'_>,
     ) -> Choice {
+        // Another worker may send to the picked backend between the count of its window and this
+        // send: then pick again with that send in view (a few times at most, then send anyway).
+        for _ in 1..MAX_PICK_RACES {
+            if let Some(choice) = self.choose_once(backends, candidates, ctx, false) {
+                return choice;
+            }
+        }
+        self.choose_once(backends, candidates, ctx, true)
+            .unwrap_or(Choice::Full)
+    }
+
+    fn retries_may_repeat(&self) -> bool {
+        true
+    }
+}
+
+impl Bandit {
+    /// One pick; None if another attempt went to the picked backend meanwhile, unless `insist`.
+    fn choose_once(
+        &mut self,
+        backends: &[Backend],
+        candidates: &[usize],
+        ctx: &PickContext<'_>,
+        insist: bool,
+    ) -> Option<Choice> {
+        let seqs: Vec<usize> = candidates
+            .iter()
+            .map(|&c| backends[c].stats.learned.send_seq())
+            .collect();
         let retry = !ctx.tried.is_empty();
         let class = class_of(ctx.tried.len() + 1);
         let means: Vec<f64> = candidates
@@ -226,7 +260,7 @@ impl Strategy for Bandit {
             (Some((_, i)), Some((m, wait_ms)))
                 if retry && !ctx.relax && !ctx.force && m > means[i] + WAIT_MARGIN =>
             {
-                return Choice::Wait { ms: wait_ms };
+                return Some(Choice::Wait { ms: wait_ms });
             }
             (Some((_, i)), _) => i,
             // Everyone failed this request already: take the likeliest anyway.
@@ -236,7 +270,7 @@ impl Strategy for Bandit {
             // Nothing has room: wait for the first that will (or a window, if all are kept for
             // later attempts), unless out of time.
             (None, later) if !ctx.relax && !ctx.force => {
-                return Choice::Wait {
+                return Some(Choice::Wait {
                     ms: later.map_or(WINDOW_MS, |_| {
                         waits
                             .iter()
@@ -245,13 +279,19 @@ impl Strategy for Bandit {
                             .min()
                             .unwrap_or(WINDOW_MS)
                     }),
-                };
+                });
             }
             (None, _) => match self.forced(backends, candidates, &excluded, &means, rule, ctx) {
                 Choice::Backend(i) => i,
-                wait => return wait,
+                wait => return Some(wait),
             },
         };
+        let learned = &backends[candidates[pick]].stats.learned;
+        if insist {
+            learned.take(ctx.now_ms, class);
+        } else if !learned.take_after(seqs[pick], ctx.now_ms, class) {
+            return None;
+        }
         if retry {
             // This attempt wanted the backend it got, and every likelier one that had no room.
             for (i, &c) in candidates.iter().enumerate() {
@@ -260,15 +300,7 @@ impl Strategy for Bandit {
                 }
             }
         }
-        backends[candidates[pick]]
-            .stats
-            .learned
-            .take(ctx.now_ms, class);
-        Choice::Backend(candidates[pick])
-    }
-
-    fn retries_may_repeat(&self) -> bool {
-        true
+        Some(Choice::Backend(candidates[pick]))
     }
 }
 
