@@ -19,6 +19,7 @@ pub mod belief;
 pub mod learn;
 mod limit;
 pub mod penalty;
+pub mod posterior;
 pub mod refusals;
 pub mod send_log;
 pub(crate) mod stats;

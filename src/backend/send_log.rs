@@ -124,6 +124,11 @@ impl SendLog {
         }
     }
 
+    /// A low quantile of the round trip of admitted attempts, if any was admitted yet.
+    pub fn fast_rtt_ms(&self) -> Option<u64> {
+        self.fast_rtt_ms.load(Ordering::Relaxed).checked_sub(1)
+    }
+
     /// Takes the most recent send out of the log: the attempt a 429 just refused (at one answer
     /// per attempt and 429s answered at once, it is the latest one sent to this backend).
     pub fn withdraw_latest(&self, now_ms: u64) {
