@@ -137,6 +137,7 @@ fn decayed(v: u64, now_ms: u64) -> f64 {
 /// The shared learned state of one backend.
 #[derive(Debug)]
 pub struct Learned {
+    /// How likely an attempt is to succeed.
     success: Posterior,
     /// Our latest attempts: our mirror of the backend's window.
     sends: SendLog,
