@@ -189,6 +189,43 @@ struct Real {
     /// request that arrives meanwhile is taken, and counted in its window, when the stall ends.
     stall_every_ms: u64,
     stall_ms: u64,
+    /// The simulator has been up this long when the first id arrives (its limits are functions
+    /// of its clock); a real run's start lands anywhere near a second.
+    head_start_ms: u64,
+    /// What the balancer knows beyond what it learns, to measure what learning costs.
+    knows: Knows,
+}
+
+/// What the balancer is told of the servers' truth in a replay: nothing (the challenge), or
+/// more, to measure what learning it costs (`diagnose` and `one_run` read `KNOWS`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Knows {
+    /// `bandit` as it runs.
+    Nothing,
+    /// `bandit`, with each server's learned limit set to its true one before every pick.
+    Limits,
+    /// The same, only where the true limit is higher than the learned one (rises found at once).
+    Rises,
+    /// The same, only where it is lower (falls found at once).
+    Falls,
+    /// No `bandit`: the likeliest server, by its true success rate, that would admit the
+    /// attempt now (every limit, window, penalty box and outage known); otherwise wait.
+    Everything,
+    /// The same, by the learned success rate instead of the true one.
+    Room,
+}
+
+impl Knows {
+    fn from_env() -> Knows {
+        match std::env::var("KNOWS").as_deref() {
+            Ok("limits") => Knows::Limits,
+            Ok("rises") => Knows::Rises,
+            Ok("falls") => Knows::Falls,
+            Ok("everything") => Knows::Everything,
+            Ok("room") => Knows::Room,
+            _ => Knows::Nothing,
+        }
+    }
 }
 
 impl Real {
@@ -197,7 +234,14 @@ impl Real {
         tick_ms: 1,
         stall_every_ms: 0,
         stall_ms: 0,
+        head_start_ms: SIM_HEAD_START_MS,
+        knows: Knows::Nothing,
     };
+
+    /// Seconds on the simulator's clock at `ms` into the replay.
+    fn sim_s(&self, ms: u64) -> f64 {
+        (ms + self.head_start_ms) as f64 / 1000.0
+    }
 
     /// When a request sent at `sent_ms` is taken by the server.
     fn arrival_ms(&self, sent_ms: u64) -> u64 {
@@ -269,7 +313,24 @@ fn replay_with(
                         && now_ms >= req.pace_until_ms + MAX_PACING_WAIT_MS,
                     ..ctx()
                 };
-                match bandit.choose(&table, &candidates, &c) {
+                tell_limits(real, &servers, &table, now_ms);
+                let choice = match real.knows {
+                    Knows::Everything | Knows::Room => {
+                        let arrive_ms = real.arrival_ms(now_ms);
+                        let at = origin + Duration::from_millis(arrive_ms);
+                        let by_learned = real.knows == Knows::Room;
+                        informed_choice(
+                            &servers,
+                            &table,
+                            by_learned,
+                            at,
+                            real.sim_s(arrive_ms),
+                            c.force,
+                        )
+                    }
+                    _ => bandit.choose(&table, &candidates, &c),
+                };
+                match choice {
                     Choice::Wait { ms } => {
                         if req.wait_from_ms == 0 {
                             req.wait_from_ms = now_ms;
@@ -309,7 +370,7 @@ fn replay_with(
                         out.attempts += 1;
                         let arrive_ms = real.arrival_ms(now_ms);
                         let at = origin + Duration::from_millis(arrive_ms);
-                        let t_s = (arrive_ms + SIM_HEAD_START_MS) as f64 / 1000.0;
+                        let t_s = real.sim_s(arrive_ms);
                         let answer = servers[b].state.answer_attempt(at, t_s);
                         let (status, retry_after_s) = answer.unwrap_or((0, None));
                         if status == 200 {
@@ -332,7 +393,7 @@ fn replay_with(
                 }
             }
             Event::Sample => {
-                let t_s = (now_ms + SIM_HEAD_START_MS) as f64 / 1000.0;
+                let t_s = real.sim_s(now_ms);
                 for (i, s) in servers.iter().enumerate() {
                     let Some(limit) = s.params.rate_limit.at(t_s) else {
                         continue;
@@ -380,7 +441,7 @@ fn replay_with(
         out.success[i] = s.params.success_rate;
         out.capacity[i] = (0..(span_s * 10.0) as u64)
             .map(|k| {
-                let t = (SIM_HEAD_START_MS as f64 / 1000.0) + k as f64 / 10.0;
+                let t = real.sim_s(0) + k as f64 / 10.0;
                 if s.params.shape.unreachable(t) {
                     0.0
                 } else {
@@ -395,7 +456,7 @@ fn replay_with(
         .iter()
         .filter(|r| r.told_ok != r.ledger_accepted)
         .count() as u64;
-    let from_s = (1 + SIM_HEAD_START_MS) as f64 / 1000.0;
+    let from_s = real.sim_s(1);
     let to_s = from_s + (ids - 1) as f64 / ids_per_s as f64;
     out.oracle_share = accepted_share_over(from_s, to_s, ids_per_s as f64, |t| {
         servers
@@ -404,6 +465,54 @@ fn replay_with(
             .collect()
     });
     out
+}
+
+/// Before a pick, tells `bandit` the true limits as `real.knows` says.
+fn tell_limits(real: Real, servers: &[Server], table: &[Backend], now_ms: u64) {
+    for (s, b) in servers.iter().zip(table) {
+        let (Some(truth), Some(learned)) = (
+            s.params.rate_limit.at(real.sim_s(now_ms)),
+            b.stats.learned.limit(),
+        ) else {
+            continue;
+        };
+        let tell = match real.knows {
+            Knows::Limits => true,
+            Knows::Rises => truth > learned,
+            Knows::Falls => truth < learned,
+            _ => false,
+        };
+        if tell {
+            b.stats.learned.assume_limit(truth.max(1), now_ms);
+        }
+    }
+}
+
+/// The likeliest server (by its true success rate, or by the learned one) that would admit an
+/// attempt arriving at `at`; else wait a millisecond, or give up when forced.
+fn informed_choice(
+    servers: &[Server],
+    table: &[Backend],
+    by_learned: bool,
+    at: Instant,
+    t_s: f64,
+    force: bool,
+) -> Choice {
+    let p = |i: usize| {
+        if by_learned {
+            table[i].stats.learned.success_mean()
+        } else {
+            servers[i].params.success_rate
+        }
+    };
+    let best = (0..servers.len())
+        .filter(|&i| servers[i].state.would_admit(at, t_s))
+        .max_by(|&x, &y| p(x).total_cmp(&p(y)));
+    match best {
+        Some(i) => Choice::Backend(i),
+        None if force => Choice::Full,
+        None => Choice::Wait { ms: 1 },
+    }
 }
 
 const PROFILES: [Profile; 4] = [
@@ -527,7 +636,9 @@ fn worst_seeds() {
 /// `RATE=30 cargo test --release --test bandit_replay -- --ignored --nocapture diagnose`: where
 /// the capacity goes, per configuration over 50 seeds: the share of the servers' limits used
 /// (weighted by success rate: the share of what a full use would accept), 429s by attempt,
-/// answers later than the client's timeout, ids never attempted, time spent waiting.
+/// answers later than the client's timeout, ids never attempted, time spent waiting. With
+/// `KNOWS=limits` (or `rises`, `falls`, `everything`, `room`: [`Knows`]) the balancer is told
+/// part of the truth, which measures what learning it costs.
 #[test]
 #[ignore]
 fn diagnose() {
@@ -542,8 +653,12 @@ fn diagnose() {
             let (mut dis, mut p50, mut p99) = (0, 0, 0);
             let (mut lsum, mut tsum, mut blocked, mut samples) = (0.0, 0.0, 0, 0);
             let mut refused = [0u64; MAX_ATTEMPTS];
+            let real = Real {
+                knows: Knows::from_env(),
+                ..Real::IDEAL
+            };
             for seed in 1..=SEEDS {
-                let o = replay(profile, seed, 120, rate);
+                let o = replay_with(profile, seed, 120, rate, real);
                 ratio += o.score_vs_oracle();
                 for i in 0..SERVERS {
                     if o.capacity[i].is_finite() {
@@ -590,6 +705,8 @@ fn diagnose() {
 /// `PROFILE=flaky2 SEED=2 RATE=30 DURATION=30 DELAY_MS=0 TICK_MS=1 cargo test --release --test
 /// bandit_replay -- --ignored --nocapture one_run`: one seed, to set beside a real run of the
 /// challenge with the same seed, with the real run's delays added to see what they cost.
+/// `HEAD_START_MS` moves the simulator's clock against the ids (a real run's lands anywhere
+/// near a second: single seeds move by a few hundredths with it), `KNOWS` as for `diagnose`.
 #[test]
 #[ignore]
 fn one_run() {
@@ -610,6 +727,8 @@ fn one_run() {
         tick_ms: var("TICK_MS", 1).max(1),
         stall_every_ms: var("STALL_EVERY_MS", 0),
         stall_ms: var("STALL_MS", 0),
+        head_start_ms: var("HEAD_START_MS", SIM_HEAD_START_MS),
+        knows: Knows::from_env(),
     };
     let o = replay_with(
         profile,
@@ -619,7 +738,7 @@ fn one_run() {
         real,
     );
     println!(
-        "{profile:?} {real:?}: score/oracle {:.4}; accepted {}/{}; attempts {}; 429s {} (by attempt {:?}); never attempted {}; admitted {:?}",
+        "{profile:?} {real:?}: score/oracle {:.4}; accepted {}/{}; attempts {}; 429s {} (by attempt {:?}); never attempted {}; admitted {:?}; learned/true limit {:.3}",
         o.score_vs_oracle(),
         o.accepted,
         o.ids,
@@ -627,6 +746,7 @@ fn one_run() {
         o.too_many_requests,
         o.refused_by_class,
         o.never_attempted,
-        o.admitted
+        o.admitted,
+        o.learned_sum / o.true_sum.max(1.0)
     );
 }

@@ -340,6 +340,24 @@ impl Learned {
         }
     }
 
+    /// Sets the learned limit to `per_window`, as if learned at `now_ms`. For replays that
+    /// measure what knowing a backend's true limit would be worth (`tests/bandit_replay.rs`).
+    pub fn assume_limit(&self, per_window: u32, now_ms: u64) {
+        update(&self.limit, |v| {
+            let old = Limit::unpack(v);
+            if old.per_window == per_window {
+                return v;
+            }
+            Limit {
+                per_window,
+                changed_ms: now_ms as u32,
+                probing: false,
+                ..old
+            }
+            .pack()
+        });
+    }
+
     /// The learned limit, attempts per second; `None` until the backend answers 429.
     pub fn limit(&self) -> Option<u32> {
         let l = Limit::unpack(self.limit.load(Ordering::Relaxed));

@@ -308,9 +308,11 @@ pub struct RunArgs {
     pub fall: u32,
 
     /// Eject a backend after this many consecutive failed attempts (connect errors, resets,
-    /// timeouts); 0 turns passive ejection off.
-    #[arg(long, default_value_t = DEFAULT_EJECT_AFTER, value_name = "N")]
-    pub eject_after: u32,
+    /// timeouts); 0 turns passive ejection off. Default 5, but off under `--strategy bandit`,
+    /// which leaves a backend that does not answer alone for 0.5-2 s by itself and tries it
+    /// again sooner than an ejection would: give this flag to eject under bandit as well.
+    #[arg(long, value_name = "N")]
+    pub eject_after: Option<u32>,
 
     /// Base ejection time, multiplied by the number of recent ejections.
     #[arg(long, default_value = DEFAULT_EJECT_TIME, value_name = "DURATION")]
@@ -426,7 +428,8 @@ impl RunArgs {
             max_headers: self.max_headers,
             buffer_size: self.buffer_size,
             shutdown_timeout_ms: self.shutdown_timeout.ms(),
-            eject_after: self.eject_after,
+            eject_after: self.eject_after.unwrap_or(DEFAULT_EJECT_AFTER),
+            eject_under_learning: self.eject_after.is_some(),
             hash_key: self.hash_key.clone(),
             retry: RetryPolicy::parse(&self.retry_on, &self.retry_methods)?,
             retry_buffer: self.retry_buffer,
@@ -536,7 +539,7 @@ impl RunArgs {
                 rise: self.rise,
                 fall: self.fall,
             },
-            eject_after: self.eject_after,
+            eject_after: self.eject_after.unwrap_or(DEFAULT_EJECT_AFTER),
             eject_base_ms: self.eject_time.ms(),
             eject_max_ms: self.max_eject_time.ms().max(self.eject_time.ms()),
             max_ejection_percent: self.max_ejection_percent,

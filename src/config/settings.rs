@@ -195,6 +195,10 @@ pub struct ProxyConfig {
     pub shutdown_timeout_ms: u64,
     /// Consecutive failures after which a worker asks the control thread to eject a backend.
     pub eject_after: u32,
+    /// Whether that holds under a strategy that learns from every answer (`bandit`), which
+    /// leaves an unreachable backend alone for a moment by itself: only when asked for
+    /// (`--eject-after` given).
+    pub eject_under_learning: bool,
     /// What `maglev` hashes in HTTP mode.
     pub hash_key: RequestAttr,
     /// Which failed attempts are retried.
@@ -256,6 +260,7 @@ impl Default for ProxyConfig {
             buffer_size: DEFAULT_BUFFER_SIZE,
             shutdown_timeout_ms: ms(DEFAULT_SHUTDOWN_TIMEOUT),
             eject_after: DEFAULT_EJECT_AFTER,
+            eject_under_learning: false,
             hash_key: RequestAttr::ClientIp,
             retry: RetryPolicy::default(),
             retry_buffer: DEFAULT_RETRY_BUFFER,

@@ -291,7 +291,11 @@ impl Settle<'_> {
             }
         }
         let in_a_row = b.stats.note_failure();
-        if self.cfg.eject_after > 0 && in_a_row == self.cfg.eject_after {
+        // A strategy that learns leaves an unreachable backend alone by itself, for less time
+        // than an ejection (see `--eject-after`).
+        let ejects =
+            self.cfg.eject_after > 0 && (self.cfg.eject_under_learning || !self.feedback.success);
+        if ejects && in_a_row == self.cfg.eject_after {
             self.control.send(ControlMsg::Failing(b.id));
         }
     }

@@ -171,6 +171,18 @@ impl ServerState {
         Some((d.status, d.retry_after_s))
     }
 
+    /// Whether an attempt arriving at `now` would be admitted (not refused, not unreachable),
+    /// without counting it: what a balancer that knew every limit would see. For replays.
+    pub fn would_admit(&self, now: Instant, t_s: f64) -> bool {
+        if self.down || self.unreachable(t_s) || self.penalty.remaining(now).is_some() {
+            return false;
+        }
+        match self.params.rate_limit.at(t_s) {
+            Some(limit) => self.window.clone().try_admit(now, t_s, limit),
+            None => true,
+        }
+    }
+
     /// Whether the server is in one of its outages (it closes every connection).
     pub fn unreachable(&self, t_s: f64) -> bool {
         self.params.shape.unreachable(t_s)

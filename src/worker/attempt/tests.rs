@@ -242,6 +242,37 @@ fn the_eject_after_th_failure_in_a_row_asks_the_control_thread_to_eject_once() {
 }
 
 #[test]
+fn a_strategy_that_learns_is_not_ejected_for_it_unless_asked() {
+    let failing = |h: &Harness| {
+        h.from_workers
+            .try_iter()
+            .filter(|m| matches!(m, ControlMsg::Failing(1)))
+            .count()
+    };
+    let mut h = Harness::new(ProxyConfig {
+        eject_after: 2,
+        ..ProxyConfig::default()
+    });
+    h.feedback.success = true;
+    for _ in 0..3 {
+        h.settle(&get(), End::Failed(Failure::Connect));
+    }
+    assert_eq!(failing(&h), 0, "bandit backs off by itself");
+    assert!(h.stats().learned.blocked_until_ms() > NOW_MS);
+
+    let mut h = Harness::new(ProxyConfig {
+        eject_after: 2,
+        eject_under_learning: true,
+        ..ProxyConfig::default()
+    });
+    h.feedback.success = true;
+    for _ in 0..3 {
+        h.settle(&get(), End::Failed(Failure::Connect));
+    }
+    assert_eq!(failing(&h), 1, "--eject-after given: ejected as well");
+}
+
+#[test]
 fn only_a_strategy_that_learns_is_told_successes_failures_and_rate_limits() {
     let mut h = Harness::http();
     h.settle(&get(), answered(200));
