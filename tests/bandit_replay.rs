@@ -96,6 +96,8 @@ pub struct Outcome {
     pub learned_sum: f64,
     pub true_sum: f64,
     pub blocked_samples: u64,
+    /// Of those samples, the ones with the server in its penalty box.
+    pub boxed_samples: u64,
     pub samples: u64,
 }
 
@@ -296,6 +298,7 @@ fn replay_with(
         learned_sum: 0.0,
         true_sum: 0.0,
         blocked_samples: 0,
+        boxed_samples: 0,
         samples: 0,
     };
     for t in 1..duration_s {
@@ -402,6 +405,8 @@ fn replay_with(
                     out.true_sum += f64::from(limit);
                     out.learned_sum += f64::from(learned.limit().unwrap_or(0));
                     out.blocked_samples += u64::from(learned.blocked_until_ms() > now_ms);
+                    let at = origin + Duration::from_millis(now_ms);
+                    out.boxed_samples += u64::from(s.state.in_penalty_box(at));
                     out.samples += 1;
                 }
             }
@@ -738,7 +743,7 @@ fn one_run() {
         real,
     );
     println!(
-        "{profile:?} {real:?}: score/oracle {:.4}; accepted {}/{}; attempts {}; 429s {} (by attempt {:?}); never attempted {}; admitted {:?}; learned/true limit {:.3}",
+        "{profile:?} {real:?}: score/oracle {:.4}; accepted {}/{}; attempts {}; 429s {} (by attempt {:?}); never attempted {}; admitted {:?}; learned/true limit {:.3}; in a penalty box {:.3}",
         o.score_vs_oracle(),
         o.accepted,
         o.ids,
@@ -747,6 +752,7 @@ fn one_run() {
         o.refused_by_class,
         o.never_attempted,
         o.admitted,
-        o.learned_sum / o.true_sum.max(1.0)
+        o.learned_sum / o.true_sum.max(1.0),
+        o.boxed_samples as f64 / o.samples.max(1) as f64
     );
 }

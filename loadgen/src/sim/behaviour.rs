@@ -171,6 +171,11 @@ impl ServerState {
         Some((d.status, d.retry_after_s))
     }
 
+    /// Whether the server is refusing everything for pressing on (its penalty box) at `now`.
+    pub fn in_penalty_box(&self, now: Instant) -> bool {
+        self.penalty.remaining(now).is_some()
+    }
+
     /// Whether an attempt arriving at `now` would be admitted (not refused, not unreachable),
     /// without counting it: what a balancer that knew every limit would see. For replays.
     pub fn would_admit(&self, now: Instant, t_s: f64) -> bool {
@@ -255,7 +260,7 @@ impl ServerState {
             success_rate: self.params.success_rate,
             rate_limit_rps: self.params.rate_limit.at(at.t_s),
             rate_limit: self.params.rate_limit.clone(),
-            in_penalty_box: self.penalty.remaining(at.now).is_some(),
+            in_penalty_box: self.in_penalty_box(at.now),
             service_time_ms: self.params.service_time_ms,
             workers: self.params.workers,
             slow_share: self.params.slow_share,
