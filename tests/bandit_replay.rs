@@ -643,7 +643,8 @@ fn worst_seeds() {
 /// (weighted by success rate: the share of what a full use would accept), 429s by attempt,
 /// answers later than the client's timeout, ids never attempted, time spent waiting. With
 /// `KNOWS=limits` (or `rises`, `falls`, `everything`, `room`: [`Knows`]) the balancer is told
-/// part of the truth, which measures what learning it costs.
+/// part of the truth, which measures what learning it costs; `DELAY_MS` adds that long from
+/// each pick to the server, as a real run has.
 #[test]
 #[ignore]
 fn diagnose() {
@@ -657,9 +658,14 @@ fn diagnose() {
             let (mut ratio, mut late, mut never, mut waited, mut ids) = (0.0, 0, 0, 0, 0);
             let (mut dis, mut p50, mut p99) = (0, 0, 0);
             let (mut lsum, mut tsum, mut blocked, mut samples) = (0.0, 0.0, 0, 0);
+            let mut boxed = 0;
             let mut refused = [0u64; MAX_ATTEMPTS];
             let real = Real {
                 knows: Knows::from_env(),
+                send_delay_ms: std::env::var("DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
                 ..Real::IDEAL
             };
             for seed in 1..=SEEDS {
@@ -684,6 +690,7 @@ fn diagnose() {
                 lsum += o.learned_sum;
                 tsum += o.true_sum;
                 blocked += o.blocked_samples;
+                boxed += o.boxed_samples;
                 samples += o.samples;
                 p50 = p50.max(o.latency_p50_ms);
                 p99 = p99.max(o.latency_p99_ms);
@@ -692,13 +699,14 @@ fn diagnose() {
                 "{profile:?} at {rate}/s: score/oracle {:.4}; limits used {:.3} (weighted {:.3}); \
                  429s by attempt {refused:?}; late {late}; disagreements {dis}; never attempted \
                  {never}; mean wait {:.0} ms per id; worst p50 {p50} ms, worst p99 {p99} ms; \
-                 learned/true limit {:.3}; blocked {:.3} of the time",
+                 learned/true limit {:.3}; blocked {:.3} of the time; in a penalty box {:.3}",
                 ratio / SEEDS as f64,
                 used / cap.max(1.0),
                 wused / wcap.max(1.0),
                 waited as f64 / ids as f64,
                 lsum / tsum.max(1.0),
                 blocked as f64 / samples.max(1) as f64,
+                boxed as f64 / samples.max(1) as f64,
             );
         })
     });
