@@ -179,7 +179,7 @@ impl ServerState {
     /// Whether an attempt arriving at `now` would be admitted (not refused, not unreachable),
     /// without counting it: what a balancer that knew every limit would see. For replays.
     pub fn would_admit(&self, now: Instant, t_s: f64) -> bool {
-        if self.down || self.unreachable(t_s) || self.penalty.remaining(now).is_some() {
+        if self.down || self.unreachable(t_s) || self.in_penalty_box(now) {
             return false;
         }
         match self.params.rate_limit.at(t_s) {
