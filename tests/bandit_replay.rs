@@ -474,6 +474,10 @@ fn replay_with(
 
 /// Before a pick, tells `bandit` the true limits as `real.knows` says.
 fn tell_limits(real: Real, servers: &[Server], table: &[Backend], now_ms: u64) {
+    if !matches!(real.knows, Knows::Limits | Knows::Rises | Knows::Falls) {
+        // The challenge as it runs: nothing to tell, and no limit to work out.
+        return;
+    }
     for (s, b) in servers.iter().zip(table) {
         let (Some(truth), Some(learned)) = (
             s.params.rate_limit.at(real.sim_s(now_ms)),

@@ -50,6 +50,14 @@ impl Harness {
         }
     }
 
+    /// How many times the control thread was asked to eject the first backend since last asked.
+    fn ejections_asked(&self) -> usize {
+        self.from_workers
+            .try_iter()
+            .filter(|m| matches!(m, ControlMsg::Failing(1)))
+            .count()
+    }
+
     fn http() -> Harness {
         Harness::new(ProxyConfig::default())
     }
@@ -222,33 +230,21 @@ fn the_eject_after_th_failure_in_a_row_asks_the_control_thread_to_eject_once() {
         eject_after: 3,
         ..ProxyConfig::default()
     });
-    let failing = |h: &Harness| {
-        h.from_workers
-            .try_iter()
-            .filter(|m| matches!(m, ControlMsg::Failing(1)))
-            .count()
-    };
     for _ in 0..4 {
         h.settle(&get(), End::Failed(Failure::Broken));
     }
-    assert_eq!(failing(&h), 1);
+    assert_eq!(h.ejections_asked(), 1);
     h.settle(&get(), answered(200));
     for _ in 0..2 {
         h.settle(&get(), End::Failed(Failure::Timeout));
     }
-    assert_eq!(failing(&h), 0, "a success starts the count again");
+    assert_eq!(h.ejections_asked(), 0, "a success starts the count again");
     h.settle(&get(), End::Failed(Failure::Garbage));
-    assert_eq!(failing(&h), 1);
+    assert_eq!(h.ejections_asked(), 1);
 }
 
 #[test]
 fn a_strategy_that_learns_is_not_ejected_for_it_unless_asked() {
-    let failing = |h: &Harness| {
-        h.from_workers
-            .try_iter()
-            .filter(|m| matches!(m, ControlMsg::Failing(1)))
-            .count()
-    };
     let mut h = Harness::new(ProxyConfig {
         eject_after: 2,
         ..ProxyConfig::default()
@@ -257,7 +253,7 @@ fn a_strategy_that_learns_is_not_ejected_for_it_unless_asked() {
     for _ in 0..3 {
         h.settle(&get(), End::Failed(Failure::Connect));
     }
-    assert_eq!(failing(&h), 0, "bandit backs off by itself");
+    assert_eq!(h.ejections_asked(), 0, "bandit backs off by itself");
     assert!(h.stats().learned.blocked_until_ms() > NOW_MS);
 
     let mut h = Harness::new(ProxyConfig {
@@ -269,7 +265,11 @@ fn a_strategy_that_learns_is_not_ejected_for_it_unless_asked() {
     for _ in 0..3 {
         h.settle(&get(), End::Failed(Failure::Connect));
     }
-    assert_eq!(failing(&h), 1, "--eject-after given: ejected as well");
+    assert_eq!(
+        h.ejections_asked(),
+        1,
+        "--eject-after given: ejected as well"
+    );
 }
 
 #[test]
