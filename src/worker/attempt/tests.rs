@@ -245,31 +245,20 @@ fn the_eject_after_th_failure_in_a_row_asks_the_control_thread_to_eject_once() {
 
 #[test]
 fn a_strategy_that_learns_is_not_ejected_for_it_unless_asked() {
-    let mut h = Harness::new(ProxyConfig {
-        eject_after: 2,
-        ..ProxyConfig::default()
-    });
-    h.feedback.success = true;
-    for _ in 0..3 {
-        h.settle(&get(), End::Failed(Failure::Connect));
+    // Without --eject-after, bandit backs off by itself; with it, it is ejected as well.
+    for (eject_under_learning, asked) in [(false, 0), (true, 1)] {
+        let mut h = Harness::new(ProxyConfig {
+            eject_after: 2,
+            eject_under_learning,
+            ..ProxyConfig::default()
+        });
+        h.feedback.success = true;
+        for _ in 0..3 {
+            h.settle(&get(), End::Failed(Failure::Connect));
+        }
+        assert_eq!(h.ejections_asked(), asked, "{eject_under_learning}");
+        assert!(h.stats().learned.blocked_until_ms() > NOW_MS);
     }
-    assert_eq!(h.ejections_asked(), 0, "bandit backs off by itself");
-    assert!(h.stats().learned.blocked_until_ms() > NOW_MS);
-
-    let mut h = Harness::new(ProxyConfig {
-        eject_after: 2,
-        eject_under_learning: true,
-        ..ProxyConfig::default()
-    });
-    h.feedback.success = true;
-    for _ in 0..3 {
-        h.settle(&get(), End::Failed(Failure::Connect));
-    }
-    assert_eq!(
-        h.ejections_asked(),
-        1,
-        "--eject-after given: ejected as well"
-    );
 }
 
 #[test]
