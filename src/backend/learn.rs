@@ -58,8 +58,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use super::belief::{Belief, Pacing};
-use super::limit::Limit;
-pub use super::limit::{PROBE_AFTER_MS, PROBE_VERDICT_MS, WINDOW_GUARD_MS, WINDOW_MS};
+use super::limit::{Limit, Probe};
+pub use super::limit::{
+    HELD_PROBE_AFTER_MS, MAX_LIMIT, MIN_DROP_SHARE, PROBE_AFTER_MS, PROBE_VERDICT_MS,
+    REFUSED_PROBE_AFTER_MS, WINDOW_GUARD_MS, WINDOW_MS,
+};
 use super::penalty::Penalty;
 pub use super::penalty::{Evidence, PenaltyRule};
 use super::posterior::Posterior;
@@ -67,23 +70,9 @@ pub use super::posterior::SUCCESS_HALF_LIFE_MS;
 use super::refusals::Refusals;
 use super::send_log::{SendLog, SEND_LOG};
 
-/// Largest limit learned.
-pub const MAX_LIMIT: u32 = 30_000;
-/// The probing interval after a refused probe: such a refusal costs one attempt, while a limit
-/// that went up and is not found costs its whole rise every second. At most one refusal a second
-/// for a saturated backend whose limit holds. (Doubling it after each refusal, up to 4 s or 60 s,
-/// made the replay at 30 ids/s accept 0.91 and 0.88 instead of 0.96 of the oracle in
-/// configuration 3, whose limits drift, for 0.001 more in configuration 2, whose limits hold.)
-pub const REFUSED_PROBE_AFTER_MS: u64 = 1_000;
-pub const MIN_PROBE_AFTER_MS: u64 = 500;
 /// A `Retry-After` of this many seconds or less does not stop attempts to a backend whose limit
 /// is learned: the pacing waits for its window to drain (see the module docs).
 pub const PACED_RETRY_AFTER_S: u32 = 1;
-/// A 429 lowers the learned limit to what the backend admitted of ours in the last window, but
-/// to no less than this share of it at once: a 429 that comes after a quiet spell (a backoff, a
-/// `Retry-After`, a server refusing everything for a moment) would otherwise bring a limit of
-/// ten down to one, to be probed back up one by one. A real drop is followed by the next 429.
-pub const MIN_DROP_SHARE: f64 = 0.5;
 /// The top slots of a learned window: an attempt that takes one of them goes out alone.
 pub const TOP_SLOTS: usize = 2;
 /// An attempt sent alone holds the next uncertain one back this long at most, if no answer
@@ -195,6 +184,16 @@ impl Learned {
     /// ([`SendLog::admitted`]).
     pub fn admitted(&self, sent_ms: u64, now_ms: u64) {
         self.sends.admitted(sent_ms, now_ms);
+        if let Some(held) = Limit::unpack(self.limit.load(Ordering::Relaxed)).admitted(sent_ms) {
+            // The pending probe held: later attempts may count on its room, and the next probe
+            // may follow.
+            let _ = self.limit.compare_exchange(
+                Limit { probe: Probe::Pending, ..held }.pack(),
+                held.pack(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            );
+        }
         self.penalty.admitted(sent_ms);
         if self.top_pending_ms.load(Ordering::Relaxed) == sent_ms + 1 {
             self.top_confirmed_ms.store(now_ms, Ordering::Relaxed);
@@ -230,27 +229,7 @@ impl Learned {
             (n as u64 * WINDOW_MS) / now_ms.saturating_sub(oldest).max(1)
         };
         let admitted = admitted.clamp(1, u64::from(MAX_LIMIT)) as u32;
-        update(&self.limit, |v| {
-            let old = Limit::unpack(v);
-            let failed_probe = old.probing && old.since_change_ms(now_ms) < 2 * WINDOW_MS;
-            let per_window = if old.per_window == 0 {
-                admitted
-            } else {
-                let floor = (f64::from(old.per_window) * MIN_DROP_SHARE) as u32;
-                old.per_window.min(admitted.max(floor)).max(1)
-            };
-            Limit {
-                per_window,
-                probe_after_ms: if failed_probe {
-                    REFUSED_PROBE_AFTER_MS
-                } else {
-                    old.probe_after_ms
-                },
-                changed_ms: now_ms as u32,
-                probing: false,
-            }
-            .pack()
-        });
+        update(&self.limit, |v| Limit::unpack(v).refused(admitted, now_ms).pack());
         if let Some(s) = retry_after_s.filter(|&s| s > PACED_RETRY_AFTER_S) {
             self.block_until(now_ms + u64::from(s) * 1000);
         }
@@ -351,7 +330,7 @@ impl Learned {
             Limit {
                 per_window,
                 changed_ms: now_ms as u32,
-                probing: false,
+                probe: Probe::None,
                 ..old
             }
             .pack()
@@ -562,27 +541,11 @@ impl Learned {
             return;
         }
         update(&self.limit, |v| {
-            let old = Limit::unpack(v);
-            if old != limit {
-                return v;
-            }
-            let step = if old.probing {
-                (old.per_window / 4).max(1)
+            if Limit::unpack(v) == limit {
+                limit.raised(now_ms).pack()
             } else {
-                1
-            };
-            Limit {
-                per_window: (old.per_window + step).min(MAX_LIMIT),
-                // The last probe held (no 429 since): probe sooner.
-                probe_after_ms: if old.probing {
-                    (old.probe_after_ms / 2).max(MIN_PROBE_AFTER_MS)
-                } else {
-                    old.probe_after_ms
-                },
-                changed_ms: now_ms as u32,
-                probing: true,
+                v
             }
-            .pack()
         });
     }
 }
