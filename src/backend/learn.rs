@@ -13,10 +13,13 @@
 //!   from when the backend most likely took it, which a stall makes later than when it was
 //!   picked ([`SendLog::admitted`]). Limits that move (the
 //!   challenge's configurations 3 and 4) are followed down by the next 429 (by at most half at
-//!   once, [`MIN_DROP_SHARE`]), and up by probing: while the window is full, *L* is raised by one
-//!   every [`PROBE_AFTER_MS`]; a refused probe sets that interval to [`REFUSED_PROBE_AFTER_MS`]
-//!   (it cost one attempt, while a rise not found costs the whole rise every second), and a probe
-//!   that held halves it (down to [`MIN_PROBE_AFTER_MS`]).
+//!   once, [`MIN_DROP_SHARE`]), and up by probing: while the window is full, a first attempt
+//!   beyond it raises *L* by one every [`PROBE_AFTER_MS`]; a 429 sets that interval to
+//!   [`REFUSED_PROBE_AFTER_MS`] (a refused probe cost one attempt, while a rise not found costs
+//!   the whole rise every second). A probe is judged by its own answer: later attempts count on
+//!   its room once the backend admitted it, and once a probe follows one that held, the limit is
+//!   climbing and each next probe goes as soon as the last was admitted
+//!   ([`HELD_PROBE_AFTER_MS`]): one verified step per round trip ([`super::limit::Limit::raised`]).
 //!   Before the first 429 nothing is paced. (This replaced additive-increase/multiplicative-decrease
 //!   on a token bucket, whose sawtooth, down to 0.6 of the rate on a 429 and back by 0.1 per answer,
 //!   cost a 429 every few seconds on every saturated backend and ran at about four fifths of its
@@ -184,15 +187,13 @@ impl Learned {
     /// ([`SendLog::admitted`]).
     pub fn admitted(&self, sent_ms: u64, now_ms: u64) {
         self.sends.admitted(sent_ms, now_ms);
-        if let Some(held) = Limit::unpack(self.limit.load(Ordering::Relaxed)).admitted(sent_ms) {
-            // The pending probe held: later attempts may count on its room, and the next probe
-            // may follow.
-            let _ = self.limit.compare_exchange(
-                Limit { probe: Probe::Pending, ..held }.pack(),
-                held.pack(),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            );
+        let seen = self.limit.load(Ordering::Relaxed);
+        if let Some(held) = Limit::unpack(seen).admitted(sent_ms) {
+            // The pending probe held (unless the limit changed meanwhile): later attempts may
+            // count on its room, and the next probe may follow.
+            let _ =
+                self.limit
+                    .compare_exchange(seen, held.pack(), Ordering::AcqRel, Ordering::Relaxed);
         }
         self.penalty.admitted(sent_ms);
         if self.top_pending_ms.load(Ordering::Relaxed) == sent_ms + 1 {
@@ -229,7 +230,9 @@ impl Learned {
             (n as u64 * WINDOW_MS) / now_ms.saturating_sub(oldest).max(1)
         };
         let admitted = admitted.clamp(1, u64::from(MAX_LIMIT)) as u32;
-        update(&self.limit, |v| Limit::unpack(v).refused(admitted, now_ms).pack());
+        update(&self.limit, |v| {
+            Limit::unpack(v).refused(admitted, now_ms).pack()
+        });
         if let Some(s) = retry_after_s.filter(|&s| s > PACED_RETRY_AFTER_S) {
             self.block_until(now_ms + u64::from(s) * 1000);
         }
@@ -482,9 +485,8 @@ impl Learned {
 
     /// Records an attempt of `class` sent now (even one sent without room: a forced attempt still
     /// counts). A first attempt sent beyond a full window once the limit has held for the probing
-    /// interval is a probe: the limit is raised (by one, or by a quarter after a probe that held),
-    /// so that a limit that went up is found; a 429 soon after takes it back
-    /// ([`Learned::rate_limited`]).
+    /// interval is a probe: the limit is raised by one, so that a limit that went up is found; a
+    /// 429 soon after takes it back ([`Learned::rate_limited`]).
     pub fn take(&self, now_ms: u64, class: usize) {
         self.sends.record(now_ms, class);
         self.taken(now_ms, class);
@@ -708,7 +710,7 @@ mod tests {
     }
 
     #[test]
-    fn refused_probes_come_a_second_apart_and_held_ones_speed_up() {
+    fn refused_probes_come_a_second_apart_and_held_ones_climb_at_once() {
         let l = Learned::default();
         let mut server = WindowServer::new(Some(1));
         server.drive(&l, 0, 30_000, |_| 3);
@@ -721,11 +723,54 @@ mod tests {
             held.rejected_at
         );
         assert!(held.admitted >= 85, "{} admitted in 30 s", held.admitted);
-        // The limit doubles: probes hold and come ever sooner (the interval halves from
-        // REFUSED_PROBE_AFTER_MS, and each held probe raises by a quarter), so it is found within
-        // a few seconds.
-        server.drive(&l, 60_000, 65_000, |_| 6);
+        // The limit quadruples: the next probe (within a second of the last refused one) holds,
+        // and each one after it goes as soon as the one before was admitted and the window is
+        // full at its level, one step each, so the new limit is found within a second and a
+        // half, for the one 429 of the probe beyond it.
+        let climb = server.drive(&l, 60_000, 61_500, |_| 12);
+        assert_eq!(l.limit(), Some(12));
+        assert!(climb.rejected_at.len() <= 1, "{:?}", climb.rejected_at);
+    }
+
+    #[test]
+    fn a_probe_is_judged_by_its_answer_and_a_climb_follows_the_answers() {
+        let l = limited(3);
+        // Fills the window with first attempts sent at `times`, each admitted 10 ms later.
+        let fill = |times: &[u64]| {
+            for &t in times {
+                l.take(t, 1);
+                l.admitted(t, t + 10);
+                l.observe(true, t + 10);
+            }
+        };
+        // The window full again, and the probing interval (2 s after the first 429) passed.
+        fill(&[4_500, 4_501, 4_502]);
+        assert_eq!(l.wait_ms(4_600, 1), 0, "a first attempt may probe");
+        l.take(4_600, 1);
+        assert_eq!(l.limit(), Some(4));
+        // Until its answer comes, later attempts do not count on its room.
+        assert_eq!(l.belief(4_605).pacing, Pacing::Probing);
+        l.admitted(4_600, 4_610);
+        l.observe(true, 4_610);
+        assert_ne!(l.belief(4_611).pacing, Pacing::Probing);
+        // One probe that held may have met a slot that freed by chance: the next waits the
+        // interval.
+        fill(&[6_500, 6_501, 6_502, 6_503]);
+        assert!(l.wait_ms(6_599, 1) > 0);
+        l.take(6_600, 1);
+        assert_eq!(l.limit(), Some(5));
+        // A probe after a held one: the limit is climbing. The next probe waits only for this
+        // one's answer...
+        assert!(l.wait_ms(6_605, 1) > 0);
+        l.admitted(6_600, 6_610);
+        l.observe(true, 6_610);
+        assert_eq!(l.wait_ms(6_611, 1), 0);
+        l.take(6_611, 1);
         assert_eq!(l.limit(), Some(6));
+        // ...and a 429 takes the step back and makes the next probe wait a second.
+        l.rate_limited(None, 6_612);
+        assert_eq!(l.limit(), Some(5));
+        assert!(l.wait_ms(6_700, 1) > 0);
     }
 
     #[test]

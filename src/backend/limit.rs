@@ -115,13 +115,15 @@ impl Limit {
         (span.max(1) + WINDOW_GUARD_MS, k)
     }
 
-    /// A probe sent at `now_ms`: one more. A probe that held (or whose answer never came) makes
-    /// the next one due as soon as the window is full again ([`HELD_PROBE_AFTER_MS`]): each step
-    /// is admitted once before later attempts count on it, and the climb goes as fast as the
-    /// backend answers. (A quarter more every 500 ms at most, as before, took four seconds to
-    /// follow a limit that stepped from 2 to 16; the replay of the challenge at 30 ids/s gave
-    /// 0.9810 / 0.9829 of the oracle in configurations 3 and 4 with it, PERF.md has the figures
-    /// with this rule.)
+    /// A probe sent at `now_ms`: one more, pending until the backend answers it. The first probe
+    /// after a 429 waits the probing interval, and so does the one after it (one probe that
+    /// held may have met a slot that freed by chance); once a probe follows one that held, the
+    /// limit is climbing, and each next probe is due as soon as the last was admitted and the
+    /// window is full again ([`HELD_PROBE_AFTER_MS`]). Each step is admitted once before later
+    /// attempts count on it, and a limit that rose is followed as fast as the backend answers.
+    /// (A quarter more every 500 ms at most, as before, took four seconds to follow a limit that
+    /// stepped from 2 to 16; the next probe due at once after the first that held gave 0.002
+    /// less of the oracle at 10 ids/s in the replay of the challenge. PERF.md has the figures.)
     pub(super) fn raised(self, now_ms: u64) -> Limit {
         Limit {
             per_window: (self.per_window + 1).min(MAX_LIMIT),
@@ -135,7 +137,8 @@ impl Limit {
         }
     }
 
-    /// The attempt sent at `sent_ms` was admitted: if it was the pending probe, the probe held.
+    /// The attempt sent at `sent_ms` was admitted: if it was the pending probe, the probe held,
+    /// and later attempts may count on its room.
     pub(super) fn admitted(self, sent_ms: u64) -> Option<Limit> {
         (self.probe == Probe::Pending && self.changed_ms == sent_ms as u32).then_some(Limit {
             probe: Probe::Held,
@@ -167,5 +170,39 @@ impl Limit {
             changed_ms: now_ms as u32,
             probe: Probe::None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limit_survives_its_packing() {
+        for probe in [Probe::None, Probe::Pending, Probe::Held] {
+            let limit = Limit {
+                per_window: MAX_LIMIT,
+                probe_after_ms: PROBE_AFTER_MS,
+                changed_ms: u32::MAX,
+                probe,
+            };
+            assert_eq!(Limit::unpack(limit.pack()), limit);
+        }
+    }
+
+    #[test]
+    fn only_the_probe_itself_decides_its_verdict() {
+        let learned = Limit {
+            per_window: 4,
+            ..Limit::NONE
+        };
+        let probe = learned.raised(5_000);
+        assert_eq!((probe.per_window, probe.probe), (5, Probe::Pending));
+        assert!(probe.unconfirmed(5_010));
+        assert_eq!(probe.admitted(4_999), None, "an attempt sent before it");
+        let held = probe.admitted(5_000).expect("the probe was admitted");
+        assert!(!held.unconfirmed(5_010));
+        // No answer at all: taken to have held after the verdict's timeout.
+        assert!(!probe.unconfirmed(5_000 + PROBE_VERDICT_MS));
     }
 }
