@@ -15,8 +15,8 @@
 //!   challenge's configurations 3 and 4) are followed down by the next 429 (by at most half at
 //!   once, [`MIN_DROP_SHARE`]), and up by probing: while the window is full, a first attempt
 //!   beyond it raises *L* by one every [`PROBE_AFTER_MS`]; a 429 sets that interval to
-//!   [`REFUSED_PROBE_AFTER_MS`] (a refused probe cost one attempt, while a rise not found costs
-//!   the whole rise every second). A probe is judged by its own answer: later attempts count on
+//!   [`REFUSED_PROBE_AFTER_MS`], or leaves it longer (a refused probe cost one attempt, while a
+//!   rise not found costs the whole rise every second). A probe is judged by its own answer: later attempts count on
 //!   its room once the backend admitted it, and once a probe follows one that held, the limit is
 //!   climbing and each next probe goes as soon as the last was admitted
 //!   ([`HELD_PROBE_AFTER_MS`]): one verified step per round trip ([`super::limit::Limit::raised`]).

@@ -17,7 +17,8 @@ pub const PROBE_AFTER_MS: u64 = 2_000;
 /// made the replay at 30 ids/s accept 0.91 and 0.88 instead of 0.96 of the oracle in
 /// configuration 3, whose limits drift, for 0.001 more in configuration 2, whose limits hold.)
 pub const REFUSED_PROBE_AFTER_MS: u64 = 1_000;
-/// The probing interval after a probe that held: the next probe may go as soon as the window is
+/// The probing interval while a limit climbs (a probe followed one that held, or one whose
+/// answer never came): the next probe may go as soon as the last was admitted and the window is
 /// full again, so a limit that rose is climbed one verified step per round trip.
 pub const HELD_PROBE_AFTER_MS: u64 = 0;
 /// A probe whose answer has not come within this long (a timeout, a closed connection) is
@@ -117,8 +118,8 @@ impl Limit {
 
     /// A probe sent at `now_ms`: one more, pending until the backend answers it. The first probe
     /// after a 429 waits the probing interval, and so does the one after it (one probe that
-    /// held may have met a slot that freed by chance); once a probe follows one that held, the
-    /// limit is climbing, and each next probe is due as soon as the last was admitted and the
+    /// held may have met a slot that freed by chance); once a probe follows one that held (or one
+    /// whose answer never came), the limit is climbing, and each next probe is due as soon as the last was admitted and the
     /// window is full again ([`HELD_PROBE_AFTER_MS`]). Each step is admitted once before later
     /// attempts count on it, and a limit that rose is followed as fast as the backend answers.
     /// (A quarter more every 500 ms at most, as before, took four seconds to follow a limit that
