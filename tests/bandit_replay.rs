@@ -524,6 +524,14 @@ fn informed_choice(
     }
 }
 
+/// A number from the environment variable `name` (for the replay's diagnostics), else `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 const PROFILES: [Profile; 4] = [
     Profile::Flaky1,
     Profile::Flaky2,
@@ -614,10 +622,7 @@ fn the_challenge_replayed_at_30_ids_per_second() {
 #[test]
 #[ignore]
 fn worst_seeds() {
-    let rate: u64 = std::env::var("RATE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let rate = env_u64("RATE", 10);
     for profile in [Profile::Flaky3, Profile::Flaky4] {
         let mut rows: Vec<(f64, u64, Outcome)> = (1..=50)
             .map(|seed| {
@@ -651,10 +656,7 @@ fn worst_seeds() {
 #[test]
 #[ignore]
 fn diagnose() {
-    let rate: u64 = std::env::var("RATE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
+    let rate = env_u64("RATE", 30);
     let handles = PROFILES.map(|profile| {
         std::thread::spawn(move || {
             let (mut used, mut cap, mut wused, mut wcap) = (0.0, 0.0, 0.0, 0.0);
@@ -665,10 +667,7 @@ fn diagnose() {
             let mut refused = [0u64; MAX_ATTEMPTS];
             let real = Real {
                 knows: Knows::from_env(),
-                send_delay_ms: std::env::var("DELAY_MS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
+                send_delay_ms: env_u64("DELAY_MS", 0),
                 ..Real::IDEAL
             };
             for seed in 1..=SEEDS {
@@ -726,12 +725,6 @@ fn diagnose() {
 #[test]
 #[ignore]
 fn one_run() {
-    let var = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
     let profile = match std::env::var("PROFILE").as_deref() {
         Ok("flaky1") => Profile::Flaky1,
         Ok("flaky3") => Profile::Flaky3,
@@ -739,18 +732,18 @@ fn one_run() {
         _ => Profile::Flaky2,
     };
     let real = Real {
-        send_delay_ms: var("DELAY_MS", 0),
-        tick_ms: var("TICK_MS", 1).max(1),
-        stall_every_ms: var("STALL_EVERY_MS", 0),
-        stall_ms: var("STALL_MS", 0),
-        head_start_ms: var("HEAD_START_MS", SIM_HEAD_START_MS),
+        send_delay_ms: env_u64("DELAY_MS", 0),
+        tick_ms: env_u64("TICK_MS", 1).max(1),
+        stall_every_ms: env_u64("STALL_EVERY_MS", 0),
+        stall_ms: env_u64("STALL_MS", 0),
+        head_start_ms: env_u64("HEAD_START_MS", SIM_HEAD_START_MS),
         knows: Knows::from_env(),
     };
     let o = replay_with(
         profile,
-        var("SEED", 2),
-        var("DURATION", 30),
-        var("RATE", 30),
+        env_u64("SEED", 2),
+        env_u64("DURATION", 30),
+        env_u64("RATE", 30),
         real,
     );
     println!(

@@ -61,7 +61,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use super::belief::{Belief, Pacing};
-use super::limit::{Limit, Probe};
+use super::limit::Limit;
 pub use super::limit::{
     HELD_PROBE_AFTER_MS, MAX_LIMIT, MIN_DROP_SHARE, PROBE_AFTER_MS, PROBE_VERDICT_MS,
     REFUSED_PROBE_AFTER_MS, WINDOW_GUARD_MS, WINDOW_MS,
@@ -326,17 +326,7 @@ impl Learned {
     /// measure what knowing a backend's true limit would be worth (`tests/bandit_replay.rs`).
     pub fn assume_limit(&self, per_window: u32, now_ms: u64) {
         update(&self.limit, |v| {
-            let old = Limit::unpack(v);
-            if old.per_window == per_window {
-                return v;
-            }
-            Limit {
-                per_window,
-                changed_ms: now_ms as u32,
-                probe: Probe::None,
-                ..old
-            }
-            .pack()
+            Limit::unpack(v).assumed(per_window, now_ms).pack()
         });
     }
 

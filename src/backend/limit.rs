@@ -147,6 +147,20 @@ impl Limit {
         })
     }
 
+    /// The limit set to `per_window` at `now_ms` as if learned then (unchanged if it already
+    /// is): for replays that measure what knowing a backend's true limit is worth.
+    pub(super) fn assumed(self, per_window: u32, now_ms: u64) -> Limit {
+        if self.per_window == per_window {
+            return self;
+        }
+        Limit {
+            per_window,
+            changed_ms: now_ms as u32,
+            probe: Probe::None,
+            ..self
+        }
+    }
+
     /// A 429 at `now_ms` after the backend admitted `admitted` of ours in its window: the limit
     /// falls to that (by [`MIN_DROP_SHARE`] at most at once). The next probe waits
     /// [`REFUSED_PROBE_AFTER_MS`] after a refused probe (a 429 within two windows of a raise),

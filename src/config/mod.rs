@@ -407,6 +407,11 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
 }
 
 impl RunArgs {
+    /// `--eject-after`, or its default when not given.
+    fn eject_after_or_default(&self) -> u32 {
+        self.eject_after.unwrap_or(DEFAULT_EJECT_AFTER)
+    }
+
     pub fn settings(&self) -> Result<Settings, String> {
         let listen = parse_listen(&self.listen).map_err(|e| format!("--listen: {e}"))?;
         let mut proxy = ProxyConfig {
@@ -428,7 +433,7 @@ impl RunArgs {
             max_headers: self.max_headers,
             buffer_size: self.buffer_size,
             shutdown_timeout_ms: self.shutdown_timeout.ms(),
-            eject_after: self.eject_after.unwrap_or(DEFAULT_EJECT_AFTER),
+            eject_after: self.eject_after_or_default(),
             eject_under_learning: self.eject_after.is_some(),
             hash_key: self.hash_key.clone(),
             retry: RetryPolicy::parse(&self.retry_on, &self.retry_methods)?,
@@ -539,7 +544,7 @@ impl RunArgs {
                 rise: self.rise,
                 fall: self.fall,
             },
-            eject_after: self.eject_after.unwrap_or(DEFAULT_EJECT_AFTER),
+            eject_after: self.eject_after_or_default(),
             eject_base_ms: self.eject_time.ms(),
             eject_max_ms: self.max_eject_time.ms().max(self.eject_time.ms()),
             max_ejection_percent: self.max_ejection_percent,
