@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use loadgen::rng::Rng as SimRng;
-use loadgen::sim::oracle::{accepted_share_over, OracleServer};
+use loadgen::sim::oracle::{self, accepted_share_over, OracleServer};
 use loadgen::sim::{Profile, ServerParams, ServerState, DEFAULT_SERVICE_TIME_MS};
 
 use sluice::backend::{Backend, BackendId};
@@ -215,6 +215,12 @@ enum Knows {
     Everything,
     /// The same, by the learned success rate instead of the true one.
     Room,
+    /// No `bandit`: each class of attempt (first, second, third) follows the oracle's own split
+    /// of attempts over the servers ([`oracle::plan`], from the true success rates and limits),
+    /// among servers that would admit it now ([`Planner`]).
+    Plan,
+    /// The same, with the split made from the learned success rates instead of the true ones.
+    PlanRates,
 }
 
 impl Knows {
@@ -225,6 +231,8 @@ impl Knows {
             Ok("falls") => Knows::Falls,
             Ok("everything") => Knows::Everything,
             Ok("room") => Knows::Room,
+            Ok("plan") => Knows::Plan,
+            Ok("plan-rates") => Knows::PlanRates,
             _ => Knows::Nothing,
         }
     }
@@ -278,6 +286,7 @@ fn replay_with(
     for r in 0..ids as usize {
         queue.push(r as u64 * 1000 / ids_per_s + 1, Event::Dispatch(r));
     }
+    let mut planner = Planner::default();
     let mut out = Outcome {
         ids,
         accepted: 0,
@@ -330,6 +339,26 @@ fn replay_with(
                             real.sim_s(arrive_ms),
                             c.force,
                         )
+                    }
+                    Knows::Plan | Knows::PlanRates => {
+                        let arrive_ms = real.arrival_ms(now_ms);
+                        let rates: Vec<f64> = if real.knows == Knows::Plan {
+                            servers.iter().map(|s| s.params.success_rate).collect()
+                        } else {
+                            table
+                                .iter()
+                                .map(|b| b.stats.learned.success_mean())
+                                .collect()
+                        };
+                        let attempt = Attempt {
+                            class: (req.tried.len() + 1).min(MAX_ATTEMPTS),
+                            now_ms,
+                            at: origin + Duration::from_millis(arrive_ms),
+                            t_s: real.sim_s(arrive_ms),
+                            relax: c.relax,
+                            force: c.force,
+                        };
+                        planner.choose(&servers, &rates, ids_per_s as f64, &attempt)
                     }
                     _ => bandit.choose(&table, &candidates, &c),
                 };
@@ -524,6 +553,84 @@ fn informed_choice(
     }
 }
 
+/// An attempt to place, for [`Planner::choose`].
+struct Attempt {
+    /// 1 (first), 2 or 3.
+    class: usize,
+    now_ms: u64,
+    /// When it would reach a server, on the replay's clock and on the simulator's.
+    at: Instant,
+    t_s: f64,
+    relax: bool,
+    force: bool,
+}
+
+/// Sends each class of attempt where the oracle's split sends it: the split is made again every
+/// [`PLAN_EVERY_MS`] from the servers' limits then, and each server earns credit for a class at
+/// the split's rate (at most [`PLAN_MAX_CREDIT`] attempts ahead). An attempt goes to the server
+/// with the most credit among those the split uses for its class and that would admit it now,
+/// else waits; once its pacing wait is over, to the likeliest server that would admit it.
+#[derive(Default)]
+struct Planner {
+    /// Per server, attempts per second by class.
+    split: Vec<[f64; MAX_ATTEMPTS]>,
+    split_at_ms: u64,
+    credit: Vec<[f64; MAX_ATTEMPTS]>,
+    credit_at_ms: u64,
+}
+
+const PLAN_EVERY_MS: u64 = 100;
+const PLAN_MAX_CREDIT: f64 = 1.5;
+
+impl Planner {
+    /// Where `a` goes, with `rates` the success rates the split is made from.
+    fn choose(&mut self, servers: &[Server], rates: &[f64], ids_per_s: f64, a: &Attempt) -> Choice {
+        if self.split.is_empty() || a.now_ms >= self.split_at_ms + PLAN_EVERY_MS {
+            let known: Vec<OracleServer> = servers
+                .iter()
+                .zip(rates)
+                .map(|(s, &success)| OracleServer {
+                    success,
+                    ..OracleServer::at(&s.params, false, a.t_s)
+                })
+                .collect();
+            self.split = oracle::plan(&known, ids_per_s);
+            self.split_at_ms = a.now_ms;
+            if self.credit.is_empty() {
+                self.credit = vec![[0.0; MAX_ATTEMPTS]; servers.len()];
+                self.credit_at_ms = a.now_ms;
+            }
+        }
+        let elapsed_s = (a.now_ms - self.credit_at_ms) as f64 / 1000.0;
+        self.credit_at_ms = a.now_ms;
+        for (credit, split) in self.credit.iter_mut().zip(&self.split) {
+            for (c, rate) in credit.iter_mut().zip(split) {
+                *c = (*c + rate * elapsed_s).min(PLAN_MAX_CREDIT);
+            }
+        }
+        let k = a.class - 1;
+        let admits = |i: usize| servers[i].state.would_admit(a.at, a.t_s);
+        let planned = (0..servers.len())
+            .filter(|&i| self.split[i][k] > 1e-9 && admits(i))
+            .max_by(|&x, &y| {
+                (self.credit[x][k].total_cmp(&self.credit[y][k]))
+                    .then(rates[x].total_cmp(&rates[y]))
+            });
+        if let Some(i) = planned {
+            self.credit[i][k] -= 1.0;
+            return Choice::Backend(i);
+        }
+        let likeliest = (0..servers.len())
+            .filter(|&i| a.relax && admits(i))
+            .max_by(|&x, &y| rates[x].total_cmp(&rates[y]));
+        match likeliest {
+            Some(i) => Choice::Backend(i),
+            None if a.force => Choice::Full,
+            None => Choice::Wait { ms: 1 },
+        }
+    }
+}
+
 /// A number from the environment variable `name` (for the replay's diagnostics), else `default`.
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -650,9 +757,9 @@ fn worst_seeds() {
 /// the capacity goes, per configuration over 50 seeds: the share of the servers' limits used
 /// (weighted by success rate: the share of what a full use would accept), 429s by attempt,
 /// answers later than the client's timeout, ids never attempted, time spent waiting. With
-/// `KNOWS=limits` (or `rises`, `falls`, `everything`, `room`: [`Knows`]) the balancer is told
-/// part of the truth, which measures what learning it costs; `DELAY_MS` adds that long from
-/// each pick to the server, as a real run has.
+/// `KNOWS=limits` (or `rises`, `falls`, `everything`, `room`, `plan`, `plan-rates`: [`Knows`])
+/// the balancer is told part of the truth, which measures what learning it costs; `DELAY_MS`
+/// adds that long from each pick to the server, as a real run has.
 #[test]
 #[ignore]
 fn diagnose() {

@@ -71,6 +71,31 @@ pub fn accepted_share(servers: &[OracleServer], offered_ids_per_s: f64) -> f64 {
     if offered_ids_per_s <= 0.0 || servers.is_empty() {
         return 0.0;
     }
+    let (accepted_rps, _) = solve(servers, offered_ids_per_s);
+    (accepted_rps / offered_ids_per_s).clamp(0.0, 1.0)
+}
+
+/// The oracle's plan behind [`accepted_share`]: per server, the rate of its first, second and
+/// third attempts (per second) in one optimal split (the replay of the challenge,
+/// `tests/bandit_replay.rs`, routes by it to measure how close a balancer can come to the bound).
+pub fn plan(servers: &[OracleServer], offered_ids_per_s: f64) -> Vec<[f64; 3]> {
+    let mut out = vec![[0.0; 3]; servers.len()];
+    if offered_ids_per_s <= 0.0 || servers.is_empty() {
+        return out;
+    }
+    let (_, x) = solve(servers, offered_ids_per_s);
+    let n = servers.len();
+    for (s, rates) in out.iter_mut().enumerate() {
+        for (k, rate) in rates.iter_mut().enumerate() {
+            *rate = x[k * n + s];
+        }
+    }
+    out
+}
+
+/// The linear program of the module docs: accepted attempts per second, and the rates
+/// `a[k][s]` at index `k * n + s`.
+fn solve(servers: &[OracleServer], offered_ids_per_s: f64) -> (f64, Vec<f64>) {
     let n = servers.len();
     let rounds = FREE_ATTEMPTS as usize;
     let var = |k: usize, s: usize| k * n + s;
@@ -107,8 +132,7 @@ pub fn accepted_share(servers: &[OracleServer], offered_ids_per_s: f64) -> f64 {
             bounds.push(cap.max(0.0));
         }
     }
-    let accepted_rps = simplex_max(&objective, &rows, &bounds);
-    (accepted_rps / offered_ids_per_s).clamp(0.0, 1.0)
+    simplex_max(&objective, &rows, &bounds)
 }
 
 /// Average of [`accepted_share`] over sample instants in `[from_s, to_s]`, with the servers at
@@ -142,8 +166,8 @@ pub fn sample_times(from_s: f64, to_s: f64) -> Vec<f64> {
 
 /// Maximises `c·x` subject to `A x ≤ b`, `x ≥ 0`, for `b ≥ 0` (so the origin is feasible and no
 /// phase one is needed). Dense tableau simplex with Bland's rule, which cannot cycle on the
-/// degenerate `b = 0` rows. Returns the optimum (infinity if unbounded).
-fn simplex_max(c: &[f64], a: &[Vec<f64>], b: &[f64]) -> f64 {
+/// degenerate `b = 0` rows. Returns the optimum (infinity if unbounded) and a solution `x`.
+fn simplex_max(c: &[f64], a: &[Vec<f64>], b: &[f64]) -> (f64, Vec<f64>) {
     let (m, n) = (a.len(), c.len());
     let width = n + m;
     let mut tableau: Vec<Vec<f64>> = a
@@ -182,7 +206,7 @@ fn simplex_max(c: &[f64], a: &[Vec<f64>], b: &[f64]) -> f64 {
             };
         }
         let Some((_, p)) = leave else {
-            return f64::INFINITY;
+            return (f64::INFINITY, vec![0.0; n]);
         };
         let pivot = tableau[p][enter];
         tableau[p].iter_mut().for_each(|v| *v /= pivot);
@@ -202,7 +226,13 @@ fn simplex_max(c: &[f64], a: &[Vec<f64>], b: &[f64]) -> f64 {
             .for_each(|(v, pv)| *v -= factor * pv);
         basis[p] = enter;
     }
-    -reduced[width]
+    let mut x = vec![0.0; n];
+    for (row, &j) in tableau.iter().zip(&basis) {
+        if j < n {
+            x[j] = row[width];
+        }
+    }
+    (-reduced[width], x)
 }
 
 #[cfg(test)]
@@ -238,6 +268,35 @@ mod tests {
         let share = accepted_share(&servers, 10.0);
         assert!(close(share, 0.975 + 0.02 * 5.0 / 6.0), "{share}");
         assert!(close(greedy_share(&servers, 10.0), 0.925));
+    }
+
+    #[test]
+    fn the_plan_is_the_split_behind_the_share() {
+        // As above: every first attempt to the weak server (10/s), second attempts split 5:1
+        // between the mixes, and the strong server's 5/s spent on later attempts only.
+        let servers = [srv(0.9, Some(5.0)), srv(0.5, None)];
+        let plan = plan(&servers, 10.0);
+        assert!(
+            close(plan[0][0], 0.0) && close(plan[1][0], 10.0),
+            "{plan:?}"
+        );
+        assert!(close(plan[0].iter().sum::<f64>(), 5.0), "{plan:?}");
+        let accepted: f64 = plan
+            .iter()
+            .zip(&servers)
+            .map(|(rates, s)| rates.iter().sum::<f64>() * s.success)
+            .sum();
+        assert!(close(accepted / 10.0, accepted_share(&servers, 10.0)));
+        // Each later class is fed only by the failures of the one before.
+        for k in 1..3 {
+            let sent: f64 = plan.iter().map(|r| r[k]).sum();
+            let failed: f64 = plan
+                .iter()
+                .zip(&servers)
+                .map(|(r, s)| r[k - 1] * (1.0 - s.success))
+                .sum();
+            assert!(sent <= failed + 1e-9, "class {k}: {sent} > {failed}");
+        }
     }
 
     #[test]
