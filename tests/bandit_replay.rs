@@ -327,29 +327,17 @@ fn replay_with(
                 };
                 tell_limits(real, &servers, &table, now_ms);
                 let choice = match real.knows {
-                    Knows::Everything | Knows::Room => {
+                    Knows::Everything | Knows::Room | Knows::Plan | Knows::PlanRates => {
                         let arrive_ms = real.arrival_ms(now_ms);
-                        let at = origin + Duration::from_millis(arrive_ms);
-                        let by_learned = real.knows == Knows::Room;
-                        informed_choice(
-                            &servers,
-                            &table,
-                            by_learned,
-                            at,
-                            real.sim_s(arrive_ms),
-                            c.force,
-                        )
-                    }
-                    Knows::Plan | Knows::PlanRates => {
-                        let arrive_ms = real.arrival_ms(now_ms);
-                        let rates: Vec<f64> = if real.knows == Knows::Plan {
-                            servers.iter().map(|s| s.params.success_rate).collect()
-                        } else {
-                            table
-                                .iter()
-                                .map(|b| b.stats.learned.success_mean())
-                                .collect()
-                        };
+                        let rates: Vec<f64> =
+                            if matches!(real.knows, Knows::Room | Knows::PlanRates) {
+                                table
+                                    .iter()
+                                    .map(|b| b.stats.learned.success_mean())
+                                    .collect()
+                            } else {
+                                servers.iter().map(|s| s.params.success_rate).collect()
+                            };
                         let attempt = Attempt {
                             class: (req.tried.len() + 1).min(MAX_ATTEMPTS),
                             now_ms,
@@ -358,7 +346,11 @@ fn replay_with(
                             relax: c.relax,
                             force: c.force,
                         };
-                        planner.choose(&servers, &rates, ids_per_s as f64, &attempt)
+                        if matches!(real.knows, Knows::Everything | Knows::Room) {
+                            likeliest_admitting(&servers, &rates, &attempt)
+                        } else {
+                            planner.choose(&servers, &rates, ids_per_s as f64, &attempt)
+                        }
                     }
                     _ => bandit.choose(&table, &candidates, &c),
                 };
@@ -526,34 +518,20 @@ fn tell_limits(real: Real, servers: &[Server], table: &[Backend], now_ms: u64) {
     }
 }
 
-/// The likeliest server (by its true success rate, or by the learned one) that would admit an
-/// attempt arriving at `at`; else wait a millisecond, or give up when forced.
-fn informed_choice(
-    servers: &[Server],
-    table: &[Backend],
-    by_learned: bool,
-    at: Instant,
-    t_s: f64,
-    force: bool,
-) -> Choice {
-    let p = |i: usize| {
-        if by_learned {
-            table[i].stats.learned.success_mean()
-        } else {
-            servers[i].params.success_rate
-        }
-    };
+/// The likeliest server by `rates` (true or learned success rates) that would admit attempt
+/// `a` when it arrives; else wait a millisecond, or give up when forced.
+fn likeliest_admitting(servers: &[Server], rates: &[f64], a: &Attempt) -> Choice {
     let best = (0..servers.len())
-        .filter(|&i| servers[i].state.would_admit(at, t_s))
-        .max_by(|&x, &y| p(x).total_cmp(&p(y)));
+        .filter(|&i| servers[i].state.would_admit(a.at, a.t_s))
+        .max_by(|&x, &y| rates[x].total_cmp(&rates[y]));
     match best {
         Some(i) => Choice::Backend(i),
-        None if force => Choice::Full,
+        None if a.force => Choice::Full,
         None => Choice::Wait { ms: 1 },
     }
 }
 
-/// An attempt to place, for [`Planner::choose`].
+/// An attempt to place, for [`Planner::choose`] and [`likeliest_admitting`].
 struct Attempt {
     /// 1 (first), 2 or 3.
     class: usize,
@@ -620,13 +598,10 @@ impl Planner {
             self.credit[i][k] -= 1.0;
             return Choice::Backend(i);
         }
-        let likeliest = (0..servers.len())
-            .filter(|&i| a.relax && admits(i))
-            .max_by(|&x, &y| rates[x].total_cmp(&rates[y]));
-        match likeliest {
-            Some(i) => Choice::Backend(i),
-            None if a.force => Choice::Full,
-            None => Choice::Wait { ms: 1 },
+        if a.relax {
+            likeliest_admitting(servers, rates, a)
+        } else {
+            Choice::Wait { ms: 1 }
         }
     }
 }

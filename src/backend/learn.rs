@@ -16,10 +16,11 @@
 //!   once, [`MIN_DROP_SHARE`]), and up by probing: while the window is full, a first attempt
 //!   beyond it raises *L* by one every [`PROBE_AFTER_MS`]; a 429 sets that interval to
 //!   [`REFUSED_PROBE_AFTER_MS`], or leaves it longer (a refused probe cost one attempt, while a
-//!   rise not found costs the whole rise every second). A probe is judged by its own answer: later attempts count on
-//!   its room once the backend admitted it, and once a probe follows one that held, the limit is
-//!   climbing and each next probe goes as soon as the last was admitted
-//!   ([`HELD_PROBE_AFTER_MS`]): one verified step per round trip ([`super::limit::Limit::raised`]).
+//!   rise not found costs the whole rise every second). A probe is judged by its own answer:
+//!   later attempts count on its room once the backend admitted it, and once a probe follows one
+//!   that held, the limit is climbing and each next probe goes as soon as the last was admitted
+//!   ([`HELD_PROBE_AFTER_MS`]): one verified step per round trip
+//!   ([`super::limit::Limit::raised`]).
 //!   Before the first 429 nothing is paced. (This replaced additive-increase/multiplicative-decrease
 //!   on a token bucket, whose sawtooth, down to 0.6 of the rate on a 429 and back by 0.1 per answer,
 //!   cost a 429 every few seconds on every saturated backend and ran at about four fifths of its

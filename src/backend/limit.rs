@@ -119,9 +119,10 @@ impl Limit {
     /// A probe sent at `now_ms`: one more, pending until the backend answers it. The first probe
     /// after a 429 waits the probing interval, and so does the one after it (one probe that
     /// held may have met a slot that freed by chance); once a probe follows one that held (or one
-    /// whose answer never came), the limit is climbing, and each next probe is due as soon as the last was admitted and the
-    /// window is full again ([`HELD_PROBE_AFTER_MS`]). Each step is admitted once before later
-    /// attempts count on it, and a limit that rose is followed as fast as the backend answers.
+    /// whose answer never came), the limit is climbing, and each next probe is due as soon as the
+    /// last was admitted and the window is full again ([`HELD_PROBE_AFTER_MS`]). Each step is
+    /// admitted once before later attempts count on it, and a limit that rose is followed as
+    /// fast as the backend answers.
     /// (A quarter more every 500 ms at most, as before, took four seconds to follow a limit that
     /// stepped from 2 to 16; the next probe due at once after the first that held gave 0.002
     /// less of the oracle at 10 ids/s in the replay of the challenge. PERF.md has the figures.)

@@ -78,8 +78,11 @@ pub fn accepted_share(servers: &[OracleServer], offered_ids_per_s: f64) -> f64 {
 /// The oracle's plan behind [`accepted_share`]: per server, the rate of its first, second and
 /// third attempts (per second) in one optimal split (the replay of the challenge,
 /// `tests/bandit_replay.rs`, routes by it to measure how close a balancer can come to the bound).
-pub fn plan(servers: &[OracleServer], offered_ids_per_s: f64) -> Vec<[f64; 3]> {
-    let mut out = vec![[0.0; 3]; servers.len()];
+pub fn plan(
+    servers: &[OracleServer],
+    offered_ids_per_s: f64,
+) -> Vec<[f64; FREE_ATTEMPTS as usize]> {
+    let mut out = vec![[0.0; FREE_ATTEMPTS as usize]; servers.len()];
     if offered_ids_per_s <= 0.0 || servers.is_empty() {
         return out;
     }
