@@ -652,7 +652,7 @@ fn over_seeds(ids_per_s: u64, duration_s: u64) -> Vec<(Profile, f64, f64)> {
         .collect()
 }
 
-/// The means over 50 seeds when this was written: 0.9983, 0.9933, 0.9838 and 0.9829 (flaky1 to
+/// The means over 50 seeds when this was written: 0.9986, 0.9942, 0.9839 and 0.9829 (flaky1 to
 /// flaky4). The target is 0.99 everywhere; configurations 3 and 4 miss it (PERF.md says by how
 /// much and why), so their floors guard against a regression rather than state the target.
 #[test]
@@ -682,8 +682,8 @@ fn rate_limits_are_learned_not_hammered() {
 
 /// `cargo test --release --test bandit_replay -- --ignored --nocapture at_30`: the same at 30
 /// ids per second, where the limits bind and the ids are more than they take (ignored by
-/// default: about a minute in a debug build). Means over 50 seeds when this was written: 0.9988,
-/// 0.9968, 0.9848 and 0.9856 (flaky1 to flaky4), every answer before the client's timeout and
+/// default: about a minute in a debug build). Means over 50 seeds when this was written: 0.9993,
+/// 0.9981, 0.9881 and 0.9892 (flaky1 to flaky4), every answer before the client's timeout and
 /// agreeing with the ledger; the floors guard against a regression (the target of 0.99 is met
 /// for flaky1 and flaky2: PERF.md says what the rest costs).
 #[test]
