@@ -99,6 +99,10 @@ pub struct Outcome {
     /// Of those samples, the ones with the server in its penalty box.
     pub boxed_samples: u64,
     pub samples: u64,
+    /// Per server: attempts sent to it, by class (1st, 2nd, 3rd).
+    pub sent: [[u64; MAX_ATTEMPTS]; SERVERS],
+    /// Attempts that succeeded (200), by class.
+    pub succeeded_by_class: [u64; MAX_ATTEMPTS],
 }
 
 impl Outcome {
@@ -309,6 +313,8 @@ fn replay_with(
         blocked_samples: 0,
         boxed_samples: 0,
         samples: 0,
+        sent: [[0; MAX_ATTEMPTS]; SERVERS],
+        succeeded_by_class: [0; MAX_ATTEMPTS],
     };
     for t in 1..duration_s {
         queue.push(t * 1000, Event::Sample);
@@ -400,8 +406,13 @@ fn replay_with(
                         if status == 200 {
                             req.ledger_accepted = true;
                         }
+                        let class = req.tried.len().min(MAX_ATTEMPTS) - 1;
+                        out.sent[b][class] += 1;
+                        if status == 200 {
+                            out.succeeded_by_class[class] += 1;
+                        }
                         if status == 429 {
-                            out.refused_by_class[req.tried.len().min(MAX_ATTEMPTS) - 1] += 1;
+                            out.refused_by_class[class] += 1;
                         } else if status != 0 {
                             out.admitted[b] += 1;
                         }
@@ -731,7 +742,8 @@ fn worst_seeds() {
 /// `RATE=30 cargo test --release --test bandit_replay -- --ignored --nocapture diagnose`: where
 /// the capacity goes, per configuration over 50 seeds: the share of the servers' limits used
 /// (weighted by success rate: the share of what a full use would accept), 429s by attempt,
-/// answers later than the client's timeout, ids never attempted, time spent waiting. With
+/// answers later than the client's timeout, ids never attempted, time spent waiting, and per
+/// attempt class the mean success rate of the servers sent to and the share that succeeded. With
 /// `KNOWS=limits` (or `rises`, `falls`, `everything`, `room`, `plan`, `plan-rates`: [`Knows`])
 /// the balancer is told part of the truth, which measures what learning it costs; `DELAY_MS`
 /// adds that long from each pick to the server, as a real run has.
@@ -746,6 +758,8 @@ fn diagnose() {
             let (mut dis, mut p50, mut p99) = (0, 0, 0);
             let (mut lsum, mut tsum, mut blocked, mut samples) = (0.0, 0.0, 0, 0);
             let mut boxed = 0;
+            // Per class: attempts, the sum of their servers' success rates, successes.
+            let mut by_class = [(0u64, 0.0f64, 0u64); MAX_ATTEMPTS];
             let mut refused = [0u64; MAX_ATTEMPTS];
             let real = Real {
                 knows: Knows::from_env(),
@@ -765,6 +779,13 @@ fn diagnose() {
                 }
                 for (total, n) in refused.iter_mut().zip(o.refused_by_class) {
                     *total += n;
+                }
+                for (k, tally) in by_class.iter_mut().enumerate() {
+                    for i in 0..SERVERS {
+                        tally.0 += o.sent[i][k];
+                        tally.1 += o.sent[i][k] as f64 * o.success[i];
+                    }
+                    tally.2 += o.succeeded_by_class[k];
                 }
                 late += o.late;
                 never += o.never_attempted;
@@ -792,6 +813,21 @@ fn diagnose() {
                 blocked as f64 / samples.max(1) as f64,
                 boxed as f64 / samples.max(1) as f64,
             );
+            let classes: Vec<String> = by_class
+                .iter()
+                .map(|&(n, p, ok)| {
+                    let n_f = n.max(1) as f64;
+                    format!(
+                        "{n} sent to servers of mean success rate {:.3}, {:.3} succeeded",
+                        p / n_f,
+                        ok as f64 / n_f
+                    )
+                })
+                .collect();
+            println!(
+                "{profile:?} at {rate}/s, attempts by class: {}",
+                classes.join("; ")
+            );
         })
     });
     for h in handles {
@@ -803,7 +839,8 @@ fn diagnose() {
 /// bandit_replay -- --ignored --nocapture one_run`: one seed, to set beside a real run of the
 /// challenge with the same seed, with the real run's delays added to see what they cost.
 /// `HEAD_START_MS` moves the simulator's clock against the ids (a real run's lands anywhere
-/// near a second: single seeds move by a few hundredths with it), `KNOWS` as for `diagnose`.
+/// near a second: single seeds move by a few hundredths with it), `KNOWS` as for `diagnose`; then
+/// per server, its success rate, what its limit allowed, the attempts sent to it by class.
 #[test]
 #[ignore]
 fn one_run() {
@@ -841,4 +878,10 @@ fn one_run() {
         o.learned_sum / o.true_sum.max(1.0),
         o.boxed_samples as f64 / o.samples.max(1) as f64
     );
+    for i in 0..SERVERS {
+        println!(
+            "server {i}: success rate {:.3}, capacity {:.0}, sent by class {:?}, admitted {}",
+            o.success[i], o.capacity[i], o.sent[i], o.admitted[i]
+        );
+    }
 }
