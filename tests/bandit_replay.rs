@@ -403,12 +403,10 @@ fn replay_with(
                         let t_s = real.sim_s(arrive_ms);
                         let answer = servers[b].state.answer_attempt(at, t_s);
                         let (status, retry_after_s) = answer.unwrap_or((0, None));
-                        if status == 200 {
-                            req.ledger_accepted = true;
-                        }
                         let class = req.tried.len().min(MAX_ATTEMPTS) - 1;
                         out.sent[b][class] += 1;
                         if status == 200 {
+                            req.ledger_accepted = true;
                             out.succeeded_by_class[class] += 1;
                         }
                         if status == 429 {
