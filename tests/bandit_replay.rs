@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use loadgen::rng::Rng as SimRng;
 use loadgen::sim::oracle::{self, accepted_share_over, OracleServer};
-use loadgen::sim::{Profile, ServerParams, ServerState, DEFAULT_SERVICE_TIME_MS};
+use loadgen::sim::{
+    DynamicLimit, Profile, RateLimit, ServerParams, ServerState, DEFAULT_SERVICE_TIME_MS,
+};
 
 use sluice::backend::{Backend, BackendId};
 use sluice::strategy::{self, Choice, PickContext, StrategyKind, StrategyParams};
@@ -47,18 +49,56 @@ struct Server {
 
 impl Server {
     /// The simulator's servers for `profile` and `seed`.
-    fn all(profile: Profile, seed: u64) -> Vec<Server> {
+    fn all(profile: Profile, seed: u64, world: LimitWorld) -> Vec<Server> {
         let mut master = SimRng::with_seed(seed);
         (0..SERVERS)
             .map(|i| {
                 let mut rng = master.fork(i as u64);
-                let params = ServerParams::draw(profile, &mut rng, DEFAULT_SERVICE_TIME_MS, 4);
+                let mut params = ServerParams::draw(profile, &mut rng, DEFAULT_SERVICE_TIME_MS, 4);
+                if let RateLimit::Dynamic(limit) = &mut params.rate_limit {
+                    world.apply(limit);
+                }
                 Server {
                     state: ServerState::new(params.clone(), rng),
                     params,
                 }
             })
             .collect()
+    }
+}
+
+/// Which of a moving limit's two motions the replay keeps, for `diagnose` and `one_run`
+/// (`LIMITS=steady|drift|steps`, the challenge's own limits otherwise): taking them apart shows
+/// what learning each one costs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum LimitWorld {
+    /// Drift and steps, as the challenge's servers have them.
+    AsDrawn,
+    /// Neither: each server keeps its base limit.
+    Steady,
+    /// The smooth drift only (every step factor 1).
+    Drift,
+    /// The steps only (no drift).
+    Steps,
+}
+
+impl LimitWorld {
+    fn from_env() -> LimitWorld {
+        match std::env::var("LIMITS").as_deref() {
+            Ok("steady") => LimitWorld::Steady,
+            Ok("drift") => LimitWorld::Drift,
+            Ok("steps") => LimitWorld::Steps,
+            _ => LimitWorld::AsDrawn,
+        }
+    }
+
+    fn apply(self, limit: &mut DynamicLimit) {
+        if matches!(self, LimitWorld::Steady | LimitWorld::Drift) {
+            limit.step_factors = vec![1.0];
+        }
+        if matches!(self, LimitWorld::Steady | LimitWorld::Steps) {
+            limit.amplitude = 0.0;
+        }
     }
 }
 
@@ -200,6 +240,8 @@ struct Real {
     head_start_ms: u64,
     /// What the balancer knows beyond what it learns, to measure what learning costs.
     knows: Knows,
+    /// Which motions of the moving limits the servers keep.
+    limits: LimitWorld,
 }
 
 /// What the balancer is told of the servers' truth in a replay: nothing (the challenge), or
@@ -250,6 +292,7 @@ impl Real {
         stall_ms: 0,
         head_start_ms: SIM_HEAD_START_MS,
         knows: Knows::Nothing,
+        limits: LimitWorld::AsDrawn,
     };
 
     /// Seconds on the simulator's clock at `ms` into the replay.
@@ -274,7 +317,7 @@ fn replay_with(
     ids_per_s: u64,
     real: Real,
 ) -> Outcome {
-    let mut servers = Server::all(profile, seed);
+    let mut servers = Server::all(profile, seed, real.limits);
     let table: Vec<Backend> = backends();
     let mut bandit = strategy::build(
         StrategyKind::Bandit,
@@ -744,7 +787,8 @@ fn worst_seeds() {
 /// attempt class the mean success rate of the servers sent to and the share that succeeded. With
 /// `KNOWS=limits` (or `rises`, `falls`, `everything`, `room`, `plan`, `plan-rates`: [`Knows`])
 /// the balancer is told part of the truth, which measures what learning it costs; `DELAY_MS`
-/// adds that long from each pick to the server, as a real run has.
+/// adds that long from each pick to the server, as a real run has; `LIMITS` keeps only part of
+/// the moving limits of configurations 3 and 4 ([`LimitWorld`]).
 #[test]
 #[ignore]
 fn diagnose() {
@@ -761,6 +805,7 @@ fn diagnose() {
             let mut refused = [0u64; MAX_ATTEMPTS];
             let real = Real {
                 knows: Knows::from_env(),
+                limits: LimitWorld::from_env(),
                 send_delay_ms: env_u64("DELAY_MS", 0),
                 ..Real::IDEAL
             };
@@ -855,6 +900,7 @@ fn one_run() {
         stall_ms: env_u64("STALL_MS", 0),
         head_start_ms: env_u64("HEAD_START_MS", SIM_HEAD_START_MS),
         knows: Knows::from_env(),
+        limits: LimitWorld::from_env(),
     };
     let o = replay_with(
         profile,
