@@ -88,7 +88,8 @@ impl LimitWorld {
             Ok("steady") => LimitWorld::Steady,
             Ok("drift") => LimitWorld::Drift,
             Ok("steps") => LimitWorld::Steps,
-            _ => LimitWorld::AsDrawn,
+            Ok("") | Err(_) => LimitWorld::AsDrawn,
+            Ok(other) => panic!("LIMITS={other}: expected steady, drift or steps"),
         }
     }
 
@@ -882,8 +883,9 @@ fn diagnose() {
 /// bandit_replay -- --ignored --nocapture one_run`: one seed, to set beside a real run of the
 /// challenge with the same seed, with the real run's delays added to see what they cost.
 /// `HEAD_START_MS` moves the simulator's clock against the ids (a real run's lands anywhere
-/// near a second: single seeds move by a few hundredths with it), `KNOWS` as for `diagnose`; then
-/// per server, its success rate, what its limit allowed, the attempts sent to it by class.
+/// near a second: single seeds move by a few hundredths with it), `KNOWS` and `LIMITS` as for
+/// `diagnose`; then per server, its success rate, what its limit allowed, the attempts sent to
+/// it by class.
 #[test]
 #[ignore]
 fn one_run() {
