@@ -280,7 +280,10 @@ impl Knows {
             Ok("room") => Knows::Room,
             Ok("plan") => Knows::Plan,
             Ok("plan-rates") => Knows::PlanRates,
-            _ => Knows::Nothing,
+            Ok("") | Err(_) => Knows::Nothing,
+            Ok(other) => panic!(
+                "KNOWS={other}: expected limits, rises, falls, everything, room, plan or plan-rates"
+            ),
         }
     }
 }
@@ -890,10 +893,11 @@ fn diagnose() {
 #[ignore]
 fn one_run() {
     let profile = match std::env::var("PROFILE").as_deref() {
-        Ok("flaky1") => Profile::Flaky1,
-        Ok("flaky3") => Profile::Flaky3,
-        Ok("flaky4") => Profile::Flaky4,
-        _ => Profile::Flaky2,
+        Ok("") | Err(_) => Profile::Flaky2,
+        Ok(name) => match name.parse::<Profile>() {
+            Ok(p) if p.is_flaky() => p,
+            _ => panic!("PROFILE={name}: expected flaky1, flaky2, flaky3 or flaky4"),
+        },
     };
     let real = Real {
         send_delay_ms: env_u64("DELAY_MS", 0),
