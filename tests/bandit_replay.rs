@@ -84,13 +84,15 @@ enum LimitWorld {
 
 impl LimitWorld {
     fn from_env() -> LimitWorld {
-        match std::env::var("LIMITS").as_deref() {
-            Ok("steady") => LimitWorld::Steady,
-            Ok("drift") => LimitWorld::Drift,
-            Ok("steps") => LimitWorld::Steps,
-            Ok("") | Err(_) => LimitWorld::AsDrawn,
-            Ok(other) => panic!("LIMITS={other}: expected steady, drift or steps"),
-        }
+        env_choice(
+            "LIMITS",
+            LimitWorld::AsDrawn,
+            &[
+                ("steady", LimitWorld::Steady),
+                ("drift", LimitWorld::Drift),
+                ("steps", LimitWorld::Steps),
+            ],
+        )
     }
 
     fn apply(self, limit: &mut DynamicLimit) {
@@ -272,19 +274,19 @@ enum Knows {
 
 impl Knows {
     fn from_env() -> Knows {
-        match std::env::var("KNOWS").as_deref() {
-            Ok("limits") => Knows::Limits,
-            Ok("rises") => Knows::Rises,
-            Ok("falls") => Knows::Falls,
-            Ok("everything") => Knows::Everything,
-            Ok("room") => Knows::Room,
-            Ok("plan") => Knows::Plan,
-            Ok("plan-rates") => Knows::PlanRates,
-            Ok("") | Err(_) => Knows::Nothing,
-            Ok(other) => panic!(
-                "KNOWS={other}: expected limits, rises, falls, everything, room, plan or plan-rates"
-            ),
-        }
+        env_choice(
+            "KNOWS",
+            Knows::Nothing,
+            &[
+                ("limits", Knows::Limits),
+                ("rises", Knows::Rises),
+                ("falls", Knows::Falls),
+                ("everything", Knows::Everything),
+                ("room", Knows::Room),
+                ("plan", Knows::Plan),
+                ("plan-rates", Knows::PlanRates),
+            ],
+        )
     }
 }
 
@@ -660,6 +662,24 @@ impl Planner {
             Choice::Wait { ms: 1 }
         }
     }
+}
+
+/// The choice the environment variable `name` names among `choices` (for the replay's
+/// diagnostics), `default` when it is unset or empty; any other value stops the run with the
+/// names it accepts.
+fn env_choice<T: Copy>(name: &str, default: T, choices: &[(&str, T)]) -> T {
+    let value = std::env::var(name).unwrap_or_default();
+    if value.is_empty() {
+        return default;
+    }
+    choices
+        .iter()
+        .find(|(key, _)| *key == value)
+        .map(|&(_, choice)| choice)
+        .unwrap_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(key, _)| *key).collect();
+            panic!("{name}={value}: expected one of {}", names.join(", "))
+        })
 }
 
 /// A number from the environment variable `name` (for the replay's diagnostics), else `default`.
