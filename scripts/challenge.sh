@@ -13,8 +13,10 @@
 # Contenders, each given its best reasonable configuration for the task:
 # - sluice-bandit: --strategy bandit --retry-on connect,timeout,broken,5xx,429 --retry-methods any
 #                  --request-id body-alnum24 (the ids are the bodies: at most 3 attempts per id)
-#                  (--max-pacing-wait stays at 1 s: a request waits at most twice that per
-#                  attempt, so its answer comes before the client's 10 s timeout)
+#                  --max-pacing-wait 2s (a request waits up to twice that per attempt for
+#                  room under the learned limits) and --max-pacing-total 9s (the default: never
+#                  more than that in all from its arrival, so its answer comes before the
+#                  client's 10 s timeout)
 # - sluice-rr:     --strategy round-robin, same retries (a retry skips backends already tried)
 # - nginx:         round robin, proxy_next_upstream error timeout http_500 http_502 http_503
 #                  http_429 non_idempotent; proxy_next_upstream_tries 3; HTTP/1.1 keep-alive to
@@ -116,7 +118,7 @@ start_contender() {
             for p in $ports; do backends+=(--backend "127.0.0.1:$p"); done
             spawn "$sluice" --listen "127.0.0.1:$listen" --admin off --strategy "$strategy" \
                 --retry-on "$retries" --retry-methods any --request-id body-alnum24 \
-                --health-interval 0 \
+                --max-pacing-wait 2s --max-pacing-total 9s --health-interval 0 \
                 "${backends[@]}" >"$dir/out.log" 2>"$dir/err.log"
             ;;
         nginx)

@@ -6,8 +6,9 @@
 //! 30) per second; each gets up to 3 attempts, retried at once on a 5xx, a 429 or a closed
 //! connection (a server in an outage) as sluice does with `--retry-on
 //! connect,timeout,broken,5xx,429 --retry-methods any`; a `Choice::Wait` is honoured for at most
-//! `--max-pacing-wait` (1 s), then for as long again only for room (no sure 429), then the pick is
-//! forced, and a `Choice::Full` is answered at once (sluice's 503). The client gives up after
+//! `--max-pacing-wait` (2 s, as scripts/challenge.sh runs sluice), then for as long again only for
+//! room (no sure 429), then the pick is forced, and never past `--max-pacing-total` (9 s) from the
+//! id's arrival; a `Choice::Full` is answered at once (sluice's 503). The client gives up after
 //! 10 s, as `loadgen challenge` does: an answer later than that is a failure to it, and a
 //! disagreement if a server accepted the id. The score is divided by the simulator's
 //! oracle bound, as `loadgen challenge` does, and every answer is checked against the ledger the
@@ -34,8 +35,10 @@ use sluice::strategy::{self, Choice, PickContext, StrategyKind, StrategyParams};
 
 const SERVERS: usize = 10;
 const MAX_ATTEMPTS: usize = 3;
-/// `--max-pacing-wait` (1 s, the default, as scripts/challenge.sh runs sluice).
-const MAX_PACING_WAIT_MS: u64 = 1_000;
+/// `--max-pacing-wait` as scripts/challenge.sh runs sluice (2 s).
+const MAX_PACING_WAIT_MS: u64 = 2_000;
+/// `--max-pacing-total` (9 s, the default): the most a request waits in all, from its arrival.
+const MAX_PACING_TOTAL_MS: u64 = 9_000;
 /// The simulator has been up this long when the first id arrives (flaky3's limits depend on it).
 const SIM_HEAD_START_MS: u64 = 1_000;
 /// The challenge client's timeout: an answer later than this is a failure to the client.
@@ -245,6 +248,9 @@ struct Real {
     knows: Knows,
     /// Which motions of the moving limits the servers keep.
     limits: LimitWorld,
+    /// `--max-pacing-wait` and `--max-pacing-total` (0: none).
+    pacing_wait_ms: u64,
+    pacing_total_ms: u64,
 }
 
 /// What the balancer is told of the servers' truth in a replay: nothing (the challenge), or
@@ -299,6 +305,8 @@ impl Real {
         head_start_ms: SIM_HEAD_START_MS,
         knows: Knows::Nothing,
         limits: LimitWorld::AsDrawn,
+        pacing_wait_ms: MAX_PACING_WAIT_MS,
+        pacing_total_ms: MAX_PACING_TOTAL_MS,
     };
 
     /// Seconds on the simulator's clock at `ms` into the replay.
@@ -372,12 +380,18 @@ fn replay_with(
         match e {
             Event::Dispatch(r) => {
                 let req = &mut requests[r];
+                let total_until_ms = match real.pacing_total_ms {
+                    0 => u64::MAX,
+                    total_ms => r as u64 * 1000 / ids_per_s + 1 + total_ms,
+                };
+                let spent = now_ms >= total_until_ms;
                 let c = PickContext {
                     now_ms,
                     tried: &req.tried,
-                    relax: req.pace_until_ms != 0 && now_ms >= req.pace_until_ms,
-                    force: req.pace_until_ms != 0
-                        && now_ms >= req.pace_until_ms + MAX_PACING_WAIT_MS,
+                    relax: spent || (req.pace_until_ms != 0 && now_ms >= req.pace_until_ms),
+                    force: spent
+                        || (req.pace_until_ms != 0
+                            && now_ms >= req.pace_until_ms + real.pacing_wait_ms),
                     ..ctx()
                 };
                 tell_limits(real, &servers, &table, now_ms);
@@ -415,14 +429,14 @@ fn replay_with(
                             req.wait_from_ms = now_ms;
                         }
                         if req.pace_until_ms == 0 {
-                            req.pace_until_ms = now_ms + MAX_PACING_WAIT_MS;
+                            req.pace_until_ms = now_ms + real.pacing_wait_ms;
                         }
                         let until = if now_ms >= req.pace_until_ms {
-                            req.pace_until_ms + MAX_PACING_WAIT_MS
+                            req.pace_until_ms + real.pacing_wait_ms
                         } else {
                             req.pace_until_ms
                         };
-                        let wake = (now_ms + ms).min(until).max(now_ms + 1);
+                        let wake = (now_ms + ms).min(until).min(total_until_ms).max(now_ms + 1);
                         queue.push(
                             wake.div_ceil(real.tick_ms) * real.tick_ms,
                             Event::Dispatch(r),
@@ -831,6 +845,8 @@ fn diagnose() {
                 knows: Knows::from_env(),
                 limits: LimitWorld::from_env(),
                 send_delay_ms: env_u64("DELAY_MS", 0),
+                pacing_wait_ms: env_u64("PACING_WAIT_MS", MAX_PACING_WAIT_MS),
+                pacing_total_ms: env_u64("PACING_TOTAL_MS", MAX_PACING_TOTAL_MS),
                 ..Real::IDEAL
             };
             for seed in 1..=SEEDS {
@@ -927,6 +943,8 @@ fn one_run() {
         head_start_ms: env_u64("HEAD_START_MS", SIM_HEAD_START_MS),
         knows: Knows::from_env(),
         limits: LimitWorld::from_env(),
+        pacing_wait_ms: env_u64("PACING_WAIT_MS", MAX_PACING_WAIT_MS),
+        pacing_total_ms: env_u64("PACING_TOTAL_MS", MAX_PACING_TOTAL_MS),
     };
     let o = replay_with(
         profile,

@@ -294,6 +294,11 @@ fn requests_larger_than_the_retry_buffer_are_not_retried() {
 /// `bandit` in front of one backend, with request ids (`body-alnum24`), the challenge's retry
 /// policy and `--max-pacing-wait` of `max_pacing_wait_ms`.
 fn bandit_with_ids(backend: std::net::SocketAddr, max_pacing_wait_ms: u64) -> Sluice {
+    Sluice::with_settings(bandit_settings(backend, max_pacing_wait_ms))
+}
+
+/// The settings of [`bandit_with_ids`].
+fn bandit_settings(backend: std::net::SocketAddr, max_pacing_wait_ms: u64) -> Settings {
     let specs = vec![BackendSpec {
         addr: backend.into(),
         weight: 1,
@@ -302,7 +307,7 @@ fn bandit_with_ids(backend: std::net::SocketAddr, max_pacing_wait_ms: u64) -> Sl
     s.proxy.retry = RetryPolicy::parse("connect,timeout,5xx,429", "any").unwrap();
     s.proxy.request_id = RequestIds::parse_all(&["body-alnum24".into()]).unwrap();
     s.proxy.max_pacing_wait_ms = max_pacing_wait_ms;
-    Sluice::with_settings(s)
+    s
 }
 
 #[test]
@@ -351,6 +356,33 @@ fn bandit_answers_503_at_once_when_no_backend_has_room_instead_of_a_sure_429() {
     // A new id is answered the same without reaching the backend.
     let resp = roundtrip(lb.addr, &post_id("ZYXWVUTSRQPONMLKJIHGFEDC"));
     assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no attempt sure to be refused"
+    );
+}
+
+#[test]
+fn bandit_stops_waiting_for_room_once_the_requests_whole_pacing_budget_is_spent() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let backend = HttpBackend::start(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        Reply::raw(
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 60\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+    });
+    // Each attempt may wait a minute for room, twice over; the request as a whole only 50 ms
+    // from its arrival: the retry gives up waiting then, and sluice answers, as it does once an
+    // attempt's own waits are over.
+    let mut settings = bandit_settings(backend.addr, 60_000);
+    settings.proxy.max_pacing_total_ms = 50;
+    let lb = Sluice::with_settings(settings);
+    let resp = roundtrip(lb.addr, &post_id(ID));
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert!(resp.text().contains("rate limit"), "{resp:?}");
     assert_eq!(
         calls.load(Ordering::SeqCst),
         1,

@@ -84,6 +84,7 @@ pub const DEFAULT_DRAIN_TIMEOUT: &str = "30s";
 pub const DEFAULT_RETRY_ON: &str = "connect,gateway";
 pub const DEFAULT_RETRY_BUFFER: usize = 16 * 1024;
 pub const DEFAULT_MAX_PACING_WAIT: &str = "1s";
+pub const DEFAULT_MAX_PACING_TOTAL: &str = "9s";
 pub const DEFAULT_BACKEND_QUEUE: usize = 256;
 pub const DEFAULT_QUEUE_TIMEOUT: &str = "5s";
 pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
@@ -166,6 +167,13 @@ pub struct RunArgs {
     /// is at its rate limit") if none comes, rather than sent where a 429 is sure.
     #[arg(long, default_value = DEFAULT_MAX_PACING_WAIT, value_name = "DURATION")]
     pub max_pacing_wait: DurationArg,
+
+    /// bandit strategy: longest a request waits for room in all, counted from its arrival and
+    /// across its attempts, whatever its attempts' own --max-pacing-wait; then it takes the
+    /// likeliest backend with room, or is answered 503. Keep it below your clients' timeout, so
+    /// that the answer reaches them; 0 = no bound beyond --max-pacing-wait.
+    #[arg(long, default_value = DEFAULT_MAX_PACING_TOTAL, value_name = "DURATION")]
+    pub max_pacing_total: DurationArg,
 
     /// Give up connecting to a backend after this long (then try another).
     #[arg(long, default_value = DEFAULT_CONNECT_TIMEOUT, value_name = "DURATION")]
@@ -442,6 +450,7 @@ impl RunArgs {
             id_memory: self.id_memory,
             id_window_s: (self.id_window.ms() / 1000).max(1) as u32,
             max_pacing_wait_ms: self.max_pacing_wait.ms(),
+            max_pacing_total_ms: self.max_pacing_total.ms(),
             backend_max_conns: self.backend_max_conns,
             backend_queue: self.backend_queue,
             queue_timeout_ms: self.queue_timeout.ms(),

@@ -211,6 +211,8 @@ pub struct ProxyConfig {
     pub id_window_s: u32,
     /// Longest a request waits for a backend's rate budget before it is sent anyway.
     pub max_pacing_wait_ms: u64,
+    /// Longest a request waits for rate budgets in all, from its arrival; 0 = no such bound.
+    pub max_pacing_total_ms: u64,
     /// Connections per backend across workers (each worker takes an equal share); 0 = no limit.
     pub backend_max_conns: usize,
     /// Requests that may wait for a connection per backend and worker; more get 503.
@@ -268,6 +270,7 @@ impl Default for ProxyConfig {
             id_memory: budget::DEFAULT_ENTRIES,
             id_window_s: budget::DEFAULT_WINDOW_S,
             max_pacing_wait_ms: ms(DEFAULT_MAX_PACING_WAIT),
+            max_pacing_total_ms: ms(DEFAULT_MAX_PACING_TOTAL),
             backend_max_conns: 0,
             backend_queue: DEFAULT_BACKEND_QUEUE,
             queue_timeout_ms: ms(DEFAULT_QUEUE_TIMEOUT),

@@ -99,14 +99,22 @@ impl Router<'_> {
         if candidates.is_empty() {
             return Err(Stop::Refuse(Refusal::NoBackend));
         }
+        // The request's whole waiting budget (`--max-pacing-total`), counted from its arrival.
+        let total_until_ms = match self.cfg.max_pacing_total_ms {
+            _ if ex.started_us == 0 => u64::MAX,
+            0 => u64::MAX,
+            total_ms => crate::clock::ms_of_us(ex.started_us) + total_ms,
+        };
+        let spent = now.ms >= total_until_ms;
         let ctx = PickContext {
             client_ip: c.peer_ip,
             key: request_key(ex, self.cfg.mode),
             now_ms: now.ms,
             tried: ex.tried(),
-            relax: ex.pace_until_ms != 0 && now.ms >= ex.pace_until_ms,
-            force: ex.pace_until_ms != 0
-                && now.ms >= ex.pace_until_ms + self.cfg.max_pacing_wait_ms,
+            relax: spent || (ex.pace_until_ms != 0 && now.ms >= ex.pace_until_ms),
+            force: spent
+                || (ex.pace_until_ms != 0
+                    && now.ms >= ex.pace_until_ms + self.cfg.max_pacing_wait_ms),
         };
         let ms = match routing
             .strategy
@@ -123,7 +131,8 @@ impl Router<'_> {
             }
         };
         // Every backend's rate budget is spent: wait for one, but not past the deadline (the
-        // pacing wait, then as long again for room anywhere rather than a sure 429).
+        // pacing wait, then as long again for room anywhere rather than a sure 429), nor past
+        // the request's whole budget.
         if ex.pace_until_ms == 0 {
             ex.pace_until_ms = now.ms + self.cfg.max_pacing_wait_ms;
         }
@@ -132,7 +141,7 @@ impl Router<'_> {
         } else {
             ex.pace_until_ms
         };
-        let wake = (now.ms + ms).min(until).max(now.ms + 1);
+        let wake = (now.ms + ms).min(until).min(total_until_ms).max(now.ms + 1);
         // On the millisecond: a send a tick late leaves part of the backend's window unused.
         c.deadline.set_precise(wake, k.token(), self.timers);
         Err(Stop::Next(Next::Wait))
